@@ -1,0 +1,191 @@
+"""The audit registry: named audits that turn a model (and its references) into metrics.
+
+An audit is ``fn(ctx: AuditContext) -> {metric name: float}``. The context evaluates models
+lazily and caches their outputs on each part of the data (``forget``, ``retain``, ``test``,
+``test_forget``), so ten audits cost one forward pass per model and part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn.audit import classification as cls
+from jaxunlearn.core.types import Network, Variables
+from jaxunlearn.data.datasets import Dataset
+from jaxunlearn.data.forget import Split
+
+Audit = Callable[["AuditContext"], dict[str, float]]
+EVAL_BATCH = 1024
+
+
+def predict(network: Network, variables: Variables, x, *, batch_size: int = EVAL_BATCH):
+    """``(logits, features)`` as NumPy arrays, evaluated in jitted batches."""
+    apply = _jitted_apply(network)
+    logits, feats = [], []
+    for i in range(0, len(x), batch_size):
+        out = apply(variables, jnp.asarray(x[i:i + batch_size]))
+        logits.append(np.asarray(out.logits))
+        feats.append(np.asarray(out.features))
+    if not logits:
+        return np.zeros((0, network.num_outputs), np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(logits), np.concatenate(feats)
+
+
+_APPLY_CACHE: dict[int, Callable] = {}
+
+
+def _jitted_apply(network: Network) -> Callable:
+    key = id(network.apply)
+    if key not in _APPLY_CACHE:
+        _APPLY_CACHE[key] = jax.jit(network.apply)
+    return _APPLY_CACHE[key]
+
+
+@dataclasses.dataclass
+class AuditContext:
+    """Everything an audit may look at.
+
+    Attributes:
+      network: the functional model.
+      dataset: the dataset.
+      split: the forget scenario's index sets.
+      variables: the model under audit.
+      original: the model before unlearning (or ``None``).
+      oracle: a model retrained on the retain set (or ``None``).
+      runtime_s, compile_s: the unlearning run's wall-clock time and compile time.
+      extra: anything else an audit needs (e.g. ``seed``).
+    """
+
+    network: Network
+    dataset: Dataset
+    split: Split
+    variables: Variables
+    original: Variables | None = None
+    oracle: Variables | None = None
+    runtime_s: float = float("nan")
+    compile_s: float = float("nan")
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def data(self, part: str):
+        """``(x, y)`` of a part: ``forget``, ``retain``, ``test`` or ``test_forget``."""
+        ds, sp = self.dataset, self.split
+        if part in ("forget", "retain"):
+            idx = getattr(sp, part)
+            return ds.x_train[idx], ds.y_train[idx]
+        if part in ("test", "test_forget"):
+            idx = getattr(sp, part)
+            return ds.x_test[idx], ds.y_test[idx]
+        raise ValueError(f"Unknown data part {part!r}")
+
+    def model(self, which: str) -> Variables:
+        """The variables of ``which``: ``unlearned``, ``original`` or ``oracle``."""
+        v = {"unlearned": self.variables, "original": self.original, "oracle": self.oracle}[which]
+        if v is None:
+            raise ValueError(f"This audit needs the {which} model, which the context lacks")
+        return v
+
+    def outputs(self, part: str, which: str = "unlearned"):
+        """Cached ``(logits, features)`` of model ``which`` on ``part``."""
+        key = (which, part)
+        if key not in self._cache:
+            self._cache[key] = predict(self.network, self.model(which), self.data(part)[0])
+        return self._cache[key]
+
+    def per_example_loss(self, part: str, which: str = "unlearned") -> np.ndarray:
+        """Cross-entropy (classification) or squared error (regression) per example."""
+        logits, _ = self.outputs(part, which)
+        y = self.data(part)[1]
+        if self.dataset.task == "classification":
+            return -np.log(np.maximum(cls.true_class_probability(logits, y), 1e-45))
+        return (logits.reshape(y.shape) - y) ** 2
+
+
+def accuracy_audit(ctx: AuditContext) -> dict[str, float]:
+    """UA = 100 - forget accuracy, RA, TA (percent); TA_forget on forgotten classes' test data."""
+    out = {}
+    for part, name in (("forget", "UA"), ("retain", "RA"), ("test", "TA")):
+        acc = cls.accuracy_percent(ctx.outputs(part)[0], ctx.data(part)[1])
+        out[name] = 100.0 - acc if name == "UA" else acc
+    if len(ctx.split.test_forget):
+        out["TA_forget"] = cls.accuracy_percent(ctx.outputs("test_forget")[0],
+                                                ctx.data("test_forget")[1])
+    return out
+
+
+def mia_efficacy_audit(ctx: AuditContext) -> dict[str, float]:
+    """MIA-Efficacy of the SalUn code (see :func:`classification.mia_efficacy`)."""
+    conf = {p: cls.true_class_probability(ctx.outputs(p)[0], ctx.data(p)[1])
+            for p in ("retain", "test", "forget")}
+    return {"MIA_efficacy": cls.mia_efficacy(conf["retain"], conf["test"], conf["forget"])}
+
+
+def mia_auc_audit(ctx: AuditContext) -> dict[str, float]:
+    """Loss-threshold membership AUC, forget vs test (see :func:`loss_membership_auc`)."""
+    return {"MIA_AUC": cls.loss_membership_auc(ctx.per_example_loss("forget"),
+                                               ctx.per_example_loss("test"))}
+
+
+def runtime_audit(ctx: AuditContext) -> dict[str, float]:
+    """Wall-clock seconds of the unlearning run, compile time reported separately."""
+    return {"runtime_s": float(ctx.runtime_s), "compile_s": float(ctx.compile_s)}
+
+
+_REGISTRY: dict[str, Audit] = {
+    "accuracy": accuracy_audit,
+    "mia_efficacy": mia_efficacy_audit,
+    "mia_auc": mia_auc_audit,
+    "runtime": runtime_audit,
+}
+# Audits that only make sense for one task; the rest apply to both.
+_TASKS: dict[str, str] = {"accuracy": "classification", "mia_efficacy": "classification"}
+
+
+# The metrics that Avg. Gap (mean absolute difference to the retrain oracle) averages, per task.
+GAP_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": cls.GAP_METRICS,
+    "regression": ("forget_mse", "retain_mse", "test_mse", "MIA_AUC"),
+}
+
+
+def gap_metrics(task: str) -> tuple[str, ...]:
+    """The metrics Avg. Gap averages for ``task``."""
+    return GAP_METRICS[task]
+
+
+def register(name: str, audit: Audit, *, task: str = "any") -> None:
+    """Adds an audit ``fn(ctx) -> dict`` to the registry."""
+    if name in _REGISTRY:
+        raise ValueError(f"Audit {name!r} is already registered")
+    _REGISTRY[name] = audit
+    if task != "any":
+        _TASKS[name] = task
+
+
+def names() -> list[str]:
+    """Names of every registered audit."""
+    return sorted(_REGISTRY)
+
+
+def check_names(audit_names, task: str = "classification") -> None:
+    """Rejects unknown audit names (listing the valid ones) and audits of the wrong task."""
+    for name in audit_names:
+        if name not in _REGISTRY:
+            raise ValueError(f"Unknown audit {name!r}; valid audits: {names()}")
+        if _TASKS.get(name, task) != task:
+            raise ValueError(f"Audit {name!r} is for {_TASKS[name]} tasks, not {task}")
+
+
+def run(audit_names, ctx: AuditContext) -> dict[str, float]:
+    """Runs the named audits and merges their metrics."""
+    check_names(audit_names, ctx.dataset.task)
+    metrics: dict[str, float] = {}
+    for name in audit_names:
+        metrics.update(_REGISTRY[name](ctx))
+    return metrics

@@ -1,0 +1,98 @@
+"""Losses shared by rules, training and audits (pure, batch-averaged)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxunlearn.core.types import Array
+
+
+def cross_entropy(logits: Array, labels: Array) -> Array:
+  """Mean softmax cross-entropy with integer labels."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def per_example_cross_entropy(logits: Array, labels: Array) -> Array:
+  """Softmax cross-entropy per example, ``[batch]``."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def accuracy(logits: Array, labels: Array) -> Array:
+  """Fraction of argmax predictions equal to ``labels``."""
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def distillation_kl(student_logits: Array, teacher_logits: Array, temperature: float = 1.0) -> Array:
+  """``T^2 * KL(softmax(t/T) || softmax(s/T))`` averaged over the batch (Hinton et al., 2015)."""
+  t = jax.nn.log_softmax(teacher_logits / temperature, -1)
+  s = jax.nn.log_softmax(student_logits / temperature, -1)
+  kl = jnp.sum(jnp.exp(t) * (t - s), -1)
+  return temperature**2 * kl.mean()
+
+
+def kl_to_target_probs(student_logits: Array, target_probs: Array) -> Array:
+  """``KL(target || softmax(student))`` summed over classes, averaged over the batch."""
+  s = jax.nn.log_softmax(student_logits, -1)
+  safe = jnp.where(target_probs > 0, target_probs, 1.0)
+  return jnp.sum(jnp.where(target_probs > 0, target_probs * (jnp.log(safe) - s), 0.0), -1).mean()
+
+
+def mean_squared_error(predictions: Array, targets: Array) -> Array:
+  """Mean squared error (regression), averaged over every element."""
+  return jnp.mean((predictions.reshape(targets.shape) - targets) ** 2)
+
+
+def mean_absolute_error(predictions: Array, targets: Array) -> Array:
+  """Mean absolute error (regression), averaged over every element."""
+  return jnp.mean(jnp.abs(predictions.reshape(targets.shape) - targets))
+
+
+def is_classification(targets: Array) -> bool:
+    """Integer targets are class labels; float targets are regression targets (static)."""
+    return bool(jnp.issubdtype(targets.dtype, jnp.integer))
+
+
+def supervised(outputs_logits: Array, targets: Array) -> Array:
+    """Cross-entropy for integer labels, mean squared error for float targets."""
+    if is_classification(targets):
+        return cross_entropy(outputs_logits, targets)
+    return mean_squared_error(outputs_logits, targets)
+
+
+def negative_preference_loss(losses_now: Array, reference_losses: Array, beta: float = 0.1) -> Array:
+    """Negative preference optimisation (NPO) on per-example losses, averaged over the batch.
+
+    ``-(2 / beta) * mean(log sigmoid(beta * (loss - reference_loss)))``: with negative
+    log-likelihood losses this is ``-(2/beta) E log sigmoid(-beta log(p / p_ref))``, a bounded
+    alternative to gradient ascent whose gradient fades once an example is forgotten.
+
+    References:
+      Zhang et al., "Negative Preference Optimization: From Catastrophic Collapse to Effective
+      Unlearning", COLM 2024.
+    """
+    return -(2.0 / beta) * jax.nn.log_sigmoid(beta * (losses_now - reference_losses)).mean()
+
+
+def attention_map(activations: Array) -> Array:
+    """Spatial attention map of Zagoruyko and Komodakis: ``normalize(mean_c a^2)``, ``[batch, -1]``.
+
+    Image activations ``[batch, ..., channels]`` (NHWC) are squared and averaged over channels; a
+    dense layer's ``[batch, units]`` activations are treated as units with one channel each, so the
+    map is ``a^2`` (averaging over the units would leave a constant). Each row is L2-normalised
+    (with PyTorch's ``F.normalize`` epsilon, 1e-12).
+
+    References:
+      Zagoruyko and Komodakis, "Paying More Attention to Attention", ICLR 2017.
+    """
+    a = jnp.square(activations.astype(jnp.float32))
+    if a.ndim > 2:
+        a = jnp.mean(a, -1)
+    a = a.reshape(a.shape[0], -1)
+    return a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+
+
+def attention_transfer(student: Array, teacher: Array) -> Array:
+    """Mean squared difference of the two activations' :func:`attention_map` (a scalar)."""
+    return jnp.mean(jnp.square(attention_map(student) - attention_map(teacher)))

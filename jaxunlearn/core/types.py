@@ -1,0 +1,67 @@
+"""The vocabulary every layer speaks: model outputs, the functional model view and the rule pair.
+
+A model's variables are a plain dict pytree ``{"params": ..., "batch_stats": ...}``. Only
+``variables["params"]`` is ever trained; ``batch_stats`` (BatchNorm running statistics, ``{}`` for
+models without them) is model state that training in ``train=True`` mode refreshes and that
+unlearning rules, which run the model in inference mode, leave untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+
+Array = jax.Array
+PyTree = Any
+Variables = dict[str, Any]
+Batch = Mapping[str, Mapping[str, Array]]
+Metrics = dict[str, Array]
+
+
+class Outputs(NamedTuple):
+  """What a functional model returns.
+
+  Attributes:
+    logits: ``[batch, num_outputs]`` pre-softmax scores (or regression outputs).
+    features: ``[batch, dim]`` penultimate-layer features (the representation).
+    batch_stats: refreshed BatchNorm statistics when called with ``train=True`` on a model that has
+      them, else ``None``.
+    hidden: optional tuple of intermediate activations (used by attention-transfer style losses).
+  """
+
+  logits: Array
+  features: Array
+  batch_stats: PyTree | None = None
+  hidden: tuple[Array, ...] = ()
+
+
+class Network(NamedTuple):
+  """The functional view of a model: everything a rule or audit may know about it.
+
+  Attributes:
+    init: ``key -> variables``; fresh variables for a new model.
+    apply: ``(variables, x, *, train=False) -> Outputs``; pure and jittable.
+    name: registry name of the architecture.
+    num_outputs: number of logits (classes) or regression targets.
+  """
+
+  init: Callable[[Array], Variables]
+  apply: Callable[..., Outputs]
+  name: str
+  num_outputs: int
+
+
+class UnlearningRule(NamedTuple):
+  """An unlearning (or training) rule: a pair of pure functions, in the spirit of optax.
+
+  Attributes:
+    init: ``(variables, *, key) -> state``.
+    update: ``(variables, state, batch, *, key) -> (variables, state, metrics)`` where ``batch`` is
+      ``{"forget": {"x", "y"}, "retain": {"x", "y"}}`` (a rule reads the parts it uses) and
+      ``metrics`` is a dict of scalars.
+  """
+
+  init: Callable[..., PyTree]
+  update: Callable[..., tuple[Variables, PyTree, Metrics]]

@@ -1,0 +1,97 @@
+"""The one registry of unlearning rules: names, factories and what each rule needs.
+
+``make(name, network, num_steps=..., **hparams)`` builds any registered rule; the registry passes
+a factory the extra context it declares in its signature (``init_fn``, ``num_classes``,
+``num_steps``, ``steps_per_epoch``), so every factory keeps a plain keyword-only signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+
+from jaxunlearn.core.types import Network, UnlearningRule
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleInfo:
+    """What the registry knows about a rule.
+
+    Attributes:
+      name: registry name.
+      factory: ``factory(apply, **hparams) -> UnlearningRule``.
+      parts: the batch parts the rule reads (``"forget"``, ``"retain"``).
+      paper: short citation shown in the README table.
+      needs_labels: whether it reads forget labels.
+      needs_original_data: whether it needs data beyond the forget/retain sets (e.g. the full
+        training set for importance estimates) or the original training run.
+      cost: relative cost, ``"none"``, ``"low"``, ``"medium"`` or ``"high"``.
+      task: ``"classification"``, ``"regression"`` or ``"any"``.
+    """
+
+    name: str
+    factory: Callable[..., UnlearningRule]
+    parts: tuple[str, ...]
+    paper: str
+    needs_labels: bool = True
+    needs_original_data: bool = False
+    cost: str = "low"
+    task: str = "classification"
+
+    @property
+    def epoch_part(self) -> str:
+        """The part an epoch is counted over: retain when the rule reads it, else forget."""
+        return "retain" if "retain" in self.parts else self.parts[0]
+
+
+_REGISTRY: dict[str, RuleInfo] = {}
+
+
+def register(info: RuleInfo) -> RuleInfo:
+    """Adds a rule to the registry (the name must be new)."""
+    if info.name in _REGISTRY:
+        raise ValueError(f"Rule {info.name!r} is already registered")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def names() -> list[str]:
+    """Names of every registered rule."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> RuleInfo:
+    """The :class:`RuleInfo` of ``name``; unknown names list the valid ones."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown rule {name!r}; valid rules: {names()}")
+    return _REGISTRY[name]
+
+
+def check_hparams(name: str, hparams: dict) -> None:
+    """Rejects hyperparameters that the rule's factory does not take, before any compute."""
+    factory = get(name).factory
+    params = inspect.signature(factory).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    context = {"init_fn", "num_classes", "num_steps", "steps_per_epoch"}
+    valid = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in context]
+    bad = sorted(set(hparams) - set(valid))
+    if bad:
+        raise ValueError(f"Rule {name!r} has no hyperparameter(s) {bad}; valid: {sorted(valid)}")
+
+
+def make(name: str, network: Network, *, num_steps: int | None = None,
+         steps_per_epoch: int | None = None, **hparams) -> UnlearningRule:
+    """Builds the rule ``name`` for ``network`` with ``hparams`` overriding the paper defaults."""
+    info = get(name)
+    check_hparams(name, hparams)
+    params = inspect.signature(info.factory).parameters
+    context = {"init_fn": network.init, "num_classes": network.num_outputs,
+               "num_steps": num_steps, "steps_per_epoch": steps_per_epoch}
+    for key, value in context.items():
+        if key in params and key not in hparams:
+            if value is None:
+                raise ValueError(f"Rule {name!r} needs `{key}`")
+            hparams[key] = value
+    return info.factory(network.apply, **hparams)

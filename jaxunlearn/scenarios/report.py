@@ -1,0 +1,106 @@
+"""Results as a machine-readable file, a terminal table and a plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+TABLE_METRICS = ("UA", "RA", "TA", "forget_mse", "retain_mse", "test_mse", "MIA_efficacy",
+                 "MIA_AUC", "Avg_gap", "runtime_s")
+PLOT_METRICS = ("UA", "RA", "TA", "MIA_efficacy")
+# Plotted (on their own scale) when none of PLOT_METRICS is present: regression experiments.
+REGRESSION_PLOT_METRICS = ("forget_mse", "retain_mse", "test_mse")
+
+
+def _fmt(stat) -> str:
+    if stat is None:
+        return "-"
+    mean, std, n = stat
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.2f}±{std:.2f}" if n > 1 else f"{mean:.2f}"
+
+
+def table(records, metrics=TABLE_METRICS) -> str:
+    """Mean ± std over seeds per (scenario, method) as aligned text."""
+    from jaxunlearn.scenarios.runner import summarize
+
+    summary = summarize(records)
+    present = {m for v in summary.values() for m in v["stats"]}
+    cols = [m for m in metrics if m in present]
+    cols += sorted(m for m in present if m not in cols and m != "compile_s")
+    header = ["scenario", "method", "ok/n", *cols]
+    rows = []
+    for (scen, method), v in summary.items():
+        rows.append([scen, method, f"{v['n'] - v['diverged']}/{v['n']}",
+                     *[_fmt(v["stats"].get(c)) for c in cols]])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+    out = [line(header), line(["-" * w for w in widths])]
+    last = None
+    for r in rows:
+        if last is not None and r[0] != last:
+            out.append("")
+        out.append(line(r))
+        last = r[0]
+    return "\n".join(out)
+
+
+def plot(records, path: str, *, title: str = "", metrics=PLOT_METRICS) -> str:
+    """Grouped bars (mean ± std over seeds) of ``metrics`` per method, one panel per scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jaxunlearn.scenarios.runner import summarize
+
+    summary = summarize(records)
+    scenarios = list(dict.fromkeys(s for s, _ in summary))
+    present = lambda names: [m for m in names if any(m in v["stats"] for v in summary.values())]
+    percent = present(metrics)
+    metrics = percent or present(REGRESSION_PLOT_METRICS)
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(6.5 * len(scenarios), 4.2), squeeze=False)
+    for ax, scen in zip(axes[0], scenarios, strict=True):
+        methods = [m for s, m in summary if s == scen]
+        width = 0.8 / max(len(metrics), 1)
+        xs = np.arange(len(methods))
+        for j, metric in enumerate(metrics):
+            stats = [summary[(scen, m)]["stats"].get(metric, (np.nan, 0.0, 0)) for m in methods]
+            ax.bar(xs + j * width - 0.4 + width / 2, [s[0] for s in stats], width,
+                   yerr=[s[1] for s in stats], label=metric, capsize=2)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(methods, rotation=30, ha="right")
+        ax.set_title(scen)
+        if percent:
+            ax.set_ylim(0, 105)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("percent" if percent else "mean squared error")
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_all(records, workdir: str, *, title: str = "", stream=None) -> dict[str, str]:
+    """Writes ``results.json``, ``results.txt`` and ``results.png`` and prints the table."""
+    paths = {"json": os.path.join(workdir, "results.json"),
+             "table": os.path.join(workdir, "results.txt"),
+             "plot": os.path.join(workdir, "results.png")}
+    with open(paths["json"], "w") as f:
+        json.dump([r.to_json() for r in records], f, indent=1, default=float)
+    text = table(records)
+    with open(paths["table"], "w") as f:
+        f.write(text + "\n")
+    plot(records, paths["plot"], title=title)
+    print(text, file=stream or sys.stdout, flush=True)
+    print(f"\nwrote {paths['json']}, {paths['table']}, {paths['plot']}", file=stream or sys.stdout)
+    return paths

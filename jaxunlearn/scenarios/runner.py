@@ -1,0 +1,308 @@
+"""One experiment: dataset + forget scenarios + original + oracles + rules + audits -> records.
+
+Every seed is a member of an ensemble: the originals of all seeds train in one vmapped program,
+so do the oracles of a scenario and the unlearning runs of a rule. Expensive artefacts
+(originals, oracles) are checkpointed under ``workdir`` with orbax and resumed; each finished
+(scenario, rule) writes its records so a rerun skips it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxunlearn import audit as audit_lib
+from jaxunlearn import data as data_lib
+from jaxunlearn import models as models_lib
+from jaxunlearn import rules as rules_lib
+from jaxunlearn.audit import classification as cls
+from jaxunlearn.core.types import Network, Variables
+from jaxunlearn.train import Progress, data_mesh, fit, make_stream, steps_per_epoch
+
+ORIGINAL, RETRAIN = "original", "retrain"
+
+
+@dataclasses.dataclass
+class Record:
+    """One row of ``results.json``: a method's audited model on one scenario and seed."""
+
+    scenario: str
+    method: str
+    seed: int
+    status: str
+    metrics: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _plain(cfg) -> dict:
+    if cfg is None:
+        return {}
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+
+
+@dataclasses.dataclass
+class Plan:
+    """A validated experiment: everything needed, checked before any compute."""
+
+    dataset: data_lib.Dataset
+    network: Network
+    scenarios: dict[str, data_lib.ForgetSpec]
+    splits: dict[str, data_lib.Split]
+    rules: dict[str, dict]
+    audits: tuple[str, ...]
+    seeds: int
+    train: dict
+    mesh: Any
+
+
+def plan(config) -> Plan:
+    """Validates ``config`` and resolves names; raises ``ValueError`` before any compute."""
+    data_lib.check_name(config.dataset)
+    models_lib.check_name(config.model)
+    seeds = int(config.seeds)
+    if seeds < 1:
+        raise ValueError(f"`seeds` must be at least 1; got {seeds}")
+    rules = {name: _plain(rc) for name, rc in _plain(config.rules).items()}
+    for name, rc in rules.items():
+        info = rules_lib.get(name)
+        rules_lib.registry.check_hparams(name, _plain(rc.get("hparams")))
+        unknown = set(rc) - {"epochs", "forget_batch_size", "retain_batch_size", "hparams"}
+        if unknown:
+            raise ValueError(f"Rule config {name!r} has unknown keys {sorted(unknown)}")
+        if name != RETRAIN and float(rc.get("epochs", 1)) <= 0:
+            raise ValueError(f"Rule {name!r}: `epochs` must be positive")
+        del info
+    audits = tuple(config.audits)
+    scenario_cfg = _plain(config.scenarios)
+    if not scenario_cfg:
+        raise ValueError("The config names no forget `scenarios`")
+    dataset = data_lib.load(config.dataset, **_plain(config.get("data_kwargs")))
+    audit_lib.check_names(audits, dataset.task)
+    for name in rules:
+        task = rules_lib.get(name).task
+        if task not in ("any", dataset.task):
+            raise ValueError(f"Rule {name!r} is for {task} tasks; {config.dataset!r} is "
+                             f"{dataset.task}")
+    for sname, scfg in scenario_cfg.items():
+        _check_availability(sname, scfg, rules)
+        scfg.pop("retain_available", None)
+        scfg.pop("labels_available", None)
+    scenarios = {n: data_lib.ForgetSpec.from_config(s) for n, s in scenario_cfg.items()}
+    splits = {n: data_lib.make_split(dataset, s, seed=int(config.get("forget_seed", 0)))
+              for n, s in scenarios.items()}
+    train = _plain(config.train)
+    mesh = None
+    n_dev = jax.local_device_count()
+    if config.get("data_parallel", True) and n_dev > 1:
+        mesh = data_mesh(n_dev)
+    n_train = len(dataset.y_train)
+    from jaxunlearn.train.loop import check_batch_sizes
+
+    check_batch_sizes({"retain": int(train["batch_size"])}, {"retain": n_train},
+                      n_dev if mesh is not None else 1)
+    for sname, split in splits.items():
+        sizes = {"forget": len(split.forget), "retain": len(split.retain)}
+        for name, rc in rules.items():
+            if name == RETRAIN:
+                continue
+            parts = rules_lib.get(name).parts
+            bs = {p: int(rc.get(f"{p}_batch_size", 64)) for p in parts}
+            try:
+                check_batch_sizes(bs, sizes, n_dev if mesh is not None else 1)
+            except ValueError as e:
+                raise ValueError(f"Scenario {sname!r}, rule {name!r}: {e}") from None
+    network = models_lib.make_network(config.model, input_shape=dataset.input_shape,
+                                      num_outputs=dataset.num_outputs,
+                                      **_plain(config.get("model_kwargs")))
+    return Plan(dataset, network, scenarios, splits, rules, audits, seeds, train, mesh)
+
+
+def _check_availability(sname: str, scfg: dict, rules: dict) -> None:
+    """Rejects rules that need data a scenario withholds (its retain set, or its labels)."""
+    retain = bool(scfg.get("retain_available", True))
+    labels = bool(scfg.get("labels_available", True))
+    for name, rc in rules.items():
+        info = rules_lib.get(name)
+        if not retain and (name == RETRAIN or "retain" in info.parts):
+            raise ValueError(f"Scenario {sname!r} gives no retain set (retain_available=False), "
+                             f"but rule {name!r} needs one.")
+        hp = _plain(rc.get("hparams"))
+        wants_labels = info.needs_labels or bool(hp.get("repair", False))
+        if not labels and wants_labels:
+            raise ValueError(f"Scenario {sname!r} gives no labels (labels_available=False), but "
+                             f"rule {name!r} needs them"
+                             + (" for its `repair` stage." if not info.needs_labels else "."))
+
+
+def _train_rule(p: Plan):
+    t = p.train
+    return rules_lib.finetune(
+        p.network.apply, learning_rate=float(t["learning_rate"]),
+        momentum=float(t.get("momentum", 0.9)), weight_decay=float(t.get("weight_decay", 5e-4)),
+        train_mode=True)
+
+
+def train_models(p: Plan, index: np.ndarray, keys, *, label: str, checkpoint_dir: str | None,
+                 verbose: bool = True):
+    """Trains one model per key from scratch on ``index`` (vmapped); returns the FitResult."""
+    t = p.train
+    bs = int(t["batch_size"])
+    num_steps = int(t["epochs"]) * steps_per_epoch(len(index), bs)
+    stream = make_stream(p.dataset.x_train, p.dataset.y_train, {"retain": index})
+    init = jax.vmap(p.network.init)(keys)
+    res = fit(_train_rule(p), init, stream, batch_sizes={"retain": bs}, num_steps=num_steps,
+              key=keys, ensemble=True, mesh=p.mesh, checkpoint_dir=checkpoint_dir,
+              chunk_size=int(t.get("chunk_size", 0)) or None,
+              progress=Progress(label, enabled=verbose))
+    if checkpoint_dir is None:
+        return res
+    # Time spent before an interruption counts too: keep a running total beside the checkpoints.
+    timing_path = os.path.join(checkpoint_dir, "timing.json")
+    timing = {"runtime_s": 0.0, "compile_s": 0.0}
+    if os.path.exists(timing_path):
+        with open(timing_path) as f:
+            timing = json.load(f)
+    timing = {"runtime_s": timing["runtime_s"] + res.runtime_s,
+              "compile_s": timing["compile_s"] + res.compile_s}
+    with open(timing_path, "w") as f:
+        json.dump(timing, f)
+    return res._replace(runtime_s=timing["runtime_s"], compile_s=timing["compile_s"])
+
+
+def _model(variables: Variables, i: int) -> Variables:
+    return jax.tree.map(lambda x: x[i], variables)
+
+
+def _seed_keys(seeds: int, offset: int):
+    return jax.vmap(jax.random.key)(np.arange(seeds) + offset)
+
+
+def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record]:
+    """Runs the experiment ``config`` in ``workdir`` and writes ``results.json``, table and plot.
+
+    Returns:
+      The records: one per (scenario, method, seed), ``original`` and ``retrain`` included.
+    """
+    p = plan(config)
+    os.makedirs(workdir, exist_ok=True)
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
+    ckpt_root = os.path.join(workdir, "checkpoints")
+    log(f"jaxunlearn: {config.dataset} / {config.model}, {p.seeds} seeds, "
+        f"scenarios {list(p.scenarios)}, rules {list(p.rules)}")
+
+    all_train = np.arange(len(p.dataset.y_train), dtype=np.int32)
+    orig = train_models(p, all_train, _seed_keys(p.seeds, 0), label="original",
+                        checkpoint_dir=os.path.join(ckpt_root, ORIGINAL), verbose=verbose)
+    records: list[Record] = []
+    for sname, split in p.splits.items():
+        log(f"scenario {sname}: forget {len(split.forget)}, retain {len(split.retain)}")
+        oracle = train_models(p, split.retain, _seed_keys(p.seeds, 10_000),
+                              label=f"{sname}/retrain",
+                              checkpoint_dir=os.path.join(ckpt_root, sname, RETRAIN),
+                              verbose=verbose)
+        scen_records = []
+        scen_records += _audit_all(p, sname, ORIGINAL, orig.variables, orig, orig, oracle,
+                                   runtime=orig.runtime_s / p.seeds, compile_s=orig.compile_s)
+        scen_records += _audit_all(p, sname, RETRAIN, oracle.variables, orig, oracle, oracle,
+                                   runtime=oracle.runtime_s / p.seeds, compile_s=oracle.compile_s)
+        for name in p.rules:
+            if name == RETRAIN:
+                continue
+            cache = os.path.join(workdir, "records", sname, f"{name}.json")
+            if os.path.exists(cache):
+                with open(cache) as f:
+                    scen_records += [Record(**r) for r in json.load(f)]
+                log(f"  {name}: restored finished records")
+                continue
+            res = _unlearn(p, sname, name, orig.variables, verbose=verbose)
+            recs = _audit_all(p, sname, name, res.variables, orig, oracle, res,
+                              runtime=res.runtime_s / p.seeds, compile_s=res.compile_s)
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            with open(cache, "w") as f:
+                json.dump([r.to_json() for r in recs], f)
+            scen_records += recs
+        _add_gaps(scen_records, audit_lib.gap_metrics(p.dataset.task))
+        records += scen_records
+    from jaxunlearn.scenarios import report
+
+    report.write_all(records, workdir, title=f"{config.dataset} / {config.model}")
+    return records
+
+
+def _unlearn(p: Plan, sname: str, name: str, originals: Variables, *, verbose: bool):
+    info = rules_lib.get(name)
+    rc = p.rules[name]
+    split = p.splits[sname]
+    sizes = {"forget": len(split.forget), "retain": len(split.retain)}
+    bs = {part: int(rc.get(f"{part}_batch_size", 64)) for part in info.parts}
+    spe = steps_per_epoch(sizes[info.epoch_part], bs[info.epoch_part])
+    num_steps = max(1, int(math.ceil(float(rc.get("epochs", 1)) * spe)))
+    rule = rules_lib.make(name, p.network, num_steps=num_steps, steps_per_epoch=spe,
+                          **_plain(rc.get("hparams")))
+    stream = make_stream(p.dataset.x_train, p.dataset.y_train,
+                         {"forget": split.forget, "retain": split.retain})
+    keys = _seed_keys(p.seeds, 20_000)
+    return fit(rule, originals, stream, batch_sizes=bs, num_steps=num_steps, key=keys,
+               ensemble=True, mesh=p.mesh, progress=Progress(f"{sname}/{name}", enabled=verbose))
+
+
+def _audit_all(p: Plan, sname: str, method: str, variables, orig, oracle, result, *,
+               runtime: float, compile_s: float) -> list[Record]:
+    diverged = np.broadcast_to(np.asarray(getattr(result, "diverged", False)), (p.seeds,))
+    out = []
+    for s in range(p.seeds):
+        if diverged[s]:
+            out.append(Record(sname, method, s, "diverged",
+                              {"runtime_s": runtime, "compile_s": compile_s}))
+            continue
+        ctx = audit_lib.AuditContext(
+            network=p.network, dataset=p.dataset, split=p.splits[sname],
+            variables=_model(variables, s), original=_model(orig.variables, s),
+            oracle=_model(oracle.variables, s), runtime_s=runtime, compile_s=compile_s,
+            extra={"seed": s})
+        out.append(Record(sname, method, s, "ok", audit_lib.run(p.audits, ctx)))
+    return out
+
+
+def _add_gaps(records: list[Record], keys) -> None:
+    reference = {r.seed: r.metrics for r in records if r.method == RETRAIN and r.status == "ok"}
+    for r in records:
+        if r.status == "ok" and r.seed in reference:
+            gap = cls.avg_gap(r.metrics, reference[r.seed], keys)
+            if not math.isnan(gap):
+                r.metrics["Avg_gap"] = gap
+
+
+def load_results(path: str) -> list[Record]:
+    """Reads ``results.json`` back into records."""
+    with open(path) as f:
+        return [Record(**r) for r in json.load(f)]
+
+
+def summarize(records: list[Record]) -> Mapping:
+    """``{(scenario, method): {metric: (mean, std, n)}}`` over seeds with status ok."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        groups.setdefault((r.scenario, r.method), []).append(r)
+    out = {}
+    for key, recs in groups.items():
+        ok = [r for r in recs if r.status == "ok"]
+        metrics = sorted({m for r in ok for m in r.metrics})
+        stats = {}
+        for m in metrics:
+            vals = np.array([r.metrics[m] for r in ok if m in r.metrics], float)
+            stats[m] = (float(np.mean(vals)), float(np.std(vals)), len(vals))
+        out[key] = {"stats": stats, "n": len(recs), "diverged": len(recs) - len(ok)}
+    return out
+
+

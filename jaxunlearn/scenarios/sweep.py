@@ -1,0 +1,456 @@
+r"""Hyperparameter sweeps: one rule, a grid over one hyperparameter, every run in one program.
+
+Unlearning results hinge on a learning rate or a loss weight (the SalUn and Unlearn-Sparse
+maintainers answer most "forgetting does not work" reports with "tune the learning rate"). A sweep
+builds the rule *inside* a ``jax.vmap`` over the grid values from the traced value (optax takes
+traced learning rates) and runs all steps with the pure :func:`jaxunlearn.train.scan_steps`, nested
+in a second ``vmap`` over seeds: the whole grid x seeds is one compiled program. A rule whose
+factory needs the value as a Python number (a Python-side check or an integer count) cannot be
+traced; it falls back to one program holding one unrolled run per value (``mode="unrolled"``).
+
+The value is selected on a held-out **validation** split, never on the data it is reported on:
+the scenario's test examples are split in half (stratified by label for classification, fixed
+seed); UA, RA, validation TA and MIA-Efficacy (whose non-member set is then the validation half)
+give each run's Avg. Gap to the retrain oracle evaluated the same way, averaged over seeds. The
+value with the smallest gap is chosen, and its metrics are reported on the other half.
+
+Run (on the default `digits` experiment; originals and oracles are restored from ``--workdir``
+when ``experiments.main`` already trained them there):
+
+    python -m experiments.sweep --config=experiments/configs/default.py --workdir=/tmp/ju_sweep \
+        --scenario=class_0 --rule=gradient_ascent --param=learning_rate \
+        --values=5e-4,1e-3,2e-3,4e-3,8e-3
+
+It writes ``sweep.json`` (the dict :func:`run_sweep` returns), ``sweep.txt`` (the grid table,
+also printed) and ``sweep.png`` (Avg. Gap against the value) into ``--workdir``.
+
+References:
+  Jia et al., "Model Sparsity Can Simplify Machine Unlearning", NeurIPS 2023 (Avg. Gap; the
+  learning-rate search of the Unlearn-Sparse / SalUn issues, e.g. Unlearn-WorstCase #1).
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn import audit as audit_lib
+from jaxunlearn import rules as rules_lib
+from jaxunlearn.audit import classification as cls
+from jaxunlearn.core.tree import all_finite
+from jaxunlearn.core.types import Array, Network, Variables
+from jaxunlearn.data import Dataset, Split
+from jaxunlearn.train import Stream, make_stream, scan_steps, steps_per_epoch
+
+# Registry context, filled in by ``rules.make``: not hyperparameters one sweeps.
+_CONTEXT = ("init_fn", "num_classes", "num_steps", "steps_per_epoch")
+# Audits whose metrics make up each task's Avg. Gap (see ``audit.gap_metrics``).
+_SELECTION_AUDITS = {"classification": ("accuracy", "mia_efficacy"),
+                     "regression": ("regression_error", "mia_auc")}
+# Test-set metrics, renamed when they are measured on the validation half.
+_VALIDATION_NAMES = {"TA": "TA_val", "test_mse": "val_mse"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation of the request (before any compute).
+
+
+def _is_numeric(param: inspect.Parameter) -> bool:
+    default = param.default
+    if isinstance(default, bool):
+        return False
+    if isinstance(default, int | float):
+        return True
+    annotation = str(param.annotation)
+    return default is None and ("float" in annotation or "int" in annotation) and (
+        "bool" not in annotation)
+
+
+def sweepable_hyperparameters(rule: str) -> list[str]:
+    """The numeric keyword-only hyperparameters of rule ``rule``'s factory."""
+    params = inspect.signature(rules_lib.get(rule).factory).parameters
+    return sorted(k for k, p in params.items()
+                  if p.kind is p.KEYWORD_ONLY and k not in _CONTEXT and _is_numeric(p))
+
+
+def check_grid(rule: str, param: str, values: Sequence[Any]) -> tuple[float, ...]:
+    """Validates a sweep request and returns the grid as floats.
+
+    Raises:
+      ValueError: unknown rule (listing the rules), a ``param`` the rule does not take or that is
+        not numeric (listing the rule's numeric hyperparameters), an empty grid, a non-numeric or
+        non-finite value, or a non-positive learning rate.
+    """
+    valid = sweepable_hyperparameters(rule)
+    if param not in valid:
+        raise ValueError(f"Rule {rule!r} has no numeric hyperparameter {param!r}; valid: {valid}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"The grid of {param!r} values is empty")
+    try:
+        grid = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"Grid values of {param!r} must be numbers; got {values}") from None
+    if not all(math.isfinite(v) for v in grid):
+        raise ValueError(f"Grid values of {param!r} must be finite; got {list(grid)}")
+    if "learning_rate" in param and min(grid) <= 0:
+        raise ValueError(f"Learning rates must be positive; got {param}={list(grid)}")
+    return grid
+
+
+def _typed(rule: str, param: str, value: float):
+    default = inspect.signature(rules_lib.get(rule).factory).parameters[param].default
+    return int(value) if isinstance(default, int) and not isinstance(default, bool) else value
+
+
+# --------------------------------------------------------------------------------------------------
+# The one compiled program.
+
+
+def grid_variables(network: Network, stream: Stream, originals: Variables, keys: Array, *,
+                   rule: str, param: str, values: Sequence[float], hparams: Mapping[str, Any],
+                   batch_sizes: Mapping[str, int], num_steps: int, steps_per_epoch: int):
+    """Runs rule ``rule`` for every grid value and seed in one compiled program.
+
+    Args:
+      network: the functional model.
+      stream: data and ``forget``/``retain`` index sets (see :func:`~jaxunlearn.train.make_stream`).
+      originals: the starting variables, with a leading seed axis.
+      keys: one PRNG key per seed (as :func:`~jaxunlearn.train.fit` takes them).
+      rule, param, values: the rule's registry name, the swept hyperparameter and its grid.
+      hparams: the rule's other hyperparameters.
+      batch_sizes: ``{part: batch size}``.
+      num_steps, steps_per_epoch: the run's schedule (also passed to the factory).
+
+    Returns:
+      ``(variables, metrics, info)``: variables with leading ``[len(values), seeds]`` axes,
+      per-step metrics ``[len(values), seeds, num_steps]`` and ``info`` with ``mode`` (``"vmap"``
+      or ``"unrolled"``), ``compile_s``, ``runtime_s`` and ``finite`` (``[values, seeds]`` bool).
+    """
+
+    def build(value):
+        return rules_lib.make(rule, network, num_steps=num_steps, steps_per_epoch=steps_per_epoch,
+                              **{**hparams, param: value})
+
+    def run(value, variables, key, stream):
+        v, _, metrics = scan_steps(build(value), variables, stream, batch_sizes=batch_sizes,
+                                   num_steps=num_steps, key=key)
+        return v, metrics, all_finite(v["params"])
+
+    per_seed = jax.vmap(run, in_axes=(None, 0, 0, None))
+    grid = jnp.asarray(values, jnp.float32)
+    t0 = time.perf_counter()
+    try:
+        program = jax.jit(jax.vmap(per_seed, in_axes=(0, None, None, None)))
+        compiled = program.lower(grid, originals, keys, stream).compile()
+        mode = "vmap"
+    except jax.errors.JAXTypeError:
+        # The factory needs a concrete value (a Python-side check, an int count): one program
+        # with one run per value instead of a vmap over them.
+        def unrolled(grid, originals, keys, stream):
+            del grid
+            outs = [per_seed(_typed(rule, param, v), originals, keys, stream) for v in values]
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+        compiled = jax.jit(unrolled).lower(grid, originals, keys, stream).compile()
+        mode = "unrolled"
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    variables, metrics, finite = jax.block_until_ready(compiled(grid, originals, keys, stream))
+    info = {"mode": mode, "compile_s": compile_s, "runtime_s": time.perf_counter() - t0,
+            "finite": np.asarray(finite)}
+    return variables, metrics, info
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection on a validation split.
+
+
+def validation_split(dataset: Dataset, split: Split, *, fraction: float = 0.5,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Splits the scenario's test indices into ``(validation, held-out test)``.
+
+    Stratified by label for classification; deterministic from ``seed``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"The validation `fraction` must lie in (0, 1); got {fraction}")
+    from sklearn.model_selection import train_test_split
+
+    test = np.asarray(split.test)
+    labels = dataset.y_test[test] if dataset.task == "classification" else None
+    val, rest = train_test_split(test, train_size=fraction, stratify=labels, random_state=seed)
+    return np.sort(val).astype(np.int32), np.sort(rest).astype(np.int32)
+
+
+def _audit(network, dataset, split, audits, variables, *, on: np.ndarray,
+           test_forget: bool) -> dict[str, float]:
+    part = split._replace(test=on, test_forget=split.test_forget if test_forget
+                          else split.test_forget[:0])
+    return audit_lib.run(audits, audit_lib.AuditContext(network=network, dataset=dataset,
+                                                        split=part, variables=variables))
+
+
+def _stats(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    keys = sorted({k for r in rows for k in r})
+    out = {}
+    for k in keys:
+        vals = np.array([r[k] for r in rows if k in r], float)
+        out[k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": int(vals.size)}
+    return out
+
+
+def _rename(stats: dict, names: Mapping[str, str]) -> dict:
+    return {names.get(k, k): v for k, v in stats.items()}
+
+
+def _seed(tree, *index):
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def sweep(network: Network, dataset: Dataset, split: Split, originals: Variables,
+          oracles: Variables, keys: Array, *, rule: str, param: str, values: Sequence[float],
+          rule_config: Mapping[str, Any] | None = None, val_fraction: float = 0.5,
+          val_seed: int = 0, return_variables: bool = False) -> dict[str, Any]:
+    """Sweeps ``param`` of ``rule`` and picks the value closest to the retrain oracle.
+
+    Args:
+      network, dataset, split: the model, data and forget scenario.
+      originals: the trained models, leading seed axis.
+      oracles: models retrained on the retain set, leading seed axis (seed ``s`` is compared with
+        oracle ``s``).
+      keys: one unlearning PRNG key per seed.
+      rule, param, values: the rule, the swept hyperparameter and its grid.
+      rule_config: ``{"epochs", "forget_batch_size", "retain_batch_size", "hparams"}`` as in an
+        experiment config (batch sizes default to 64, epochs to 1).
+      val_fraction, val_seed: size and seed of the validation half of the test indices.
+      return_variables: also return the unlearned variables under ``"variables"`` (``[values,
+        seeds, ...]``; not JSON).
+
+    Returns:
+      A JSON-ready dict: the request and schedule, ``mode``, timings, the oracle's and original's
+      validation metrics, ``grid`` (per value: metrics mean/std over seeds on validation, ``gap``,
+      ``diverged``) and ``best`` (the argmin-gap value, its validation gap, and its metrics, the
+      oracle's and its gap measured on the held-out test half).
+    """
+    grid = check_grid(rule, param, values)
+    rc = dict(rule_config or {})
+    info = rules_lib.get(rule)
+    hparams = dict(rc.get("hparams") or {})
+    hparams.pop(param, None)
+    sizes = {"forget": len(split.forget), "retain": len(split.retain)}
+    batch_sizes = {part: int(rc.get(f"{part}_batch_size", 64)) for part in info.parts}
+    # The same schedule as the experiment runner's.
+    spe = steps_per_epoch(sizes[info.epoch_part], batch_sizes[info.epoch_part])
+    num_steps = max(1, int(math.ceil(float(rc.get("epochs", 1)) * spe)))
+    for v in grid:  # the factory's own checks, on concrete values, before any compute
+        rules_lib.make(rule, network, num_steps=num_steps, steps_per_epoch=spe,
+                       **{**hparams, param: _typed(rule, param, v)})
+    val_idx, test_idx = validation_split(dataset, split, fraction=val_fraction, seed=val_seed)
+    task = dataset.task
+    audits = _SELECTION_AUDITS[task]
+    gap_keys = audit_lib.gap_metrics(task)
+
+    stream = make_stream(dataset.x_train, dataset.y_train,
+                         {"forget": split.forget, "retain": split.retain})
+    variables, metrics, run_info = grid_variables(
+        network, stream, originals, keys, rule=rule, param=param, values=grid, hparams=hparams,
+        batch_sizes=batch_sizes, num_steps=num_steps, steps_per_epoch=spe)
+    seeds = int(jax.tree.leaves(keys)[0].shape[0])
+
+    def evaluate(v, *, on, test_forget=False):
+        return _audit(network, dataset, split, audits, v, on=on, test_forget=test_forget)
+
+    oracle_val = [evaluate(_seed(oracles, s), on=val_idx) for s in range(seeds)]
+    original_val = [evaluate(_seed(originals, s), on=val_idx) for s in range(seeds)]
+    for rows in (original_val,):
+        for s, r in enumerate(rows):
+            r["Avg_gap"] = cls.avg_gap(r, oracle_val[s], gap_keys)
+    rows_grid, gaps = [], []
+    for k, value in enumerate(grid):
+        rows = []
+        for s in range(seeds):
+            if not run_info["finite"][k, s]:
+                continue
+            r = evaluate(_seed(variables, k, s), on=val_idx)
+            r["Avg_gap"] = cls.avg_gap(r, oracle_val[s], gap_keys)
+            if "loss" in metrics:
+                r["final_loss"] = float(np.asarray(metrics["loss"])[k, s, -1])
+            rows.append(r)
+        diverged = seeds - len(rows)
+        gap = float(np.mean([r["Avg_gap"] for r in rows])) if rows and not diverged else math.inf
+        gaps.append(gap)
+        rows_grid.append({"value": value, "metrics": _rename(_stats(rows), _VALIDATION_NAMES),
+                          "gap": gap, "diverged": diverged})
+    best = int(np.argmin(gaps))
+    result: dict[str, Any] = {
+        "rule": rule, "param": param, "values": list(grid), "dataset": dataset.name,
+        "task": task, "seeds": seeds, "hparams": hparams, "batch_sizes": batch_sizes,
+        "num_steps": num_steps, "mode": run_info["mode"], "compile_s": run_info["compile_s"],
+        "runtime_s": run_info["runtime_s"], "gap_metrics": list(gap_keys),
+        "validation": {"size": len(val_idx), "test_size": len(test_idx), "seed": val_seed},
+        "oracle_val": _rename(_stats(oracle_val), _VALIDATION_NAMES),
+        "original_val": _rename(_stats(original_val), _VALIDATION_NAMES),
+        "grid": rows_grid,
+    }
+    if math.isfinite(gaps[best]):
+        oracle_test = [evaluate(_seed(oracles, s), on=test_idx, test_forget=True)
+                       for s in range(seeds)]
+        chosen = []
+        for s in range(seeds):
+            r = evaluate(_seed(variables, best, s), on=test_idx, test_forget=True)
+            r["Avg_gap"] = cls.avg_gap(r, oracle_test[s], gap_keys)
+            chosen.append(r)
+        result["best"] = {"value": grid[best], "index": best, "val_gap": gaps[best],
+                          "test": _stats(chosen), "oracle_test": _stats(oracle_test)}
+    else:
+        result["best"] = None  # every value diverged on some seed
+    if return_variables:
+        result["variables"] = variables
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Reports.
+
+
+def _fmt(stat: Mapping[str, float] | None) -> str:
+    if not stat or not math.isfinite(stat["mean"]):
+        return "-"
+    return f"{stat['mean']:.2f}±{stat['std']:.2f}" if stat["n"] > 1 else f"{stat['mean']:.2f}"
+
+
+def grid_table(result: Mapping[str, Any]) -> str:
+    """The grid as aligned text: one row per value (validation metrics), the chosen value marked,
+    then the chosen value's metrics on the held-out test half."""
+    keys = [_VALIDATION_NAMES.get(k, k) for k in result["gap_metrics"]]
+    header = [result["param"], *keys, "Avg_gap", "diverged", ""]
+    rows = [["oracle", *[_fmt(result["oracle_val"].get(k)) for k in keys], "0.00", "-", ""]]
+    best = result["best"]["index"] if result["best"] else -1
+    for i, row in enumerate(result["grid"]):
+        rows.append([f"{row['value']:.4g}", *[_fmt(row["metrics"].get(k)) for k in keys],
+                     f"{row['gap']:.2f}", str(row["diverged"]), "<- chosen" if i == best else ""])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+    out = [f"sweep of {result['rule']}.{result['param']} on {result['dataset']} "
+           f"({result['seeds']} seeds, {result['num_steps']} steps, one {result['mode']} "
+           f"program, compile {result['compile_s']:.1f}s, run {result['runtime_s']:.1f}s)",
+           f"selection on a validation half of the test set ({result['validation']['size']} "
+           "examples):", line(header), line(["-" * w for w in widths]), *map(line, rows)]
+    if best >= 0:
+        test = result["best"]["test"]
+        names = [*result["gap_metrics"], "Avg_gap"]
+        out.append(f"\nchosen {result['param']}={result['best']['value']:.4g}, on the held-out "
+                   f"test half ({result['validation']['test_size']} examples): "
+                   + ", ".join(f"{k} {_fmt(test.get(k))}" for k in names)
+                   + "; oracle: " + ", ".join(f"{k} {_fmt(result['best']['oracle_test'].get(k))}"
+                                              for k in result["gap_metrics"]))
+    else:
+        out.append("\nevery value diverged on some seed: nothing chosen")
+    return "\n".join(out)
+
+
+def plot_gap(result: Mapping[str, Any], path: str) -> str:
+    """Avg. Gap (validation, mean ± std over seeds) against the swept value, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = np.array([r["value"] for r in result["grid"]], float)
+    ys = np.array([r["gap"] for r in result["grid"]], float)
+    err = np.array([r["metrics"].get("Avg_gap", {}).get("std", 0.0) for r in result["grid"]])
+    ok = np.isfinite(ys)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.errorbar(xs[ok], ys[ok], yerr=err[ok], marker="o", capsize=3)
+    if result["best"]:
+        ax.scatter([result["best"]["value"]], [result["best"]["val_gap"]], s=120,
+                   facecolors="none", edgecolors="red", label="chosen", zorder=3)
+        ax.legend()
+    if np.all(xs > 0) and xs.max() / xs.min() >= 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(result["param"])
+    ax.set_ylabel("Avg. Gap to retrain (validation)")
+    ax.set_title(f"{result['rule']} on {result['dataset']}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_sweep(result: Mapping[str, Any], workdir: str, *, stream=None) -> dict[str, str]:
+    """Writes ``sweep.json``, ``sweep.txt`` and ``sweep.png`` into ``workdir``; prints the table."""
+    os.makedirs(workdir, exist_ok=True)
+    paths = {"json": os.path.join(workdir, "sweep.json"),
+             "table": os.path.join(workdir, "sweep.txt"),
+             "plot": os.path.join(workdir, "sweep.png")}
+    plain = {k: v for k, v in result.items() if k != "variables"}
+    with open(paths["json"], "w") as f:
+        json.dump(plain, f, indent=1, default=float)
+    text = grid_table(plain)
+    with open(paths["table"], "w") as f:
+        f.write(text + "\n")
+    plot_gap(plain, paths["plot"])
+    print(text, file=stream or sys.stdout, flush=True)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# From an experiment config.
+
+
+def run_sweep(config, workdir: str, *, scenario: str, rule: str, param: str,
+              values: Sequence[Any], val_fraction: float = 0.5, val_seed: int = 0,
+              verbose: bool = True) -> dict[str, Any]:
+    """Sweeps ``param`` of ``rule`` on one scenario of an experiment config and writes the report.
+
+    The rule's epochs, batch sizes and other hyperparameters come from ``config.rules[rule]``
+    (defaults when absent). Originals and retrain oracles are trained, or restored from the
+    checkpoints :func:`~jaxunlearn.scenarios.run_experiment` leaves in the same ``workdir``, and
+    the unlearning keys are the experiment's, so the grid point equal to the config's value
+    reproduces the experiment's run.
+
+    Returns:
+      The dict of :func:`sweep` (also written to ``workdir/sweep.json``).
+    """
+    import ml_collections
+
+    from jaxunlearn.scenarios import runner
+
+    check_grid(rule, param, values)
+    scenarios = runner._plain(config.scenarios)
+    if scenario not in scenarios:
+        raise ValueError(f"Unknown scenario {scenario!r}; the config has {sorted(scenarios)}")
+    cfg = ml_collections.ConfigDict(runner._plain(config))
+    cfg.scenarios = {scenario: scenarios[scenario]}
+    cfg.rules = {rule: runner._plain(runner._plain(config.rules).get(rule))}
+    p = runner.plan(cfg)
+    split = p.splits[scenario]
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
+    log(f"sweep: {rule}.{param} over {list(values)} on {cfg.dataset}/{scenario}, {p.seeds} seeds")
+    ckpt = os.path.join(workdir, "checkpoints")
+    all_train = np.arange(len(p.dataset.y_train), dtype=np.int32)
+    orig = runner.train_models(p, all_train, runner._seed_keys(p.seeds, 0), label="original",
+                               checkpoint_dir=os.path.join(ckpt, runner.ORIGINAL),
+                               verbose=verbose)
+    oracle = runner.train_models(p, split.retain, runner._seed_keys(p.seeds, 10_000),
+                                 label=f"{scenario}/retrain",
+                                 checkpoint_dir=os.path.join(ckpt, scenario, runner.RETRAIN),
+                                 verbose=verbose)
+    result = sweep(p.network, p.dataset, split, orig.variables, oracle.variables,
+                   runner._seed_keys(p.seeds, 20_000), rule=rule, param=param, values=values,
+                   rule_config=p.rules[rule], val_fraction=val_fraction, val_seed=val_seed)
+    result["scenario"] = scenario
+    write_sweep(result, workdir, stream=None if verbose else io.StringIO())
+    return result

@@ -1,0 +1,316 @@
+"""The one training loop: runs any rule (training, retraining, unlearning) over a batch stream.
+
+Training the original model, retraining an oracle and unlearning are all "a rule applied for N
+steps to variables, over batches drawn from index sets of an in-memory dataset". :func:`fit` does
+that with the steps fused into ``lax.scan`` chunks, batches gathered on device from per-epoch
+permutations (a pure function of the key and the step number, so a resumed run sees exactly the
+batches an uninterrupted run would), optional data parallelism over a ``data`` mesh axis,
+optional ``vmap`` over an ensemble of models, orbax checkpoints after every chunk, and a
+divergence check that stops a run whose parameters turn NaN or inf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxunlearn.core.tree import all_finite
+from jaxunlearn.core.types import Array, PyTree, UnlearningRule, Variables
+
+
+class Stream(NamedTuple):
+    """Device-resident data and the index sets that batch parts are drawn from.
+
+    Attributes:
+      x: inputs of the whole (training) set.
+      y: targets of the whole set.
+      index: ``{part name: int32 indices into x/y}``, e.g. ``{"forget": ..., "retain": ...}``. Each
+        index array may carry a leading model axis when :func:`fit` runs an ensemble with
+        ``per_model_index=True``.
+    """
+
+    x: Array
+    y: Array
+    index: Mapping[str, Array]
+
+
+def make_stream(x, y, index: Mapping[str, Any]) -> Stream:
+    """Builds a :class:`Stream` from NumPy or JAX arrays."""
+    return Stream(jnp.asarray(x), jnp.asarray(y),
+                  {k: jnp.asarray(v, jnp.int32) for k, v in index.items()})
+
+
+def steps_per_epoch(size: int, batch_size: int) -> int:
+    """Full batches in one pass over ``size`` examples (the last partial batch is dropped)."""
+    return max(size // batch_size, 1)
+
+
+def sample_batch(stream: Stream, batch_sizes: Mapping[str, int], key: Array, step: Array):
+    """The batch of ``step``: for each part, a slice of that part's permutation for this epoch."""
+    batch = {}
+    for i, (name, size) in enumerate(sorted(batch_sizes.items())):
+        idx = stream.index[name]
+        n = idx.shape[0]
+        spe = steps_per_epoch(n, size)
+        epoch, pos = step // spe, step % spe
+        perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, i), epoch), n)
+        rows = idx[jax.lax.dynamic_slice(perm, (pos * size,), (size,))]
+        batch[name] = {"x": stream.x[rows], "y": stream.y[rows]}
+    return batch
+
+
+def check_batch_sizes(batch_sizes: Mapping[str, int], sizes: Mapping[str, int],
+                      num_devices: int = 1) -> None:
+    """Rejects batch sizes larger than their data, non-positive, or not divisible by devices."""
+    for name, bs in batch_sizes.items():
+        if name not in sizes:
+            raise ValueError(f"No index set named {name!r} for its batch size; have {sorted(sizes)}")
+        if bs < 1:
+            raise ValueError(f"`{name}` batch size must be positive; got {bs}.")
+        if bs > sizes[name]:
+            raise ValueError(f"`{name}` batch size {bs} is larger than the {name} data "
+                             f"({sizes[name]} examples).")
+        if bs % num_devices:
+            raise ValueError(f"`{name}` batch size {bs} is not divisible by the {num_devices} "
+                             "devices of the data mesh.")
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      variables: the final variables (with a leading model axis for ensembles).
+      state: the final rule state.
+      metrics: ``{name: np.ndarray [steps_run, ...]}``, per-step metrics of this invocation.
+      diverged: bool (``np.ndarray [num_models]`` for ensembles): parameters became non-finite.
+      steps: number of steps completed (including those restored from a checkpoint).
+      runtime_s: wall-clock seconds of execution, compile time excluded.
+      compile_s: seconds spent compiling.
+    """
+
+    variables: Variables
+    state: PyTree
+    metrics: dict[str, np.ndarray]
+    diverged: Any
+    steps: int
+    runtime_s: float
+    compile_s: float
+
+
+@dataclasses.dataclass
+class Progress:
+    """Prints one line per chunk to stderr: ``label: step/total (pct) metrics elapsed``."""
+
+    label: str = "fit"
+    enabled: bool = True
+    stream: Any = None
+
+    def __call__(self, step: int, total: int, metrics: Mapping[str, float], elapsed: float):
+        if not self.enabled:
+            return
+        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        print(f"  [{self.label}] step {step}/{total} ({100 * step / max(total, 1):.0f}%) {shown} "
+              f"{elapsed:.1f}s", file=self.stream or sys.stderr, flush=True)
+
+
+def data_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh with a ``data`` axis over the first ``num_devices`` local devices (all by
+    default), with automatic sharding propagation (``AxisType.Auto``)."""
+    devices = jax.local_devices()[: num_devices or jax.local_device_count()]
+    return jax.make_mesh((len(devices),), ("data",), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def _auto(mesh: Mesh | None) -> Mesh | None:
+    # Batches are placed with sharding constraints, which need Auto axes; a mesh built with
+    # Explicit axes (the jax.make_mesh default) is converted, same devices, same names.
+    if mesh is None:
+        return None
+    return Mesh(mesh.devices, mesh.axis_names,
+                axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names))
+
+
+def _data_sharding(mesh: Mesh | None):
+    if mesh is None:
+        return None
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def _chunk_fn(rule: UnlearningRule, batch_sizes: Mapping[str, int], chunk_size: int,
+              num_steps: int, mesh: Mesh | None, metric_shapes: PyTree):
+    sharding = _data_sharding(mesh)
+
+    def chunk(variables, state, stream, key, start):
+        data_key, rule_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+
+        def body(carry, i):
+            step = start + i
+
+            def run(c):
+                v, s = c
+                batch = sample_batch(stream, batch_sizes, data_key, step)
+                if sharding is not None:
+                    batch = jax.lax.with_sharding_constraint(
+                        batch, jax.tree.map(lambda _: sharding, batch))
+                v, s, m = rule.update(v, s, batch, key=jax.random.fold_in(rule_key, step))
+                return (v, s), m
+
+            def skip(c):
+                return c, jax.tree.map(lambda sd: jnp.zeros(sd.shape, sd.dtype), metric_shapes)
+
+            return jax.lax.cond(step < num_steps, run, skip, carry)
+
+        (variables, state), metrics = jax.lax.scan(body, (variables, state),
+                                                   jnp.arange(chunk_size))
+        return variables, state, metrics, all_finite(variables["params"])
+
+    return chunk
+
+
+def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
+        batch_sizes: Mapping[str, int], num_steps: int, key: Array,
+        state: PyTree | None = None, chunk_size: int | None = None, mesh: Mesh | None = None,
+        ensemble: bool = False, per_model_index: bool = False, checkpoint_dir: str | None = None,
+        progress: Callable | None = None) -> FitResult:
+    """Applies ``rule`` to ``variables`` for ``num_steps`` steps.
+
+    Args:
+      rule: the rule to run (a training rule or an unlearning rule).
+      variables: starting variables; with ``ensemble=True`` every leaf has a leading model axis.
+      stream: device-resident data and index sets (see :func:`make_stream`).
+      batch_sizes: ``{part: batch size}`` for the parts the rule reads, e.g.
+        ``{"forget": 32, "retain": 64}``.
+      num_steps: number of updates.
+      key: PRNG key of the run (one key per model when ``ensemble=True``); batches and the rule's
+        per-step keys derive from it and the step number.
+      state: the rule state to start from; ``rule.init(variables, key=key)`` by default.
+      chunk_size: steps fused in one compiled ``lax.scan`` call (progress and checkpoints happen
+        between chunks); defaults to about a tenth of the run.
+      mesh: a mesh with a ``data`` axis: batches are split over it, everything else replicated.
+      ensemble: vmap the whole loop over a leading model axis of variables, state and key.
+      per_model_index: with ``ensemble``, index arrays of ``stream`` also carry the model axis
+        (each model draws from its own index sets).
+      checkpoint_dir: orbax checkpoint directory; the run resumes from its latest checkpoint.
+      progress: ``(step, total, metrics, elapsed)`` callback after every chunk.
+
+    Returns:
+      A :class:`FitResult`.
+    """
+    num_steps = int(num_steps)
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be non-negative; got {num_steps}")
+    sizes = {k: int(v.shape[-1]) for k, v in stream.index.items()}
+    mesh = _auto(mesh)
+    num_devices = 1 if mesh is None else int(mesh.shape["data"])
+    check_batch_sizes(batch_sizes, sizes, num_devices)
+    stream = Stream(stream.x, stream.y, {k: stream.index[k] for k in batch_sizes})
+    chunk_size = int(chunk_size or max(1, math.ceil(num_steps / 10)))
+
+    if state is None:
+        init = jax.vmap(lambda v, k: rule.init(v, key=k)) if ensemble else (
+            lambda v, k: rule.init(v, key=k))
+        state = init(variables, key)
+    if mesh is not None:
+        replicated = NamedSharding(mesh, PartitionSpec())
+        variables, state, stream = jax.device_put((variables, state, stream), replicated)
+
+    manager = None
+    start = 0
+    if checkpoint_dir is not None:
+        from jaxunlearn.train import checkpoint as ckpt
+
+        manager = ckpt.manager(checkpoint_dir)
+        restored = ckpt.restore_latest(manager, {"variables": variables, "state": state})
+        if restored is not None:
+            start, tree = restored
+            variables, state = tree["variables"], tree["state"]
+            if mesh is not None:
+                variables, state = jax.device_put((variables, state), replicated)
+
+    def one_update(v, s, k):
+        batch = sample_batch(stream, batch_sizes, k, jnp.zeros((), jnp.int32))
+        return rule.update(v, s, batch, key=k)[2]
+
+    if ensemble:
+        metric_shapes = jax.eval_shape(
+            lambda v, s, k: jax.tree.map(lambda m: m[0], jax.vmap(one_update)(v, s, k)),
+            variables, state, key)
+    else:
+        metric_shapes = jax.eval_shape(one_update, variables, state, key)
+    chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes)
+    if ensemble:
+        index_axes = {k: (0 if per_model_index else None) for k in stream.index}
+        chunk = jax.vmap(chunk, in_axes=(0, 0, Stream(None, None, index_axes), 0, None))
+
+    compile_s = 0.0
+    compiled = None
+    diverged = np.zeros(jax.tree.leaves(key)[0].shape[:1], bool) if ensemble else False
+    history: list[dict[str, np.ndarray]] = []
+    t_run = 0.0
+    step = start
+    while step < num_steps:
+        if compiled is None:
+            t0 = time.perf_counter()
+            compiled = jax.jit(chunk).lower(
+                variables, state, stream, key, jnp.asarray(step, jnp.int32)).compile()
+            compile_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        variables, state, metrics, finite = compiled(variables, state, stream, key,
+                                                     jnp.asarray(step, jnp.int32))
+        finite = np.asarray(finite)
+        t_run += time.perf_counter() - t0
+        ran = min(chunk_size, num_steps - step)
+        step += ran
+        metrics = {k: np.asarray(v)[..., :ran] if ensemble else np.asarray(v)[:ran]
+                   for k, v in metrics.items()}
+        history.append(metrics)
+        if manager is not None:
+            ckpt.save(manager, step, {"variables": variables, "state": state})
+        if progress is not None:
+            progress(step, num_steps, {k: float(np.nanmean(v)) for k, v in metrics.items()},
+                     t_run + compile_s)
+        diverged = ~finite
+        if np.all(diverged):
+            break
+    if manager is not None:
+        manager.wait_until_finished()
+        manager.close()
+    axis = -1 if ensemble else 0
+    merged = {k: np.concatenate([h[k] for h in history], axis) for k in history[0]} if history else {}
+    return FitResult(variables, state, merged, diverged if ensemble else bool(diverged),
+                     step, t_run, compile_s)
+
+
+def scan_steps(rule: UnlearningRule, variables: Variables, stream: Stream, *,
+               batch_sizes: Mapping[str, int], num_steps: int, key: Array,
+               state: PyTree | None = None, mesh: Mesh | None = None):
+    """All ``num_steps`` updates in one ``lax.scan``: a pure, traceable version of :func:`fit`.
+
+    Use it inside ``jax.vmap`` (e.g. over a grid of hyperparameters that the rule is built from
+    inside the vmapped function) or ``jax.jit``. Batches are exactly those :func:`fit` draws.
+
+    Returns:
+      ``(variables, state, metrics)`` with metrics stacked over steps.
+    """
+    if state is None:
+        state = rule.init(variables, key=key)
+    mesh = _auto(mesh)
+    stream = Stream(stream.x, stream.y, {k: stream.index[k] for k in batch_sizes})
+
+    def one_update(v, s, k):
+        batch = sample_batch(stream, batch_sizes, k, jnp.zeros((), jnp.int32))
+        return rule.update(v, s, batch, key=k)[2]
+
+    metric_shapes = jax.eval_shape(one_update, variables, state, key)
+    chunk = _chunk_fn(rule, batch_sizes, int(num_steps), int(num_steps), mesh, metric_shapes)
+    variables, state, metrics, _ = chunk(variables, state, stream, key, jnp.zeros((), jnp.int32))
+    return variables, state, metrics

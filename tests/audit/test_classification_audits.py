@@ -1,0 +1,44 @@
+"""Accuracy, SVC MIA-Efficacy, loss-based membership AUC and Avg. Gap."""
+
+import numpy as np
+import pytest
+from sklearn.svm import SVC
+
+from jaxunlearn import audit
+
+
+def test_mia_efficacy_matches_the_salun_recipe():
+    rng = np.random.default_rng(0)
+    retain = rng.beta(8, 1, 500)   # confident on training data
+    test = rng.beta(3, 2, 200)     # less confident on unseen data
+    forget_member_like = rng.beta(8, 1, 100)
+    forget_unseen_like = rng.beta(3, 2, 100)
+    clf = SVC(C=3, gamma="auto", kernel="rbf").fit(
+        np.concatenate([retain[:200], test])[:, None], np.r_[np.ones(200), np.zeros(200)])
+    expected = 100 * (1 - clf.predict(forget_member_like[:, None]).mean())
+    assert audit.mia_efficacy(retain, test, forget_member_like) == pytest.approx(expected)
+    assert audit.mia_efficacy(retain, test, forget_unseen_like) > 50 > audit.mia_efficacy(
+        retain, test, forget_member_like)
+
+
+def test_mia_rejects_bad_input():
+    with pytest.raises(ValueError, match="forget_conf"):
+        audit.mia_efficacy([0.9, 0.8], [0.1, 0.2], [np.nan])
+    with pytest.raises(ValueError, match="test_conf"):
+        audit.mia_efficacy([0.9], [], [0.5])
+
+
+def test_loss_auc_extremes_and_accuracy():
+    assert audit.loss_membership_auc([0.0, 0.1], [1.0, 2.0]) == 100.0
+    assert audit.loss_membership_auc([1.0, 2.0], [0.0, 0.1]) == 0.0
+    assert audit.loss_membership_auc([1.0, 1.0], [1.0, 1.0]) == 50.0
+    logits = np.eye(3)[[0, 1, 2, 0]]
+    assert audit.accuracy_percent(logits, np.array([0, 1, 0, 0])) == 75.0
+    p = audit.true_class_probability(np.array([[0.0, 0.0], [1000.0, 0.0]]), np.array([1, 0]))
+    np.testing.assert_allclose(p, [0.5, 1.0])
+
+
+def test_avg_gap():
+    m = {"UA": 10, "RA": 90, "TA": 80, "MIA_efficacy": 20}
+    ref = {"UA": 12, "RA": 100, "TA": 82, "MIA_efficacy": 24}
+    assert audit.avg_gap(m, ref) == pytest.approx((2 + 10 + 2 + 4) / 4)
