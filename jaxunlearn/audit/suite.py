@@ -107,6 +107,84 @@ class AuditContext:
         return (logits.reshape(y.shape) - y) ** 2
 
 
+@dataclasses.dataclass
+class EnsembleContext:
+    """What an ensemble audit sees: N unlearned models and N oracles of one scenario and method.
+
+    Attributes:
+      network, dataset, split: as in :class:`AuditContext`.
+      unlearned: variables with a leading model axis ``[N, ...]``: the method's N runs.
+      oracle: variables ``[N, ...]``: N models retrained on the retain set.
+      original: variables ``[N, ...]`` of the original models (or ``None``).
+      records: the method's per-model metrics (e.g. ``RA``/``TA`` for the competition score),
+        aligned with the model axis.
+      oracle_records: the oracles' per-model metrics.
+      method: the method's name.
+    """
+
+    network: Network
+    dataset: Dataset
+    split: Split
+    unlearned: Variables
+    oracle: Variables
+    original: Variables | None = None
+    records: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    oracle_records: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    method: str = ""
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def data(self, part: str):
+        return AuditContext(self.network, self.dataset, self.split, self.unlearned).data(part)
+
+    def logits(self, part: str, which: str = "unlearned") -> np.ndarray:
+        """Cached ``[N, n, C]`` logits of every model of ``which`` on ``part`` (vmapped)."""
+        key = (which, part)
+        if key not in self._cache:
+            variables = {"unlearned": self.unlearned, "oracle": self.oracle,
+                         "original": self.original}[which]
+            x = jnp.asarray(self.data(part)[0])
+            apply = jax.jit(jax.vmap(lambda v: self.network.apply(v, x).logits))
+            self._cache[key] = np.asarray(apply(variables))
+        return self._cache[key]
+
+
+EnsembleAudit = Callable[[EnsembleContext], dict[str, float]]
+_ENSEMBLE_REGISTRY: dict[str, EnsembleAudit] = {}
+
+
+def register_ensemble(name: str, audit: EnsembleAudit, *, task: str = "any") -> None:
+    """Adds an ensemble audit ``fn(EnsembleContext) -> dict`` (metrics of the whole group)."""
+    if name in _ENSEMBLE_REGISTRY or name in _REGISTRY:
+        raise ValueError(f"Audit {name!r} is already registered")
+    _ENSEMBLE_REGISTRY[name] = audit
+    if task != "any":
+        _TASKS[name] = task
+
+
+def ensemble_names() -> list[str]:
+    """Names of every registered ensemble audit."""
+    return sorted(_ENSEMBLE_REGISTRY)
+
+
+def check_ensemble_names(audit_names, task: str = "classification") -> None:
+    """Rejects unknown ensemble audit names, listing the valid ones."""
+    for name in audit_names:
+        if name not in _ENSEMBLE_REGISTRY:
+            raise ValueError(f"Unknown ensemble audit {name!r}; valid ensemble audits: "
+                             f"{ensemble_names()}")
+        if _TASKS.get(name, task) != task:
+            raise ValueError(f"Ensemble audit {name!r} is for {_TASKS[name]} tasks, not {task}")
+
+
+def run_ensemble(audit_names, ctx: EnsembleContext) -> dict[str, float]:
+    """Runs the named ensemble audits and merges their metrics."""
+    check_ensemble_names(audit_names, ctx.dataset.task)
+    metrics: dict[str, float] = {}
+    for name in audit_names:
+        metrics.update(_ENSEMBLE_REGISTRY[name](ctx))
+    return metrics
+
+
 def accuracy_audit(ctx: AuditContext) -> dict[str, float]:
     """UA = 100 - forget accuracy, RA, TA (percent); TA_forget on forgotten classes' test data."""
     out = {}

@@ -63,6 +63,7 @@ class Plan:
     seeds: int
     train: dict
     mesh: Any
+    ensemble_audits: tuple[str, ...] = ()
 
 
 def plan(config) -> Plan:
@@ -83,11 +84,16 @@ def plan(config) -> Plan:
             raise ValueError(f"Rule {name!r}: `epochs` must be positive")
         del info
     audits = tuple(config.audits)
+    ensemble_audits = tuple(config.get("ensemble_audits", ()))
     scenario_cfg = _plain(config.scenarios)
     if not scenario_cfg:
         raise ValueError("The config names no forget `scenarios`")
     dataset = data_lib.load(config.dataset, **_plain(config.get("data_kwargs")))
     audit_lib.check_names(audits, dataset.task)
+    audit_lib.check_ensemble_names(ensemble_audits, dataset.task)
+    if ensemble_audits and seeds < 2:
+        raise ValueError(f"Ensemble audits {list(ensemble_audits)} need `seeds` >= 2 (one model "
+                         f"per seed); got {seeds}")
     for name in rules:
         task = rules_lib.get(name).task
         if task not in ("any", dataset.task):
@@ -124,7 +130,8 @@ def plan(config) -> Plan:
     network = models_lib.make_network(config.model, input_shape=dataset.input_shape,
                                       num_outputs=dataset.num_outputs,
                                       **_plain(config.get("model_kwargs")))
-    return Plan(dataset, network, scenarios, splits, rules, audits, seeds, train, mesh)
+    return Plan(dataset, network, scenarios, splits, rules, audits, seeds, train, mesh,
+                ensemble_audits)
 
 
 def _check_availability(sname: str, scfg: dict, rules: dict) -> None:
@@ -211,10 +218,16 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
                               checkpoint_dir=os.path.join(ckpt_root, sname, RETRAIN),
                               verbose=verbose)
         scen_records = []
-        scen_records += _audit_all(p, sname, ORIGINAL, orig.variables, orig, orig, oracle,
-                                   runtime=orig.runtime_s / p.seeds, compile_s=orig.compile_s)
-        scen_records += _audit_all(p, sname, RETRAIN, oracle.variables, orig, oracle, oracle,
-                                   runtime=oracle.runtime_s / p.seeds, compile_s=oracle.compile_s)
+        retrain_records = _audit_all(p, sname, RETRAIN, oracle.variables, orig, oracle, oracle,
+                                     runtime=oracle.runtime_s / p.seeds,
+                                     compile_s=oracle.compile_s)
+        original_records = _audit_all(p, sname, ORIGINAL, orig.variables, orig, orig, oracle,
+                                      runtime=orig.runtime_s / p.seeds, compile_s=orig.compile_s)
+        # The oracles themselves are the reference of ensemble audits, so only the original
+        # is compared with them here (a retrain-vs-retrain baseline needs independent oracles).
+        _add_ensemble_metrics(p, sname, ORIGINAL, original_records, orig.variables, orig, oracle,
+                              retrain_records)
+        scen_records += original_records + retrain_records
         for name in p.rules:
             if name == RETRAIN:
                 continue
@@ -227,6 +240,8 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
             res = _unlearn(p, sname, name, orig.variables, verbose=verbose)
             recs = _audit_all(p, sname, name, res.variables, orig, oracle, res,
                               runtime=res.runtime_s / p.seeds, compile_s=res.compile_s)
+            _add_ensemble_metrics(p, sname, name, recs, res.variables, orig, oracle,
+                                  retrain_records)
             os.makedirs(os.path.dirname(cache), exist_ok=True)
             with open(cache, "w") as f:
                 json.dump([r.to_json() for r in recs], f)
@@ -272,6 +287,26 @@ def _audit_all(p: Plan, sname: str, method: str, variables, orig, oracle, result
             extra={"seed": s})
         out.append(Record(sname, method, s, "ok", audit_lib.run(p.audits, ctx)))
     return out
+
+
+def _add_ensemble_metrics(p: Plan, sname: str, method: str, recs: list[Record], variables,
+                          orig, oracle, retrain_records: list[Record]) -> None:
+    """Ensemble audits compare a method's N runs with the N oracles; each of the method's records
+    gets the group's metrics (the same values for every seed)."""
+    if not p.ensemble_audits:
+        return
+    ok = [r.seed for r in recs if r.status == "ok"]
+    if len(ok) < 2:
+        return  # too few finished runs for a distributional audit
+    take = lambda tree: jax.tree.map(lambda x: x[np.asarray(ok)], tree)
+    ctx = audit_lib.EnsembleContext(
+        network=p.network, dataset=p.dataset, split=p.splits[sname],
+        unlearned=take(variables), oracle=take(oracle.variables),
+        original=take(orig.variables), records=[recs[s].metrics for s in ok],
+        oracle_records=[retrain_records[s].metrics for s in ok], method=method)
+    group = audit_lib.run_ensemble(p.ensemble_audits, ctx)
+    for s in ok:
+        recs[s].metrics.update(group)
 
 
 def _add_gaps(records: list[Record], keys) -> None:
