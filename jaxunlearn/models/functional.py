@@ -64,7 +64,7 @@ def _pure(state: nnx.State) -> dict:
             return {str(k): stringify(v) for k, v in tree.items()}
         return tree
 
-    return stringify(state.to_pure_dict())
+    return stringify(nnx.to_pure_dict(state))
 
 
 def _filled(template: nnx.State, pure: dict) -> nnx.State:

@@ -35,6 +35,8 @@ def restore_latest(mngr: ocp.CheckpointManager, like: PyTree) -> tuple[int, PyTr
 def save_tree(directory: str, tree: PyTree) -> None:
     """Saves a finished artefact (e.g. trained variables) to ``directory`` in one call."""
     mngr = manager(directory, max_to_keep=1)
+    if 0 in mngr.all_steps():  # overwrite an earlier artefact
+        mngr.delete(0)
     save(mngr, 0, tree)
     mngr.wait_until_finished()
     mngr.close()

@@ -11,6 +11,7 @@ divergence check that stops a run whose parameters turn NaN or inf.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import sys
@@ -54,17 +55,24 @@ def steps_per_epoch(size: int, batch_size: int) -> int:
     return max(size // batch_size, 1)
 
 
+def _epoch_permutation(key: Array, part: int, epoch: Array, n: int) -> Array:
+    """The order in which part number ``part`` (of the sorted part names) is read in ``epoch``."""
+    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, part), epoch), n)
+
+
+def _gather(stream: Stream, name: str, size: int, perm: Array, pos: Array):
+    rows = stream.index[name][jax.lax.dynamic_slice(perm, (pos * size,), (size,))]
+    return {"x": stream.x[rows], "y": stream.y[rows]}
+
+
 def sample_batch(stream: Stream, batch_sizes: Mapping[str, int], key: Array, step: Array):
     """The batch of ``step``: for each part, a slice of that part's permutation for this epoch."""
     batch = {}
     for i, (name, size) in enumerate(sorted(batch_sizes.items())):
-        idx = stream.index[name]
-        n = idx.shape[0]
+        n = stream.index[name].shape[0]
         spe = steps_per_epoch(n, size)
-        epoch, pos = step // spe, step % spe
-        perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, i), epoch), n)
-        rows = idx[jax.lax.dynamic_slice(perm, (pos * size,), (size,))]
-        batch[name] = {"x": stream.x[rows], "y": stream.y[rows]}
+        perm = _epoch_permutation(key, i, step // spe, n)
+        batch[name] = _gather(stream, name, size, perm, step % spe)
     return batch
 
 
@@ -123,9 +131,10 @@ class Progress:
 
 
 def data_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh with a ``data`` axis over the first ``num_devices`` local devices (all by
-    default), with automatic sharding propagation (``AxisType.Auto``)."""
-    devices = jax.local_devices()[: num_devices or jax.local_device_count()]
+    """A 1-D mesh with a ``data`` axis over the first ``num_devices`` devices (all by default,
+    every host's after ``jax.distributed.initialize()``), with automatic sharding propagation
+    (``AxisType.Auto``)."""
+    devices = jax.devices()[: num_devices or jax.device_count()]
     return jax.make_mesh((len(devices),), ("data",), devices=devices,
                          axis_types=(jax.sharding.AxisType.Auto,))
 
@@ -152,12 +161,28 @@ def _chunk_fn(rule: UnlearningRule, batch_sizes: Mapping[str, int], chunk_size: 
     def chunk(variables, state, stream, key, start):
         data_key, rule_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
 
+        parts = sorted(batch_sizes.items())
+        sizes = [stream.index[name].shape[0] for name, _ in parts]
+        spes = [steps_per_epoch(n, size) for n, (_, size) in zip(sizes, parts, strict=True)]
+
         def body(carry, i):
+            v, s, perms = carry
             step = start + i
+            # The same batches as ``sample_batch``, but each epoch's permutation (a sort over the
+            # whole index set) is drawn once per epoch instead of at every step: it was half of
+            # the step time of a small model. The predicate does not depend on the model, so
+            # under an ensemble ``vmap`` this stays a real branch.
+            perms = tuple(
+                jax.lax.cond((i == 0) | (step % spe == 0),
+                             lambda j=j, spe=spe, n=n: _epoch_permutation(data_key, j, step // spe,
+                                                                          n),
+                             lambda j=j: perms[j])
+                for j, (spe, n) in enumerate(zip(spes, sizes, strict=True)))
 
             def run(c):
                 v, s = c
-                batch = sample_batch(stream, batch_sizes, data_key, step)
+                batch = {name: _gather(stream, name, size, perms[j], step % spes[j])
+                         for j, (name, size) in enumerate(parts)}
                 if sharding is not None:
                     batch = jax.lax.with_sharding_constraint(
                         batch, jax.tree.map(lambda _: sharding, batch))
@@ -167,13 +192,26 @@ def _chunk_fn(rule: UnlearningRule, batch_sizes: Mapping[str, int], chunk_size: 
             def skip(c):
                 return c, jax.tree.map(lambda sd: jnp.zeros(sd.shape, sd.dtype), metric_shapes)
 
-            return jax.lax.cond(step < num_steps, run, skip, carry)
+            (v, s), m = jax.lax.cond(step < num_steps, run, skip, (v, s))
+            return (v, s, perms), m
 
-        (variables, state), metrics = jax.lax.scan(body, (variables, state),
-                                                   jnp.arange(chunk_size))
+        no_perms = tuple(jnp.arange(n) for n in sizes)  # placeholders of the permutations' type
+        (variables, state, _), metrics = jax.lax.scan(body, (variables, state, no_perms),
+                                                      jnp.arange(chunk_size))
         return variables, state, metrics, all_finite(variables["params"])
 
     return chunk
+
+
+# Compiled chunk programs of recent fits, oldest first (see ``fit``).
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_CAPACITY = 8
+
+
+def _signature(tree: PyTree) -> tuple:
+    """Structure, abstract types and placements of ``tree``: what a compiled program accepts."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((jax.typeof(x), getattr(x, "sharding", None)) for x in leaves)
 
 
 def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
@@ -240,19 +278,26 @@ def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
         batch = sample_batch(stream, batch_sizes, k, jnp.zeros((), jnp.int32))
         return rule.update(v, s, batch, key=k)[2]
 
-    if ensemble:
-        metric_shapes = jax.eval_shape(
-            lambda v, s, k: jax.tree.map(lambda m: m[0], jax.vmap(one_update)(v, s, k)),
-            variables, state, key)
-    else:
-        metric_shapes = jax.eval_shape(one_update, variables, state, key)
-    chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes)
-    if ensemble:
-        index_axes = {k: (0 if per_model_index else None) for k in stream.index}
-        chunk = jax.vmap(chunk, in_axes=(0, 0, Stream(None, None, index_axes), 0, None))
+    def build():
+        if ensemble:
+            metric_shapes = jax.eval_shape(
+                lambda v, s, k: jax.tree.map(lambda m: m[0], jax.vmap(one_update)(v, s, k)),
+                variables, state, key)
+        else:
+            metric_shapes = jax.eval_shape(one_update, variables, state, key)
+        chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes)
+        if ensemble:
+            index_axes = {k: (0 if per_model_index else None) for k in stream.index}
+            chunk = jax.vmap(chunk, in_axes=(0, 0, Stream(None, None, index_axes), 0, None))
+        return jax.jit(chunk).lower(variables, state, stream, key,
+                                    jnp.asarray(start, jnp.int32)).compile()
 
+    # A second fit of the same rule object on arguments of the same types reuses the program
+    # (e.g. models trained one after another, or a resumed run in the same process).
+    program = (rule.init, rule.update, tuple(sorted(batch_sizes.items())), chunk_size, num_steps,
+               mesh, ensemble, per_model_index, _signature((variables, state, stream, key)))
     compile_s = 0.0
-    compiled = None
+    compiled = _COMPILED.get(program)
     diverged = np.zeros(jax.tree.leaves(key)[0].shape[:1], bool) if ensemble else False
     history: list[dict[str, np.ndarray]] = []
     t_run = 0.0
@@ -260,9 +305,11 @@ def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
     while step < num_steps:
         if compiled is None:
             t0 = time.perf_counter()
-            compiled = jax.jit(chunk).lower(
-                variables, state, stream, key, jnp.asarray(step, jnp.int32)).compile()
+            compiled = build()
             compile_s = time.perf_counter() - t0
+            _COMPILED[program] = compiled
+            while len(_COMPILED) > _COMPILED_CAPACITY:
+                _COMPILED.popitem(last=False)
         t0 = time.perf_counter()
         variables, state, metrics, finite = compiled(variables, state, stream, key,
                                                      jnp.asarray(step, jnp.int32))
