@@ -25,7 +25,8 @@ def get_config(arg=None):
     c.model_kwargs = {"hidden": (128, 128)}
     c.seeds = 3
     c.forget_seed = 0
-    c.data_parallel = True
+    c.data_parallel = True  # split batches over every device along a `data` mesh axis
+    c.distributed = False  # True on multi-host pods/clusters: calls jax.distributed.initialize()
     # Original model and retrain oracles: the same recipe, on all training data or on D_r.
     c.train = {"epochs": 30, "batch_size": 64, "learning_rate": 0.05, "momentum": 0.9,
                "weight_decay": 5e-4}
@@ -44,7 +45,8 @@ def get_config(arg=None):
         "random_label": {"epochs": 5, "forget_batch_size": 32, "retain_batch_size": 64,
                          "hparams": {"learning_rate": 0.01}},
     }
-    c.audits = ("accuracy", "mia_efficacy", "mia_auc", "runtime")
+    c.audits = ("accuracy", "mia_efficacy", "mia_auc", "runtime", "representation", "relearn",
+                "zrf")
     if arg == "tiny":
         c.seeds = 1
         c.train.epochs = 5

@@ -95,7 +95,8 @@ register(RuleInfo("unsir", unsir, ("forget", "retain"),
 register(RuleInfo("amnesiac", amnesiac, ("forget", "retain"),
                   "Graves et al., Amnesiac Machine Learning, AAAI 2021; Foster et al., AAAI 2024"))
 
-__all__ = ["blindspot", "gaussian_amnesiac", "RuleInfo", "finetune", "get", "gradient_ascent", "make", "names", "neggrad_plus",
+__all__ = ["blindspot", "gaussian_amnesiac",
+           "RuleInfo", "finetune", "get", "gradient_ascent", "make", "names", "neggrad_plus",
            "random_label", "register", "retrain",
            "bad_teacher", "l1_sparse", "salun", "scrub", "wagle",
            "adapt_then_unlearn", "gradient_orthogonalization", "label_agnostic_forgetting",

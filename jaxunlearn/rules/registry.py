@@ -95,3 +95,17 @@ def make(name: str, network: Network, *, num_steps: int | None = None,
                 raise ValueError(f"Rule {name!r} needs `{key}`")
             hparams[key] = value
     return info.factory(network.apply, **hparams)
+
+
+def markdown_table() -> str:
+    """The README's table of methods, generated from the registry so it cannot drift."""
+    yes = lambda b: "yes" if b else "no"
+    rows = ["| rule | paper | needs retain data? | needs labels? | needs original training data? "
+            "| relative cost | task |",
+            "|---|---|---|---|---|---|---|"]
+    for name in names():
+        info = _REGISTRY[name]
+        rows.append(f"| `{name}` | {info.paper} | {yes('retain' in info.parts)} | "
+                    f"{yes(info.needs_labels)} | {yes(info.needs_original_data)} | {info.cost} | "
+                    f"{info.task} |")
+    return "\n".join(rows)

@@ -90,6 +90,68 @@ def plot(records, path: str, *, title: str = "", metrics=PLOT_METRICS) -> str:
     return path
 
 
+# Per-example arrays of the ensemble audits that ``per_example_plot`` draws, with axis labels.
+PER_EXAMPLE_QUANTITIES = (("epsilon", "per-example epsilon (competition)"),
+                          ("klom_forget", "KLoM per forget example (nats)"))
+
+
+def per_example_plot(records, workdir: str, *, title: str = "",
+                     quantities=PER_EXAMPLE_QUANTITIES) -> str | None:
+    """Distributions over forget examples of the ensemble audits' per-example values.
+
+    One row per quantity (the competition's epsilon, KLoM), one panel per scenario, one box per
+    method (whiskers 5-95%, white dot = mean) over its examples, with every example drawn as a
+    point. Reads the arrays the runner stores in ``workdir/ensemble/<scenario>/<method>.npz`` for
+    the methods of ``records``; on the epsilon row a dashed line marks ``ceil(ln(N - 1))``, from
+    which an example earns no forgetting-score points.
+
+    Returns:
+      The path of ``workdir/per_example.png``, or ``None`` when no arrays exist.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arrays: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for key in dict.fromkeys((r.scenario, r.method) for r in records):
+        path = os.path.join(workdir, "ensemble", key[0], f"{key[1]}.npz")
+        if os.path.exists(path):
+            with np.load(path) as z:
+                arrays[key] = {name: z[name] for name in z.files}
+    rows = [(q, label) for q, label in quantities if any(q in a for a in arrays.values())]
+    if not rows:
+        return None
+    scenarios = list(dict.fromkeys(s for s, _ in arrays))
+    fig, axes = plt.subplots(len(rows), len(scenarios), squeeze=False,
+                             figsize=(1.0 + 5.5 * len(scenarios), 3.6 * len(rows)))
+    rng = np.random.default_rng(0)
+    for i, (quantity, label) in enumerate(rows):
+        for ax, scen in zip(axes[i], scenarios, strict=True):
+            methods = [m for s, m in arrays if s == scen and quantity in arrays[(s, m)]]
+            values = [arrays[(scen, m)][quantity] for m in methods]
+            if values:
+                ax.boxplot(values, whis=(5, 95), showmeans=True, showfliers=False,
+                           meanprops={"marker": "o", "markerfacecolor": "white"})
+                for j, v in enumerate(values, start=1):
+                    ax.scatter(j + rng.uniform(-0.18, 0.18, len(v)), v, s=4, alpha=0.35)
+                ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, ha="right")
+            if quantity == "epsilon" and methods:
+                n_models = len(arrays[(scen, methods[0])].get("models", ()))
+                if n_models > 2:
+                    ax.axhline(math.ceil(math.log(n_models - 1)), color="grey", ls="--", lw=1)
+            ax.set_title(scen)
+            ax.set_ylabel(label)
+            ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = os.path.join(workdir, "per_example.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_all(records, workdir: str, *, title: str = "", stream=None) -> dict[str, str]:
     """Writes ``results.json``, ``results.txt`` and ``results.png`` and prints the table."""
     paths = {"json": os.path.join(workdir, "results.json"),

@@ -21,11 +21,13 @@ import numpy as np
 
 from jaxunlearn import audit as audit_lib
 from jaxunlearn import data as data_lib
+from jaxunlearn import ensemble as ensemble_lib
 from jaxunlearn import models as models_lib
 from jaxunlearn import rules as rules_lib
 from jaxunlearn.audit import classification as cls
+from jaxunlearn.audit import gold
 from jaxunlearn.core.types import Network, Variables
-from jaxunlearn.train import Progress, data_mesh, fit, make_stream, steps_per_epoch
+from jaxunlearn.train import Progress, data_mesh, steps_per_epoch
 
 ORIGINAL, RETRAIN = "original", "retrain"
 
@@ -64,6 +66,8 @@ class Plan:
     train: dict
     mesh: Any
     ensemble_audits: tuple[str, ...] = ()
+    # U-LiRA: {"shadows", "rules", "scenarios", "targets"}; empty when off.
+    ulira: dict = dataclasses.field(default_factory=dict)
 
 
 def plan(config) -> Plan:
@@ -108,7 +112,7 @@ def plan(config) -> Plan:
               for n, s in scenarios.items()}
     train = _plain(config.train)
     mesh = None
-    n_dev = jax.local_device_count()
+    n_dev = jax.device_count()
     if config.get("data_parallel", True) and n_dev > 1:
         mesh = data_mesh(n_dev)
     n_train = len(dataset.y_train)
@@ -127,11 +131,55 @@ def plan(config) -> Plan:
                 check_batch_sizes(bs, sizes, n_dev if mesh is not None else 1)
             except ValueError as e:
                 raise ValueError(f"Scenario {sname!r}, rule {name!r}: {e}") from None
+    ulira = _ulira_plan(config, dataset, splits, rules, n_dev if mesh is not None else 1)
     network = models_lib.make_network(config.model, input_shape=dataset.input_shape,
                                       num_outputs=dataset.num_outputs,
                                       **_plain(config.get("model_kwargs")))
     return Plan(dataset, network, scenarios, splits, rules, audits, seeds, train, mesh,
-                ensemble_audits)
+                ensemble_audits, ulira)
+
+
+def _ulira_plan(config, dataset, splits: dict, rules: dict, num_devices: int) -> dict:
+    """Validates the U-LiRA options (``ulira_shadows``, ``ulira_rules``, ``ulira_scenarios``,
+    ``ulira_targets``); returns them resolved, or ``{}`` when ``ulira_shadows`` is 0."""
+    from jaxunlearn.train.loop import check_batch_sizes
+
+    shadows = int(config.get("ulira_shadows", 0))
+    if not shadows:
+        return {}
+    if shadows < ensemble_lib.ulira.MIN_SHADOWS or shadows % 2:
+        raise ValueError(f"`ulira_shadows` must be 0 (off) or an even number >= "
+                         f"{ensemble_lib.ulira.MIN_SHADOWS}; got {shadows}")
+    if dataset.task != "classification":
+        raise ValueError("`ulira_shadows`: U-LiRA scores logit-scaled confidences of classifiers; "
+                         f"{config.dataset!r} is a {dataset.task} dataset")
+    unlearning = sorted(n for n in rules if n != RETRAIN)
+    names = tuple(config.get("ulira_rules", ()))
+    for name in names:
+        if name not in unlearning:
+            raise ValueError(f"`ulira_rules` names {name!r}, which is not an unlearning rule of "
+                             f"this config; valid: {unlearning}")
+    scenarios = tuple(config.get("ulira_scenarios", ())) or tuple(splits)
+    for sname in scenarios:
+        if sname not in splits:
+            raise ValueError(f"`ulira_scenarios` names {sname!r}; the config has {sorted(splits)}")
+    targets = int(config.get("ulira_targets", 0))
+    for sname in scenarios:
+        split = splits[sname]
+        try:
+            k = len(ensemble_lib.choose_targets(split.forget, targets or None))
+        except ValueError as e:
+            raise ValueError(f"Scenario {sname!r}, `ulira_targets`: {e}") from None
+        sizes = {"forget": k // 2, "retain": len(split.retain)}
+        for name in names:
+            rc = rules[name]
+            bs = {part: int(rc.get(f"{part}_batch_size", 64)) for part in rules_lib.get(name).parts}
+            try:
+                check_batch_sizes(bs, sizes, num_devices)
+            except ValueError as e:
+                raise ValueError(f"U-LiRA shadows of scenario {sname!r} forget {k // 2} examples "
+                                 f"each; rule {name!r}: {e}") from None
+    return {"shadows": shadows, "rules": names, "scenarios": scenarios, "targets": targets}
 
 
 def _check_availability(sname: str, scfg: dict, rules: dict) -> None:
@@ -161,29 +209,14 @@ def _train_rule(p: Plan):
 
 def train_models(p: Plan, index: np.ndarray, keys, *, label: str, checkpoint_dir: str | None,
                  verbose: bool = True):
-    """Trains one model per key from scratch on ``index`` (vmapped); returns the FitResult."""
+    """Trains one model per key from scratch on ``index`` with the config's recipe, in one
+    vmapped program (:func:`jaxunlearn.ensemble.train`); returns the FitResult."""
     t = p.train
-    bs = int(t["batch_size"])
-    num_steps = int(t["epochs"]) * steps_per_epoch(len(index), bs)
-    stream = make_stream(p.dataset.x_train, p.dataset.y_train, {"retain": index})
-    init = jax.vmap(p.network.init)(keys)
-    res = fit(_train_rule(p), init, stream, batch_sizes={"retain": bs}, num_steps=num_steps,
-              key=keys, ensemble=True, mesh=p.mesh, checkpoint_dir=checkpoint_dir,
-              chunk_size=int(t.get("chunk_size", 0)) or None,
-              progress=Progress(label, enabled=verbose))
-    if checkpoint_dir is None:
-        return res
-    # Time spent before an interruption counts too: keep a running total beside the checkpoints.
-    timing_path = os.path.join(checkpoint_dir, "timing.json")
-    timing = {"runtime_s": 0.0, "compile_s": 0.0}
-    if os.path.exists(timing_path):
-        with open(timing_path) as f:
-            timing = json.load(f)
-    timing = {"runtime_s": timing["runtime_s"] + res.runtime_s,
-              "compile_s": timing["compile_s"] + res.compile_s}
-    with open(timing_path, "w") as f:
-        json.dump(timing, f)
-    return res._replace(runtime_s=timing["runtime_s"], compile_s=timing["compile_s"])
+    return ensemble_lib.train(
+        p.network, _train_rule(p), p.dataset.x_train, p.dataset.y_train, index, keys=keys,
+        epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), mesh=p.mesh,
+        chunk_size=int(t.get("chunk_size", 0)) or None, checkpoint_dir=checkpoint_dir,
+        progress=Progress(label, enabled=verbose), min_models=1)
 
 
 def _model(variables: Variables, i: int) -> Variables:
@@ -191,7 +224,7 @@ def _model(variables: Variables, i: int) -> Variables:
 
 
 def _seed_keys(seeds: int, offset: int):
-    return jax.vmap(jax.random.key)(np.arange(seeds) + offset)
+    return ensemble_lib.seed_keys(seeds, offset)
 
 
 def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record]:
@@ -226,7 +259,10 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
         # The oracles themselves are the reference of ensemble audits, so only the original
         # is compared with them here (a retrain-vs-retrain baseline needs independent oracles).
         _add_ensemble_metrics(p, sname, ORIGINAL, original_records, orig.variables, orig, oracle,
-                              retrain_records)
+                              retrain_records, workdir)
+        shadows = _ulira_shadows(p, sname, ckpt_root, verbose=verbose)
+        if shadows is not None:  # the attack on shadows that never unlearned: its full strength
+            _add_group_metrics(original_records, gold.ulira_metrics(p.network, shadows, p.dataset))
         scen_records += original_records + retrain_records
         for name in p.rules:
             if name == RETRAIN:
@@ -241,7 +277,9 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
             recs = _audit_all(p, sname, name, res.variables, orig, oracle, res,
                               runtime=res.runtime_s / p.seeds, compile_s=res.compile_s)
             _add_ensemble_metrics(p, sname, name, recs, res.variables, orig, oracle,
-                                  retrain_records)
+                                  retrain_records, workdir)
+            if shadows is not None and name in p.ulira["rules"]:
+                _add_group_metrics(recs, _ulira_after(p, sname, name, shadows, verbose=verbose))
             os.makedirs(os.path.dirname(cache), exist_ok=True)
             with open(cache, "w") as f:
                 json.dump([r.to_json() for r in recs], f)
@@ -251,24 +289,67 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
     from jaxunlearn.scenarios import report
 
     report.write_all(records, workdir, title=f"{config.dataset} / {config.model}")
+    if p.ensemble_audits:
+        path = report.per_example_plot(records, workdir,
+                                       title=f"{config.dataset} / {config.model}, {p.seeds} models")
+        if path:
+            log(f"wrote {path}")
     return records
 
 
-def _unlearn(p: Plan, sname: str, name: str, originals: Variables, *, verbose: bool):
+def _rule_run(p: Plan, name: str, sizes: Mapping[str, int]):
+    """Rule ``name`` built from its config entry for forget/retain sets of ``sizes``: ``(rule,
+    batch sizes, number of steps)``, the steps being ``epochs`` passes over its epoch part."""
     info = rules_lib.get(name)
     rc = p.rules[name]
-    split = p.splits[sname]
-    sizes = {"forget": len(split.forget), "retain": len(split.retain)}
     bs = {part: int(rc.get(f"{part}_batch_size", 64)) for part in info.parts}
     spe = steps_per_epoch(sizes[info.epoch_part], bs[info.epoch_part])
     num_steps = max(1, int(math.ceil(float(rc.get("epochs", 1)) * spe)))
     rule = rules_lib.make(name, p.network, num_steps=num_steps, steps_per_epoch=spe,
                           **_plain(rc.get("hparams")))
-    stream = make_stream(p.dataset.x_train, p.dataset.y_train,
-                         {"forget": split.forget, "retain": split.retain})
-    keys = _seed_keys(p.seeds, 20_000)
-    return fit(rule, originals, stream, batch_sizes=bs, num_steps=num_steps, key=keys,
-               ensemble=True, mesh=p.mesh, progress=Progress(f"{sname}/{name}", enabled=verbose))
+    return rule, bs, num_steps
+
+
+def _unlearn(p: Plan, sname: str, name: str, originals: Variables, *, verbose: bool):
+    split = p.splits[sname]
+    index = {"forget": split.forget, "retain": split.retain}
+    rule, bs, num_steps = _rule_run(p, name, {part: len(ix) for part, ix in index.items()})
+    return ensemble_lib.unlearn(
+        rule, originals, p.dataset.x_train, p.dataset.y_train, {part: index[part] for part in bs},
+        keys=_seed_keys(p.seeds, 20_000), batch_sizes=bs, num_steps=num_steps, mesh=p.mesh,
+        progress=Progress(f"{sname}/{name}", enabled=verbose), min_models=1)
+
+
+def _ulira_shadows(p: Plan, sname: str, ckpt_root: str, *, verbose: bool):
+    """U-LiRA's trained shadow models of scenario ``sname`` (checkpointed), or ``None``."""
+    if not p.ulira or sname not in p.ulira["scenarios"]:
+        return None
+    split = p.splits[sname]
+    t = p.train
+    targets = ensemble_lib.choose_targets(split.forget, p.ulira["targets"] or None)
+    shadows, _ = ensemble_lib.ulira.train_shadows(
+        p.network, _train_rule(p), p.dataset.x_train, p.dataset.y_train, split.retain, targets,
+        num_shadows=p.ulira["shadows"], epochs=int(t["epochs"]), batch_size=int(t["batch_size"]),
+        mesh=p.mesh, chunk_size=int(t.get("chunk_size", 0)) or None,
+        checkpoint_dir=os.path.join(ckpt_root, sname, "ulira_shadows"),
+        progress=Progress(f"{sname}/ulira_shadows", enabled=verbose))
+    return shadows
+
+
+def _ulira_after(p: Plan, sname: str, name: str, shadows, *, verbose: bool) -> dict:
+    """U-LiRA AUC and TPR of rule ``name``: every shadow unlearns its in set with the rule."""
+    sizes = {"forget": len(shadows.targets) // 2, "retain": len(shadows.base)}
+    rule, bs, num_steps = _rule_run(p, name, sizes)
+    unlearned, _ = ensemble_lib.ulira.unlearn_shadows(
+        shadows, rule, p.dataset.x_train, p.dataset.y_train, batch_sizes=bs, num_steps=num_steps,
+        mesh=p.mesh, progress=Progress(f"{sname}/{name}/ulira", enabled=verbose))
+    return gold.ulira_metrics(p.network, unlearned, p.dataset)
+
+
+def _add_group_metrics(recs: list[Record], group: Mapping[str, float]) -> None:
+    for r in recs:
+        if r.status == "ok":
+            r.metrics.update(group)
 
 
 def _audit_all(p: Plan, sname: str, method: str, variables, orig, oracle, result, *,
@@ -290,9 +371,10 @@ def _audit_all(p: Plan, sname: str, method: str, variables, orig, oracle, result
 
 
 def _add_ensemble_metrics(p: Plan, sname: str, method: str, recs: list[Record], variables,
-                          orig, oracle, retrain_records: list[Record]) -> None:
+                          orig, oracle, retrain_records: list[Record], workdir: str) -> None:
     """Ensemble audits compare a method's N runs with the N oracles; each of the method's records
-    gets the group's metrics (the same values for every seed)."""
+    gets the group's metrics (the same values for every seed), and the per-example arrays behind
+    them go to ``workdir/ensemble/<scenario>/<method>.npz``."""
     if not p.ensemble_audits:
         return
     ok = [r.seed for r in recs if r.status == "ok"]
@@ -307,6 +389,10 @@ def _add_ensemble_metrics(p: Plan, sname: str, method: str, recs: list[Record], 
     group = audit_lib.run_ensemble(p.ensemble_audits, ctx)
     for s in ok:
         recs[s].metrics.update(group)
+    arrays = gold.per_example_arrays(ctx)
+    path = os.path.join(workdir, "ensemble", sname, f"{method}.npz")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez_compressed(path, models=np.asarray(ok), **arrays)
 
 
 def _add_gaps(records: list[Record], keys) -> None:

@@ -7,6 +7,9 @@ traced learning rates) and runs all steps with the pure :func:`jaxunlearn.train.
 in a second ``vmap`` over seeds: the whole grid x seeds is one compiled program. A rule whose
 factory needs the value as a Python number (a Python-side check or an integer count) cannot be
 traced; it falls back to one program holding one unrolled run per value (``mode="unrolled"``).
+Every grid value first builds the rule eagerly, so a factory's checks still run on the concrete
+values; a factory may therefore skip them for ``jax.core.Tracer`` inputs and be swept by ``vmap``
+(as :mod:`jaxunlearn.rules.regression` does).
 
 The value is selected on a held-out **validation** split, never on the data it is reported on:
 the scenario's test examples are split in half (stratified by label for classification, fixed
@@ -273,9 +276,8 @@ def sweep(network: Network, dataset: Dataset, split: Split, originals: Variables
 
     oracle_val = [evaluate(_seed(oracles, s), on=val_idx) for s in range(seeds)]
     original_val = [evaluate(_seed(originals, s), on=val_idx) for s in range(seeds)]
-    for rows in (original_val,):
-        for s, r in enumerate(rows):
-            r["Avg_gap"] = cls.avg_gap(r, oracle_val[s], gap_keys)
+    for s, r in enumerate(original_val):
+        r["Avg_gap"] = cls.avg_gap(r, oracle_val[s], gap_keys)
     rows_grid, gaps = [], []
     for k, value in enumerate(grid):
         rows = []
@@ -381,7 +383,8 @@ def plot_gap(result: Mapping[str, Any], path: str) -> str:
         ax.set_xscale("log")
     ax.set_xlabel(result["param"])
     ax.set_ylabel("Avg. Gap to retrain (validation)")
-    ax.set_title(f"{result['rule']} on {result['dataset']}")
+    where = "/".join(str(result[k]) for k in ("dataset", "scenario") if result.get(k))
+    ax.set_title(f"{result['rule']} on {where}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -429,6 +432,8 @@ def run_sweep(config, workdir: str, *, scenario: str, rule: str, param: str,
     from jaxunlearn.scenarios import runner
 
     check_grid(rule, param, values)
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"`val_fraction` must lie in (0, 1); got {val_fraction}")
     scenarios = runner._plain(config.scenarios)
     if scenario not in scenarios:
         raise ValueError(f"Unknown scenario {scenario!r}; the config has {sorted(scenarios)}")

@@ -241,7 +241,8 @@ def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
       progress: ``(step, total, metrics, elapsed)`` callback after every chunk.
 
     Returns:
-      A :class:`FitResult`.
+      A :class:`FitResult`. A call with the same ``rule`` object, settings and argument types as
+      one of the last few calls reuses its compiled program (``compile_s`` is then 0).
     """
     num_steps = int(num_steps)
     if num_steps < 0:
@@ -274,20 +275,24 @@ def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
             if mesh is not None:
                 variables, state = jax.device_put((variables, state), replicated)
 
-    def one_update(v, s, k):
-        batch = sample_batch(stream, batch_sizes, k, jnp.zeros((), jnp.int32))
+    def one_update(v, s, k, index):
+        batch = sample_batch(Stream(stream.x, stream.y, index), batch_sizes, k,
+                             jnp.zeros((), jnp.int32))
         return rule.update(v, s, batch, key=k)[2]
+
+    index_axes = {k: (0 if per_model_index else None) for k in stream.index}
 
     def build():
         if ensemble:
             metric_shapes = jax.eval_shape(
-                lambda v, s, k: jax.tree.map(lambda m: m[0], jax.vmap(one_update)(v, s, k)),
-                variables, state, key)
+                lambda v, s, k, ix: jax.tree.map(
+                    lambda m: m[0], jax.vmap(one_update, in_axes=(0, 0, 0, index_axes))(v, s, k,
+                                                                                         ix)),
+                variables, state, key, dict(stream.index))
         else:
-            metric_shapes = jax.eval_shape(one_update, variables, state, key)
+            metric_shapes = jax.eval_shape(one_update, variables, state, key, dict(stream.index))
         chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes)
         if ensemble:
-            index_axes = {k: (0 if per_model_index else None) for k in stream.index}
             chunk = jax.vmap(chunk, in_axes=(0, 0, Stream(None, None, index_axes), 0, None))
         return jax.jit(chunk).lower(variables, state, stream, key,
                                     jnp.asarray(start, jnp.int32)).compile()

@@ -1,0 +1,49 @@
+"""Error-based audits of regression unlearning: forget, retain and test mean squared error.
+
+The regression counterparts of UA / RA / TA: an unlearned regressor should fit the retain set as
+well as a model retrained without the forget set (``retain_mse``), generalise as well
+(``test_mse``), and err on the forget set as much as that model does (``forget_mse``, which rises
+from the original's training-set error towards test-set error). Membership inference for
+regression is the loss-threshold attack of the ``mia_auc`` audit, which already uses per-example
+squared error.
+
+References:
+  Tarun et al., "Deep Regression Unlearning", ICML 2023 (forget/retain error against the
+  retrained gold model).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxunlearn.audit import suite
+
+
+def _errors(predictions, targets) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(targets, np.float64)
+    pred = np.asarray(predictions, np.float64)
+    if pred.size != y.size:
+        raise ValueError(f"predictions ({pred.shape}) and targets ({y.shape}) differ in size; "
+                         "regression audits expect one output per example")
+    return pred.reshape(y.shape), y
+
+
+def mse(predictions, targets) -> float:
+    """Mean squared error; NaN for an empty set."""
+    pred, y = _errors(predictions, targets)
+    return float(np.mean((pred - y) ** 2)) if y.size else float("nan")
+
+
+def mae(predictions, targets) -> float:
+    """Mean absolute error; NaN for an empty set."""
+    pred, y = _errors(predictions, targets)
+    return float(np.mean(np.abs(pred - y))) if y.size else float("nan")
+
+
+def regression_error_audit(ctx: suite.AuditContext) -> dict[str, float]:
+    """``forget_mse``, ``retain_mse`` and ``test_mse`` of the audited model."""
+    return {f"{part}_mse": mse(ctx.outputs(part)[0], ctx.data(part)[1])
+            for part in ("forget", "retain", "test")}
+
+
+suite.register("regression_error", regression_error_audit, task="regression")

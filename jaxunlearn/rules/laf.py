@@ -1,0 +1,334 @@
+"""Label-Agnostic Forgetting (LAF): supervision-free unlearning through the representation.
+
+LAF never reads labels (unless the optional head repair is switched on). Its three stages, run
+in one rule and switched on the step counter:
+
+1. **Density models.** Two small VAEs are fitted to the extractor's embeddings (the model's
+   penultimate ``Outputs.features``) of the retain data (``retain_vae``) and of the forget data
+   (``forget_vae``), with loss ``sum-MSE / B + 0.025 KL`` and Adam (lr 1e-3). The model itself is
+   left unchanged during this stage.
+2. **Extractor unlearning**, alternating two Adam steps per update on the extractor (all
+   parameters except the head subtree ``params[head_key]``):
+
+   - ``L_UE = g(retain_vae(e_r), e_r) - g(forget_vae(e_f), e_f)`` with
+     ``g(e', e) = sum_n exp(m_n / (m_n + 1))`` and ``m_n = ||e'_n - e_n||^2``: retain embeddings
+     stay where the retain VAE reconstructs them while forget embeddings are pushed off the
+     forget VAE's manifold;
+   - ``L_RA = sum_n log(exp(c_r,n) / sum_m exp(c_f,m / tau))`` with ``c = 1 - cos(e, e_teacher)``
+     against the frozen original: retain embeddings are pulled back to the original's, forget
+     embeddings pushed away from theirs.
+
+3. **Head repair** (only with ``repair=True``, the one use of labels): the head is fine-tuned with
+   cross-entropy on retain data while the extractor stays fixed.
+
+The VAEs are tiny pure-JAX MLPs held as parameter dicts in the rule state, with their optimizer
+states. The reference decoder ends in a sigmoid because its CNN embeddings are small; our
+embeddings are unbounded ReLU features, so the decoder's last layer is linear.
+
+References:
+  Shen et al., "Label-Agnostic Forgetting: A Supervision-Free Unlearning in Deep Models",
+  ICLR 2024 (code: ShaofeiShen768/LAF; ``Train.py::vae_loss_function``,
+  ``VUnlearning.py::extractor_unlearning``, ``hyperparameter.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
+from jaxunlearn.rules.common import part_loss
+
+# ---------------------------------------------------------------------------------------------
+# A tiny VAE over embeddings
+# ---------------------------------------------------------------------------------------------
+
+
+def _linear_init(key: Array, fan_in: int, fan_out: int) -> dict:
+    # PyTorch's nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the reference VAEs use.
+    bound = 1.0 / math.sqrt(fan_in)
+    kw, kb = jax.random.split(key)
+    return {"w": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound),
+            "b": jax.random.uniform(kb, (fan_out,), jnp.float32, -bound, bound)}
+
+
+def init_vae(key: Array, input_dim: int, *, hidden: Sequence[int] = (128, 32),
+             latent_dim: int = 8) -> dict:
+    """Parameters of an MLP VAE ``input -> hidden -> (mu, logvar) -> reversed hidden -> input``."""
+    enc_sizes = [input_dim, *hidden]
+    dec_sizes = [latent_dim, *reversed(hidden), input_dim]
+    keys = iter(jax.random.split(key, len(enc_sizes) + len(dec_sizes)))
+    return {
+        "encoder": {str(i): _linear_init(next(keys), a, b)
+                    for i, (a, b) in enumerate(zip(enc_sizes[:-1], enc_sizes[1:], strict=True))},
+        "mu": _linear_init(next(keys), enc_sizes[-1], latent_dim),
+        "logvar": _linear_init(next(keys), enc_sizes[-1], latent_dim),
+        "decoder": {str(i): _linear_init(next(keys), a, b)
+                    for i, (a, b) in enumerate(zip(dec_sizes[:-1], dec_sizes[1:], strict=True))},
+    }
+
+
+def _dense(layer: dict, x: Array) -> Array:
+    return x @ layer["w"] + layer["b"]
+
+
+def apply_vae(params: dict, x: Array, key: Array) -> tuple[Array, Array, Array]:
+    """``(reconstruction, mu, logvar)`` of ``x`` with one reparameterised latent sample."""
+    h = x
+    for i in range(len(params["encoder"])):
+        h = jax.nn.relu(_dense(params["encoder"][str(i)], h))
+    mu, logvar = _dense(params["mu"], h), _dense(params["logvar"], h)
+    h = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+    n = len(params["decoder"])
+    for i in range(n):
+        h = _dense(params["decoder"][str(i)], h)
+        if i < n - 1:
+            h = jax.nn.relu(h)
+    return h, mu, logvar
+
+
+def vae_loss(params: dict, x: Array, key: Array, kl_weight: float = 0.025) -> Array:
+    """LAF's VAE loss: summed squared error / batch + ``kl_weight`` * KL / batch."""
+    recon, mu, logvar = apply_vae(params, x, key)
+    batch = x.shape[0]
+    mse = jnp.sum(jnp.square(recon - x)) / batch
+    kl = -0.5 * jnp.sum(logvar + 1.0 - jnp.square(mu) - jnp.exp(logvar)) / batch
+    return mse + kl_weight * kl
+
+
+# ---------------------------------------------------------------------------------------------
+# LAF's extractor losses
+# ---------------------------------------------------------------------------------------------
+
+
+def reconstruction_energy(reconstruction: Array, embedding: Array) -> Array:
+    """``g(e', e) = sum_n exp(m_n / (m_n + 1))`` with ``m_n = ||e'_n - e_n||^2`` (bounded in
+    ``[1, e)`` per example)."""
+    m = jnp.sum(jnp.square(reconstruction - embedding), axis=-1)
+    return jnp.sum(jnp.exp(m / (m + 1.0)))
+
+
+def _cosine_distance(a: Array, b: Array) -> Array:
+    # torch.nn.CosineEmbeddingLoss with target 1: 1 - cos, with its epsilon on the squared norms.
+    eps = 1e-12
+    num = jnp.sum(a * b, axis=-1)
+    den = jnp.sqrt((jnp.sum(a * a, axis=-1) + eps) * (jnp.sum(b * b, axis=-1) + eps))
+    return 1.0 - num / den
+
+
+def representation_alignment(retain_e: Array, retain_teacher: Array, forget_e: Array,
+                             forget_teacher: Array, temperature: float) -> Array:
+    """``L_RA = sum_n log(exp(c_r,n) / sum_m exp(c_f,m / tau))`` with ``c = 1 - cos(e, e_teacher)``."""
+    c_r = _cosine_distance(retain_e, retain_teacher)
+    c_f = _cosine_distance(forget_e, forget_teacher)
+    return jnp.sum(c_r - jax.nn.logsumexp(c_f / temperature))
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule
+# ---------------------------------------------------------------------------------------------
+
+
+class LAFState(NamedTuple):
+    """State of :func:`label_agnostic_forgetting`.
+
+    Attributes:
+      vaes: ``{"retain": vae params, "forget": vae params}``.
+      vae_opt_state: Adam state of both VAEs.
+      ue_opt_state: Adam state of the extractor for ``L_UE``.
+      ra_opt_state: Adam state of the extractor for ``L_RA``.
+      head_opt_state: Adam state of the head for the optional repair.
+      reference: the frozen original variables (the teacher of ``L_RA``).
+      step: number of updates taken so far (int32 scalar).
+    """
+
+    vaes: dict
+    vae_opt_state: PyTree
+    ue_opt_state: PyTree
+    ra_opt_state: PyTree
+    head_opt_state: PyTree
+    reference: Variables
+    step: Array
+
+
+def _feature_dim(head: PyTree) -> int:
+    for leaf in jax.tree.leaves(head):
+        if leaf.ndim == 2:
+            return int(leaf.shape[0])
+    raise ValueError("label_agnostic_forgetting cannot infer the feature size from the head "
+                     "(no 2-D kernel); pass `feature_dim`")
+
+
+def label_agnostic_forgetting(apply: Callable, *, num_steps: int, head_key: str = "head",
+                              latent_dim: int = 8, vae_hidden: Sequence[int] = (128, 32),
+                              vae_learning_rate: float = 1e-3, kl_weight: float = 0.025,
+                              vae_fraction: float = 1.0 / 3.0, ue_learning_rate: float = 5e-5,
+                              ra_learning_rate: float = 1e-4, temperature: float = 20.0,
+                              repair: bool = False, repair_fraction: float = 0.2,
+                              repair_learning_rate: float = 1e-3,
+                              feature_dim: int | None = None) -> UnlearningRule:
+    """LAF: VAE density models of the embeddings, then label-free extractor unlearning.
+
+    The first ``vae_fraction`` of the ``num_steps`` updates fit the two VAEs (variables
+    unchanged; the reference runs 10 VAE epochs before 20 unlearning epochs, hence 1/3); the rest
+    alternate the ``L_UE`` and ``L_RA`` Adam steps on the extractor; with ``repair=True`` the last
+    ``repair_fraction`` of the updates fine-tune the head on retain labels instead.
+
+    Labels: with ``repair=False`` (the default) the rule reads only ``batch[...]["x"]``, so it
+    gives the same result whatever the labels are; ``repair=True`` is the only use of labels
+    (retain labels, never forget labels).
+
+    Args:
+      apply: the model's functional ``apply``; ``Outputs.features`` must be the head's input.
+      num_steps: total number of updates (given by the registry).
+      head_key: key of the classifier head in ``variables["params"]``; everything else is the
+        extractor.
+      latent_dim: VAE latent size (reference: 8 for the MNIST CNN, 16 for ResNets).
+      vae_hidden: VAE encoder hidden sizes (the decoder mirrors them); reference ``(128, 32)``.
+      vae_learning_rate: Adam learning rate of the VAEs (reference 1e-3).
+      kl_weight: weight of the VAEs' KL term (reference 0.025).
+      vae_fraction: fraction of the updates spent fitting the VAEs, in (0, 1).
+      ue_learning_rate: Adam learning rate of ``L_UE`` (reference 5e-5 for the MNIST CNN).
+      ra_learning_rate: Adam learning rate of ``L_RA`` (reference 1e-4 for the MNIST CNN).
+      temperature: ``tau`` of ``L_RA`` (reference 20 for class and noisy-label forgetting, 5 for
+        random forgetting on MNIST).
+      repair: fine-tune the head with retain cross-entropy at the end (uses labels).
+      repair_fraction: fraction of the updates given to the repair, in (0, 1), with ``repair``.
+      repair_learning_rate: Adam learning rate of the repair (not given in the reference
+        hyperparameters; our choice).
+      feature_dim: embedding size; inferred from the head's kernel when ``None``.
+
+    Returns:
+      An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
+
+    References:
+      Shen et al., "Label-Agnostic Forgetting: A Supervision-Free Unlearning in Deep Models",
+      ICLR 2024.
+    """
+    if num_steps < 2:
+        raise ValueError(f"label_agnostic_forgetting needs `num_steps` >= 2; got {num_steps}")
+    if not 0.0 < vae_fraction < 1.0:
+        raise ValueError(f"label_agnostic_forgetting `vae_fraction` must lie in (0, 1); "
+                         f"got {vae_fraction}")
+    if repair and not 0.0 < repair_fraction < 1.0 - vae_fraction:
+        raise ValueError("label_agnostic_forgetting `repair_fraction` must lie in "
+                         f"(0, 1 - vae_fraction); got {repair_fraction}")
+    if temperature <= 0:
+        raise ValueError(f"label_agnostic_forgetting `temperature` must be positive; "
+                         f"got {temperature}")
+    if latent_dim < 1:
+        raise ValueError(f"label_agnostic_forgetting `latent_dim` must be positive; got {latent_dim}")
+    vae_steps = min(max(int(round(vae_fraction * num_steps)), 1), num_steps - 1)
+    repair_steps = 0
+    if repair:
+        repair_steps = min(max(int(round(repair_fraction * num_steps)), 1),
+                           num_steps - vae_steps - 1)
+    repair_start = num_steps - repair_steps
+    vae_opt = optax.adam(vae_learning_rate)
+    ue_opt = optax.adam(ue_learning_rate)
+    ra_opt = optax.adam(ra_learning_rate)
+    head_opt = optax.adam(repair_learning_rate)
+
+    def features(variables, x):
+        return apply(variables, x).features
+
+    def with_params(variables, params):
+        return {**variables, "params": params}
+
+    def zero_head(tree):
+        return {**tree, head_key: jax.tree.map(jnp.zeros_like, tree[head_key])}
+
+    def init(variables: Variables, *, key: Array) -> LAFState:
+        params = variables["params"]
+        if head_key not in params:
+            raise ValueError(f"label_agnostic_forgetting: no head {head_key!r} among the "
+                             f"parameters {sorted(params)}; set `head_key`")
+        dim = feature_dim or _feature_dim(params[head_key])
+        k_r, k_f = jax.random.split(key)
+        vaes = {"retain": init_vae(k_r, dim, hidden=vae_hidden, latent_dim=latent_dim),
+                "forget": init_vae(k_f, dim, hidden=vae_hidden, latent_dim=latent_dim)}
+        return LAFState(vaes=vaes, vae_opt_state=vae_opt.init(vaes),
+                        ue_opt_state=ue_opt.init(params), ra_opt_state=ra_opt.init(params),
+                        head_opt_state=head_opt.init(params[head_key]), reference=variables,
+                        step=jnp.zeros((), jnp.int32))
+
+    def no_metrics(dtype=jnp.float32):
+        zero = jnp.zeros((), dtype)
+        return {"vae_loss": zero, "ue_loss": zero, "ra_loss": zero, "repair_loss": zero}
+
+    def fit_vaes(variables, state, batch, key):
+        e_r = jax.lax.stop_gradient(features(variables, batch["retain"]["x"]))
+        e_f = jax.lax.stop_gradient(features(variables, batch["forget"]["x"]))
+        k_r, k_f = jax.random.split(key)
+
+        def objective(vaes):
+            return (vae_loss(vaes["retain"], e_r, k_r, kl_weight)
+                    + vae_loss(vaes["forget"], e_f, k_f, kl_weight))
+
+        loss, grads = jax.value_and_grad(objective)(state.vaes)
+        updates, vae_opt_state = vae_opt.update(grads, state.vae_opt_state, state.vaes)
+        state = state._replace(vaes=optax.apply_updates(state.vaes, updates),
+                               vae_opt_state=vae_opt_state)
+        return variables, state, {**no_metrics(), "vae_loss": loss}
+
+    def unlearn_extractor(variables, state, batch, key):
+        x_r, x_f = batch["retain"]["x"], batch["forget"]["x"]
+        k_r, k_f = jax.random.split(key)
+
+        def ue_objective(params):
+            e_r = features(with_params(variables, params), x_r)
+            e_f = features(with_params(variables, params), x_f)
+            rec_r, _, _ = apply_vae(state.vaes["retain"], e_r, k_r)
+            rec_f, _, _ = apply_vae(state.vaes["forget"], e_f, k_f)
+            return reconstruction_energy(rec_r, e_r) - reconstruction_energy(rec_f, e_f)
+
+        params = variables["params"]
+        ue_loss, grads = jax.value_and_grad(ue_objective)(params)
+        updates, ue_opt_state = ue_opt.update(zero_head(grads), state.ue_opt_state, params)
+        params = optax.apply_updates(params, zero_head(updates))
+
+        teacher_r = jax.lax.stop_gradient(features(state.reference, x_r))
+        teacher_f = jax.lax.stop_gradient(features(state.reference, x_f))
+
+        def ra_objective(p):
+            e_r = features(with_params(variables, p), x_r)
+            e_f = features(with_params(variables, p), x_f)
+            return representation_alignment(e_r, teacher_r, e_f, teacher_f, temperature)
+
+        ra_loss, grads = jax.value_and_grad(ra_objective)(params)
+        updates, ra_opt_state = ra_opt.update(zero_head(grads), state.ra_opt_state, params)
+        params = optax.apply_updates(params, zero_head(updates))
+        state = state._replace(ue_opt_state=ue_opt_state, ra_opt_state=ra_opt_state)
+        return with_params(variables, params), state, {
+            **no_metrics(), "ue_loss": ue_loss, "ra_loss": ra_loss}
+
+    def repair_head(variables, state, batch, key):
+        del key
+        params = variables["params"]
+
+        def objective(head):
+            return part_loss(apply, with_params(variables, {**params, head_key: head}), batch,
+                             "retain")[0]
+
+        loss, grads = jax.value_and_grad(objective)(params[head_key])
+        updates, head_opt_state = head_opt.update(grads, state.head_opt_state, params[head_key])
+        head = optax.apply_updates(params[head_key], updates)
+        state = state._replace(head_opt_state=head_opt_state)
+        return with_params(variables, {**params, head_key: head}), state, {
+            **no_metrics(), "repair_loss": loss}
+
+    def update(variables: Variables, state: LAFState, batch: Batch, *, key: Array):
+        branches = [fit_vaes, unlearn_extractor]
+        index = (state.step >= vae_steps).astype(jnp.int32)
+        if repair:
+            branches.append(repair_head)
+            index = index + (state.step >= repair_start).astype(jnp.int32)
+        variables, state, metrics = jax.lax.switch(index, branches, variables, state, batch, key)
+        return variables, state._replace(step=state.step + 1), metrics
+
+    return UnlearningRule(init, update)
