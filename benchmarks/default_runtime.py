@@ -22,9 +22,19 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "experiments.main", f"--config={args.config}",
-                        f"--workdir={workdir}"], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "experiments.main",
+                f"--config={args.config}",
+                f"--workdir={workdir}",
+            ],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         elapsed = time.perf_counter() - t0
     print(f"{args.config}: {elapsed:.1f} s wall clock on {os.cpu_count()} CPU cores")
 

@@ -16,8 +16,9 @@ reused from an ``experiments.main`` run in the same workdir).
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and the sweep report.")
 _SCENARIO = flags.DEFINE_string("scenario", None, "Forget scenario of the config to sweep on.")
 _RULE = flags.DEFINE_string("rule", None, "Registered rule to sweep.")
@@ -33,8 +34,15 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from jaxunlearn.scenarios.sweep import run_sweep
 
-    run_sweep(_CONFIG.value, _WORKDIR.value, scenario=_SCENARIO.value, rule=_RULE.value,
-              param=_PARAM.value, values=_VALUES.value, val_fraction=_VAL_FRACTION.value)
+    run_sweep(
+        _CONFIG.value,
+        _WORKDIR.value,
+        scenario=_SCENARIO.value,
+        rule=_RULE.value,
+        param=_PARAM.value,
+        values=_VALUES.value,
+        val_fraction=_VAL_FRACTION.value,
+    )
 
 
 if __name__ == "__main__":

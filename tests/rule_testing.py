@@ -19,7 +19,7 @@ from jaxunlearn.core import losses
 from jaxunlearn.train import fit, make_stream
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_problem(kind: str = "class", dataset: str = "digits"):
     """``(dataset, split, network, trained variables)`` for a quick, real unlearning problem."""
     ds = data.load(dataset)
@@ -28,17 +28,32 @@ def tiny_problem(kind: str = "class", dataset: str = "digits"):
     else:
         spec = data.ForgetSpec("random", fraction=0.1)
     split = data.make_split(ds, spec, seed=0)
-    net = models.make_network("mlp", input_shape=ds.input_shape, num_outputs=ds.num_outputs,
-                              hidden=(64,))
+    net = models.make_network(
+        "mlp", input_shape=ds.input_shape, num_outputs=ds.num_outputs, hidden=(64,)
+    )
     train = rules.finetune(net.apply, learning_rate=0.05)
     stream = make_stream(ds.x_train, ds.y_train, {"retain": np.arange(len(ds.y_train))})
-    res = fit(train, net.init(jax.random.key(0)), stream, batch_sizes={"retain": 64},
-              num_steps=300, key=jax.random.key(1))
+    res = fit(
+        train,
+        net.init(jax.random.key(0)),
+        stream,
+        batch_sizes={"retain": 64},
+        num_steps=300,
+        key=jax.random.key(1),
+    )
     return ds, split, net, res.variables
 
 
-def run_rule(name: str, *, steps: int = 8, seeds: int = 2, kind: str = "class",
-             dataset: str = "digits", batch_size: int = 32, **hparams):
+def run_rule(
+    name: str,
+    *,
+    steps: int = 8,
+    seeds: int = 2,
+    kind: str = "class",
+    dataset: str = "digits",
+    batch_size: int = 32,
+    **hparams,
+):
     """Runs registered rule ``name`` for ``steps`` steps on ``seeds`` models (vmapped)."""
     ds, split, net, variables = tiny_problem(kind, dataset)
     info = rules.get(name)
@@ -46,8 +61,15 @@ def run_rule(name: str, *, steps: int = 8, seeds: int = 2, kind: str = "class",
     stream = make_stream(ds.x_train, ds.y_train, {"forget": split.forget, "retain": split.retain})
     start = jax.tree.map(lambda x: jnp.stack([x] * seeds), variables)
     keys = jax.vmap(jax.random.key)(jnp.arange(seeds))
-    res = fit(rule, start, stream, batch_sizes={p: batch_size for p in info.parts},
-              num_steps=steps, key=keys, ensemble=True)
+    res = fit(
+        rule,
+        start,
+        stream,
+        batch_sizes={p: batch_size for p in info.parts},
+        num_steps=steps,
+        key=keys,
+        ensemble=True,
+    )
     return start, res
 
 
@@ -60,9 +82,12 @@ def smoke_test_rule(name: str, *, expect_change: bool = True, **kwargs):
         assert np.all(np.isfinite(np.asarray(leaf))), f"{name} produced non-finite parameters"
     for key, values in res.metrics.items():
         assert np.all(np.isfinite(values)), f"{name} metric {key} is not finite"
-    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                zip(jax.tree.leaves(res.variables["params"]),
-                    jax.tree.leaves(start["params"]), strict=True))
+    moved = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(
+            jax.tree.leaves(res.variables["params"]), jax.tree.leaves(start["params"]), strict=True
+        )
+    )
     if expect_change:
         assert moved > 0, f"{name} did not change the parameters"
     return res

@@ -27,12 +27,15 @@ def test_diabetes_is_standardised_regression():
     assert abs(ds.y_train.mean()) < 1e-5 and abs(ds.y_train.std() - 1) < 1e-4
 
 
-@pytest.mark.parametrize("spec", [
-    data.ForgetSpec("random", fraction=0.1),
-    data.ForgetSpec("random", count=7),
-    data.ForgetSpec("class", classes=(0,)),
-    data.ForgetSpec("class", classes=(3, 5)),
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        data.ForgetSpec("random", fraction=0.1),
+        data.ForgetSpec("random", count=7),
+        data.ForgetSpec("class", classes=(0,)),
+        data.ForgetSpec("class", classes=(3, 5)),
+    ],
+)
 def test_split_is_disjoint_covering_and_deterministic(digits, spec):
     split = data.make_split(digits, spec, seed=3)
     n = len(digits.y_train)
@@ -41,8 +44,9 @@ def test_split_is_disjoint_covering_and_deterministic(digits, spec):
     again = data.make_split(digits, spec, seed=3)
     np.testing.assert_array_equal(split.forget, again.forget)
     assert len(np.intersect1d(split.test, split.test_forget)) == 0
-    np.testing.assert_array_equal(np.union1d(split.test, split.test_forget),
-                                  np.arange(len(digits.y_test)))
+    np.testing.assert_array_equal(
+        np.union1d(split.test, split.test_forget), np.arange(len(digits.y_test))
+    )
     if spec.kind == "class":
         assert set(digits.y_train[split.forget]) == set(spec.classes)
         assert not set(digits.y_test[split.test]) & set(spec.classes)
@@ -53,16 +57,19 @@ def test_split_is_disjoint_covering_and_deterministic(digits, spec):
         assert not np.array_equal(split.forget, other.forget)
 
 
-@pytest.mark.parametrize("spec, message", [
-    (data.ForgetSpec("random", fraction=0.0), "fraction"),
-    (data.ForgetSpec("random", fraction=1.5), "fraction"),
-    (data.ForgetSpec("random", fraction=1e-5), "empty"),
-    (data.ForgetSpec("random", count=0), "empty"),
-    (data.ForgetSpec("class", classes=(10,)), "classes"),
-    (data.ForgetSpec("class", classes=()), "classes"),
-    (data.ForgetSpec("class", classes=tuple(range(10))), "every class"),
-    (data.ForgetSpec("sideways"), "valid kinds"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (data.ForgetSpec("random", fraction=0.0), "fraction"),
+        (data.ForgetSpec("random", fraction=1.5), "fraction"),
+        (data.ForgetSpec("random", fraction=1e-5), "empty"),
+        (data.ForgetSpec("random", count=0), "empty"),
+        (data.ForgetSpec("class", classes=(10,)), "classes"),
+        (data.ForgetSpec("class", classes=()), "classes"),
+        (data.ForgetSpec("class", classes=tuple(range(10))), "every class"),
+        (data.ForgetSpec("sideways"), "valid kinds"),
+    ],
+)
 def test_bad_forget_specs_are_rejected(digits, spec, message):
     with pytest.raises(ValueError, match=message):
         data.make_split(digits, spec)

@@ -27,16 +27,32 @@ def test_ensemble_training_equals_single_runs_and_data_parallel(problem):
     ds, net, rule = problem
     index = np.arange(512)
     keys = ensemble.seed_keys(3, offset=7)
-    res = ensemble.train(net, rule, ds.x_train, ds.y_train, index, keys=keys, epochs=2,
-                         batch_size=64)
+    res = ensemble.train(
+        net, rule, ds.x_train, ds.y_train, index, keys=keys, epochs=2, batch_size=64
+    )
     assert res.steps == 16 and res.diverged.shape == (3,) and not res.diverged.any()
     stream = make_stream(ds.x_train, ds.y_train, {"retain": index})
     for m in (0, 2):
-        single = fit(rule, net.init(jax.random.key(7 + m)), stream, batch_sizes={"retain": 64},
-                     num_steps=16, key=jax.random.key(7 + m))
+        single = fit(
+            rule,
+            net.init(jax.random.key(7 + m)),
+            stream,
+            batch_sizes={"retain": 64},
+            num_steps=16,
+            key=jax.random.key(7 + m),
+        )
         _close(ensemble.select(res.variables, m), single.variables, rtol=1e-5, atol=1e-6)
-    sharded = ensemble.train(net, rule, ds.x_train, ds.y_train, index, keys=keys, epochs=2,
-                             batch_size=64, mesh=data_mesh(8))
+    sharded = ensemble.train(
+        net,
+        rule,
+        ds.x_train,
+        ds.y_train,
+        index,
+        keys=keys,
+        epochs=2,
+        batch_size=64,
+        mesh=data_mesh(8),
+    )
     _close(sharded.variables, res.variables, rtol=1e-4, atol=1e-5)
 
 
@@ -49,10 +65,14 @@ def _recording_rule(n: int) -> UnlearningRule:
 
     def update(variables, state, batch, *, key):
         del key
-        state = {part: state[part].at[batch[part]["x"][:, 0].astype(jnp.int32)].add(1)
-                 for part in state}
-        return variables, state, {"first_forget": batch["forget"]["x"][0, 0],
-                                  "sum_retain": batch["retain"]["x"].sum()}
+        state = {
+            part: state[part].at[batch[part]["x"][:, 0].astype(jnp.int32)].add(1) for part in state
+        }
+        return (
+            variables,
+            state,
+            {"first_forget": batch["forget"]["x"][0, 0], "sum_retain": batch["retain"]["x"].sum()},
+        )
 
     return UnlearningRule(init, update)
 
@@ -64,9 +84,17 @@ def test_per_model_index_sets_and_shared_parts():
     forget = np.array([[0, 1, 2, 3], [10, 11, 12, 13], [20, 21, 22, 23]])  # one set per model
     retain = np.arange(30, 40)  # shared
     variables = ensemble.replicate({"params": {"w": jnp.zeros(1)}}, 3)
-    res = ensemble.unlearn(_recording_rule(n), variables, x, y,
-                           {"forget": forget, "retain": retain}, keys=ensemble.seed_keys(3),
-                           batch_sizes={"forget": 2, "retain": 5}, num_steps=6, chunk_size=4)
+    res = ensemble.unlearn(
+        _recording_rule(n),
+        variables,
+        x,
+        y,
+        {"forget": forget, "retain": retain},
+        keys=ensemble.seed_keys(3),
+        batch_sizes={"forget": 2, "retain": 5},
+        num_steps=6,
+        chunk_size=4,
+    )
     for m in range(3):
         seen = np.nonzero(np.asarray(res.state["forget"][m]))[0]
         np.testing.assert_array_equal(seen, forget[m])
@@ -79,12 +107,20 @@ def test_fit_draws_the_batches_of_sample_batch_across_epochs_and_chunks():
     # sample_batch (a pure function of key and step) whatever the chunking.
     n = 40
     x = np.arange(n, dtype=np.float32)[:, None]
-    stream = make_stream(x, np.zeros(n, np.int32), {"forget": np.arange(7), "retain":
-                                                    np.arange(10, 40)})
+    stream = make_stream(
+        x, np.zeros(n, np.int32), {"forget": np.arange(7), "retain": np.arange(10, 40)}
+    )
     sizes = {"forget": 3, "retain": 8}
     key = jax.random.key(5)
-    res = fit(_recording_rule(n), {"params": {"w": jnp.zeros(1)}}, stream, batch_sizes=sizes,
-              num_steps=11, key=key, chunk_size=4)
+    res = fit(
+        _recording_rule(n),
+        {"params": {"w": jnp.zeros(1)}},
+        stream,
+        batch_sizes=sizes,
+        num_steps=11,
+        key=key,
+        chunk_size=4,
+    )
     data_key = jax.random.fold_in(key, 0)
     for step in range(11):
         batch = sample_batch(stream, sizes, data_key, jnp.asarray(step))
@@ -96,20 +132,52 @@ def test_bad_input_names_the_argument(problem):
     ds, net, rule = problem
     index = np.arange(128)
     with pytest.raises(ValueError, match="`keys` holds 1 model"):
-        ensemble.train(net, rule, ds.x_train, ds.y_train, index, keys=ensemble.seed_keys(1),
-                       epochs=1, batch_size=64)
+        ensemble.train(
+            net,
+            rule,
+            ds.x_train,
+            ds.y_train,
+            index,
+            keys=ensemble.seed_keys(1),
+            epochs=1,
+            batch_size=64,
+        )
     with pytest.raises(ValueError, match="`keys` must have shape"):
-        ensemble.train(net, rule, ds.x_train, ds.y_train, index, keys=jax.random.key(0),
-                       epochs=1, batch_size=64)
+        ensemble.train(
+            net,
+            rule,
+            ds.x_train,
+            ds.y_train,
+            index,
+            keys=jax.random.key(0),
+            epochs=1,
+            batch_size=64,
+        )
     with pytest.raises(ValueError, match=r"`index\['retain'\]` has sets for 2 models"):
-        ensemble.train(net, rule, ds.x_train, ds.y_train, np.zeros((2, 64), int),
-                       keys=ensemble.seed_keys(3), epochs=1, batch_size=64)
+        ensemble.train(
+            net,
+            rule,
+            ds.x_train,
+            ds.y_train,
+            np.zeros((2, 64), int),
+            keys=ensemble.seed_keys(3),
+            epochs=1,
+            batch_size=64,
+        )
     with pytest.raises(ValueError, match="`count` holds 1"):
         ensemble.replicate(net.init(jax.random.key(0)), 1)
     three = jax.vmap(net.init)(ensemble.seed_keys(3))
     with pytest.raises(ValueError, match="`variables` holds 3 models but `keys` has 2"):
-        ensemble.unlearn(rule, three, ds.x_train, ds.y_train, {"retain": index},
-                         keys=ensemble.seed_keys(2), batch_sizes={"retain": 64}, num_steps=1)
+        ensemble.unlearn(
+            rule,
+            three,
+            ds.x_train,
+            ds.y_train,
+            {"retain": index},
+            keys=ensemble.seed_keys(2),
+            batch_sizes={"retain": 64},
+            num_steps=1,
+        )
 
 
 def test_shadow_membership_design_is_balanced():

@@ -16,8 +16,11 @@ from jaxunlearn.train import checkpoint, fit, make_stream
 
 INPUT_SHAPE = (8, 8, 1)
 NUM_CLASSES = 3
-TINY = {"mlp": {"hidden": (16,)}, "cnn": {"channels": (4, 8), "hidden": 16},
-        "resnet18": {"width": 8}}
+TINY = {
+    "mlp": {"hidden": (16,)},
+    "cnn": {"channels": (4, 8), "hidden": 16},
+    "resnet18": {"width": 8},
+}
 
 
 @functools.cache
@@ -27,8 +30,9 @@ def _network(name: str):
     Built once per session: on a CPU, compiling ``init`` (its random draws) costs more than
     everything else a test does with the model.
     """
-    net = models.make_network(name, input_shape=INPUT_SHAPE, num_outputs=NUM_CLASSES,
-                              **TINY.get(name, {}))
+    net = models.make_network(
+        name, input_shape=INPUT_SHAPE, num_outputs=NUM_CLASSES, **TINY.get(name, {})
+    )
     return net, jax.jit(jax.vmap(net.init))(jax.random.split(jax.random.key(0), 2))
 
 
@@ -75,7 +79,8 @@ def test_apply_gives_logits_and_features(name):
     single = jax.eval_shape(net.init, jax.random.key(0))
     assert jax.tree.structure(single) == jax.tree.structure(variables)
     assert jax.tree.map(lambda a: (a.shape, a.dtype), single) == jax.tree.map(
-        lambda a: (a.shape, a.dtype), variables)
+        lambda a: (a.shape, a.dtype), variables
+    )
     out = _jitted_apply(name)(variables, _images(4))
     assert out.logits.shape == (4, NUM_CLASSES)
     assert out.features.ndim == 2 and out.features.shape[0] == 4
@@ -109,8 +114,11 @@ def test_unknown_model_lists_valid_names():
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
 def test_cnn_on_mnist_and_cifar_shapes(shape):
     net = models.make_network("cnn", input_shape=shape, num_outputs=10, channels=(2, 4), hidden=8)
-    out = jax.eval_shape(net.apply, jax.eval_shape(net.init, jax.random.key(0)),
-                         jax.ShapeDtypeStruct((2, *shape), jnp.float32))
+    out = jax.eval_shape(
+        net.apply,
+        jax.eval_shape(net.init, jax.random.key(0)),
+        jax.ShapeDtypeStruct((2, *shape), jnp.float32),
+    )
     assert out.logits.shape == (2, 10) and out.features.shape == (2, 8)
 
 
@@ -149,8 +157,7 @@ def test_resnet18_eval_mode_uses_running_statistics():
     # would change its output completely) and example 0 among others give the same output.
     alone = apply(variables, jnp.repeat(x[:1], 4, axis=0)).logits
     in_batch = apply(variables, x).logits[0]
-    np.testing.assert_allclose(alone, jnp.broadcast_to(in_batch, alone.shape), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(alone, jnp.broadcast_to(in_batch, alone.shape), rtol=1e-5, atol=1e-5)
     # The outputs do depend on the stored statistics.
     refreshed = {**variables, "batch_stats": _train_mode_stats(variables)}
     assert not np.allclose(apply(refreshed, x).logits, apply(variables, x).logits)
@@ -172,19 +179,30 @@ def test_fit_in_train_mode_updates_batch_stats():
     def loss_fn(v, batch, *, reference, step, key):
         del reference, step, key
         out = net.apply(v, batch["train"]["x"], train=True)
-        loss = optax.softmax_cross_entropy_with_integer_labels(out.logits,
-                                                               batch["train"]["y"]).mean()
+        loss = optax.softmax_cross_entropy_with_integer_labels(
+            out.logits, batch["train"]["y"]
+        ).mean()
         return loss, {"batch_stats": out.batch_stats}
 
     rule = rule_from_loss(loss_fn, optax.sgd(0.05), keep_reference=False)
     x, y = np.asarray(_images(16, seed=3)), np.asarray(_labels(16))
-    result = fit(rule, variables, make_stream(x, y, {"train": np.arange(16)}),
-                 batch_sizes={"train": 8}, num_steps=2, key=jax.random.key(0))
+    result = fit(
+        rule,
+        variables,
+        make_stream(x, y, {"train": np.arange(16)}),
+        batch_sizes={"train": 8},
+        num_steps=2,
+        key=jax.random.key(0),
+    )
     assert result.steps == 2 and not result.diverged
     assert set(result.metrics) == {"loss"}  # the statistics went into the variables
     assert jax.tree.structure(result.variables) == jax.tree.structure(variables)
-    changed = jax.tree.map(lambda a, b: not np.allclose(a, b), result.variables["batch_stats"],
-                           variables["batch_stats"])
+    changed = jax.tree.map(
+        lambda a, b: not np.allclose(a, b),
+        result.variables["batch_stats"],
+        variables["batch_stats"],
+    )
     assert all(jax.tree.leaves(changed))
-    assert not np.allclose(result.variables["params"]["linear"]["kernel"],
-                           variables["params"]["linear"]["kernel"])
+    assert not np.allclose(
+        result.variables["params"]["linear"]["kernel"], variables["params"]["linear"]["kernel"]
+    )

@@ -17,8 +17,14 @@ from jaxunlearn.train import fit, make_stream, scan_steps
 def _oracle(ds, split, net):
     train = rules.finetune(net.apply, learning_rate=0.05)
     stream = make_stream(ds.x_train, ds.y_train, {"retain": split.retain})
-    return fit(train, net.init(jax.random.key(7)), stream, batch_sizes={"retain": 64},
-               num_steps=150, key=jax.random.key(8)).variables
+    return fit(
+        train,
+        net.init(jax.random.key(7)),
+        stream,
+        batch_sizes={"retain": 64},
+        num_steps=150,
+        key=jax.random.key(8),
+    ).variables
 
 
 def _stack(tree):
@@ -31,18 +37,33 @@ def test_sweep_is_one_program_equal_to_separate_runs_and_picks_argmin(tmp_path):
     keys = jax.vmap(jax.random.key)(jnp.arange(1))
     values = [1e-3, 1e-2, 3e-2]
     config = {"epochs": 2, "forget_batch_size": 32}
-    result = sweep_lib.sweep(net, ds, split, _stack(original), _stack(oracle), keys,
-                             rule="gradient_ascent", param="learning_rate", values=values,
-                             rule_config=config, return_variables=True)
+    result = sweep_lib.sweep(
+        net,
+        ds,
+        split,
+        _stack(original),
+        _stack(oracle),
+        keys,
+        rule="gradient_ascent",
+        param="learning_rate",
+        values=values,
+        rule_config=config,
+        return_variables=True,
+    )
     assert result["mode"] == "vmap"
     stream = make_stream(ds.x_train, ds.y_train, {"forget": split.forget, "retain": split.retain})
     for k, value in enumerate(values):
         rule = rules.make("gradient_ascent", net, learning_rate=value)
-        alone, _, _ = jax.jit(lambda v, r=rule: scan_steps(
-            r, v, stream, batch_sizes={"forget": 32}, num_steps=result["num_steps"],
-            key=keys[0]))(original)
-        for a, b in zip(jax.tree.leaves(alone["params"]),
-                        jax.tree.leaves(result["variables"]["params"]), strict=True):
+        alone, _, _ = jax.jit(
+            lambda v, r=rule: scan_steps(
+                r, v, stream, batch_sizes={"forget": 32}, num_steps=result["num_steps"], key=keys[0]
+            )
+        )(original)
+        for a, b in zip(
+            jax.tree.leaves(alone["params"]),
+            jax.tree.leaves(result["variables"]["params"]),
+            strict=True,
+        ):
             np.testing.assert_allclose(np.asarray(b[k, 0]), np.asarray(a), rtol=1e-4, atol=1e-5)
     gaps = [row["gap"] for row in result["grid"]]
     assert result["best"]["index"] == int(np.argmin(gaps))
@@ -75,24 +96,36 @@ def test_untraceable_factory_falls_back_to_one_unrolled_program():
     stream = make_stream(ds.x_train, ds.y_train, {"forget": split.forget, "retain": split.retain})
     keys = jax.vmap(jax.random.key)(jnp.arange(1))
     variables, _, info = sweep_lib.grid_variables(
-        net, stream, _stack(original), keys, rule="neggrad_plus", param="beta",
-        values=[0.5, 0.9], hparams={}, batch_sizes={"forget": 32, "retain": 32}, num_steps=3,
-        steps_per_epoch=3)
+        net,
+        stream,
+        _stack(original),
+        keys,
+        rule="neggrad_plus",
+        param="beta",
+        values=[0.5, 0.9],
+        hparams={},
+        batch_sizes={"forget": 32, "retain": 32},
+        num_steps=3,
+        steps_per_epoch=3,
+    )
     assert info["mode"] == "unrolled" and info["finite"].shape == (2, 1)
     first = jax.tree.leaves(variables["params"])[0]
     assert first.shape[:2] == (2, 1) and not np.allclose(first[0], first[1])
 
 
-@pytest.mark.parametrize("rule, param, values, match", [
-    ("no_such_rule", "learning_rate", [1e-3], "Unknown rule"),
-    ("finetune", "lr", [1e-3], "valid: .*learning_rate"),
-    ("finetune", "optimizer", [1e-3], "no numeric hyperparameter"),
-    ("finetune", "learning_rate", [], "empty"),
-    ("finetune", "learning_rate", [1e-3, 0.0], "positive"),
-    ("finetune", "learning_rate", [-1e-3], "positive"),
-    ("finetune", "learning_rate", ["fast"], "numbers"),
-    ("finetune", "learning_rate", [float("nan")], "finite"),
-])
+@pytest.mark.parametrize(
+    "rule, param, values, match",
+    [
+        ("no_such_rule", "learning_rate", [1e-3], "Unknown rule"),
+        ("finetune", "lr", [1e-3], "valid: .*learning_rate"),
+        ("finetune", "optimizer", [1e-3], "no numeric hyperparameter"),
+        ("finetune", "learning_rate", [], "empty"),
+        ("finetune", "learning_rate", [1e-3, 0.0], "positive"),
+        ("finetune", "learning_rate", [-1e-3], "positive"),
+        ("finetune", "learning_rate", ["fast"], "numbers"),
+        ("finetune", "learning_rate", [float("nan")], "finite"),
+    ],
+)
 def test_bad_requests_fail_before_compute(rule, param, values, match):
     with pytest.raises(ValueError, match=match):
         sweep_lib.check_grid(rule, param, values)
@@ -102,8 +135,22 @@ def test_run_sweep_from_config_checks_scenario(tmp_path):
     from experiments.configs.default import get_config
 
     with pytest.raises(ValueError, match="Unknown scenario"):
-        sweep_lib.run_sweep(get_config(), str(tmp_path), scenario="class_9", rule="finetune",
-                            param="learning_rate", values=[1e-2], verbose=False)
+        sweep_lib.run_sweep(
+            get_config(),
+            str(tmp_path),
+            scenario="class_9",
+            rule="finetune",
+            param="learning_rate",
+            values=[1e-2],
+            verbose=False,
+        )
     with pytest.raises(ValueError, match="positive"):
-        sweep_lib.run_sweep(get_config(), str(tmp_path), scenario="class_0", rule="finetune",
-                            param="learning_rate", values=[0.0], verbose=False)
+        sweep_lib.run_sweep(
+            get_config(),
+            str(tmp_path),
+            scenario="class_0",
+            rule="finetune",
+            param="learning_rate",
+            values=[0.0],
+            verbose=False,
+        )

@@ -73,9 +73,15 @@ class _TinyImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(4, 4, 3)),
-            "label": tfds.features.ClassLabel(num_classes=3)}))
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(4, 4, 3)),
+                    "label": tfds.features.ClassLabel(num_classes=3),
+                }
+            ),
+        )
 
     def _split_generators(self, dl_manager):
         del dl_manager

@@ -22,8 +22,15 @@ def problem():
 
 def _train(net, stream, **kw):
     rule = rules.finetune(net.apply, learning_rate=0.05)
-    return fit(rule, net.init(jax.random.key(0)), stream, batch_sizes={"retain": 64},
-               num_steps=kw.pop("num_steps", 40), key=jax.random.key(1), **kw)
+    return fit(
+        rule,
+        net.init(jax.random.key(0)),
+        stream,
+        batch_sizes={"retain": 64},
+        num_steps=kw.pop("num_steps", 40),
+        key=jax.random.key(1),
+        **kw,
+    )
 
 
 def _assert_trees_close(a, b, **tol):
@@ -47,8 +54,11 @@ def test_scan_steps_matches_fit(problem):
     rule = rules.finetune(net.apply, learning_rate=0.05)
     v0 = net.init(jax.random.key(0))
     a = fit(rule, v0, stream, batch_sizes={"retain": 64}, num_steps=30, key=jax.random.key(1))
-    v, _, m = jax.jit(lambda v: scan_steps(rule, v, stream, batch_sizes={"retain": 64},
-                                           num_steps=30, key=jax.random.key(1)))(v0)
+    v, _, m = jax.jit(
+        lambda v: scan_steps(
+            rule, v, stream, batch_sizes={"retain": 64}, num_steps=30, key=jax.random.key(1)
+        )
+    )(v0)
     _assert_trees_close(a.variables, v, rtol=1e-5, atol=1e-6)
     assert m["loss"].shape == (30,)
 
@@ -66,11 +76,24 @@ def test_batch_size_must_divide_devices_and_fit_data(problem):
     _, net, stream = problem
     rule = rules.finetune(net.apply)
     with pytest.raises(ValueError, match="larger than"):
-        fit(rule, net.init(jax.random.key(0)), stream, batch_sizes={"retain": 10_000},
-            num_steps=1, key=jax.random.key(0))
+        fit(
+            rule,
+            net.init(jax.random.key(0)),
+            stream,
+            batch_sizes={"retain": 10_000},
+            num_steps=1,
+            key=jax.random.key(0),
+        )
     with pytest.raises(ValueError, match="divisible"):
-        fit(rule, net.init(jax.random.key(0)), stream, batch_sizes={"retain": 60},
-            num_steps=1, key=jax.random.key(0), mesh=jax.make_mesh((8,), ("data",)))
+        fit(
+            rule,
+            net.init(jax.random.key(0)),
+            stream,
+            batch_sizes={"retain": 60},
+            num_steps=1,
+            key=jax.random.key(0),
+            mesh=jax.make_mesh((8,), ("data",)),
+        )
 
 
 def test_interrupted_then_resumed_run_equals_uninterrupted(problem, tmp_path):
@@ -91,11 +114,18 @@ def test_divergence_is_detected_and_stops(problem):
 
     def exploding(variables, batch, *, reference, step, key):
         out = net.apply(variables, batch["retain"]["x"])
-        return -jnp.exp(jnp.sum(out.logits ** 2)), {}
+        return -jnp.exp(jnp.sum(out.logits**2)), {}
 
     rule = rule_from_loss(exploding, optax.sgd(10.0), keep_reference=False)
-    res = fit(rule, net.init(jax.random.key(0)), stream, batch_sizes={"retain": 64},
-              num_steps=100, key=jax.random.key(0), chunk_size=10)
+    res = fit(
+        rule,
+        net.init(jax.random.key(0)),
+        stream,
+        batch_sizes={"retain": 64},
+        num_steps=100,
+        key=jax.random.key(0),
+        chunk_size=10,
+    )
     assert res.diverged and res.steps < 100
 
 
@@ -104,10 +134,16 @@ def test_ensemble_vmaps_over_seeds_and_matches_single_runs(problem):
     rule = rules.finetune(net.apply, learning_rate=0.05)
     keys = jax.vmap(jax.random.key)(jnp.arange(3))
     init = jax.vmap(net.init)(keys)
-    ens = fit(rule, init, stream, batch_sizes={"retain": 64}, num_steps=20, key=keys,
-              ensemble=True)
+    ens = fit(rule, init, stream, batch_sizes={"retain": 64}, num_steps=20, key=keys, ensemble=True)
     assert ens.diverged.shape == (3,) and not ens.diverged.any()
-    single = fit(rule, jax.tree.map(lambda x: x[1], init), stream, batch_sizes={"retain": 64},
-                 num_steps=20, key=keys[1])
-    _assert_trees_close(jax.tree.map(lambda x: x[1], ens.variables), single.variables,
-                        rtol=1e-5, atol=1e-6)
+    single = fit(
+        rule,
+        jax.tree.map(lambda x: x[1], init),
+        stream,
+        batch_sizes={"retain": 64},
+        num_steps=20,
+        key=keys[1],
+    )
+    _assert_trees_close(
+        jax.tree.map(lambda x: x[1], ens.variables), single.variables, rtol=1e-5, atol=1e-6
+    )

@@ -28,25 +28,47 @@ def get_config(arg=None):
     c.data_parallel = True  # split batches over every device along a `data` mesh axis
     c.distributed = False  # True on multi-host pods/clusters: calls jax.distributed.initialize()
     # Original model and retrain oracles: the same recipe, on all training data or on D_r.
-    c.train = {"epochs": 30, "batch_size": 64, "learning_rate": 0.05, "momentum": 0.9,
-               "weight_decay": 5e-4}
+    c.train = {
+        "epochs": 30,
+        "batch_size": 64,
+        "learning_rate": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+    }
     c.scenarios = {
         "random_10pct": {"kind": "random", "fraction": 0.1},
         "class_0": {"kind": "class", "classes": (0,)},
     }
     c.rules = {
         "retrain": {},
-        "finetune": {"epochs": 10, "retain_batch_size": 64,
-                     "hparams": {"learning_rate": 0.01}},
-        "gradient_ascent": {"epochs": 5, "forget_batch_size": 32,
-                            "hparams": {"learning_rate": 2e-3}},
-        "neggrad_plus": {"epochs": 5, "forget_batch_size": 16, "retain_batch_size": 64,
-                         "hparams": {"beta": 0.95, "learning_rate": 0.01}},
-        "random_label": {"epochs": 5, "forget_batch_size": 32, "retain_batch_size": 64,
-                         "hparams": {"learning_rate": 0.01}},
+        "finetune": {"epochs": 10, "retain_batch_size": 64, "hparams": {"learning_rate": 0.01}},
+        "gradient_ascent": {
+            "epochs": 5,
+            "forget_batch_size": 32,
+            "hparams": {"learning_rate": 2e-3},
+        },
+        "neggrad_plus": {
+            "epochs": 5,
+            "forget_batch_size": 16,
+            "retain_batch_size": 64,
+            "hparams": {"beta": 0.95, "learning_rate": 0.01},
+        },
+        "random_label": {
+            "epochs": 5,
+            "forget_batch_size": 32,
+            "retain_batch_size": 64,
+            "hparams": {"learning_rate": 0.01},
+        },
     }
-    c.audits = ("accuracy", "mia_efficacy", "mia_auc", "runtime", "representation", "relearn",
-                "zrf")
+    c.audits = (
+        "accuracy",
+        "mia_efficacy",
+        "mia_auc",
+        "runtime",
+        "representation",
+        "relearn",
+        "zrf",
+    )
     if arg == "tiny":
         c.seeds = 1
         c.train.epochs = 5

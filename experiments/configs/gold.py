@@ -14,14 +14,17 @@ two ensembles example by example:
   retain set plus a random half of the forget set and unlearn that half (``ulira_auc``,
   ``ulira_tpr_at_1pct_fpr``; on the ``original`` row: the attack on shadows that never unlearned).
 
-Run (about 10 minutes on 2 busy CPU cores, see the README for timings):
+Run (N = 32: 12.7 minutes wall clock, 4.8 CPU-minutes, on 2 CPU cores shared with about 8 other
+busy processes; over half of it is the per-model audits of 384 models):
 
     python -m experiments.main --config=experiments/configs/gold.py --workdir=/tmp/ju_gold
 
-The competition's ensemble size (512 originals, 512 oracles per scenario, 512 runs per rule):
+The competition's ensemble size (512 originals, 512 oracles per scenario, 512 runs per rule),
+with the per-model audits cut to the cheap ones (4.8 minutes on one H200, most of it those
+audits' Python loop over 6,144 models on the host; the training takes seconds there):
 
     python -m experiments.main --config=experiments/configs/gold.py --workdir=/tmp/ju_gold512 \
-        --config.seeds=512
+        --config.seeds=512 '--config.audits=("accuracy","mia_efficacy","mia_auc","runtime")'
 
 Besides ``results.json``/``.txt``/``.png`` the workdir gets ``per_example.png`` (per-example
 epsilon and KLoM distributions per method and scenario) and the arrays behind it in

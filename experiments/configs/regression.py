@@ -31,23 +31,43 @@ def get_config(arg=None):
     c.forget_seed = 0
     c.data_parallel = True
     # 353 training patients: a small, well-regularised recipe; longer training overfits.
-    c.train = {"epochs": 20, "batch_size": 32, "learning_rate": 0.005, "momentum": 0.9,
-               "weight_decay": 5e-3}
+    c.train = {
+        "epochs": 20,
+        "batch_size": 32,
+        "learning_rate": 0.005,
+        "momentum": 0.9,
+        "weight_decay": 5e-3,
+    }
     c.scenarios = {"random_10pct": {"kind": "random", "fraction": 0.1}}
     # Forget set: 35 patients, retain set: 318; batch sizes are multiples of 8.
     c.rules = {
         "retrain": {},
         "finetune": {"epochs": 5, "retain_batch_size": 32, "hparams": {"learning_rate": 0.005}},
-        "gradient_ascent": {"epochs": 2, "forget_batch_size": 8,
-                            "hparams": {"learning_rate": 1e-3}},
-        "neggrad_plus": {"epochs": 3, "forget_batch_size": 8, "retain_batch_size": 32,
-                         "hparams": {"beta": 0.8, "learning_rate": 0.005}},
+        "gradient_ascent": {
+            "epochs": 2,
+            "forget_batch_size": 8,
+            "hparams": {"learning_rate": 1e-3},
+        },
+        "neggrad_plus": {
+            "epochs": 3,
+            "forget_batch_size": 8,
+            "retain_batch_size": 32,
+            "hparams": {"beta": 0.8, "learning_rate": 0.005},
+        },
         # epochs = 2 proxy epochs (as in the reference) + 2 unlearning epochs: an epoch of 318
         # patients is 10 steps, too few at the reference's lr 1e-3 (AgeDB epochs are ~40 steps).
-        "blindspot": {"epochs": 4, "forget_batch_size": 8, "retain_batch_size": 32,
-                      "hparams": {"learning_rate": 3e-3}},
-        "gaussian_amnesiac": {"epochs": 3, "forget_batch_size": 16, "retain_batch_size": 32,
-                              "hparams": {"learning_rate": 3e-3}},
+        "blindspot": {
+            "epochs": 4,
+            "forget_batch_size": 8,
+            "retain_batch_size": 32,
+            "hparams": {"learning_rate": 3e-3},
+        },
+        "gaussian_amnesiac": {
+            "epochs": 3,
+            "forget_batch_size": 16,
+            "retain_batch_size": 32,
+            "hparams": {"learning_rate": 3e-3},
+        },
     }
     c.audits = ("regression_error", "mia_auc", "runtime")
     return c

@@ -4,27 +4,74 @@ Pure metric functions over model outputs, and a registry of named audits (``suit
 experiment runner applies to every model.
 """
 
-from jaxunlearn.audit.classification import (accuracy_percent, avg_gap, loss_membership_auc,
-                                             mia_efficacy, true_class_probability)
-from jaxunlearn.audit.competition import (competition_score, epsilon_per_example,
-                                          forgetting_score, logit_scaled_confidence)
+from jaxunlearn.audit import (
+    gold,  # noqa: F401,E402  (ensemble audits "competition", "klom")
+    regression,  # noqa: F401,E402  (registers "regression_error")
+    representation_audits,  # noqa: F401,E402  (+ "representation", "zrf")
+)
+from jaxunlearn.audit.classification import (
+    accuracy_percent,
+    avg_gap,
+    loss_membership_auc,
+    mia_efficacy,
+    true_class_probability,
+)
+from jaxunlearn.audit.competition import (
+    competition_score,
+    epsilon_per_example,
+    forgetting_score,
+    logit_scaled_confidence,
+)
 from jaxunlearn.audit.klom import klom, margins
 from jaxunlearn.audit.membership import roc_auc, tpr_at_fpr, ulira, zrf_score
-from jaxunlearn.audit.representation import (linear_cka, linear_probe_accuracy,
-                                             weighted_knn_accuracy)
-from jaxunlearn.audit.suite import (AuditContext, EnsembleContext, check_ensemble_names,
-                                    check_names, ensemble_names, gap_metrics, names, predict,
-                                    register, register_ensemble, run, run_ensemble)
-from jaxunlearn.audit import regression  # noqa: F401,E402  (registers "regression_error")
-from jaxunlearn.audit import gold  # noqa: F401,E402  (ensemble audits "competition", "klom")
 from jaxunlearn.audit.relearn import RelearnResult, relearn_steps  # noqa: E402  (+ "relearn")
-from jaxunlearn.audit import representation_audits  # noqa: F401,E402  (+ "representation", "zrf")
+from jaxunlearn.audit.representation import linear_cka, linear_probe_accuracy, weighted_knn_accuracy
+from jaxunlearn.audit.suite import (
+    AuditContext,
+    EnsembleContext,
+    check_ensemble_names,
+    check_names,
+    ensemble_names,
+    gap_metrics,
+    names,
+    predict,
+    register,
+    register_ensemble,
+    run,
+    run_ensemble,
+)
 
-__all__ = ["AuditContext", "EnsembleContext", "check_ensemble_names", "ensemble_names",
-           "register_ensemble", "run_ensemble", "accuracy_percent", "avg_gap", "check_names", "gap_metrics",
-           "loss_membership_auc",
-           "mia_efficacy", "names", "predict", "register", "run", "true_class_probability",
-           "competition_score", "epsilon_per_example", "forgetting_score",
-           "logit_scaled_confidence", "klom", "margins", "roc_auc", "tpr_at_fpr", "ulira",
-           "zrf_score", "RelearnResult", "relearn_steps",
-           "linear_cka", "linear_probe_accuracy", "weighted_knn_accuracy"]
+__all__ = [
+    "AuditContext",
+    "EnsembleContext",
+    "check_ensemble_names",
+    "ensemble_names",
+    "register_ensemble",
+    "run_ensemble",
+    "accuracy_percent",
+    "avg_gap",
+    "check_names",
+    "gap_metrics",
+    "loss_membership_auc",
+    "mia_efficacy",
+    "names",
+    "predict",
+    "register",
+    "run",
+    "true_class_probability",
+    "competition_score",
+    "epsilon_per_example",
+    "forgetting_score",
+    "logit_scaled_confidence",
+    "klom",
+    "margins",
+    "roc_auc",
+    "tpr_at_fpr",
+    "ulira",
+    "zrf_score",
+    "RelearnResult",
+    "relearn_steps",
+    "linear_cka",
+    "linear_probe_accuracy",
+    "weighted_knn_accuracy",
+]

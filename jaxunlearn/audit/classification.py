@@ -101,6 +101,9 @@ def loss_membership_auc(forget_losses, test_losses) -> float:
 
 def avg_gap(metrics: dict, reference: dict, keys: Sequence[str] = GAP_METRICS) -> float:
     """Mean absolute difference to the retrain oracle over ``keys`` (Jia et al.'s Avg. Gap)."""
-    gaps = [abs(float(metrics[k]) - float(reference[k])) for k in keys
-            if k in metrics and k in reference]
+    gaps = [
+        abs(float(metrics[k]) - float(reference[k]))
+        for k in keys
+        if k in metrics and k in reference
+    ]
     return float(np.mean(gaps)) if gaps else float("nan")

@@ -21,128 +21,132 @@ from jaxunlearn.audit.competition import logit_scaled_confidence
 
 
 def margins(logits, labels) -> np.ndarray:
-  """Classification margin ``z_y - logsumexp_{j != y} z_j`` (float64).
+    """Classification margin ``z_y - logsumexp_{j != y} z_j`` (float64).
 
-  This is the same quantity as the logit-scaled confidence of LiRA and the NeurIPS 2023
-  competition (:func:`jaxunlearn.audit.competition.logit_scaled_confidence`), computed stably.
+    This is the same quantity as the logit-scaled confidence of LiRA and the NeurIPS 2023
+    competition (:func:`jaxunlearn.audit.competition.logit_scaled_confidence`), computed stably.
 
-  Args:
-    logits: ``[n, C]`` (one model) or ``[m, n, C]`` (an ensemble) pre-softmax scores, ``C >= 2``;
-      must be finite.
-    labels: ``[n]`` integer labels in ``[0, C)``.
+    Args:
+      logits: ``[n, C]`` (one model) or ``[m, n, C]`` (an ensemble) pre-softmax scores, ``C >= 2``;
+        must be finite.
+      labels: ``[n]`` integer labels in ``[0, C)``.
 
-  Returns:
-    float64 array of shape ``logits.shape[:-1]`` (``[n]`` or ``[m, n]``).
+    Returns:
+      float64 array of shape ``logits.shape[:-1]`` (``[n]`` or ``[m, n]``).
 
-  Raises:
-    ValueError: on fewer than 2 classes, non-finite logits or out-of-range labels.
+    Raises:
+      ValueError: on fewer than 2 classes, non-finite logits or out-of-range labels.
 
-  References:
-    Georgiev et al., "Attribute-to-Delete: Machine Unlearning via Datamodel Matching",
-    arXiv 2410.23232 (ICLR 2025); RoyRin/data-unlearning-bench ``unlearning_bench/eval.py``.
-  """
-  return logit_scaled_confidence(logits, labels)
+    References:
+      Georgiev et al., "Attribute-to-Delete: Machine Unlearning via Datamodel Matching",
+      arXiv 2410.23232 (ICLR 2025); RoyRin/data-unlearning-bench ``unlearning_bench/eval.py``.
+    """
+    return logit_scaled_confidence(logits, labels)
 
 
-def _histogram_counts(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, edges: np.ndarray,
-                      bins: int) -> np.ndarray:
-  """``np.histogram`` counts of each column of ``values`` [m, n] on its own edges [n, bins + 1]."""
-  m, n = values.shape
-  width = hi - lo
-  # First guess by arithmetic, then an exact fix against the edges so that bin k is exactly
-  # [edges[k], edges[k + 1]) and the last bin also holds its right edge.
-  guess = np.floor((values - lo) / width * bins)
-  idx = np.clip(guess, 0, bins - 1).astype(np.int64)
-  cols = np.broadcast_to(np.arange(n), (m, n))
-  for _ in range(2):  # Rounding puts the guess at most one bin off; a second pass is a safeguard.
-    down = (values < edges[cols, idx]) & (idx > 0)
-    idx = idx - down
-    up = (values >= edges[cols, idx + 1]) & (idx < bins - 1)
-    idx = idx + up
-  flat = (cols * bins + idx).ravel()
-  return np.bincount(flat, minlength=n * bins).reshape(n, bins)
+def _histogram_counts(
+    values: np.ndarray, lo: np.ndarray, hi: np.ndarray, edges: np.ndarray, bins: int
+) -> np.ndarray:
+    """``np.histogram`` counts of each column of ``values`` [m, n] on its own edges [n, bins + 1]."""
+    m, n = values.shape
+    width = hi - lo
+    # First guess by arithmetic, then an exact fix against the edges so that bin k is exactly
+    # [edges[k], edges[k + 1]) and the last bin also holds its right edge.
+    guess = np.floor((values - lo) / width * bins)
+    idx = np.clip(guess, 0, bins - 1).astype(np.int64)
+    cols = np.broadcast_to(np.arange(n), (m, n))
+    for _ in range(2):  # Rounding puts the guess at most one bin off; a second pass is a safeguard.
+        down = (values < edges[cols, idx]) & (idx > 0)
+        idx = idx - down
+        up = (values >= edges[cols, idx + 1]) & (idx < bins - 1)
+        idx = idx + up
+    flat = (cols * bins + idx).ravel()
+    return np.bincount(flat, minlength=n * bins).reshape(n, bins)
 
 
 def _edges(lo: np.ndarray, hi: np.ndarray, bins: int) -> np.ndarray:
-  """Per-example ``np.linspace(lo, hi, bins + 1)``, rounded as scalar ``linspace``: [n, bins+1]."""
-  delta = hi - lo
-  step = delta / bins
-  k = np.arange(bins + 1, dtype=np.float64)[None, :]
-  # np.linspace multiplies by the step, except when the step underflows to 0 (denormal ranges).
-  regular = k * step[:, None] + lo[:, None]
-  underflow = (k / bins) * delta[:, None] + lo[:, None]
-  edges = np.where((step == 0)[:, None], underflow, regular)
-  edges[:, -1] = hi
-  return edges
+    """Per-example ``np.linspace(lo, hi, bins + 1)``, rounded as scalar ``linspace``: [n, bins+1]."""
+    delta = hi - lo
+    step = delta / bins
+    k = np.arange(bins + 1, dtype=np.float64)[None, :]
+    # np.linspace multiplies by the step, except when the step underflows to 0 (denormal ranges).
+    regular = k * step[:, None] + lo[:, None]
+    underflow = (k / bins) * delta[:, None] + lo[:, None]
+    edges = np.where((step == 0)[:, None], underflow, regular)
+    edges[:, -1] = hi
+    return edges
 
 
-def klom(unlearned_margins, oracle_margins, *, bins: int = 20, clip: float = 100.0,
-         floor: float = 1e-5) -> np.ndarray:
-  """Per-example KLoM, ``KL(p_unlearned || q_oracle)`` of binned margin distributions.
+def klom(
+    unlearned_margins, oracle_margins, *, bins: int = 20, clip: float = 100.0, floor: float = 1e-5
+) -> np.ndarray:
+    """Per-example KLoM, ``KL(p_unlearned || q_oracle)`` of binned margin distributions.
 
-  For each example: clip both samples to ``[-clip, clip]``; take ``bins`` equal-width bins over
-  their combined range ``[lo, hi]`` (``[lo, lo + 1]`` when all values are equal) with
-  ``np.histogram`` semantics (bins half-open ``[a, b)``, the last one closed); ``p`` = unlearned
-  counts / total and ``q`` = oracle counts / total; where ``p > 0`` floor ``q`` at ``floor``;
-  renormalise ``q`` to sum to 1 (as ``scipy.stats.entropy`` does); return
-  ``sum_{p > 0} p log(p / q)`` in nats. Computed for all examples at once.
+    For each example: clip both samples to ``[-clip, clip]``; take ``bins`` equal-width bins over
+    their combined range ``[lo, hi]`` (``[lo, lo + 1]`` when all values are equal) with
+    ``np.histogram`` semantics (bins half-open ``[a, b)``, the last one closed); ``p`` = unlearned
+    counts / total and ``q`` = oracle counts / total; where ``p > 0`` floor ``q`` at ``floor``;
+    renormalise ``q`` to sum to 1 (as ``scipy.stats.entropy`` does); return
+    ``sum_{p > 0} p log(p / q)`` in nats. Computed for all examples at once.
 
-  Args:
-    unlearned_margins: ``[n_unlearned_models, n_examples]`` margins (see :func:`margins`) of the
-      unlearned models. ``+-inf`` is clipped like any other value.
-    oracle_margins: ``[n_oracle_models, n_examples]`` margins of the oracle (retrained) models; the
-      number of models may differ from the unlearned ensemble's, the number of examples may not.
-    bins: number of equal-width bins (20 in the reference).
-    clip: margins are clipped to ``[-clip, clip]`` before binning (100 in the reference).
-    floor: the smallest oracle probability used where the unlearned histogram is non-zero.
+    Args:
+      unlearned_margins: ``[n_unlearned_models, n_examples]`` margins (see :func:`margins`) of the
+        unlearned models. ``+-inf`` is clipped like any other value.
+      oracle_margins: ``[n_oracle_models, n_examples]`` margins of the oracle (retrained) models; the
+        number of models may differ from the unlearned ensemble's, the number of examples may not.
+      bins: number of equal-width bins (20 in the reference).
+      clip: margins are clipped to ``[-clip, clip]`` before binning (100 in the reference).
+      floor: the smallest oracle probability used where the unlearned histogram is non-zero.
 
-  Returns:
-    float64 array ``[n_examples]`` of non-negative divergences (0 for identical samples).
+    Returns:
+      float64 array ``[n_examples]`` of non-negative divergences (0 for identical samples).
 
-  Raises:
-    ValueError: if an input is not 2-D, holds fewer than 2 models or NaN, the numbers of examples
-      differ, or ``bins``, ``clip`` or ``floor`` is not positive.
+    Raises:
+      ValueError: if an input is not 2-D, holds fewer than 2 models or NaN, the numbers of examples
+        differ, or ``bins``, ``clip`` or ``floor`` is not positive.
 
-  References:
-    Georgiev et al., "Attribute-to-Delete: Machine Unlearning via Datamodel Matching",
-    arXiv 2410.23232 (ICLR 2025); RoyRin/data-unlearning-bench ``unlearning_bench/eval.py``
-    (``compute_binned_KL_div``).
-  """
-  u = np.asarray(unlearned_margins, dtype=np.float64)
-  o = np.asarray(oracle_margins, dtype=np.float64)
-  for name, a in (("unlearned_margins", u), ("oracle_margins", o)):
-    if a.ndim != 2:
-      raise ValueError(f"{name} must have shape [n_models, n_examples], got {a.shape}.")
-    if a.shape[0] < 2:
-      raise ValueError(f"{name} must hold at least 2 models, got {a.shape[0]}.")
-    if np.isnan(a).any():
-      raise ValueError(f"{name} contains NaN margins.")
-  if u.shape[1] != o.shape[1]:
-    raise ValueError(
-        "unlearned_margins and oracle_margins must have the same number of examples, got "
-        f"{u.shape} and {o.shape}."
-    )
-  if int(bins) != bins or bins < 1:
-    raise ValueError(f"bins must be a positive integer, got {bins}.")
-  bins = int(bins)
-  if not clip > 0:
-    raise ValueError(f"clip must be positive, got {clip}.")
-  if not 0 < floor < 1:
-    raise ValueError(f"floor must lie in (0, 1), got {floor}.")
+    References:
+      Georgiev et al., "Attribute-to-Delete: Machine Unlearning via Datamodel Matching",
+      arXiv 2410.23232 (ICLR 2025); RoyRin/data-unlearning-bench ``unlearning_bench/eval.py``
+      (``compute_binned_KL_div``).
+    """
+    u = np.asarray(unlearned_margins, dtype=np.float64)
+    o = np.asarray(oracle_margins, dtype=np.float64)
+    for name, a in (("unlearned_margins", u), ("oracle_margins", o)):
+        if a.ndim != 2:
+            raise ValueError(f"{name} must have shape [n_models, n_examples], got {a.shape}.")
+        if a.shape[0] < 2:
+            raise ValueError(f"{name} must hold at least 2 models, got {a.shape[0]}.")
+        if np.isnan(a).any():
+            raise ValueError(f"{name} contains NaN margins.")
+    if u.shape[1] != o.shape[1]:
+        raise ValueError(
+            "unlearned_margins and oracle_margins must have the same number of examples, got "
+            f"{u.shape} and {o.shape}."
+        )
+    if int(bins) != bins or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins}.")
+    bins = int(bins)
+    if not clip > 0:
+        raise ValueError(f"clip must be positive, got {clip}.")
+    if not 0 < floor < 1:
+        raise ValueError(f"floor must lie in (0, 1), got {floor}.")
 
-  u = np.clip(u, -clip, clip)
-  o = np.clip(o, -clip, clip)
-  lo = np.minimum(u.min(axis=0), o.min(axis=0))
-  hi = np.maximum(u.max(axis=0), o.max(axis=0))
-  hi = np.where(hi > lo, hi, lo + 1.0)
-  edges = _edges(lo, hi, bins)
-  p = _histogram_counts(u, lo, hi, edges, bins) / u.shape[0]
-  q = _histogram_counts(o, lo, hi, edges, bins) / o.shape[0]
-  support = p > 0
-  # Renormalise by 1 + (mass added by the floor) rather than by q.sum(): the same number, but
-  # without rounding noise when nothing was floored, so identical samples give exactly 0.
-  added = np.where(support, np.maximum(floor - q, 0.0), 0.0)
-  q = (q + added) / (1.0 + added.sum(axis=1, keepdims=True))
-  with np.errstate(divide="ignore", invalid="ignore"):
-    terms = np.where(support, p * np.log(np.where(support, p, 1.0) / np.where(support, q, 1.0)), 0)
-  return np.maximum(terms.sum(axis=1), 0.0)
+    u = np.clip(u, -clip, clip)
+    o = np.clip(o, -clip, clip)
+    lo = np.minimum(u.min(axis=0), o.min(axis=0))
+    hi = np.maximum(u.max(axis=0), o.max(axis=0))
+    hi = np.where(hi > lo, hi, lo + 1.0)
+    edges = _edges(lo, hi, bins)
+    p = _histogram_counts(u, lo, hi, edges, bins) / u.shape[0]
+    q = _histogram_counts(o, lo, hi, edges, bins) / o.shape[0]
+    support = p > 0
+    # Renormalise by 1 + (mass added by the floor) rather than by q.sum(): the same number, but
+    # without rounding noise when nothing was floored, so identical samples give exactly 0.
+    added = np.where(support, np.maximum(floor - q, 0.0), 0.0)
+    q = (q + added) / (1.0 + added.sum(axis=1, keepdims=True))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(
+            support, p * np.log(np.where(support, p, 1.0) / np.where(support, q, 1.0)), 0
+        )
+    return np.maximum(terms.sum(axis=1), 0.0)

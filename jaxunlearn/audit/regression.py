@@ -23,8 +23,10 @@ def _errors(predictions, targets) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(targets, np.float64)
     pred = np.asarray(predictions, np.float64)
     if pred.size != y.size:
-        raise ValueError(f"predictions ({pred.shape}) and targets ({y.shape}) differ in size; "
-                         "regression audits expect one output per example")
+        raise ValueError(
+            f"predictions ({pred.shape}) and targets ({y.shape}) differ in size; "
+            "regression audits expect one output per example"
+        )
     return pred.reshape(y.shape), y
 
 
@@ -42,8 +44,10 @@ def mae(predictions, targets) -> float:
 
 def regression_error_audit(ctx: suite.AuditContext) -> dict[str, float]:
     """``forget_mse``, ``retain_mse`` and ``test_mse`` of the audited model."""
-    return {f"{part}_mse": mse(ctx.outputs(part)[0], ctx.data(part)[1])
-            for part in ("forget", "retain", "test")}
+    return {
+        f"{part}_mse": mse(ctx.outputs(part)[0], ctx.data(part)[1])
+        for part in ("forget", "retain", "test")
+    }
 
 
 suite.register("regression_error", regression_error_audit, task="regression")

@@ -56,8 +56,9 @@ class RelearnResult(NamedTuple):
     curve: Array
 
 
-def _with_eval_accuracy(rule: UnlearningRule, apply: Callable, eval_x: Array,
-                        eval_y: Array) -> UnlearningRule:
+def _with_eval_accuracy(
+    rule: UnlearningRule, apply: Callable, eval_x: Array, eval_y: Array
+) -> UnlearningRule:
     """``rule`` whose metrics also hold the updated model's accuracy on ``(eval_x, eval_y)``."""
 
     def update(variables, state, batch, *, key):
@@ -69,9 +70,22 @@ def _with_eval_accuracy(rule: UnlearningRule, apply: Callable, eval_x: Array,
     return UnlearningRule(rule.init, update)
 
 
-def relearn_steps(apply: Callable, variables: Variables, relearn_x, relearn_y, eval_x, eval_y, *,
-                  target_accuracy, max_steps: int, learning_rate: float, batch_size: int,
-                  key: Array, momentum: float = 0.9, weight_decay: float = 0.0) -> RelearnResult:
+def relearn_steps(
+    apply: Callable,
+    variables: Variables,
+    relearn_x,
+    relearn_y,
+    eval_x,
+    eval_y,
+    *,
+    target_accuracy,
+    max_steps: int,
+    learning_rate: float,
+    batch_size: int,
+    key: Array,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+) -> RelearnResult:
     """Fine-tunes ``variables`` on ``(relearn_x, relearn_y)`` and tracks accuracy on the eval set.
 
     The attack is the library's fine-tuning rule (:func:`~jaxunlearn.rules.finetune`: SGD on the
@@ -117,12 +131,19 @@ def relearn_steps(apply: Callable, variables: Variables, relearn_x, relearn_y, e
     if relearn_y.shape[0] != n or eval_y.shape[0] != m:
         raise ValueError("relearn_x/relearn_y and eval_x/eval_y must have matching lengths")
     eval_x, eval_y = jnp.asarray(eval_x), jnp.asarray(eval_y)
-    rule = finetune(apply, learning_rate=learning_rate, momentum=momentum,
-                    weight_decay=weight_decay)
+    rule = finetune(
+        apply, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
     rule = _with_eval_accuracy(rule, apply, eval_x, eval_y)
     stream = make_stream(relearn_x, relearn_y, {"retain": jnp.arange(n)})
-    _, _, metrics = scan_steps(rule, variables, stream, batch_sizes={"retain": min(batch_size, n)},
-                               num_steps=max_steps, key=key)
+    _, _, metrics = scan_steps(
+        rule,
+        variables,
+        stream,
+        batch_sizes={"retain": min(batch_size, n)},
+        num_steps=max_steps,
+        key=key,
+    )
     start = losses.accuracy(apply(variables, eval_x).logits, eval_y)
     curve = jnp.concatenate([start[None], metrics["eval_accuracy"]]).astype(jnp.float32)
     reached = curve >= jnp.asarray(target_accuracy, jnp.float32) - _TOLERANCE
@@ -147,12 +168,20 @@ REPORT_AT = (5,)
 def _attack_program(apply: Callable, max_steps: int, learning_rate: float, batch_size: int):
     """One compiled attack per (network, settings), vmapped over a stack of models; jit's own
     cache then holds one executable per data shape."""
-    attack = functools.partial(relearn_steps, apply, max_steps=max_steps,
-                               learning_rate=learning_rate, batch_size=batch_size)
+    attack = functools.partial(
+        relearn_steps,
+        apply,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+    )
 
     def run(stacked, relearn_x, relearn_y, eval_x, eval_y, target, key):
-        return jax.vmap(lambda v: attack(v, relearn_x, relearn_y, eval_x, eval_y,
-                                         target_accuracy=target, key=key))(stacked)
+        return jax.vmap(
+            lambda v: attack(
+                v, relearn_x, relearn_y, eval_x, eval_y, target_accuracy=target, key=key
+            )
+        )(stacked)
 
     return jax.jit(run)
 
@@ -175,13 +204,18 @@ def _attack_split(ctx: suite.AuditContext, source: str):
     if len(forget) < 2:
         return forget, order
     half = min(len(forget) // 2, RELEARN_MAX_EXAMPLES)
-    return forget[order[:half]], order[half:half + RELEARN_EVAL_MAX]
+    return forget[order[:half]], order[half : half + RELEARN_EVAL_MAX]
 
 
-def relearn_audit_fn(*, source: str = "forget", max_steps: int = RELEARN_MAX_STEPS,
-                     learning_rate: float = RELEARN_LEARNING_RATE,
-                     batch_size: int = RELEARN_BATCH_SIZE, report_at=REPORT_AT,
-                     prefix: str = "relearn") -> suite.Audit:
+def relearn_audit_fn(
+    *,
+    source: str = "forget",
+    max_steps: int = RELEARN_MAX_STEPS,
+    learning_rate: float = RELEARN_LEARNING_RATE,
+    batch_size: int = RELEARN_BATCH_SIZE,
+    report_at=REPORT_AT,
+    prefix: str = "relearn",
+) -> suite.Audit:
     """Builds a relearning audit (register it with :func:`jaxunlearn.audit.register`).
 
     The attacker fine-tunes on a fixed random half of the forget set (at most
@@ -209,8 +243,11 @@ def relearn_audit_fn(*, source: str = "forget", max_steps: int = RELEARN_MAX_STE
     for k in report_at:
         if not 0 <= int(k) <= max_steps:
             raise ValueError(f"report_at steps must lie in [0, {max_steps}]; got {k}")
-    names = [f"{prefix}_steps", f"{prefix}_steps_oracle",
-             *(f"{prefix}_acc@{int(k)}" for k in report_at)]
+    names = [
+        f"{prefix}_steps",
+        f"{prefix}_steps_oracle",
+        *(f"{prefix}_acc@{int(k)}" for k in report_at),
+    ]
 
     def audit(ctx: suite.AuditContext) -> dict[str, float]:
         if not len(ctx.split.forget):
@@ -220,14 +257,22 @@ def relearn_audit_fn(*, source: str = "forget", max_steps: int = RELEARN_MAX_STE
         eval_x, eval_y = ctx.data("forget")[0][eval_pos], ctx.data("forget")[1][eval_pos]
         original_logits = ctx.outputs("forget", "original")[0][eval_pos]
         target = float(np.mean(np.argmax(original_logits, -1) == eval_y))
-        stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), ctx.model("unlearned"),
-                               ctx.model("oracle"))
-        program = _attack_program(ctx.network.apply, int(max_steps), float(learning_rate),
-                                  int(batch_size))
+        stacked = jax.tree.map(
+            lambda a, b: jnp.stack([a, b]), ctx.model("unlearned"), ctx.model("oracle")
+        )
+        program = _attack_program(
+            ctx.network.apply, int(max_steps), float(learning_rate), int(batch_size)
+        )
         key = jax.random.key(int(ctx.extra.get("seed", 0)))
-        result = program(stacked, jnp.asarray(ds.x_train[relearn_idx]),
-                         jnp.asarray(ds.y_train[relearn_idx]), jnp.asarray(eval_x),
-                         jnp.asarray(eval_y), jnp.float32(target), key)
+        result = program(
+            stacked,
+            jnp.asarray(ds.x_train[relearn_idx]),
+            jnp.asarray(ds.y_train[relearn_idx]),
+            jnp.asarray(eval_x),
+            jnp.asarray(eval_y),
+            jnp.float32(target),
+            key,
+        )
         steps, curve = np.asarray(result.steps), np.asarray(result.curve)
         out = {f"{prefix}_steps": float(steps[0]), f"{prefix}_steps_oracle": float(steps[1])}
         for k in report_at:
@@ -238,5 +283,8 @@ def relearn_audit_fn(*, source: str = "forget", max_steps: int = RELEARN_MAX_STE
 
 
 suite.register("relearn", relearn_audit_fn(), task="classification")
-suite.register("relearn_retain", relearn_audit_fn(source="retain", prefix="relearn_retain"),
-               task="classification")
+suite.register(
+    "relearn_retain",
+    relearn_audit_fn(source="retain", prefix="relearn_retain"),
+    task="classification",
+)

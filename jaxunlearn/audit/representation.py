@@ -20,26 +20,26 @@ from jaxunlearn.core.types import Array
 
 
 def _as_features(x, name: str) -> np.ndarray:
-  a = np.asarray(x)
-  if a.ndim < 2:
-    raise ValueError(f"{name} must have shape [n, d] (or [n, ...]), got {a.shape}.")
-  a = a.reshape(a.shape[0], -1)
-  if not np.issubdtype(a.dtype, np.floating):
-    a = a.astype(np.float32)
-  if np.isnan(a).any() or not np.all(np.isfinite(a)):
-    raise ValueError(f"{name} must be finite (found NaN or inf).")
-  return a
+    a = np.asarray(x)
+    if a.ndim < 2:
+        raise ValueError(f"{name} must have shape [n, d] (or [n, ...]), got {a.shape}.")
+    a = a.reshape(a.shape[0], -1)
+    if not np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32)
+    if np.isnan(a).any() or not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite (found NaN or inf).")
+    return a
 
 
 def _as_labels(y, n: int, name: str) -> np.ndarray:
-  a = np.asarray(y)
-  if a.shape != (n,):
-    raise ValueError(f"{name} must have shape [{n}], got {a.shape}.")
-  if not np.issubdtype(a.dtype, np.integer):
-    raise ValueError(f"{name} must be integer class labels, got dtype {a.dtype}.")
-  if a.size and a.min() < 0:
-    raise ValueError(f"{name} must be non-negative.")
-  return a.astype(np.int32)
+    a = np.asarray(y)
+    if a.shape != (n,):
+        raise ValueError(f"{name} must have shape [{n}], got {a.shape}.")
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name} must be integer class labels, got dtype {a.dtype}.")
+    if a.size and a.min() < 0:
+        raise ValueError(f"{name} must be non-negative.")
+    return a.astype(np.int32)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -48,89 +48,92 @@ def _as_labels(y, n: int, name: str) -> np.ndarray:
 
 @jax.jit
 def linear_cka_core(x: Array, y: Array) -> Array:
-  """Jittable centred linear CKA (the core of :func:`linear_cka`), usable inside ``jax.jit``.
+    """Jittable centred linear CKA (the core of :func:`linear_cka`), usable inside ``jax.jit``.
 
-  Uses the Gram form ``<X X^T, Y Y^T>_F`` when there are fewer rows than features and the feature
-  form ``||Y^T X||_F^2`` otherwise (chosen from the static shapes); both are equal.
+    Uses the Gram form ``<X X^T, Y Y^T>_F`` when there are fewer rows than features and the feature
+    form ``||Y^T X||_F^2`` otherwise (chosen from the static shapes); both are equal.
 
-  Args:
-    x: ``[n, d1]`` float features.
-    y: ``[n, d2]`` float features of the same ``n`` inputs.
+    Args:
+      x: ``[n, d1]`` float features.
+      y: ``[n, d2]`` float features of the same ``n`` inputs.
 
-  Returns:
-    A scalar array in ``[0, 1]``; 0 when either centred matrix is identically zero (a constant
-    representation shares no structure with anything). No input validation is done here.
+    Returns:
+      A scalar array in ``[0, 1]``; 0 when either centred matrix is identically zero (a constant
+      representation shares no structure with anything). No input validation is done here.
 
-  References:
-    Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019.
-  """
-  x = x - x.mean(axis=0, keepdims=True)
-  y = y - y.mean(axis=0, keepdims=True)
-  # CKA is scale invariant; normalising first keeps the fourth powers below from overflowing.
-  nx = jnp.linalg.norm(x)
-  ny = jnp.linalg.norm(y)
-  x = x / jnp.where(nx > 0, nx, 1.0)
-  y = y / jnp.where(ny > 0, ny, 1.0)
-  n, d1 = x.shape
-  d2 = y.shape[1]
-  if n * n * (d1 + d2) < n * (d1 * d2 + d1 * d1 + d2 * d2):
-    # Gram form, cheaper when there are fewer examples than features: <K, L>_F / (|K|_F |L|_F).
-    k = x @ x.T
-    l_ = y @ y.T
-    cross, norm_x, norm_y = jnp.vdot(k, l_), jnp.linalg.norm(k), jnp.linalg.norm(l_)
-  else:
-    cross = jnp.sum(jnp.square(y.T @ x))
-    norm_x = jnp.linalg.norm(x.T @ x)
-    norm_y = jnp.linalg.norm(y.T @ y)
-  denom = norm_x * norm_y
-  value = jnp.where(denom > 0, cross / jnp.where(denom > 0, denom, 1.0), 0.0)
-  return jnp.clip(value, 0.0, 1.0)  # Rounding can exceed 1 by an ulp or two for equal inputs.
+    References:
+      Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019.
+    """
+    x = x - x.mean(axis=0, keepdims=True)
+    y = y - y.mean(axis=0, keepdims=True)
+    # CKA is scale invariant; normalising first keeps the fourth powers below from overflowing.
+    nx = jnp.linalg.norm(x)
+    ny = jnp.linalg.norm(y)
+    x = x / jnp.where(nx > 0, nx, 1.0)
+    y = y / jnp.where(ny > 0, ny, 1.0)
+    n, d1 = x.shape
+    d2 = y.shape[1]
+    if n * n * (d1 + d2) < n * (d1 * d2 + d1 * d1 + d2 * d2):
+        # Gram form, cheaper when there are fewer examples than features: <K, L>_F / (|K|_F |L|_F).
+        k = x @ x.T
+        l_ = y @ y.T
+        cross, norm_x, norm_y = jnp.vdot(k, l_), jnp.linalg.norm(k), jnp.linalg.norm(l_)
+    else:
+        cross = jnp.sum(jnp.square(y.T @ x))
+        norm_x = jnp.linalg.norm(x.T @ x)
+        norm_y = jnp.linalg.norm(y.T @ y)
+    denom = norm_x * norm_y
+    value = jnp.where(denom > 0, cross / jnp.where(denom > 0, denom, 1.0), 0.0)
+    return jnp.clip(value, 0.0, 1.0)  # Rounding can exceed 1 by an ulp or two for equal inputs.
 
 
 def linear_cka(x, y, *, batch_size: int | None = None) -> float:
-  """Centred linear CKA, ``||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)`` on column-centred X, Y.
+    """Centred linear CKA, ``||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)`` on column-centred X, Y.
 
-  Equals ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with linear kernels ``K = X X^T``,
-  ``L = Y Y^T``. It is 1 for identical representations and is invariant to orthogonal
-  transformations and isotropic scaling of either argument, so it compares what two networks
-  represent rather than their coordinates.
+    Equals ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with linear kernels ``K = X X^T``,
+    ``L = Y Y^T``. It is 1 for identical representations and is invariant to orthogonal
+    transformations and isotropic scaling of either argument, so it compares what two networks
+    represent rather than their coordinates.
 
-  Args:
-    x: ``[n, d1]`` features of ``n`` inputs (trailing dimensions beyond the first are flattened).
-    y: ``[n, d2]`` features of the same ``n`` inputs from another model or layer.
-    batch_size: if given, CKA is computed on consecutive batches of this many rows and averaged (the
-      per-batch protocol of the UUEF code); a final batch of fewer than 2 rows is skipped.
+    Args:
+      x: ``[n, d1]`` features of ``n`` inputs (trailing dimensions beyond the first are flattened).
+      y: ``[n, d2]`` features of the same ``n`` inputs from another model or layer.
+      batch_size: if given, CKA is computed on consecutive batches of this many rows and averaged (the
+        per-batch protocol of the UUEF code); a final batch of fewer than 2 rows is skipped.
 
-  Returns:
-    CKA in ``[0, 1]`` as a Python float; 0 when either representation is constant over the inputs.
+    Returns:
+      CKA in ``[0, 1]`` as a Python float; 0 when either representation is constant over the inputs.
 
-  Raises:
-    ValueError: if the inputs have different numbers of rows, fewer than 2 rows, or non-finite
-      values, or ``batch_size < 2``.
+    Raises:
+      ValueError: if the inputs have different numbers of rows, fewer than 2 rows, or non-finite
+        values, or ``batch_size < 2``.
 
-  References:
-    Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019.
-    Kim, Cha, Kim, "Are We Truly Forgetting? A Critical Re-examination of Machine Unlearning
-    Evaluation Protocols", arXiv 2503.06991 (2025); yongwookim1/UUEF ``CKA/CKA.py``.
-  """
-  x = _as_features(x, "x")
-  y = _as_features(y, "y")
-  if x.shape[0] != y.shape[0]:
-    raise ValueError(
-        f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}."
-    )
-  n = x.shape[0]
-  if n < 2:
-    raise ValueError(f"linear_cka needs at least 2 rows, got {n}.")
-  if batch_size is None:
-    return float(linear_cka_core(jnp.asarray(x), jnp.asarray(y)))
-  if int(batch_size) != batch_size or batch_size < 2:
-    raise ValueError(f"batch_size must be an integer >= 2, got {batch_size}.")
-  values = [
-      float(linear_cka_core(jnp.asarray(x[s:s + batch_size]), jnp.asarray(y[s:s + batch_size])))
-      for s in range(0, n, int(batch_size)) if min(n, s + batch_size) - s >= 2
-  ]
-  return float(np.mean(values))
+    References:
+      Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019.
+      Kim, Cha, Kim, "Are We Truly Forgetting? A Critical Re-examination of Machine Unlearning
+      Evaluation Protocols", arXiv 2503.06991 (2025); yongwookim1/UUEF ``CKA/CKA.py``.
+    """
+    x = _as_features(x, "x")
+    y = _as_features(y, "y")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}."
+        )
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"linear_cka needs at least 2 rows, got {n}.")
+    if batch_size is None:
+        return float(linear_cka_core(jnp.asarray(x), jnp.asarray(y)))
+    if int(batch_size) != batch_size or batch_size < 2:
+        raise ValueError(f"batch_size must be an integer >= 2, got {batch_size}.")
+    values = [
+        float(
+            linear_cka_core(jnp.asarray(x[s : s + batch_size]), jnp.asarray(y[s : s + batch_size]))
+        )
+        for s in range(0, n, int(batch_size))
+        if min(n, s + batch_size) - s >= 2
+    ]
+    return float(np.mean(values))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,20 +141,21 @@ def linear_cka(x, y, *, batch_size: int | None = None) -> float:
 
 
 def _l2_normalise(x: Array) -> Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "num_classes"))
-def _knn_predict(train: Array, train_labels: Array, test: Array, *, k: int, num_classes: int,
-                 temperature: float) -> Array:
-  sim = test @ train.T  # [chunk, n_train] cosine similarities (rows are unit vectors).
-  top_sim, top_idx = jax.lax.top_k(sim, k)
-  weights = jnp.exp(top_sim / temperature)
-  # Scatter-add the votes: memory O(chunk * num_classes), not O(chunk * k * num_classes).
-  rows = jnp.broadcast_to(jnp.arange(test.shape[0])[:, None], top_idx.shape)
-  scores = jnp.zeros((test.shape[0], num_classes), weights.dtype)
-  scores = scores.at[rows, train_labels[top_idx]].add(weights)
-  return jnp.argmax(scores, axis=-1)
+def _knn_predict(
+    train: Array, train_labels: Array, test: Array, *, k: int, num_classes: int, temperature: float
+) -> Array:
+    sim = test @ train.T  # [chunk, n_train] cosine similarities (rows are unit vectors).
+    top_sim, top_idx = jax.lax.top_k(sim, k)
+    weights = jnp.exp(top_sim / temperature)
+    # Scatter-add the votes: memory O(chunk * num_classes), not O(chunk * k * num_classes).
+    rows = jnp.broadcast_to(jnp.arange(test.shape[0])[:, None], top_idx.shape)
+    scores = jnp.zeros((test.shape[0], num_classes), weights.dtype)
+    scores = scores.at[rows, train_labels[top_idx]].add(weights)
+    return jnp.argmax(scores, axis=-1)
 
 
 def weighted_knn_accuracy(
@@ -164,68 +168,69 @@ def weighted_knn_accuracy(
     temperature: float = 0.07,
     chunk_size: int = 1024,
 ) -> float:
-  """Top-1 accuracy (percent) of the temperature-weighted cosine k-NN classifier.
+    """Top-1 accuracy (percent) of the temperature-weighted cosine k-NN classifier.
 
-  Features are L2-normalised; for each test point the ``k`` most cosine-similar training points
-  vote for their class with weight ``exp(sim / temperature)``; the class with the largest summed
-  weight is predicted (ties go to the smaller class index). Test points are processed in chunks of
-  ``chunk_size``, so memory is ``O(chunk_size * n_train)``.
+    Features are L2-normalised; for each test point the ``k`` most cosine-similar training points
+    vote for their class with weight ``exp(sim / temperature)``; the class with the largest summed
+    weight is predicted (ties go to the smaller class index). Test points are processed in chunks of
+    ``chunk_size``, so memory is ``O(chunk_size * n_train)``.
 
-  Args:
-    train_features: ``[n_train, d]`` frozen features of the labelled reference set.
-    train_labels: ``[n_train]`` integer labels.
-    test_features: ``[n_test, d]`` features to classify.
-    test_labels: ``[n_test]`` integer labels.
-    k: number of neighbours (20 in solo-learn; DINO evaluates 10, 20, 100, 200); capped at
-      ``n_train``.
-    temperature: the weighting temperature ``T`` (0.07).
-    chunk_size: test points per similarity block.
+    Args:
+      train_features: ``[n_train, d]`` frozen features of the labelled reference set.
+      train_labels: ``[n_train]`` integer labels.
+      test_features: ``[n_test, d]`` features to classify.
+      test_labels: ``[n_test]`` integer labels.
+      k: number of neighbours (20 in solo-learn; DINO evaluates 10, 20, 100, 200); capped at
+        ``n_train``.
+      temperature: the weighting temperature ``T`` (0.07).
+      chunk_size: test points per similarity block.
 
-  Returns:
-    Accuracy in percent, a Python float in ``[0, 100]``.
+    Returns:
+      Accuracy in percent, a Python float in ``[0, 100]``.
 
-  Raises:
-    ValueError: on mismatched shapes, empty sets, non-finite features, negative labels or
-      non-positive ``k``, ``temperature`` or ``chunk_size``.
+    Raises:
+      ValueError: on mismatched shapes, empty sets, non-finite features, negative labels or
+        non-positive ``k``, ``temperature`` or ``chunk_size``.
 
-  References:
-    Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance Discrimination",
-    CVPR 2018. Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO),
-    ICCV 2021, ``eval_knn.py``; da Costa et al., solo-learn (JMLR 2022), ``solo/utils/knn.py``.
-  """
-  train = _as_features(train_features, "train_features")
-  test = _as_features(test_features, "test_features")
-  if train.shape[0] == 0 or test.shape[0] == 0:
-    raise ValueError("train_features and test_features must be non-empty.")
-  if train.shape[1] != test.shape[1]:
-    raise ValueError(
-        f"train_features and test_features must have the same width, got {train.shape[1]} and "
-        f"{test.shape[1]}."
-    )
-  ytr = _as_labels(train_labels, train.shape[0], "train_labels")
-  yte = _as_labels(test_labels, test.shape[0], "test_labels")
-  if int(k) != k or k < 1:
-    raise ValueError(f"k must be a positive integer, got {k}.")
-  if not temperature > 0:
-    raise ValueError(f"temperature must be positive, got {temperature}.")
-  if int(chunk_size) != chunk_size or chunk_size < 1:
-    raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
-  k = min(int(k), train.shape[0])
-  num_classes = int(max(ytr.max(), yte.max())) + 1
-  train_n = _l2_normalise(jnp.asarray(train))
-  test_n = _l2_normalise(jnp.asarray(test))
-  ytr_j = jnp.asarray(ytr)
-  chunk = min(int(chunk_size), test.shape[0])
-  correct = 0
-  for start in range(0, test.shape[0], chunk):
-    block = test_n[start:start + chunk]
-    valid = block.shape[0]
-    if valid < chunk:  # Pad the last block so that every call reuses one compiled shape.
-      block = jnp.pad(block, ((0, chunk - valid), (0, 0)))
-    pred = _knn_predict(train_n, ytr_j, block, k=k, num_classes=num_classes,
-                        temperature=float(temperature))
-    correct += int(np.sum(np.asarray(pred[:valid]) == yte[start:start + valid]))
-  return 100.0 * correct / test.shape[0]
+    References:
+      Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance Discrimination",
+      CVPR 2018. Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO),
+      ICCV 2021, ``eval_knn.py``; da Costa et al., solo-learn (JMLR 2022), ``solo/utils/knn.py``.
+    """
+    train = _as_features(train_features, "train_features")
+    test = _as_features(test_features, "test_features")
+    if train.shape[0] == 0 or test.shape[0] == 0:
+        raise ValueError("train_features and test_features must be non-empty.")
+    if train.shape[1] != test.shape[1]:
+        raise ValueError(
+            f"train_features and test_features must have the same width, got {train.shape[1]} and "
+            f"{test.shape[1]}."
+        )
+    ytr = _as_labels(train_labels, train.shape[0], "train_labels")
+    yte = _as_labels(test_labels, test.shape[0], "test_labels")
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}.")
+    if int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+    k = min(int(k), train.shape[0])
+    num_classes = int(max(ytr.max(), yte.max())) + 1
+    train_n = _l2_normalise(jnp.asarray(train))
+    test_n = _l2_normalise(jnp.asarray(test))
+    ytr_j = jnp.asarray(ytr)
+    chunk = min(int(chunk_size), test.shape[0])
+    correct = 0
+    for start in range(0, test.shape[0], chunk):
+        block = test_n[start : start + chunk]
+        valid = block.shape[0]
+        if valid < chunk:  # Pad the last block so that every call reuses one compiled shape.
+            block = jnp.pad(block, ((0, chunk - valid), (0, 0)))
+        pred = _knn_predict(
+            train_n, ytr_j, block, k=k, num_classes=num_classes, temperature=float(temperature)
+        )
+        correct += int(np.sum(np.asarray(pred[:valid]) == yte[start : start + valid]))
+    return 100.0 * correct / test.shape[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,45 +241,54 @@ def weighted_knn_accuracy(
     jax.jit,
     static_argnames=("num_classes", "epochs", "batch_size", "learning_rate", "weight_decay"),
 )
-def _train_probe(x: Array, y: Array, key: Array, *, num_classes: int, epochs: int, batch_size: int,
-                 learning_rate: float, weight_decay: float):
-  n, d = x.shape
-  steps_per_epoch = -(-n // batch_size)
-  boundaries = {
-      int(0.6 * epochs) * steps_per_epoch: 0.1,
-      int(0.8 * epochs) * steps_per_epoch: 0.1,
-  }
-  schedule = optax.piecewise_constant_schedule(learning_rate, boundaries)
-  # Coupled L2 (added to the gradient before momentum), like torch SGD's weight_decay.
-  tx = optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(schedule, momentum=0.9))
-  params = {"w": jnp.zeros((d, num_classes), x.dtype), "b": jnp.zeros((num_classes,), x.dtype)}
-  opt_state = tx.init(params)
+def _train_probe(
+    x: Array,
+    y: Array,
+    key: Array,
+    *,
+    num_classes: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float,
+):
+    n, d = x.shape
+    steps_per_epoch = -(-n // batch_size)
+    boundaries = {
+        int(0.6 * epochs) * steps_per_epoch: 0.1,
+        int(0.8 * epochs) * steps_per_epoch: 0.1,
+    }
+    schedule = optax.piecewise_constant_schedule(learning_rate, boundaries)
+    # Coupled L2 (added to the gradient before momentum), like torch SGD's weight_decay.
+    tx = optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(schedule, momentum=0.9))
+    params = {"w": jnp.zeros((d, num_classes), x.dtype), "b": jnp.zeros((num_classes,), x.dtype)}
+    opt_state = tx.init(params)
 
-  def loss_fn(p, xb, yb, mask):
-    logits = xb @ p["w"] + p["b"]
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-    return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    def loss_fn(p, xb, yb, mask):
+        logits = xb @ p["w"] + p["b"]
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+        return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
-  def epoch(carry, epoch_key):
-    # Shuffle, then pad the permutation to whole batches; padded rows get zero weight.
-    perm = jax.random.permutation(epoch_key, n)
-    padded = jnp.concatenate([perm, jnp.zeros(steps_per_epoch * batch_size - n, perm.dtype)])
-    mask = (jnp.arange(steps_per_epoch * batch_size) < n).astype(x.dtype)
+    def epoch(carry, epoch_key):
+        # Shuffle, then pad the permutation to whole batches; padded rows get zero weight.
+        perm = jax.random.permutation(epoch_key, n)
+        padded = jnp.concatenate([perm, jnp.zeros(steps_per_epoch * batch_size - n, perm.dtype)])
+        mask = (jnp.arange(steps_per_epoch * batch_size) < n).astype(x.dtype)
 
-    def step(carry, batch):
-      p, s = carry
-      idx, m = batch
-      grads = jax.grad(loss_fn)(p, x[idx], y[idx], m)
-      updates, s = tx.update(grads, s, p)
-      return (optax.apply_updates(p, updates), s), None
+        def step(carry, batch):
+            p, s = carry
+            idx, m = batch
+            grads = jax.grad(loss_fn)(p, x[idx], y[idx], m)
+            updates, s = tx.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), None
 
-    shape = (steps_per_epoch, batch_size)
-    batches = (padded.reshape(shape), mask.reshape(shape))
-    carry, _ = jax.lax.scan(step, carry, batches)
-    return carry, None
+        shape = (steps_per_epoch, batch_size)
+        batches = (padded.reshape(shape), mask.reshape(shape))
+        carry, _ = jax.lax.scan(step, carry, batches)
+        return carry, None
 
-  (params, _), _ = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, epochs))
-  return params
+    (params, _), _ = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, epochs))
+    return params
 
 
 def linear_probe_accuracy(
@@ -289,72 +303,77 @@ def linear_probe_accuracy(
     batch_size: int = 256,
     seed: int = 0,
 ) -> float:
-  """Test accuracy (percent) of a linear softmax classifier trained on frozen features.
+    """Test accuracy (percent) of a linear softmax classifier trained on frozen features.
 
-  Protocol (the solo-learn frozen-backbone linear evaluation, scaled down to pre-extracted
-  features): features are standardised with the training set's per-dimension mean and standard
-  deviation (constant dimensions are left unscaled); a zero-initialised linear layer is trained with
-  cross-entropy by SGD with momentum 0.9 on shuffled mini-batches (the last one partial), with the
-  learning rate divided by 10 at 60% and 80% of training (solo-learn: epochs 60 and 80 of 100) and
-  optional coupled L2 weight decay. solo-learn uses lr 0.3 on raw backbone features; standardised
-  features make 0.1 the default here. The whole training loop is one jitted ``lax.scan``.
+    Protocol (the solo-learn frozen-backbone linear evaluation, scaled down to pre-extracted
+    features): features are standardised with the training set's per-dimension mean and standard
+    deviation (constant dimensions are left unscaled); a zero-initialised linear layer is trained with
+    cross-entropy by SGD with momentum 0.9 on shuffled mini-batches (the last one partial), with the
+    learning rate divided by 10 at 60% and 80% of training (solo-learn: epochs 60 and 80 of 100) and
+    optional coupled L2 weight decay. solo-learn uses lr 0.3 on raw backbone features; standardised
+    features make 0.1 the default here. The whole training loop is one jitted ``lax.scan``.
 
-  Args:
-    train_features: ``[n_train, d]`` frozen features.
-    train_labels: ``[n_train]`` integer labels.
-    test_features: ``[n_test, d]`` frozen features.
-    test_labels: ``[n_test]`` integer labels.
-    epochs: passes over the training set.
-    learning_rate: initial SGD learning rate.
-    weight_decay: L2 coefficient added to the gradient (0 in solo-learn).
-    batch_size: mini-batch size (capped at ``n_train``).
-    seed: seed of the shuffling.
+    Args:
+      train_features: ``[n_train, d]`` frozen features.
+      train_labels: ``[n_train]`` integer labels.
+      test_features: ``[n_test, d]`` frozen features.
+      test_labels: ``[n_test]`` integer labels.
+      epochs: passes over the training set.
+      learning_rate: initial SGD learning rate.
+      weight_decay: L2 coefficient added to the gradient (0 in solo-learn).
+      batch_size: mini-batch size (capped at ``n_train``).
+      seed: seed of the shuffling.
 
-  Returns:
-    Accuracy in percent, a Python float in ``[0, 100]``.
+    Returns:
+      Accuracy in percent, a Python float in ``[0, 100]``.
 
-  Raises:
-    ValueError: on mismatched shapes, empty sets, non-finite features, negative labels or
-      non-positive ``epochs``, ``batch_size`` or ``learning_rate``, or negative ``weight_decay``.
+    Raises:
+      ValueError: on mismatched shapes, empty sets, non-finite features, negative labels or
+        non-positive ``epochs``, ``batch_size`` or ``learning_rate``, or negative ``weight_decay``.
 
-  References:
-    Kolesnikov, Zhai, Beyer, "Revisiting Self-Supervised Visual Representation Learning",
-    CVPR 2019 (linear evaluation protocol). da Costa et al., solo-learn (JMLR 2022),
-    ``scripts/linear/imagenet-100/*.yaml``.
-  """
-  train = _as_features(train_features, "train_features")
-  test = _as_features(test_features, "test_features")
-  if train.shape[0] == 0 or test.shape[0] == 0:
-    raise ValueError("train_features and test_features must be non-empty.")
-  if train.shape[1] != test.shape[1]:
-    raise ValueError(
-        f"train_features and test_features must have the same width, got {train.shape[1]} and "
-        f"{test.shape[1]}."
+    References:
+      Kolesnikov, Zhai, Beyer, "Revisiting Self-Supervised Visual Representation Learning",
+      CVPR 2019 (linear evaluation protocol). da Costa et al., solo-learn (JMLR 2022),
+      ``scripts/linear/imagenet-100/*.yaml``.
+    """
+    train = _as_features(train_features, "train_features")
+    test = _as_features(test_features, "test_features")
+    if train.shape[0] == 0 or test.shape[0] == 0:
+        raise ValueError("train_features and test_features must be non-empty.")
+    if train.shape[1] != test.shape[1]:
+        raise ValueError(
+            f"train_features and test_features must have the same width, got {train.shape[1]} and "
+            f"{test.shape[1]}."
+        )
+    ytr = _as_labels(train_labels, train.shape[0], "train_labels")
+    yte = _as_labels(test_labels, test.shape[0], "test_labels")
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs}.")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate}.")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be non-negative, got {weight_decay}.")
+
+    train = train.astype(np.float32)
+    test = test.astype(np.float32)
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std = np.where(std > 1e-8, std, 1.0)
+    train = (train - mean) / std
+    test = (test - mean) / std
+    num_classes = int(max(ytr.max(), yte.max())) + 1
+    params = _train_probe(
+        jnp.asarray(train),
+        jnp.asarray(ytr),
+        jax.random.PRNGKey(seed),
+        num_classes=num_classes,
+        epochs=int(epochs),
+        batch_size=min(int(batch_size), train.shape[0]),
+        learning_rate=float(learning_rate),
+        weight_decay=float(weight_decay),
     )
-  ytr = _as_labels(train_labels, train.shape[0], "train_labels")
-  yte = _as_labels(test_labels, test.shape[0], "test_labels")
-  if int(epochs) != epochs or epochs < 1:
-    raise ValueError(f"epochs must be a positive integer, got {epochs}.")
-  if int(batch_size) != batch_size or batch_size < 1:
-    raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
-  if not learning_rate > 0:
-    raise ValueError(f"learning_rate must be positive, got {learning_rate}.")
-  if not weight_decay >= 0:
-    raise ValueError(f"weight_decay must be non-negative, got {weight_decay}.")
-
-  train = train.astype(np.float32)
-  test = test.astype(np.float32)
-  mean = train.mean(axis=0)
-  std = train.std(axis=0)
-  std = np.where(std > 1e-8, std, 1.0)
-  train = (train - mean) / std
-  test = (test - mean) / std
-  num_classes = int(max(ytr.max(), yte.max())) + 1
-  params = _train_probe(
-      jnp.asarray(train), jnp.asarray(ytr), jax.random.PRNGKey(seed), num_classes=num_classes,
-      epochs=int(epochs), batch_size=min(int(batch_size), train.shape[0]),
-      learning_rate=float(learning_rate), weight_decay=float(weight_decay),
-  )
-  logits = jnp.asarray(test) @ params["w"] + params["b"]
-  pred = np.asarray(jnp.argmax(logits, axis=-1))
-  return float(100.0 * np.mean(pred == yte))
+    logits = jnp.asarray(test) @ params["w"] + params["b"]
+    pred = np.asarray(jnp.argmax(logits, axis=-1))
+    return float(100.0 * np.mean(pred == yte))

@@ -100,9 +100,13 @@ def representation_audit(ctx: suite.AuditContext) -> dict[str, float]:
         memory, memory_labels = _memory(ctx)
         for part in ("forget", "retain"):
             feats, labels = _queries(ctx, part)
-            out[f"kNN_{part}"] = (weighted_knn_accuracy(
-                memory, memory_labels, feats, labels, k=KNN_K, temperature=KNN_TEMPERATURE)
-                if len(labels) else float("nan"))
+            out[f"kNN_{part}"] = (
+                weighted_knn_accuracy(
+                    memory, memory_labels, feats, labels, k=KNN_K, temperature=KNN_TEMPERATURE
+                )
+                if len(labels)
+                else float("nan")
+            )
     return out
 
 
@@ -113,8 +117,11 @@ def linear_probe_audit(ctx: suite.AuditContext) -> dict[str, float]:
     out = {}
     for part in ("forget", "retain"):
         feats, labels = _queries(ctx, part)
-        out[f"probe_{part}"] = (linear_probe_accuracy(memory, memory_labels, feats, labels)
-                                if len(labels) else float("nan"))
+        out[f"probe_{part}"] = (
+            linear_probe_accuracy(memory, memory_labels, feats, labels)
+            if len(labels)
+            else float("nan")
+        )
     return out
 
 

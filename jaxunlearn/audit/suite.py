@@ -29,7 +29,7 @@ def predict(network: Network, variables: Variables, x, *, batch_size: int = EVAL
     apply = _jitted_apply(network)
     logits, feats = [], []
     for i in range(0, len(x), batch_size):
-        out = apply(variables, jnp.asarray(x[i:i + batch_size]))
+        out = apply(variables, jnp.asarray(x[i : i + batch_size]))
         logits.append(np.asarray(out.logits))
         feats.append(np.asarray(out.features))
     if not logits:
@@ -140,8 +140,11 @@ class EnsembleContext:
         """Cached ``[N, n, C]`` logits of every model of ``which`` on ``part`` (vmapped)."""
         key = (which, part)
         if key not in self._cache:
-            variables = {"unlearned": self.unlearned, "oracle": self.oracle,
-                         "original": self.original}[which]
+            variables = {
+                "unlearned": self.unlearned,
+                "oracle": self.oracle,
+                "original": self.original,
+            }[which]
             x = jnp.asarray(self.data(part)[0])
             apply = jax.jit(jax.vmap(lambda v: self.network.apply(v, x).logits))
             self._cache[key] = np.asarray(apply(variables))
@@ -170,8 +173,9 @@ def check_ensemble_names(audit_names, task: str = "classification") -> None:
     """Rejects unknown ensemble audit names, listing the valid ones."""
     for name in audit_names:
         if name not in _ENSEMBLE_REGISTRY:
-            raise ValueError(f"Unknown ensemble audit {name!r}; valid ensemble audits: "
-                             f"{ensemble_names()}")
+            raise ValueError(
+                f"Unknown ensemble audit {name!r}; valid ensemble audits: {ensemble_names()}"
+            )
         if _TASKS.get(name, task) != task:
             raise ValueError(f"Ensemble audit {name!r} is for {_TASKS[name]} tasks, not {task}")
 
@@ -192,22 +196,28 @@ def accuracy_audit(ctx: AuditContext) -> dict[str, float]:
         acc = cls.accuracy_percent(ctx.outputs(part)[0], ctx.data(part)[1])
         out[name] = 100.0 - acc if name == "UA" else acc
     if len(ctx.split.test_forget):
-        out["TA_forget"] = cls.accuracy_percent(ctx.outputs("test_forget")[0],
-                                                ctx.data("test_forget")[1])
+        out["TA_forget"] = cls.accuracy_percent(
+            ctx.outputs("test_forget")[0], ctx.data("test_forget")[1]
+        )
     return out
 
 
 def mia_efficacy_audit(ctx: AuditContext) -> dict[str, float]:
     """MIA-Efficacy of the SalUn code (see :func:`classification.mia_efficacy`)."""
-    conf = {p: cls.true_class_probability(ctx.outputs(p)[0], ctx.data(p)[1])
-            for p in ("retain", "test", "forget")}
+    conf = {
+        p: cls.true_class_probability(ctx.outputs(p)[0], ctx.data(p)[1])
+        for p in ("retain", "test", "forget")
+    }
     return {"MIA_efficacy": cls.mia_efficacy(conf["retain"], conf["test"], conf["forget"])}
 
 
 def mia_auc_audit(ctx: AuditContext) -> dict[str, float]:
     """Loss-threshold membership AUC, forget vs test (see :func:`loss_membership_auc`)."""
-    return {"MIA_AUC": cls.loss_membership_auc(ctx.per_example_loss("forget"),
-                                               ctx.per_example_loss("test"))}
+    return {
+        "MIA_AUC": cls.loss_membership_auc(
+            ctx.per_example_loss("forget"), ctx.per_example_loss("test")
+        )
+    }
 
 
 def runtime_audit(ctx: AuditContext) -> dict[str, float]:

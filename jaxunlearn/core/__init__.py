@@ -4,5 +4,15 @@ from jaxunlearn.core import losses, optim, tree
 from jaxunlearn.core.rule import LossRuleState, rule_from_loss
 from jaxunlearn.core.types import Batch, Network, Outputs, UnlearningRule, Variables
 
-__all__ = ["Batch", "LossRuleState", "Network", "Outputs", "UnlearningRule", "Variables",
-           "losses", "optim", "rule_from_loss", "tree"]
+__all__ = [
+    "Batch",
+    "LossRuleState",
+    "Network",
+    "Outputs",
+    "UnlearningRule",
+    "Variables",
+    "losses",
+    "optim",
+    "rule_from_loss",
+    "tree",
+]

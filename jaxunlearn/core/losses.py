@@ -10,43 +10,45 @@ from jaxunlearn.core.types import Array
 
 
 def cross_entropy(logits: Array, labels: Array) -> Array:
-  """Mean softmax cross-entropy with integer labels."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    """Mean softmax cross-entropy with integer labels."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def per_example_cross_entropy(logits: Array, labels: Array) -> Array:
-  """Softmax cross-entropy per example, ``[batch]``."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    """Softmax cross-entropy per example, ``[batch]``."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
 def accuracy(logits: Array, labels: Array) -> Array:
-  """Fraction of argmax predictions equal to ``labels``."""
-  return jnp.mean(jnp.argmax(logits, -1) == labels)
+    """Fraction of argmax predictions equal to ``labels``."""
+    return jnp.mean(jnp.argmax(logits, -1) == labels)
 
 
-def distillation_kl(student_logits: Array, teacher_logits: Array, temperature: float = 1.0) -> Array:
-  """``T^2 * KL(softmax(t/T) || softmax(s/T))`` averaged over the batch (Hinton et al., 2015)."""
-  t = jax.nn.log_softmax(teacher_logits / temperature, -1)
-  s = jax.nn.log_softmax(student_logits / temperature, -1)
-  kl = jnp.sum(jnp.exp(t) * (t - s), -1)
-  return temperature**2 * kl.mean()
+def distillation_kl(
+    student_logits: Array, teacher_logits: Array, temperature: float = 1.0
+) -> Array:
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))`` averaged over the batch (Hinton et al., 2015)."""
+    t = jax.nn.log_softmax(teacher_logits / temperature, -1)
+    s = jax.nn.log_softmax(student_logits / temperature, -1)
+    kl = jnp.sum(jnp.exp(t) * (t - s), -1)
+    return temperature**2 * kl.mean()
 
 
 def kl_to_target_probs(student_logits: Array, target_probs: Array) -> Array:
-  """``KL(target || softmax(student))`` summed over classes, averaged over the batch."""
-  s = jax.nn.log_softmax(student_logits, -1)
-  safe = jnp.where(target_probs > 0, target_probs, 1.0)
-  return jnp.sum(jnp.where(target_probs > 0, target_probs * (jnp.log(safe) - s), 0.0), -1).mean()
+    """``KL(target || softmax(student))`` summed over classes, averaged over the batch."""
+    s = jax.nn.log_softmax(student_logits, -1)
+    safe = jnp.where(target_probs > 0, target_probs, 1.0)
+    return jnp.sum(jnp.where(target_probs > 0, target_probs * (jnp.log(safe) - s), 0.0), -1).mean()
 
 
 def mean_squared_error(predictions: Array, targets: Array) -> Array:
-  """Mean squared error (regression), averaged over every element."""
-  return jnp.mean((predictions.reshape(targets.shape) - targets) ** 2)
+    """Mean squared error (regression), averaged over every element."""
+    return jnp.mean((predictions.reshape(targets.shape) - targets) ** 2)
 
 
 def mean_absolute_error(predictions: Array, targets: Array) -> Array:
-  """Mean absolute error (regression), averaged over every element."""
-  return jnp.mean(jnp.abs(predictions.reshape(targets.shape) - targets))
+    """Mean absolute error (regression), averaged over every element."""
+    return jnp.mean(jnp.abs(predictions.reshape(targets.shape) - targets))
 
 
 def is_classification(targets: Array) -> bool:
@@ -61,7 +63,9 @@ def supervised(outputs_logits: Array, targets: Array) -> Array:
     return mean_squared_error(outputs_logits, targets)
 
 
-def negative_preference_loss(losses_now: Array, reference_losses: Array, beta: float = 0.1) -> Array:
+def negative_preference_loss(
+    losses_now: Array, reference_losses: Array, beta: float = 0.1
+) -> Array:
     """Negative preference optimisation (NPO) on per-example losses, averaged over the batch.
 
     ``-(2 / beta) * mean(log sigmoid(beta * (loss - reference_loss)))``: with negative
@@ -96,3 +100,12 @@ def attention_map(activations: Array) -> Array:
 def attention_transfer(student: Array, teacher: Array) -> Array:
     """Mean squared difference of the two activations' :func:`attention_map` (a scalar)."""
     return jnp.mean(jnp.square(attention_map(student) - attention_map(teacher)))
+
+
+def per_example_supervised(outputs_logits: Array, targets: Array) -> Array:
+    """``[batch]`` losses: cross-entropy for integer labels, mean squared error per example for
+    float targets (their batch mean is :func:`supervised`)."""
+    if is_classification(targets):
+        return per_example_cross_entropy(outputs_logits, targets)
+    diff = outputs_logits.reshape(targets.shape) - targets
+    return jnp.mean(jnp.square(diff).reshape(diff.shape[0], -1), axis=1)

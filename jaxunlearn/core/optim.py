@@ -5,8 +5,13 @@ from __future__ import annotations
 import optax
 
 
-def sgd(learning_rate: float, *, momentum: float = 0.0, weight_decay: float = 0.0,
-        nesterov: bool = False) -> optax.GradientTransformation:
+def sgd(
+    learning_rate: float,
+    *,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+) -> optax.GradientTransformation:
     """``torch.optim.SGD``: L2 weight decay is added to the gradient before momentum."""
     parts = []
     if weight_decay:

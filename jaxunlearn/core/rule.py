@@ -37,8 +37,9 @@ class LossRuleState(NamedTuple):
     step: Array
 
 
-def rule_from_loss(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
-                   keep_reference: bool = True) -> UnlearningRule:
+def rule_from_loss(
+    loss_fn: LossFn, optimizer: optax.GradientTransformation, *, keep_reference: bool = True
+) -> UnlearningRule:
     """Builds a rule that takes one optimizer step on ``loss_fn`` per update.
 
     Args:
@@ -67,8 +68,13 @@ def rule_from_loss(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
 
     def update(variables: Variables, state: LossRuleState, batch: Batch, *, key: Array):
         def objective(params):
-            return loss_fn({**variables, "params": params}, batch, reference=state.reference,
-                           step=state.step, key=key)
+            return loss_fn(
+                {**variables, "params": params},
+                batch,
+                reference=state.reference,
+                step=state.step,
+                key=key,
+            )
 
         (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(variables["params"])
         metrics = dict(metrics)

@@ -10,7 +10,11 @@ from jaxunlearn.core.types import Array, PyTree
 
 def all_finite(tree: PyTree) -> Array:
     """True when every leaf of ``tree`` is free of NaN and inf (a scalar bool array)."""
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 

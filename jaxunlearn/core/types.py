@@ -21,47 +21,47 @@ Metrics = dict[str, Array]
 
 
 class Outputs(NamedTuple):
-  """What a functional model returns.
+    """What a functional model returns.
 
-  Attributes:
-    logits: ``[batch, num_outputs]`` pre-softmax scores (or regression outputs).
-    features: ``[batch, dim]`` penultimate-layer features (the representation).
-    batch_stats: refreshed BatchNorm statistics when called with ``train=True`` on a model that has
-      them, else ``None``.
-    hidden: optional tuple of intermediate activations (used by attention-transfer style losses).
-  """
+    Attributes:
+      logits: ``[batch, num_outputs]`` pre-softmax scores (or regression outputs).
+      features: ``[batch, dim]`` penultimate-layer features (the representation).
+      batch_stats: refreshed BatchNorm statistics when called with ``train=True`` on a model that has
+        them, else ``None``.
+      hidden: optional tuple of intermediate activations (used by attention-transfer style losses).
+    """
 
-  logits: Array
-  features: Array
-  batch_stats: PyTree | None = None
-  hidden: tuple[Array, ...] = ()
+    logits: Array
+    features: Array
+    batch_stats: PyTree | None = None
+    hidden: tuple[Array, ...] = ()
 
 
 class Network(NamedTuple):
-  """The functional view of a model: everything a rule or audit may know about it.
+    """The functional view of a model: everything a rule or audit may know about it.
 
-  Attributes:
-    init: ``key -> variables``; fresh variables for a new model.
-    apply: ``(variables, x, *, train=False) -> Outputs``; pure and jittable.
-    name: registry name of the architecture.
-    num_outputs: number of logits (classes) or regression targets.
-  """
+    Attributes:
+      init: ``key -> variables``; fresh variables for a new model.
+      apply: ``(variables, x, *, train=False) -> Outputs``; pure and jittable.
+      name: registry name of the architecture.
+      num_outputs: number of logits (classes) or regression targets.
+    """
 
-  init: Callable[[Array], Variables]
-  apply: Callable[..., Outputs]
-  name: str
-  num_outputs: int
+    init: Callable[[Array], Variables]
+    apply: Callable[..., Outputs]
+    name: str
+    num_outputs: int
 
 
 class UnlearningRule(NamedTuple):
-  """An unlearning (or training) rule: a pair of pure functions, in the spirit of optax.
+    """An unlearning (or training) rule: a pair of pure functions, in the spirit of optax.
 
-  Attributes:
-    init: ``(variables, *, key) -> state``.
-    update: ``(variables, state, batch, *, key) -> (variables, state, metrics)`` where ``batch`` is
-      ``{"forget": {"x", "y"}, "retain": {"x", "y"}}`` (a rule reads the parts it uses) and
-      ``metrics`` is a dict of scalars.
-  """
+    Attributes:
+      init: ``(variables, *, key) -> state``.
+      update: ``(variables, state, batch, *, key) -> (variables, state, metrics)`` where ``batch`` is
+        ``{"forget": {"x", "y"}, "retain": {"x", "y"}}`` (a rule reads the parts it uses) and
+        ``metrics`` is a dict of scalars.
+    """
 
-  init: Callable[..., PyTree]
-  update: Callable[..., tuple[Variables, PyTree, Metrics]]
+    init: Callable[..., PyTree]
+    update: Callable[..., tuple[Variables, PyTree, Metrics]]

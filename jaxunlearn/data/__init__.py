@@ -4,5 +4,16 @@ from jaxunlearn.data import tfds_datasets  # noqa: F401  (registers the TFDS loa
 from jaxunlearn.data.datasets import Dataset, check_name, diabetes, digits, load, names, register
 from jaxunlearn.data.forget import ForgetSpec, Split, make_split, validate
 
-__all__ = ["Dataset", "ForgetSpec", "Split", "check_name", "diabetes", "digits", "load",
-           "make_split", "names", "register", "validate"]
+__all__ = [
+    "Dataset",
+    "ForgetSpec",
+    "Split",
+    "check_name",
+    "diabetes",
+    "digits",
+    "load",
+    "make_split",
+    "names",
+    "register",
+    "validate",
+]

@@ -70,8 +70,15 @@ def diabetes() -> Dataset:
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=0)
     mx, sx = x_tr.mean(0), x_tr.std(0) + 1e-8
     my, sy = y_tr.mean(), y_tr.std()
-    return Dataset("diabetes", (x_tr - mx) / sx, (y_tr - my) / sy, (x_te - mx) / sx,
-                   (y_te - my) / sy, num_classes=0, task="regression")
+    return Dataset(
+        "diabetes",
+        (x_tr - mx) / sx,
+        (y_tr - my) / sy,
+        (x_te - mx) / sx,
+        (y_te - my) / sy,
+        num_classes=0,
+        task="regression",
+    )
 
 
 _REGISTRY: dict[str, Callable[..., Dataset]] = {"digits": digits, "diabetes": diabetes}

@@ -8,7 +8,6 @@ index sets covering the training set, plus the test indices to audit on.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -41,8 +40,12 @@ class ForgetSpec:
         classes = get("classes", ()) or ()
         if isinstance(classes, int):
             classes = (classes,)
-        return cls(kind=get("kind"), fraction=get("fraction", None), count=get("count", None),
-                   classes=tuple(int(c) for c in classes))
+        return cls(
+            kind=get("kind"),
+            fraction=get("fraction", None),
+            count=get("count", None),
+            classes=tuple(int(c) for c in classes),
+        )
 
 
 class Split(NamedTuple):
@@ -74,20 +77,28 @@ def validate(spec: ForgetSpec, dataset: Dataset) -> None:
             raise ValueError(f"forget `fraction` must lie in (0, 1); got {spec.fraction}.")
         size = int(round(spec.fraction * n)) if spec.fraction is not None else spec.count
         if size < 1:
-            raise ValueError(f"The forget set is empty (fraction={spec.fraction}, "
-                             f"count={spec.count}, {n} training examples).")
+            raise ValueError(
+                f"The forget set is empty (fraction={spec.fraction}, "
+                f"count={spec.count}, {n} training examples)."
+            )
         if size >= n:
-            raise ValueError(f"forget `count`={size} leaves no retain data ({n} training examples).")
+            raise ValueError(
+                f"forget `count`={size} leaves no retain data ({n} training examples)."
+            )
     else:
         if dataset.task != "classification":
-            raise ValueError(f"Class forgetting needs a classification dataset; {dataset.name!r} "
-                             "is a regression dataset.")
+            raise ValueError(
+                f"Class forgetting needs a classification dataset; {dataset.name!r} "
+                "is a regression dataset."
+            )
         if not spec.classes:
             raise ValueError("A class forget spec needs at least one class in `classes`.")
         bad = [c for c in spec.classes if not 0 <= c < dataset.num_classes]
         if bad:
-            raise ValueError(f"forget `classes` {bad} do not exist in {dataset.name!r}; valid "
-                             f"classes: 0..{dataset.num_classes - 1}.")
+            raise ValueError(
+                f"forget `classes` {bad} do not exist in {dataset.name!r}; valid "
+                f"classes: 0..{dataset.num_classes - 1}."
+            )
         if set(range(dataset.num_classes)) <= set(spec.classes):
             raise ValueError("forget `classes` covers every class: nothing would be retained.")
 
@@ -108,13 +119,17 @@ def make_split(dataset: Dataset, spec: ForgetSpec, *, seed: int = 0) -> Split:
         test_in = np.isin(dataset.y_test, spec.classes)
         test, test_forget = all_test[~test_in], all_test[test_in]
     retain = np.setdiff1d(np.arange(n), forget)
-    return Split(forget.astype(np.int32), retain.astype(np.int32), test.astype(np.int32),
-                 test_forget.astype(np.int32))
+    return Split(
+        forget.astype(np.int32),
+        retain.astype(np.int32),
+        test.astype(np.int32),
+        test_forget.astype(np.int32),
+    )
 
 
 def describe(spec: ForgetSpec) -> str:
     if spec.kind == "random":
-        return f"random {spec.fraction:.0%}" if spec.fraction is not None else f"random {spec.count}"
+        return (
+            f"random {spec.fraction:.0%}" if spec.fraction is not None else f"random {spec.count}"
+        )
     return "class " + ",".join(map(str, spec.classes))
-
-

@@ -56,8 +56,10 @@ SPECS: dict[str, TfdsSpec] = {
 def prepare_command(tfds_name: str, data_dir: str | None = None) -> str:
     """The shell command that downloads and prepares ``tfds_name`` in ArrayRecord format."""
     where = repr(data_dir) if data_dir else "None"
-    return (f"python -c \"import tensorflow_datasets as tfds; tfds.builder({tfds_name!r}, "
-            f"data_dir={where}, file_format='array_record').download_and_prepare()\"")
+    return (
+        f'python -c "import tensorflow_datasets as tfds; tfds.builder({tfds_name!r}, '
+        f"data_dir={where}, file_format='array_record').download_and_prepare()\""
+    )
 
 
 def read_split(builder: Any, split: str, limit: int | None = None) -> dict[str, np.ndarray]:
@@ -105,7 +107,8 @@ def _read_split_with_tensorflow(builder: Any, split: str, limit: int | None):
         raise DatasetNotPreparedError(
             f"{builder.name} is prepared at {builder.data_dir} as TFRecord files, which need "
             "TensorFlow to read. Install tensorflow-cpu, or prepare it again in ArrayRecord "
-            f"format:\n  {prepare_command(builder.name, _root(builder))}") from err
+            f"format:\n  {prepare_command(builder.name, _root(builder))}"
+        ) from err
     if limit is not None:
         split = f"{split}[:{int(limit)}]"
     arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
@@ -125,11 +128,17 @@ def _not_prepared(builder: Any) -> DatasetNotPreparedError:
         f"{builder.data_dir}), and jaxunlearn never downloads at run time. On a machine with "
         f"internet run\n  {prepare_command(builder.name, root)}\nthen copy that data_dir "
         "here and pass it with --config.data_dir=/path/to/tensorflow_datasets (or "
-        "data_dir=... in Python).")
+        "data_dir=... in Python)."
+    )
 
 
-def load_tfds(name: str, *, data_dir: str | None = None, max_train: int | None = None,
-              max_test: int | None = None) -> Dataset:
+def load_tfds(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> Dataset:
     """Loads a registered TFDS image dataset into memory.
 
     Args:
@@ -150,9 +159,14 @@ def load_tfds(name: str, *, data_dir: str | None = None, max_train: int | None =
     builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
     train = read_split(builder, spec.train_split, max_train)
     test = read_split(builder, spec.test_split, max_test)
-    return Dataset(name, _images(train["image"]), train["label"].astype(np.int32),
-                   _images(test["image"]), test["label"].astype(np.int32),
-                   num_classes=spec.num_classes)
+    return Dataset(
+        name,
+        _images(train["image"]),
+        train["label"].astype(np.int32),
+        _images(test["image"]),
+        test["label"].astype(np.int32),
+        num_classes=spec.num_classes,
+    )
 
 
 def _images(images: np.ndarray) -> np.ndarray:
@@ -160,14 +174,17 @@ def _images(images: np.ndarray) -> np.ndarray:
 
 
 def _loader(name: str):
-    def loader(*, data_dir: str | None = None, max_train: int | None = None,
-               max_test: int | None = None) -> Dataset:
+    def loader(
+        *, data_dir: str | None = None, max_train: int | None = None, max_test: int | None = None
+    ) -> Dataset:
         return load_tfds(name, data_dir=data_dir, max_train=max_train, max_test=max_test)
 
     loader.__name__ = name
     loader.__qualname__ = name
-    loader.__doc__ = (f"``{SPECS[name].tfds_name}`` from TFDS ({SPECS[name].num_classes} classes); "
-                      "see :func:`load_tfds` for the arguments.")
+    loader.__doc__ = (
+        f"``{SPECS[name].tfds_name}`` from TFDS ({SPECS[name].num_classes} classes); "
+        "see :func:`load_tfds` for the arguments."
+    )
     return loader
 
 
@@ -177,9 +194,25 @@ cifar10 = _loader("cifar10")
 cifar100 = _loader("cifar100")
 svhn_cropped = _loader("svhn_cropped")
 
-for _name, _fn in [("mnist", mnist), ("fashion_mnist", fashion_mnist), ("cifar10", cifar10),
-                   ("cifar100", cifar100), ("svhn_cropped", svhn_cropped)]:
+for _name, _fn in [
+    ("mnist", mnist),
+    ("fashion_mnist", fashion_mnist),
+    ("cifar10", cifar10),
+    ("cifar100", cifar100),
+    ("svhn_cropped", svhn_cropped),
+]:
     register(_name, _fn)
 
-__all__ = ["SPECS", "DatasetNotPreparedError", "TfdsSpec", "cifar10", "cifar100", "fashion_mnist",
-           "load_tfds", "mnist", "prepare_command", "read_split", "svhn_cropped"]
+__all__ = [
+    "SPECS",
+    "DatasetNotPreparedError",
+    "TfdsSpec",
+    "cifar10",
+    "cifar100",
+    "fashion_mnist",
+    "load_tfds",
+    "mnist",
+    "prepare_command",
+    "read_split",
+    "svhn_cropped",
+]

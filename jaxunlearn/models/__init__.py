@@ -14,11 +14,14 @@ from jaxunlearn.models.resnet import ResNet18
 # name -> builder(input_shape, num_outputs, rngs, **kwargs) -> nnx.Module
 _REGISTRY: dict[str, Callable] = {
     "mlp": lambda input_shape, num_outputs, rngs, **kw: MLP(
-        math.prod(input_shape), num_outputs, rngs=rngs, **kw),
+        math.prod(input_shape), num_outputs, rngs=rngs, **kw
+    ),
     "cnn": lambda input_shape, num_outputs, rngs, **kw: CNN(
-        input_shape, num_outputs, rngs=rngs, **kw),
+        input_shape, num_outputs, rngs=rngs, **kw
+    ),
     "resnet18": lambda input_shape, num_outputs, rngs, **kw: ResNet18(
-        input_shape[-1], num_outputs, rngs=rngs, **kw),
+        input_shape[-1], num_outputs, rngs=rngs, **kw
+    ),
 }
 
 
@@ -49,9 +52,21 @@ def make_network(name: str, *, input_shape: tuple[int, ...], num_outputs: int, *
     """
     check_name(name)
     builder = _REGISTRY[name]
-    return from_nnx(lambda rngs: builder(tuple(input_shape), num_outputs, rngs, **kwargs),
-                    name=name, num_outputs=num_outputs)
+    return from_nnx(
+        lambda rngs: builder(tuple(input_shape), num_outputs, rngs, **kwargs),
+        name=name,
+        num_outputs=num_outputs,
+    )
 
 
-__all__ = ["CNN", "MLP", "Network", "ResNet18", "from_nnx", "make_network", "names", "register",
-           "check_name"]
+__all__ = [
+    "CNN",
+    "MLP",
+    "Network",
+    "ResNet18",
+    "from_nnx",
+    "make_network",
+    "names",
+    "register",
+    "check_name",
+]

@@ -33,15 +33,25 @@ class CNN(nnx.Module):
       rngs: NNX random streams.
     """
 
-    def __init__(self, input_shape: Sequence[int], num_outputs: int, *,
-                 channels: Sequence[int] = (32, 64), hidden: int = 128, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        *,
+        channels: Sequence[int] = (32, 64),
+        hidden: int = 128,
+        rngs: nnx.Rngs,
+    ):
         if len(input_shape) != 3:
             raise ValueError(f"CNN expects images shaped (H, W, C); got input_shape {input_shape}")
         height, width, in_channels = (int(d) for d in input_shape)
         sizes = [in_channels, *channels]
-        self.convs = nnx.List([
-            nnx.Conv(a, b, (3, 3), padding="SAME", kernel_init=pytorch_kernel_init, rngs=rngs)
-            for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+        self.convs = nnx.List(
+            [
+                nnx.Conv(a, b, (3, 3), padding="SAME", kernel_init=pytorch_kernel_init, rngs=rngs)
+                for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            ]
+        )
         for _ in channels:
             height, width = math.ceil(height / 2), math.ceil(width / 2)
         self.dense = _linear(height * width * sizes[-1], hidden, rngs)

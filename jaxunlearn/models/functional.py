@@ -17,8 +17,9 @@ from flax import nnx
 from jaxunlearn.core.types import Array, Network, Outputs, Variables
 
 
-def from_nnx(constructor: Callable[[nnx.Rngs], nnx.Module], *, name: str,
-             num_outputs: int) -> Network:
+def from_nnx(
+    constructor: Callable[[nnx.Rngs], nnx.Module], *, name: str, num_outputs: int
+) -> Network:
     """Wraps an NNX module constructor into a pure :class:`Network`.
 
     Args:

@@ -15,11 +15,18 @@ class MLP(nnx.Module):
     ``__call__`` also returns every hidden layer's activations (for attention-transfer losses).
     """
 
-    def __init__(self, in_features: int, num_outputs: int, *, hidden: Sequence[int] = (128, 128),
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        num_outputs: int,
+        *,
+        hidden: Sequence[int] = (128, 128),
+        rngs: nnx.Rngs,
+    ):
         sizes = [in_features, *hidden]
         self.layers = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        )
         self.head = nnx.Linear(sizes[-1], num_outputs, rngs=rngs)
 
     def __call__(self, x: jax.Array):

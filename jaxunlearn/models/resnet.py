@@ -49,10 +49,19 @@ def pytorch_bias_init(fan_in: int) -> Callable[..., jax.Array]:
     return init
 
 
-def _conv(in_channels: int, out_channels: int, kernel: int, stride: int, padding,
-          rngs: nnx.Rngs) -> nnx.Conv:
-    return nnx.Conv(in_channels, out_channels, (kernel, kernel), strides=stride, padding=padding,
-                    use_bias=False, kernel_init=pytorch_kernel_init, rngs=rngs)
+def _conv(
+    in_channels: int, out_channels: int, kernel: int, stride: int, padding, rngs: nnx.Rngs
+) -> nnx.Conv:
+    return nnx.Conv(
+        in_channels,
+        out_channels,
+        (kernel, kernel),
+        strides=stride,
+        padding=padding,
+        use_bias=False,
+        kernel_init=pytorch_kernel_init,
+        rngs=rngs,
+    )
 
 
 def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -111,13 +120,26 @@ class ResNet18(nnx.Module):
         self.layer3_1 = BasicBlock(c3, c3, 1, rngs=rngs)
         self.layer4_0 = BasicBlock(c3, c4, 2, rngs=rngs)
         self.layer4_1 = BasicBlock(c4, c4, 1, rngs=rngs)
-        self.linear = nnx.Linear(c4, num_outputs, kernel_init=pytorch_kernel_init,
-                                 bias_init=pytorch_bias_init(c4), rngs=rngs)
+        self.linear = nnx.Linear(
+            c4,
+            num_outputs,
+            kernel_init=pytorch_kernel_init,
+            bias_init=pytorch_bias_init(c4),
+            rngs=rngs,
+        )
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = jax.nn.relu(self.bn1(self.conv1(x.astype(jnp.float32))))
-        for block in (self.layer1_0, self.layer1_1, self.layer2_0, self.layer2_1,
-                      self.layer3_0, self.layer3_1, self.layer4_0, self.layer4_1):
+        for block in (
+            self.layer1_0,
+            self.layer1_1,
+            self.layer2_0,
+            self.layer2_1,
+            self.layer3_0,
+            self.layer3_1,
+            self.layer4_0,
+            self.layer4_1,
+        ):
             h = block(h)
         features = jnp.mean(h, axis=(1, 2))
         return self.linear(features), features

@@ -32,9 +32,14 @@ from jaxunlearn.rules.common import resolve_optimizer
 from jaxunlearn.rules.random_label import random_label_loss
 
 
-def amnesiac(apply: Callable, *, num_classes: int, learning_rate: float = 1e-4,
-             weight_decay: float = 0.0,
-             optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def amnesiac(
+    apply: Callable,
+    *,
+    num_classes: int,
+    learning_rate: float = 1e-4,
+    weight_decay: float = 0.0,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """Amnesiac: cross-entropy on forget examples with random *wrong* labels plus retain examples.
 
     Args:
@@ -51,9 +56,12 @@ def amnesiac(apply: Callable, *, num_classes: int, learning_rate: float = 1e-4,
       Graves et al., "Amnesiac Machine Learning", AAAI 2021; Foster et al., AAAI 2024.
     """
     if int(num_classes) < 2:
-        raise ValueError(f"amnesiac needs `num_classes` >= 2 to draw a wrong label; "
-                         f"got {num_classes}")
-    opt = resolve_optimizer(optimizer, name="adam", learning_rate=learning_rate,
-                            weight_decay=weight_decay)
-    return rule_from_loss(random_label_loss(apply, int(num_classes), exclude_true=True), opt,
-                          keep_reference=False)
+        raise ValueError(
+            f"amnesiac needs `num_classes` >= 2 to draw a wrong label; got {num_classes}"
+        )
+    opt = resolve_optimizer(
+        optimizer, name="adam", learning_rate=learning_rate, weight_decay=weight_decay
+    )
+    return rule_from_loss(
+        random_label_loss(apply, int(num_classes), exclude_true=True), opt, keep_reference=False
+    )

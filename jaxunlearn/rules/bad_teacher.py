@@ -45,9 +45,15 @@ class BadTeacherState(NamedTuple):
     incompetent: Variables
 
 
-def bad_teacher(apply: Callable, *, init_fn: Callable, temperature: float = 1.0,
-                learning_rate: float = 1e-4, weight_decay: float = 0.0,
-                optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def bad_teacher(
+    apply: Callable,
+    *,
+    init_fn: Callable,
+    temperature: float = 1.0,
+    learning_rate: float = 1e-4,
+    weight_decay: float = 0.0,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """Bad teaching: match a random teacher on forget examples and the original on retain ones.
 
     Args:
@@ -65,8 +71,9 @@ def bad_teacher(apply: Callable, *, init_fn: Callable, temperature: float = 1.0,
         raise ValueError(f"bad_teacher `temperature` must be positive; got {temperature}")
     if learning_rate <= 0:
         raise ValueError(f"bad_teacher `learning_rate` must be positive; got {learning_rate}")
-    opt = optimizer if optimizer is not None else optim.adam(learning_rate,
-                                                             weight_decay=weight_decay)
+    opt = (
+        optimizer if optimizer is not None else optim.adam(learning_rate, weight_decay=weight_decay)
+    )
 
     def loss_with(incompetent: Variables):
         def loss_fn(variables, batch, *, reference, step, key):
@@ -77,13 +84,16 @@ def bad_teacher(apply: Callable, *, init_fn: Callable, temperature: float = 1.0,
             bad = apply(incompetent, xf).logits
             good = apply(reference, xr).logits
             target = jax.lax.stop_gradient(
-                jax.nn.softmax(jnp.concatenate([bad, good]) / temperature, -1))
+                jax.nn.softmax(jnp.concatenate([bad, good]) / temperature, -1)
+            )
             student = apply(variables, x).logits
             kl = losses.kl_to_target_probs(student / temperature, target)
             num_classes = student.shape[-1]
             # Forget labels are never read: the rule works on unlabelled forget data.
-            return kl / num_classes, {"kl": kl, "forget_kl": losses.kl_to_target_probs(
-                student[:nf] / temperature, target[:nf])}
+            return kl / num_classes, {
+                "kl": kl,
+                "forget_kl": losses.kl_to_target_probs(student[:nf] / temperature, target[:nf]),
+            }
 
         return loss_fn
 

@@ -33,9 +33,16 @@ from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variable
 from jaxunlearn.rules.common import resolve_optimizer
 
 
-def fgsm(apply: Callable, variables: Variables, x: Array, y: Array, *, bound: float,
-         input_range: tuple[float, float] | None = (0.0, 1.0), levels: int | None = 255
-         ) -> Array:
+def fgsm(
+    apply: Callable,
+    variables: Variables,
+    x: Array,
+    y: Array,
+    *,
+    bound: float,
+    input_range: tuple[float, float] | None = (0.0, 1.0),
+    levels: int | None = 255,
+) -> Array:
     """One signed-gradient step that raises the loss: ``x + bound * sign(grad_x CE)``.
 
     Args:
@@ -62,11 +69,17 @@ def fgsm(apply: Callable, variables: Variables, x: Array, y: Array, *, bound: fl
     return jax.lax.stop_gradient(x_adv.astype(x.dtype))
 
 
-def boundary_shrink(apply: Callable, *, bound: float = 0.1, learning_rate: float = 1e-5,
-                    momentum: float = 0.9, weight_decay: float = 5e-4,
-                    input_range: tuple[float, float] | None = (0.0, 1.0),
-                    levels: int | None = 255,
-                    optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def boundary_shrink(
+    apply: Callable,
+    *,
+    bound: float = 0.1,
+    learning_rate: float = 1e-5,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    input_range: tuple[float, float] | None = (0.0, 1.0),
+    levels: int | None = 255,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """Boundary shrink: fine-tune on ``CE(f(x_f), argmax f_0(FGSM_{f_0}(x_f)))``.
 
     The attack and the new labels come from the frozen original model ``f_0`` (the rule's
@@ -90,8 +103,9 @@ def boundary_shrink(apply: Callable, *, bound: float = 0.1, learning_rate: float
     """
     if not bound > 0:
         raise ValueError(f"boundary_shrink `bound` must be positive; got {bound}")
-    opt = resolve_optimizer(optimizer, learning_rate=learning_rate, momentum=momentum,
-                            weight_decay=weight_decay)
+    opt = resolve_optimizer(
+        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
 
     def loss_fn(variables, batch, *, reference, step, key):
         del step, key
@@ -100,7 +114,9 @@ def boundary_shrink(apply: Callable, *, bound: float = 0.1, learning_rate: float
         targets = jnp.argmax(apply(reference, x_adv).logits, -1).astype(y.dtype)
         logits = apply(variables, x).logits
         return losses.cross_entropy(logits, targets), {
-            "forget_acc": losses.accuracy(logits, y), "relabelled": jnp.mean(targets != y)}
+            "forget_acc": losses.accuracy(logits, y),
+            "relabelled": jnp.mean(targets != y),
+        }
 
     return rule_from_loss(loss_fn, opt, keep_reference=True)
 
@@ -122,20 +138,30 @@ class BoundaryExpandState(NamedTuple):
 
 def _feature_dim(params: PyTree, num_classes: int) -> int:
     """The input width of the output layer: the 2-D kernel whose last axis has ``num_classes``."""
-    dims = {int(x.shape[0]) for x in jax.tree.leaves(params)
-            if x.ndim == 2 and x.shape[-1] == num_classes}
+    dims = {
+        int(x.shape[0])
+        for x in jax.tree.leaves(params)
+        if x.ndim == 2 and x.shape[-1] == num_classes
+    }
     if len(dims) != 1:
         raise ValueError(
             "boundary_expand could not identify the output layer (a single [features, "
             f"num_classes={num_classes}] kernel); found feature sizes {sorted(dims)}. Pass "
-            "`feature_dim`.")
+            "`feature_dim`."
+        )
     return dims.pop()
 
 
-def boundary_expand(apply: Callable, *, num_classes: int, learning_rate: float = 1e-5,
-                    momentum: float = 0.9, weight_decay: float = 5e-4,
-                    feature_dim: int | None = None,
-                    optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def boundary_expand(
+    apply: Callable,
+    *,
+    num_classes: int,
+    learning_rate: float = 1e-5,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    feature_dim: int | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """Boundary expand: train the forget set into an extra shadow class, then prune it.
 
     The functional model has a fixed set of outputs, so the widened output layer is built from
@@ -161,21 +187,29 @@ def boundary_expand(apply: Callable, *, num_classes: int, learning_rate: float =
     References:
       Chen et al., "Boundary Unlearning", CVPR 2023.
     """
-    opt = resolve_optimizer(optimizer, learning_rate=learning_rate, momentum=momentum,
-                            weight_decay=weight_decay)
+    opt = resolve_optimizer(
+        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
     if feature_dim is not None and int(feature_dim) < 1:
         raise ValueError(f"boundary_expand `feature_dim` must be positive; got {feature_dim}")
 
     def init(variables: Variables, *, key: Array) -> BoundaryExpandState:
-        dim = int(feature_dim) if feature_dim is not None else _feature_dim(
-            variables["params"], num_classes)
+        dim = (
+            int(feature_dim)
+            if feature_dim is not None
+            else _feature_dim(variables["params"], num_classes)
+        )
         limit = 1.0 / jnp.sqrt(dim)
         k_w, k_b = jax.random.split(key)
-        shadow = {"kernel": jax.random.uniform(k_w, (dim,), jnp.float32, -limit, limit),
-                  "bias": jax.random.uniform(k_b, (), jnp.float32, -limit, limit)}
-        return BoundaryExpandState(shadow, opt.init({"params": variables["params"],
-                                                     "shadow": shadow}),
-                                   jnp.zeros((), jnp.int32))
+        shadow = {
+            "kernel": jax.random.uniform(k_w, (dim,), jnp.float32, -limit, limit),
+            "bias": jax.random.uniform(k_b, (), jnp.float32, -limit, limit),
+        }
+        return BoundaryExpandState(
+            shadow,
+            opt.init({"params": variables["params"], "shadow": shadow}),
+            jnp.zeros((), jnp.int32),
+        )
 
     def update(variables: Variables, state: BoundaryExpandState, batch: Batch, *, key: Array):
         del key
@@ -189,7 +223,8 @@ def boundary_expand(apply: Callable, *, num_classes: int, learning_rate: float =
             targets = jnp.full(y.shape, num_classes, jnp.int32)
             return losses.cross_entropy(wide, targets), {
                 "forget_acc": losses.accuracy(out.logits, y),
-                "shadow_prob": jnp.mean(jax.nn.softmax(wide, -1)[:, -1])}
+                "shadow_prob": jnp.mean(jax.nn.softmax(wide, -1)[:, -1]),
+            }
 
         trainable = {"params": variables["params"], "shadow": state.shadow}
         (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(trainable)

@@ -11,9 +11,14 @@ from jaxunlearn.core.rule import BATCH_STATS_KEY
 from jaxunlearn.core.types import Array, Batch, Variables
 
 
-def resolve_optimizer(optimizer: optax.GradientTransformation | None, *, name: str = "sgd",
-                      learning_rate: float, momentum: float = 0.9, weight_decay: float = 5e-4
-                      ) -> optax.GradientTransformation:
+def resolve_optimizer(
+    optimizer: optax.GradientTransformation | None,
+    *,
+    name: str = "sgd",
+    learning_rate: float,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+) -> optax.GradientTransformation:
     """``optimizer`` if given, else the reference code's SGD (or Adam) with these settings."""
     if optimizer is not None:
         return optimizer
@@ -22,8 +27,15 @@ def resolve_optimizer(optimizer: optax.GradientTransformation | None, *, name: s
     return optim.make(name, learning_rate, weight_decay=weight_decay)
 
 
-def part_loss(apply: Callable, variables: Variables, batch: Batch, part: str, *,
-              train: bool = False, targets: Array | None = None) -> tuple[Array, dict]:
+def part_loss(
+    apply: Callable,
+    variables: Variables,
+    batch: Batch,
+    part: str,
+    *,
+    train: bool = False,
+    targets: Array | None = None,
+) -> tuple[Array, dict]:
     """Supervised loss (CE or MSE) of the model on ``batch[part]``.
 
     Returns ``(loss, metrics)``; with ``train=True`` on a BatchNorm model, ``metrics`` carries the

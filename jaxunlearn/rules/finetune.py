@@ -23,9 +23,15 @@ from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
 
 
-def finetune(apply: Callable, *, learning_rate: float = 0.01, momentum: float = 0.9,
-             weight_decay: float = 5e-4, train_mode: bool = False,
-             optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def finetune(
+    apply: Callable,
+    *,
+    learning_rate: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    train_mode: bool = False,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """FT: minimise the supervised loss on the retain set.
 
     Args:
@@ -38,8 +44,9 @@ def finetune(apply: Callable, *, learning_rate: float = 0.01, momentum: float = 
     Returns:
       An :class:`UnlearningRule` reading ``batch["retain"]``.
     """
-    opt = resolve_optimizer(optimizer, learning_rate=learning_rate, momentum=momentum,
-                            weight_decay=weight_decay)
+    opt = resolve_optimizer(
+        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
 
     def loss_fn(variables, batch, *, reference, step, key):
         del reference, step, key
@@ -48,9 +55,16 @@ def finetune(apply: Callable, *, learning_rate: float = 0.01, momentum: float = 
     return rule_from_loss(loss_fn, opt, keep_reference=False)
 
 
-def retrain(apply: Callable, *, init_fn: Callable, learning_rate: float = 0.1,
-            momentum: float = 0.9, weight_decay: float = 5e-4, train_mode: bool = True,
-            optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def retrain(
+    apply: Callable,
+    *,
+    init_fn: Callable,
+    learning_rate: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    train_mode: bool = True,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """Retrain: discard the given variables and train a fresh model on the retain set.
 
     ``init`` draws fresh variables from ``init_fn(key)``; the first update swaps them in, so the
@@ -63,8 +77,9 @@ def retrain(apply: Callable, *, init_fn: Callable, learning_rate: float = 0.1,
       train_mode: BatchNorm in training mode (the usual way to train from scratch).
       optimizer: an optax optimizer that replaces the SGD settings.
     """
-    opt = resolve_optimizer(optimizer, learning_rate=learning_rate, momentum=momentum,
-                            weight_decay=weight_decay)
+    opt = resolve_optimizer(
+        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
 
     def loss_fn(variables, batch, *, reference, step, key):
         del reference, step, key

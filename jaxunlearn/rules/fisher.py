@@ -64,8 +64,8 @@ def batch_fisher(apply: Callable, variables: Variables, x: Array, num_classes: i
     ``CE_b(y)`` is the batch-mean cross-entropy when every example of the batch is labelled ``y``
     and ``p_y`` the model's probability of ``y``, as in Unlearn-Sparse ``fisher.py::hessian``. It
     squares batch-mean gradients, so it depends on the batch size (the reference uses 32). The
-    classes are scanned with one forward pass and one backward pass each, so memory stays
-    ``O(params)`` for any number of classes.
+    model runs forward once and backward once per class (a ``lax.scan`` over classes), so memory
+    stays ``O(params)`` for any number of classes.
 
     Args:
       apply: the model's functional ``apply``.
@@ -138,7 +138,7 @@ def normal_like(key: Array, like: PyTree) -> PyTree:
     flat = jax.random.normal(key, (sum(sizes),), jnp.float32)
     out, offset = [], 0
     for x, size in zip(leaves, sizes, strict=True):
-        out.append(flat[offset:offset + size].reshape(x.shape).astype(x.dtype))
+        out.append(flat[offset : offset + size].reshape(x.shape).astype(x.dtype))
         offset += size
     return jax.tree.unflatten(treedef, out)
 
@@ -172,10 +172,12 @@ def fisher_forgetting(apply: Callable, *, num_classes: int, alpha: float = 0.2) 
         raise ValueError(f"fisher_forgetting `alpha` must be positive; got {alpha}")
 
     def init(variables: Variables, *, key: Array) -> FisherState:
-        return FisherState(reference=variables,
-                           fisher=jax.tree.map(jnp.zeros_like, variables["params"]),
-                           count=jnp.zeros((), jnp.int32),
-                           noise_key=jax.random.fold_in(key, 0x5EED))
+        return FisherState(
+            reference=variables,
+            fisher=jax.tree.map(jnp.zeros_like, variables["params"]),
+            count=jnp.zeros((), jnp.int32),
+            noise_key=jax.random.fold_in(key, 0x5EED),
+        )
 
     def update(variables: Variables, state: FisherState, batch: Batch, *, key: Array):
         del key  # the noise is drawn once, from the init key
@@ -186,8 +188,11 @@ def fisher_forgetting(apply: Callable, *, num_classes: int, alpha: float = 0.2) 
         std = fisher_noise_std(mean_fisher, alpha=alpha, num_classes=num_classes)
         noise = normal_like(state.noise_key, std)
         params = jax.tree.map(lambda p, s, n: p + s * n, state.reference["params"], std, noise)
-        return {**variables, "params": params}, state._replace(fisher=fisher_sum, count=count), {
-            "noise_norm": optax.tree_utils.tree_norm(jax.tree.map(jnp.multiply, std, noise))}
+        return (
+            {**variables, "params": params},
+            state._replace(fisher=fisher_sum, count=count),
+            {"noise_norm": optax.tree_utils.tree_norm(jax.tree.map(jnp.multiply, std, noise))},
+        )
 
     return UnlearningRule(init, update)
 
@@ -239,8 +244,10 @@ class StoredRecursion(NamedTuple):
 
 def _row_dots(stacked: PyTree, tree: PyTree) -> Array:
     """``[N]``: the dot product of every row of ``stacked`` with ``tree``."""
-    return sum(jnp.tensordot(s, t, axes=t.ndim)
-               for s, t in zip(jax.tree.leaves(stacked), jax.tree.leaves(tree), strict=True))
+    return sum(
+        jnp.tensordot(s, t, axes=t.ndim)
+        for s, t in zip(jax.tree.leaves(stacked), jax.tree.leaves(tree), strict=True)
+    )
 
 
 def _combine_rows(coefficients: Array, stacked: PyTree) -> PyTree:
@@ -283,9 +290,11 @@ def woodfisher_add(recursion, grads: PyTree, *, num_samples: int):
         row = jnp.minimum(carry.seen, num_samples - 1)
         keep = carry.seen < num_samples
         vectors = jax.tree.map(
-            lambda s, u_: s.at[row].set(jnp.where(keep, u_, s[row])), carry.vectors, u)
+            lambda s, u_: s.at[row].set(jnp.where(keep, u_, s[row])), carry.vectors, u
+        )
         denominators = carry.denominators.at[row].set(
-            jnp.where(keep, n + _vdot(g, u), carry.denominators[row]))
+            jnp.where(keep, n + _vdot(g, u), carry.denominators[row])
+        )
         return StoredRecursion(vectors, denominators, carry.seen + keep.astype(jnp.int32))
 
     step = stored_step if isinstance(recursion, StoredRecursion) else two_vector_step
@@ -335,8 +344,14 @@ def per_example_grads(apply: Callable, variables: Variables, x: Array, y: Array)
     return jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(variables["params"], x, y)
 
 
-def influence_unlearning(apply: Callable, *, alpha: float = 0.2, num_samples: int = 1000,
-                         forget_fraction: float = 0.1, exact: bool = False) -> UnlearningRule:
+def influence_unlearning(
+    apply: Callable,
+    *,
+    alpha: float = 0.2,
+    num_samples: int = 1000,
+    forget_fraction: float = 0.1,
+    exact: bool = False,
+) -> UnlearningRule:
     """IU: one influence-function step, ``theta_0 + alpha * H^{-1} v``, ``v = rho (g_f - g_r)``.
 
     ``g_f`` and ``g_r`` are the mean loss gradients on the forget and retain sets at the original
@@ -380,11 +395,13 @@ def influence_unlearning(apply: Callable, *, alpha: float = 0.2, num_samples: in
     if not alpha > 0:
         raise ValueError(f"influence_unlearning `alpha` must be positive; got {alpha}")
     if int(num_samples) < 1:
-        raise ValueError(f"influence_unlearning `num_samples` must be at least 1; "
-                         f"got {num_samples}")
+        raise ValueError(
+            f"influence_unlearning `num_samples` must be at least 1; got {num_samples}"
+        )
     if not 0.0 < forget_fraction < 1.0:
-        raise ValueError(f"influence_unlearning `forget_fraction` must lie in (0, 1); "
-                         f"got {forget_fraction}")
+        raise ValueError(
+            f"influence_unlearning `forget_fraction` must lie in (0, 1); got {forget_fraction}"
+        )
     num_samples = int(num_samples)
 
     def mean_grad(reference, batch, part):
@@ -396,9 +413,13 @@ def influence_unlearning(apply: Callable, *, alpha: float = 0.2, num_samples: in
     def init(variables: Variables, *, key: Array | None = None) -> InfluenceState:
         del key
         zeros = jax.tree.map(jnp.zeros_like, variables["params"])
-        return InfluenceState(variables, zeros, zeros, jnp.zeros((), jnp.int32),
-                              woodfisher_init(variables["params"], num_samples=num_samples,
-                                              exact=exact))
+        return InfluenceState(
+            variables,
+            zeros,
+            zeros,
+            jnp.zeros((), jnp.int32),
+            woodfisher_init(variables["params"], num_samples=num_samples, exact=exact),
+        )
 
     def update(variables: Variables, state: InfluenceState, batch: Batch, *, key: Array):
         del key
@@ -414,8 +435,14 @@ def influence_unlearning(apply: Callable, *, alpha: float = 0.2, num_samples: in
         step = woodfisher_solve(recursion, v)
         params = jax.tree.map(lambda p, s: p + alpha * s, ref["params"], step)
         new_state = InfluenceState(ref, forget_sum, retain_sum, count, recursion)
-        return {**variables, "params": params}, new_state, {
-            "forget_loss": forget_loss, "retain_loss": retain_loss,
-            "step_norm": alpha * optax.tree_utils.tree_norm(step)}
+        return (
+            {**variables, "params": params},
+            new_state,
+            {
+                "forget_loss": forget_loss,
+                "retain_loss": retain_loss,
+                "step_norm": alpha * optax.tree_utils.tree_norm(step),
+            },
+        )
 
     return UnlearningRule(init, update)

@@ -21,9 +21,14 @@ from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
 
 
-def gradient_ascent(apply: Callable, *, learning_rate: float = 1e-4, momentum: float = 0.9,
-                    weight_decay: float = 5e-4,
-                    optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def gradient_ascent(
+    apply: Callable,
+    *,
+    learning_rate: float = 1e-4,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """GA: minimise ``-loss`` on the forget set.
 
     Args:
@@ -32,8 +37,9 @@ def gradient_ascent(apply: Callable, *, learning_rate: float = 1e-4, momentum: f
         note 5e-4 to 1e-3 is often needed).
       optimizer: an optax optimizer that replaces the SGD settings.
     """
-    opt = resolve_optimizer(optimizer, learning_rate=learning_rate, momentum=momentum,
-                            weight_decay=weight_decay)
+    opt = resolve_optimizer(
+        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
 
     def loss_fn(variables, batch, *, reference, step, key):
         del reference, step, key
@@ -43,9 +49,15 @@ def gradient_ascent(apply: Callable, *, learning_rate: float = 1e-4, momentum: f
     return rule_from_loss(loss_fn, opt, keep_reference=False)
 
 
-def neggrad_plus(apply: Callable, *, beta: float = 0.999, learning_rate: float = 0.01,
-                 momentum: float = 0.9, weight_decay: float = 5e-4,
-                 optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def neggrad_plus(
+    apply: Callable,
+    *,
+    beta: float = 0.999,
+    learning_rate: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """NegGrad+: ``beta * loss(retain) - (1 - beta) * loss(forget)``.
 
     Args:
@@ -56,8 +68,9 @@ def neggrad_plus(apply: Callable, *, beta: float = 0.999, learning_rate: float =
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"neggrad_plus `beta` must lie in [0, 1]; got {beta}")
-    opt = resolve_optimizer(optimizer, learning_rate=learning_rate, momentum=momentum,
-                            weight_decay=weight_decay)
+    opt = resolve_optimizer(
+        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
 
     def loss_fn(variables, batch, *, reference, step, key):
         del reference, step, key

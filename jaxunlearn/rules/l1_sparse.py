@@ -30,10 +30,18 @@ def l1_norm(tree: PyTree) -> Array:
     return sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(tree))
 
 
-def l1_sparse(apply: Callable, *, num_steps: int, steps_per_epoch: int, alpha: float = 1e-4,
-              no_l1_epochs: int = 0, learning_rate: float = 0.01, momentum: float = 0.9,
-              weight_decay: float = 5e-4,
-              optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def l1_sparse(
+    apply: Callable,
+    *,
+    num_steps: int,
+    steps_per_epoch: int,
+    alpha: float = 1e-4,
+    no_l1_epochs: int = 0,
+    learning_rate: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """l1-sparse: ``CE(retain) + alpha_t * ||theta||_1``, ``alpha_t`` decaying linearly per epoch.
 
     Args:
@@ -52,15 +60,20 @@ def l1_sparse(apply: Callable, *, num_steps: int, steps_per_epoch: int, alpha: f
     if alpha < 0:
         raise ValueError(f"l1_sparse `alpha` must be non-negative; got {alpha}")
     if int(num_steps) < 1 or int(steps_per_epoch) < 1:
-        raise ValueError(f"l1_sparse needs positive `num_steps` and `steps_per_epoch`; got "
-                         f"{num_steps} and {steps_per_epoch}")
+        raise ValueError(
+            f"l1_sparse needs positive `num_steps` and `steps_per_epoch`; got "
+            f"{num_steps} and {steps_per_epoch}"
+        )
     epochs = math.ceil(int(num_steps) / int(steps_per_epoch))
     if not 0 <= no_l1_epochs <= epochs:
-        raise ValueError(f"l1_sparse `no_l1_epochs` must lie in [0, {epochs}] (the run's epochs); "
-                         f"got {no_l1_epochs}")
+        raise ValueError(
+            f"l1_sparse `no_l1_epochs` must lie in [0, {epochs}] (the run's epochs); "
+            f"got {no_l1_epochs}"
+        )
     decay_epochs = epochs - int(no_l1_epochs)
-    opt = resolve_optimizer(optimizer, learning_rate=learning_rate, momentum=momentum,
-                            weight_decay=weight_decay)
+    opt = resolve_optimizer(
+        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
 
     def alpha_at(step):
         epoch = (step // int(steps_per_epoch)).astype(jnp.float32)
@@ -73,7 +86,11 @@ def l1_sparse(apply: Callable, *, num_steps: int, steps_per_epoch: int, alpha: f
         ce, metrics = part_loss(apply, variables, batch, "retain")
         current = alpha_at(step)
         penalty = l1_norm(variables["params"])
-        return ce + current * penalty, {**metrics, "retain_loss": ce, "l1": penalty,
-                                        "alpha": current}
+        return ce + current * penalty, {
+            **metrics,
+            "retain_loss": ce,
+            "l1": penalty,
+            "alpha": current,
+        }
 
     return rule_from_loss(loss_fn, opt, keep_reference=False)

@@ -127,12 +127,18 @@ def weight_attribution(apply: Callable, *, hessian_scale: float = 1e-6) -> MaskS
 
     def accumulate(variables, batch, *, key):
         del key
-        return {"forget": _part_grad(apply, variables, batch, "forget"),
-                "retain": _part_grad(apply, variables, batch, "retain")}
+        return {
+            "forget": _part_grad(apply, variables, batch, "forget"),
+            "retain": _part_grad(apply, variables, batch, "retain"),
+        }
 
     def finalize(total, params):
-        return jax.tree.map(lambda p, gf, gr: jnp.abs((p - gr / hessian_scale) * gf),
-                            params, total["forget"], total["retain"])
+        return jax.tree.map(
+            lambda p, gf, gr: jnp.abs((p - gr / hessian_scale) * gf),
+            params,
+            total["forget"],
+            total["retain"],
+        )
 
     return MaskScore(init, accumulate, finalize)
 
@@ -141,8 +147,9 @@ def check_mask_fraction(fraction: float, name: str = "mask_fraction") -> float:
     """Returns ``fraction`` as a float, or raises ``ValueError`` unless it lies in (0, 1]."""
     fraction = float(fraction)
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"`{name}` (the fraction of weights kept trainable) must lie in (0, 1]; "
-                         f"got {fraction}")
+        raise ValueError(
+            f"`{name}` (the fraction of weights kept trainable) must lie in (0, 1]; got {fraction}"
+        )
     return fraction
 
 
@@ -189,20 +196,25 @@ def top_fraction_mask(scores: PyTree, fraction: float) -> PyTree:
         enough = jnp.sum(keys >= mid) >= k
         return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid - 1)
 
-    threshold, _ = jax.lax.fori_loop(0, 32, bisect,
-                                     (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)))
+    threshold, _ = jax.lax.fori_loop(0, 32, bisect, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)))
     above = keys > threshold
     at = keys == threshold
     keep = above | (at & (jnp.cumsum(at) <= k - jnp.sum(above)))
     out, start = [], 0
     for x in leaves:
-        out.append(keep[start:start + x.size].reshape(x.shape))
+        out.append(keep[start : start + x.size].reshape(x.shape))
         start += x.size
     return jax.tree.unflatten(treedef, out)
 
 
-def mask_from_batches(score: MaskScore, variables: Variables, batches: Batch, *,
-                      fraction: float, key: Array | None = None) -> PyTree:
+def mask_from_batches(
+    score: MaskScore,
+    variables: Variables,
+    batches: Batch,
+    *,
+    fraction: float,
+    key: Array | None = None,
+) -> PyTree:
     """Computes a mask offline, from batches stacked along a leading axis.
 
     Args:
@@ -250,8 +262,10 @@ def _same_shapes(node: Any, mask: PyTree, mask_def) -> bool:
     """Whether ``node`` is a tree with the structure and leaf shapes of ``mask``."""
     if jax.tree.structure(node) != mask_def:
         return False
-    return all(getattr(a, "shape", None) == b.shape
-               for a, b in zip(jax.tree.leaves(node), jax.tree.leaves(mask), strict=True))
+    return all(
+        getattr(a, "shape", None) == b.shape
+        for a, b in zip(jax.tree.leaves(node), jax.tree.leaves(mask), strict=True)
+    )
 
 
 def zero_masked_optimizer_state(state: PyTree, mask: PyTree) -> PyTree:
@@ -273,8 +287,10 @@ def zero_masked_optimizer_state(state: PyTree, mask: PyTree) -> PyTree:
             fields = {f: getattr(node, f) for f in node._fields}
             if "opt_state" in fields:
                 fields["opt_state"] = jax.tree.map(
-                    zero_tree, fields["opt_state"],
-                    is_leaf=lambda n: _same_shapes(n, mask, mask_def))
+                    zero_tree,
+                    fields["opt_state"],
+                    is_leaf=lambda n: _same_shapes(n, mask, mask_def),
+                )
             else:
                 fields = {f: visit(v) for f, v in fields.items()}
             return type(node)(**fields)
@@ -285,9 +301,14 @@ def zero_masked_optimizer_state(state: PyTree, mask: PyTree) -> PyTree:
     return visit(state)
 
 
-def hold_masked(rule: UnlearningRule, *, mask: PyTree | None = None,
-                score: MaskScore | None = None, mask_fraction: float | None = None,
-                mask_steps: int = 0) -> UnlearningRule:
+def hold_masked(
+    rule: UnlearningRule,
+    *,
+    mask: PyTree | None = None,
+    score: MaskScore | None = None,
+    mask_fraction: float | None = None,
+    mask_steps: int = 0,
+) -> UnlearningRule:
     """Wraps ``rule`` so that masked-out weights stay exactly at their starting values.
 
     After every inner update, coordinates of ``variables["params"]`` where the mask is ``False``
@@ -336,9 +357,13 @@ def hold_masked(rule: UnlearningRule, *, mask: PyTree | None = None,
         else:
             start_mask = jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
             accumulator = score.init(params)
-        return MaskedRuleState(inner=rule.init(variables, key=key), reference=params,
-                               accumulator=accumulator, mask=start_mask,
-                               step=jnp.zeros((), jnp.int32))
+        return MaskedRuleState(
+            inner=rule.init(variables, key=key),
+            reference=params,
+            accumulator=accumulator,
+            mask=start_mask,
+            step=jnp.zeros((), jnp.int32),
+        )
 
     def unlearn(variables, state, batch, key):
         new_vars, inner, metrics = rule.update(variables, state.inner, batch, key=key)
@@ -351,26 +376,31 @@ def hold_masked(rule: UnlearningRule, *, mask: PyTree | None = None,
             variables, inner, _, _, metrics = unlearn(variables, state, batch, key)
             return variables, state._replace(inner=inner, step=state.step + 1), dict(metrics)
 
-        metric_shapes = jax.eval_shape(lambda: rule.update(variables, state.inner, batch,
-                                                           key=key)[2])
+        metric_shapes = jax.eval_shape(
+            lambda: rule.update(variables, state.inner, batch, key=key)[2]
+        )
 
         def scoring(_):
-            total = jax.tree.map(jnp.add, state.accumulator,
-                                 score.accumulate(variables, batch, key=key))
+            total = jax.tree.map(
+                jnp.add, state.accumulator, score.accumulate(variables, batch, key=key)
+            )
             new_mask = jax.lax.cond(
                 state.step == mask_steps - 1,
-                lambda: top_fraction_mask(score.finalize(total, state.reference),
-                                          mask_fraction),
-                lambda: state.mask)
+                lambda: top_fraction_mask(score.finalize(total, state.reference), mask_fraction),
+                lambda: state.mask,
+            )
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
             return variables, state.inner, total, new_mask, zeros
 
         variables, inner, total, new_mask, metrics = jax.lax.cond(
-            state.step < mask_steps, scoring,
-            lambda _: unlearn(variables, state, batch, key), None)
+            state.step < mask_steps, scoring, lambda _: unlearn(variables, state, batch, key), None
+        )
         metrics = dict(metrics)
         metrics["scoring_mask"] = (state.step < mask_steps).astype(jnp.float32)
-        return variables, MaskedRuleState(inner, state.reference, total, new_mask,
-                                          state.step + 1), metrics
+        return (
+            variables,
+            MaskedRuleState(inner, state.reference, total, new_mask, state.step + 1),
+            metrics,
+        )
 
     return UnlearningRule(init, update)

@@ -20,6 +20,11 @@ forget gradient with the retain-gradient component projected out, exactly the pr
 adapts that projection to classifiers, with gradient ascent on the forget cross-entropy as the
 forget objective; it is the default (``retain_weight = 0``, ``orthogonality_weight = 0``).
 
+Plain ascent on a cross-entropy is unbounded: once the forget examples are misclassified it keeps
+growing weights until the model collapses, and on class forgetting the step at which that happens
+varies from seed to seed. ``forget_loss_cap`` (off by default; not part of UNO) ascends on
+``min(loss_i, cap)`` per example instead, so an example stops pushing once its loss passes the cap.
+
 References:
   Mandal & Gottwald, "UNO: Unlearning via Orthogonalization in Generative Models",
   arXiv 2506.04712, 2025.
@@ -34,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxunlearn.core import losses
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
 
@@ -59,12 +65,18 @@ class OrthogonalState(NamedTuple):
     step: Array
 
 
-def gradient_orthogonalization(apply: Callable, *, forget_weight: float = 1.0,
-                               retain_weight: float = 0.0, orthogonality_weight: float = 0.0,
-                               learning_rate: float = 0.01, momentum: float = 0.9,
-                               weight_decay: float = 5e-4,
-                               optimizer: optax.GradientTransformation | None = None
-                               ) -> UnlearningRule:
+def gradient_orthogonalization(
+    apply: Callable,
+    *,
+    forget_weight: float = 1.0,
+    retain_weight: float = 0.0,
+    orthogonality_weight: float = 0.0,
+    forget_loss_cap: float | None = None,
+    learning_rate: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """Ascent on the forget loss, projected orthogonal to the retain gradient (UNO surgery).
 
     Args:
@@ -74,6 +86,8 @@ def gradient_orthogonalization(apply: Callable, *, forget_weight: float = 1.0,
         projected step of UNO's surgery variant).
       orthogonality_weight: weight of UNO's ``cos^2(g_f, g_r)`` penalty (0 disables its
         second-order gradient).
+      forget_loss_cap: if set, ascend on ``mean(min(loss_i, cap))`` over the forget batch, which
+        stops the ascent on examples already past ``cap`` (``None``: plain ascent).
       learning_rate, momentum, weight_decay: SGD settings (the library's reference SGD; UNO's
         own settings are for generative models).
       optimizer: an optax optimizer that replaces the SGD settings.
@@ -87,18 +101,32 @@ def gradient_orthogonalization(apply: Callable, *, forget_weight: float = 1.0,
       Mandal & Gottwald, "UNO: Unlearning via Orthogonalization in Generative Models",
       arXiv 2506.04712, 2025.
     """
-    for name, value in (("forget_weight", forget_weight), ("retain_weight", retain_weight),
-                        ("orthogonality_weight", orthogonality_weight)):
+    for name, value in (
+        ("forget_weight", forget_weight),
+        ("retain_weight", retain_weight),
+        ("orthogonality_weight", orthogonality_weight),
+    ):
         if value < 0:
-            raise ValueError(f"gradient_orthogonalization `{name}` must be non-negative; "
-                             f"got {value}")
-    opt = resolve_optimizer(optimizer, learning_rate=learning_rate, momentum=momentum,
-                            weight_decay=weight_decay)
+            raise ValueError(
+                f"gradient_orthogonalization `{name}` must be non-negative; got {value}"
+            )
+    if forget_loss_cap is not None and not forget_loss_cap > 0:
+        raise ValueError(
+            f"gradient_orthogonalization `forget_loss_cap` must be positive or None; "
+            f"got {forget_loss_cap}"
+        )
+    opt = resolve_optimizer(
+        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
 
     def gradients(params, variables, batch):
         def forget_objective(p):
-            loss, _ = part_loss(apply, {**variables, "params": p}, batch, "forget")
-            return -loss, loss
+            if forget_loss_cap is None:
+                loss, _ = part_loss(apply, {**variables, "params": p}, batch, "forget")
+                return -loss, loss
+            logits = apply({**variables, "params": p}, batch["forget"]["x"]).logits
+            per_example = losses.per_example_supervised(logits, batch["forget"]["y"])
+            return -jnp.mean(jnp.minimum(per_example, forget_loss_cap)), jnp.mean(per_example)
 
         def retain_objective(p):
             loss, _ = part_loss(apply, {**variables, "params": p}, batch, "retain")
@@ -121,15 +149,20 @@ def gradient_orthogonalization(apply: Callable, *, forget_weight: float = 1.0,
         if retain_weight:
             direction = optax.tree.add_scale(direction, retain_weight, g_r)
         if orthogonality_weight:
+
             def penalty(p):
                 gf, gr, _, _ = gradients(p, variables, batch)
                 return squared_cosine(gf, gr)
 
-            direction = optax.tree.add_scale(direction, orthogonality_weight,
-                                             jax.grad(penalty)(params))
+            direction = optax.tree.add_scale(
+                direction, orthogonality_weight, jax.grad(penalty)(params)
+            )
         updates, opt_state = opt.update(direction, state.opt_state, params)
         new_variables = {**variables, "params": optax.apply_updates(params, updates)}
-        return new_variables, OrthogonalState(opt_state, state.step + 1), {
-            "forget_loss": forget_loss, "retain_loss": retain_loss, "grad_cos2": cos2}
+        return (
+            new_variables,
+            OrthogonalState(opt_state, state.step + 1),
+            {"forget_loss": forget_loss, "retain_loss": retain_loss, "grad_cos2": cos2},
+        )
 
     return UnlearningRule(init, update)

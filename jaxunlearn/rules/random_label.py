@@ -39,15 +39,21 @@ def random_label_loss(apply: Callable, num_classes: int, *, exclude_true: bool =
         y = jnp.concatenate([rand.astype(yf.dtype), batch["retain"]["y"]])
         logits = apply(variables, x).logits
         nf = xf.shape[0]
-        return losses.cross_entropy(logits, y), {
-            "forget_acc": losses.accuracy(logits[:nf], yf)}
+        return losses.cross_entropy(logits, y), {"forget_acc": losses.accuracy(logits[:nf], yf)}
 
     return loss_fn
 
 
-def random_label(apply: Callable, *, num_classes: int, learning_rate: float = 0.01,
-                 momentum: float = 0.9, weight_decay: float = 5e-4, exclude_true: bool = False,
-                 optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def random_label(
+    apply: Callable,
+    *,
+    num_classes: int,
+    learning_rate: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    exclude_true: bool = False,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """RL: cross-entropy on forget examples with random labels plus retain examples.
 
     Args:
@@ -57,7 +63,9 @@ def random_label(apply: Callable, *, num_classes: int, learning_rate: float = 0.
       exclude_true: draw only wrong labels (the reference draws uniformly, true label included).
       optimizer: an optax optimizer that replaces the SGD settings.
     """
-    opt = resolve_optimizer(optimizer, learning_rate=learning_rate, momentum=momentum,
-                            weight_decay=weight_decay)
-    return rule_from_loss(random_label_loss(apply, num_classes, exclude_true=exclude_true), opt,
-                          keep_reference=False)
+    opt = resolve_optimizer(
+        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+    )
+    return rule_from_loss(
+        random_label_loss(apply, num_classes, exclude_true=exclude_true), opt, keep_reference=False
+    )

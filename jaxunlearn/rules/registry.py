@@ -81,14 +81,24 @@ def check_hparams(name: str, hparams: dict) -> None:
         raise ValueError(f"Rule {name!r} has no hyperparameter(s) {bad}; valid: {sorted(valid)}")
 
 
-def make(name: str, network: Network, *, num_steps: int | None = None,
-         steps_per_epoch: int | None = None, **hparams) -> UnlearningRule:
+def make(
+    name: str,
+    network: Network,
+    *,
+    num_steps: int | None = None,
+    steps_per_epoch: int | None = None,
+    **hparams,
+) -> UnlearningRule:
     """Builds the rule ``name`` for ``network`` with ``hparams`` overriding the paper defaults."""
     info = get(name)
     check_hparams(name, hparams)
     params = inspect.signature(info.factory).parameters
-    context = {"init_fn": network.init, "num_classes": network.num_outputs,
-               "num_steps": num_steps, "steps_per_epoch": steps_per_epoch}
+    context = {
+        "init_fn": network.init,
+        "num_classes": network.num_outputs,
+        "num_steps": num_steps,
+        "steps_per_epoch": steps_per_epoch,
+    }
     for key, value in context.items():
         if key in params and key not in hparams:
             if value is None:
@@ -100,12 +110,16 @@ def make(name: str, network: Network, *, num_steps: int | None = None,
 def markdown_table() -> str:
     """The README's table of methods, generated from the registry so it cannot drift."""
     yes = lambda b: "yes" if b else "no"
-    rows = ["| rule | paper | needs retain data? | needs labels? | needs original training data? "
-            "| relative cost | task |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| rule | paper | needs retain data? | needs labels? | needs original training data? "
+        "| relative cost | task |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in names():
         info = _REGISTRY[name]
-        rows.append(f"| `{name}` | {info.paper} | {yes('retain' in info.parts)} | "
-                    f"{yes(info.needs_labels)} | {yes(info.needs_original_data)} | {info.cost} | "
-                    f"{info.task} |")
+        rows.append(
+            f"| `{name}` | {info.paper} | {yes('retain' in info.parts)} | "
+            f"{yes(info.needs_labels)} | {yes(info.needs_original_data)} | {info.cost} | "
+            f"{info.task} |"
+        )
     return "\n".join(rows)

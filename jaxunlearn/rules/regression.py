@@ -74,12 +74,21 @@ def _hidden_or_features(out) -> tuple[Array, ...]:
     return tuple(out.hidden) if out.hidden else (out.features,)
 
 
-def blindspot(apply: Callable, *, init_fn: Callable, num_steps: int, steps_per_epoch: int,
-              proxy_epochs: float = 2.0, proxy_learning_rate: float = 1e-2,
-              learning_rate: float = 1e-3, at_weight: float = 50.0,
-              forget_weight: float | None = None, loss: str = "l1",
-              optimizer: optax.GradientTransformation | None = None,
-              proxy_optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def blindspot(
+    apply: Callable,
+    *,
+    init_fn: Callable,
+    num_steps: int,
+    steps_per_epoch: int,
+    proxy_epochs: float = 2.0,
+    proxy_learning_rate: float = 1e-2,
+    learning_rate: float = 1e-3,
+    at_weight: float = 50.0,
+    forget_weight: float | None = None,
+    loss: str = "l1",
+    optimizer: optax.GradientTransformation | None = None,
+    proxy_optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """Blindspot unlearning: match a retain-only proxy on the forget set, fit the retain set.
 
     Phase 1 (the first ``round(proxy_epochs * steps_per_epoch)`` updates) trains a fresh proxy,
@@ -129,8 +138,11 @@ def blindspot(apply: Callable, *, init_fn: Callable, num_steps: int, steps_per_e
     _check_positive("learning_rate", learning_rate)
     if not isinstance(at_weight, jax.core.Tracer) and not at_weight >= 0:
         raise ValueError(f"`at_weight` must be non-negative; got {at_weight}")
-    if (forget_weight is not None and not isinstance(forget_weight, jax.core.Tracer)
-            and not 0.0 <= forget_weight <= 1.0):
+    if (
+        forget_weight is not None
+        and not isinstance(forget_weight, jax.core.Tracer)
+        and not 0.0 <= forget_weight <= 1.0
+    ):
         raise ValueError(f"`forget_weight` must lie in [0, 1] (or be None); got {forget_weight}")
     error = _regression_loss(loss)
     proxy_steps = max(1, int(round(proxy_epochs * steps_per_epoch)))
@@ -138,17 +150,22 @@ def blindspot(apply: Callable, *, init_fn: Callable, num_steps: int, steps_per_e
         raise ValueError(
             f"blindspot trains its proxy for {proxy_steps} steps (proxy_epochs={proxy_epochs} x "
             f"{steps_per_epoch} steps per epoch) but the run has only num_steps={num_steps}: "
-            "raise `epochs` (proxy epochs + unlearning epochs, e.g. 3) or lower `proxy_epochs`.")
+            "raise `epochs` (proxy epochs + unlearning epochs, e.g. 3) or lower `proxy_epochs`."
+        )
     opt = resolve_optimizer(optimizer, name="adam", learning_rate=learning_rate, weight_decay=0.0)
-    proxy_opt = resolve_optimizer(proxy_optimizer, name="adam", learning_rate=proxy_learning_rate,
-                                  weight_decay=0.0)
+    proxy_opt = resolve_optimizer(
+        proxy_optimizer, name="adam", learning_rate=proxy_learning_rate, weight_decay=0.0
+    )
     metric_names = ("proxy_loss", "forget_loss", "at_loss", "retain_loss", "loss")
 
     def init(variables: Variables, *, key: Array) -> BlindspotState:
         proxy = init_fn(key)
-        return BlindspotState(proxy=proxy, proxy_opt_state=proxy_opt.init(proxy["params"]),
-                              opt_state=opt.init(variables["params"]),
-                              step=jnp.zeros((), jnp.int32))
+        return BlindspotState(
+            proxy=proxy,
+            proxy_opt_state=proxy_opt.init(proxy["params"]),
+            opt_state=opt.init(variables["params"]),
+            step=jnp.zeros((), jnp.int32),
+        )
 
     def train_proxy(variables, state, batch):
         retain = batch["retain"]
@@ -157,10 +174,10 @@ def blindspot(apply: Callable, *, init_fn: Callable, num_steps: int, steps_per_e
             out = apply({**state.proxy, "params": params}, retain["x"], train=True)
             return error(out.logits, retain["y"]), out.batch_stats
 
-        (value, stats), grads = jax.value_and_grad(objective, has_aux=True)(
-            state.proxy["params"])
-        updates, proxy_opt_state = proxy_opt.update(grads, state.proxy_opt_state,
-                                                    state.proxy["params"])
+        (value, stats), grads = jax.value_and_grad(objective, has_aux=True)(state.proxy["params"])
+        updates, proxy_opt_state = proxy_opt.update(
+            grads, state.proxy_opt_state, state.proxy["params"]
+        )
         proxy = {**state.proxy, "params": optax.apply_updates(state.proxy["params"], updates)}
         if stats is not None:
             proxy[BATCH_STATS_KEY] = stats
@@ -178,8 +195,12 @@ def blindspot(apply: Callable, *, init_fn: Callable, num_steps: int, steps_per_e
             v = {**variables, "params": params}
             out_f = apply(v, forget["x"])
             match = error(out_f.logits, jax.lax.stop_gradient(target.logits))
-            at = sum(losses.attention_transfer(s, jax.lax.stop_gradient(t)) for s, t in
-                     zip(_hidden_or_features(out_f), _hidden_or_features(target), strict=True))
+            at = sum(
+                losses.attention_transfer(s, jax.lax.stop_gradient(t))
+                for s, t in zip(
+                    _hidden_or_features(out_f), _hidden_or_features(target), strict=True
+                )
+            )
             retain_loss = error(apply(v, retain["x"]).logits, retain["y"])
             total = c * (match + at_weight * at) + (1.0 - c) * retain_loss
             return total, {"forget_loss": match, "at_loss": at, "retain_loss": retain_loss}
@@ -193,8 +214,9 @@ def blindspot(apply: Callable, *, init_fn: Callable, num_steps: int, steps_per_e
 
     def update(variables: Variables, state: BlindspotState, batch, *, key: Array):
         del key  # both phases are deterministic given the batch
-        variables, state, metrics = jax.lax.cond(state.step < proxy_steps, train_proxy, unlearn,
-                                                 variables, state, batch)
+        variables, state, metrics = jax.lax.cond(
+            state.step < proxy_steps, train_proxy, unlearn, variables, state, batch
+        )
         return variables, state._replace(step=state.step + 1), metrics
 
     return UnlearningRule(init, update)
@@ -222,10 +244,15 @@ class GaussianAmnesiacState(NamedTuple):
     step: Array
 
 
-def gaussian_amnesiac(apply: Callable, *, learning_rate: float = 1e-3,
-                      target_mean: float | None = None, target_std: float | None = None,
-                      loss: str = "l1",
-                      optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def gaussian_amnesiac(
+    apply: Callable,
+    *,
+    learning_rate: float = 1e-3,
+    target_mean: float | None = None,
+    target_std: float | None = None,
+    loss: str = "l1",
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """Gaussian amnesiac: fine-tune on forget examples relabelled with N(mean_y, std_y) draws.
 
     Each update draws fresh targets ``y_f ~ N(mean_y, std_y)`` for the forget batch (the batch
@@ -254,8 +281,11 @@ def gaussian_amnesiac(apply: Callable, *, learning_rate: float = 1e-3,
       Tarun et al., "Deep Regression Unlearning", ICML 2023 (Gaussian amnesiac, AgeDB notebook).
     """
     _check_positive("learning_rate", learning_rate)
-    if (target_std is not None and not isinstance(target_std, jax.core.Tracer)
-            and not target_std >= 0):
+    if (
+        target_std is not None
+        and not isinstance(target_std, jax.core.Tracer)
+        and not target_std >= 0
+    ):
         raise ValueError(f"`target_std` must be non-negative (or None); got {target_std}")
     error = _regression_loss(loss)
     opt = resolve_optimizer(optimizer, name="adam", learning_rate=learning_rate, weight_decay=0.0)
@@ -263,8 +293,9 @@ def gaussian_amnesiac(apply: Callable, *, learning_rate: float = 1e-3,
     def init(variables: Variables, *, key: Array | None = None) -> GaussianAmnesiacState:
         del key
         zero = jnp.zeros((), jnp.float32)
-        return GaussianAmnesiacState(opt.init(variables["params"]), zero, zero, zero,
-                                     jnp.zeros((), jnp.int32))
+        return GaussianAmnesiacState(
+            opt.init(variables["params"]), zero, zero, zero, jnp.zeros((), jnp.int32)
+        )
 
     def update(variables: Variables, state: GaussianAmnesiacState, batch, *, key: Array):
         forget, retain = batch["forget"], batch["retain"]

@@ -38,32 +38,54 @@ from jaxunlearn.rules.masking import (
 _SALUN_INNER_DEFAULTS = {"random_label": {"learning_rate": 0.013}}
 
 
-def _masked_rule(apply: Callable, score: MaskScore, *, num_classes: int,
-                 init_fn: Callable | None, num_steps: int | None, steps_per_epoch: int | None,
-                 inner: str, inner_hparams: Mapping | None, inner_defaults: Mapping,
-                 mask_fraction: float, mask_steps: int, owner: str) -> UnlearningRule:
+def _masked_rule(
+    apply: Callable,
+    score: MaskScore,
+    *,
+    num_classes: int,
+    init_fn: Callable | None,
+    num_steps: int | None,
+    steps_per_epoch: int | None,
+    inner: str,
+    inner_hparams: Mapping | None,
+    inner_defaults: Mapping,
+    mask_fraction: float,
+    mask_steps: int,
+    owner: str,
+) -> UnlearningRule:
     """Builds the registered rule ``inner`` and wraps it in a scored mask."""
     mask_fraction = check_mask_fraction(mask_fraction)
     if int(mask_steps) < 1:
         raise ValueError(f"{owner} `mask_steps` must be at least 1; got {mask_steps}")
     if num_steps is not None and num_steps <= mask_steps:
-        raise ValueError(f"{owner} runs {num_steps} steps, all spent scoring the mask "
-                         f"(`mask_steps`={mask_steps}); run more steps or score fewer batches")
+        raise ValueError(
+            f"{owner} runs {num_steps} steps, all spent scoring the mask "
+            f"(`mask_steps`={mask_steps}); run more steps or score fewer batches"
+        )
     registry.get(inner)  # unknown names list the valid ones
     hparams = {**inner_defaults.get(inner, {}), **dict(inner_hparams or {})}
-    network = Network(init=init_fn, apply=apply, name=f"{owner}/{inner}",
-                      num_outputs=num_classes)
+    network = Network(init=init_fn, apply=apply, name=f"{owner}/{inner}", num_outputs=num_classes)
     inner_steps = None if num_steps is None else num_steps - mask_steps
-    inner_rule = registry.make(inner, network, num_steps=inner_steps,
-                               steps_per_epoch=steps_per_epoch, **hparams)
-    return hold_masked(inner_rule, score=score, mask_fraction=mask_fraction,
-                       mask_steps=int(mask_steps))
+    inner_rule = registry.make(
+        inner, network, num_steps=inner_steps, steps_per_epoch=steps_per_epoch, **hparams
+    )
+    return hold_masked(
+        inner_rule, score=score, mask_fraction=mask_fraction, mask_steps=int(mask_steps)
+    )
 
 
-def salun(apply: Callable, *, num_classes: int, init_fn: Callable | None = None,
-          num_steps: int | None = None, steps_per_epoch: int | None = None,
-          inner: str = "random_label", inner_hparams: Mapping | None = None,
-          mask_fraction: float = 0.5, mask_steps: int = 8) -> UnlearningRule:
+def salun(
+    apply: Callable,
+    *,
+    num_classes: int,
+    init_fn: Callable | None = None,
+    num_steps: int | None = None,
+    steps_per_epoch: int | None = None,
+    inner: str = "random_label",
+    inner_hparams: Mapping | None = None,
+    mask_fraction: float = 0.5,
+    mask_steps: int = 8,
+) -> UnlearningRule:
     """SalUn: run ``inner`` on the weights with the most salient forget-loss gradients.
 
     Args:
@@ -81,17 +103,35 @@ def salun(apply: Callable, *, num_classes: int, init_fn: Callable | None = None,
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and the inner rule's parts.
     """
-    return _masked_rule(apply, forget_saliency(apply), num_classes=num_classes, init_fn=init_fn,
-                        num_steps=num_steps, steps_per_epoch=steps_per_epoch, inner=inner,
-                        inner_hparams=inner_hparams, inner_defaults=_SALUN_INNER_DEFAULTS,
-                        mask_fraction=mask_fraction, mask_steps=mask_steps, owner="salun")
+    return _masked_rule(
+        apply,
+        forget_saliency(apply),
+        num_classes=num_classes,
+        init_fn=init_fn,
+        num_steps=num_steps,
+        steps_per_epoch=steps_per_epoch,
+        inner=inner,
+        inner_hparams=inner_hparams,
+        inner_defaults=_SALUN_INNER_DEFAULTS,
+        mask_fraction=mask_fraction,
+        mask_steps=mask_steps,
+        owner="salun",
+    )
 
 
-def wagle(apply: Callable, *, num_classes: int, init_fn: Callable | None = None,
-          num_steps: int | None = None, steps_per_epoch: int | None = None,
-          inner: str = "neggrad_plus", inner_hparams: Mapping | None = None,
-          mask_fraction: float = 0.5, mask_steps: int = 8,
-          hessian_scale: float = 1e-6) -> UnlearningRule:
+def weight_attribution_mask(
+    apply: Callable,
+    *,
+    num_classes: int,
+    init_fn: Callable | None = None,
+    num_steps: int | None = None,
+    steps_per_epoch: int | None = None,
+    inner: str = "neggrad_plus",
+    inner_hparams: Mapping | None = None,
+    mask_fraction: float = 0.5,
+    mask_steps: int = 8,
+    hessian_scale: float = 1e-6,
+) -> UnlearningRule:
     """WAGLE: run ``inner`` on the weights with the largest forget/retain weight attribution.
 
     Args:
@@ -109,8 +149,17 @@ def wagle(apply: Callable, *, num_classes: int, init_fn: Callable | None = None,
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
     """
-    return _masked_rule(apply, weight_attribution(apply, hessian_scale=hessian_scale),
-                        num_classes=num_classes, init_fn=init_fn, num_steps=num_steps,
-                        steps_per_epoch=steps_per_epoch, inner=inner,
-                        inner_hparams=inner_hparams, inner_defaults={},
-                        mask_fraction=mask_fraction, mask_steps=mask_steps, owner="wagle")
+    return _masked_rule(
+        apply,
+        weight_attribution(apply, hessian_scale=hessian_scale),
+        num_classes=num_classes,
+        init_fn=init_fn,
+        num_steps=num_steps,
+        steps_per_epoch=steps_per_epoch,
+        inner=inner,
+        inner_hparams=inner_hparams,
+        inner_defaults={},
+        mask_fraction=mask_fraction,
+        mask_steps=mask_steps,
+        owner="weight_attribution_mask",
+    )

@@ -48,11 +48,21 @@ class ScrubState(NamedTuple):
     step: Array
 
 
-def scrub(apply: Callable, *, steps_per_epoch: int, alpha: float = 0.5, gamma: float = 1.0,
-          temperature: float = 2.0, msteps: int = 3, max_steps_per_epoch: int | None = None,
-          learning_rate: float = 5e-4, weight_decay: float = 0.1,
-          lr_decay_epochs: Sequence[int] = (5, 8, 9), lr_decay_rate: float = 0.1,
-          optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def scrub(
+    apply: Callable,
+    *,
+    steps_per_epoch: int,
+    alpha: float = 0.5,
+    gamma: float = 1.0,
+    temperature: float = 2.0,
+    msteps: int = 3,
+    max_steps_per_epoch: int | None = None,
+    learning_rate: float = 5e-4,
+    weight_decay: float = 0.1,
+    lr_decay_epochs: Sequence[int] = (5, 8, 9),
+    lr_decay_rate: float = 0.1,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """SCRUB: alternate max steps on forget batches and min steps on retain batches.
 
     Args:
@@ -85,8 +95,9 @@ def scrub(apply: Callable, *, steps_per_epoch: int, alpha: float = 0.5, gamma: f
         raise ValueError(f"scrub `steps_per_epoch` must be positive; got {steps_per_epoch}")
     if not 0 < lr_decay_rate <= 1:
         raise ValueError(f"scrub `lr_decay_rate` must lie in (0, 1]; got {lr_decay_rate}")
-    opt = optimizer if optimizer is not None else optim.adam(learning_rate,
-                                                             weight_decay=weight_decay)
+    opt = (
+        optimizer if optimizer is not None else optim.adam(learning_rate, weight_decay=weight_decay)
+    )
     milestones = sorted(int(e) for e in lr_decay_epochs)
     if any(m < 0 for m in milestones):
         raise ValueError(f"scrub `lr_decay_epochs` must be non-negative; got {lr_decay_epochs}")
@@ -130,7 +141,8 @@ def scrub(apply: Callable, *, steps_per_epoch: int, alpha: float = 0.5, gamma: f
             return params, opt_state, jnp.zeros((), jnp.float32)
 
         params, opt_state, forget_kl = jax.lax.cond(
-            do_max, max_step, no_max_step, (variables["params"], state.opt_state))
+            do_max, max_step, no_max_step, (variables["params"], state.opt_state)
+        )
 
         xr, yr = batch["retain"]["x"], batch["retain"]["y"]
         t_retain = jax.lax.stop_gradient(apply(teacher, xr).logits)
@@ -141,11 +153,20 @@ def scrub(apply: Callable, *, steps_per_epoch: int, alpha: float = 0.5, gamma: f
             kl = losses.distillation_kl(student, t_retain, temperature)
             return gamma * ce + alpha * kl, (ce, kl)
 
-        params, opt_state, loss, (retain_ce, retain_kl) = sgd_step(min_loss, params, opt_state,
-                                                                   scale)
-        metrics = {"loss": loss, "forget_kl": forget_kl, "retain_ce": retain_ce,
-                   "retain_kl": retain_kl, "max_step": do_max.astype(jnp.float32)}
-        return ({**variables, "params": params},
-                state._replace(opt_state=opt_state, step=state.step + 1), metrics)
+        params, opt_state, loss, (retain_ce, retain_kl) = sgd_step(
+            min_loss, params, opt_state, scale
+        )
+        metrics = {
+            "loss": loss,
+            "forget_kl": forget_kl,
+            "retain_ce": retain_ce,
+            "retain_kl": retain_kl,
+            "max_step": do_max.astype(jnp.float32),
+        }
+        return (
+            {**variables, "params": params},
+            state._replace(opt_state=opt_state, step=state.step + 1),
+            metrics,
+        )
 
     return UnlearningRule(init, update)

@@ -61,8 +61,13 @@ class SSDState(NamedTuple):
     count: Array
 
 
-def dampening_factors(forget_importance: PyTree, full_importance: PyTree, *,
-                      selection_weighting: float, dampening_constant: float) -> PyTree:
+def dampening_factors(
+    forget_importance: PyTree,
+    full_importance: PyTree,
+    *,
+    selection_weighting: float,
+    dampening_constant: float,
+) -> PyTree:
     """SSD's multiplicative factor per weight: ``min(lambda * I_D / I_f, 1)`` where selected.
 
     Args:
@@ -84,8 +89,13 @@ def dampening_factors(forget_importance: PyTree, full_importance: PyTree, *,
     return jax.tree.map(factor, forget_importance, full_importance)
 
 
-def ssd(apply: Callable, *, selection_weighting: float = 10.0, dampening_constant: float = 1.0,
-        forget_fraction: float = 0.01) -> UnlearningRule:
+def ssd(
+    apply: Callable,
+    *,
+    selection_weighting: float = 10.0,
+    dampening_constant: float = 1.0,
+    forget_fraction: float = 0.01,
+) -> UnlearningRule:
     """SSD: dampen the weights that matter far more to the forget set than to all the data.
 
     Args:
@@ -105,11 +115,13 @@ def ssd(apply: Callable, *, selection_weighting: float = 10.0, dampening_constan
       Dampening", AAAI 2024.
     """
     if not selection_weighting > 0:
-        raise ValueError(f"ssd `selection_weighting` (alpha) must be positive; "
-                         f"got {selection_weighting}")
+        raise ValueError(
+            f"ssd `selection_weighting` (alpha) must be positive; got {selection_weighting}"
+        )
     if not dampening_constant > 0:
-        raise ValueError(f"ssd `dampening_constant` (lambda) must be positive; "
-                         f"got {dampening_constant}")
+        raise ValueError(
+            f"ssd `dampening_constant` (lambda) must be positive; got {dampening_constant}"
+        )
     if not 0.0 <= forget_fraction < 1.0:
         raise ValueError(f"ssd `forget_fraction` must lie in [0, 1); got {forget_fraction}")
 
@@ -123,8 +135,12 @@ def ssd(apply: Callable, *, selection_weighting: float = 10.0, dampening_constan
     def init(variables: Variables, *, key: Array | None = None) -> SSDState:
         del key
         zeros = jax.tree.map(jnp.zeros_like, variables["params"])
-        return SSDState(reference=variables, forget_importance=zeros, retain_importance=zeros,
-                        count=jnp.zeros((), jnp.int32))
+        return SSDState(
+            reference=variables,
+            forget_importance=zeros,
+            retain_importance=zeros,
+            count=jnp.zeros((), jnp.int32),
+        )
 
     def update(variables: Variables, state: SSDState, batch: Batch, *, key: Array):
         del key
@@ -134,16 +150,24 @@ def ssd(apply: Callable, *, selection_weighting: float = 10.0, dampening_constan
         retain_sum = jax.tree.map(jnp.add, state.retain_importance, g2_retain)
         count = state.count + 1
         i_f = jax.tree.map(lambda s: s / count, forget_sum)
-        i_d = jax.tree.map(lambda f, r: forget_fraction * f + (1.0 - forget_fraction) * r / count,
-                           i_f, retain_sum)
-        factors = dampening_factors(i_f, i_d, selection_weighting=selection_weighting,
-                                    dampening_constant=dampening_constant)
+        i_d = jax.tree.map(
+            lambda f, r: forget_fraction * f + (1.0 - forget_fraction) * r / count, i_f, retain_sum
+        )
+        factors = dampening_factors(
+            i_f, i_d, selection_weighting=selection_weighting, dampening_constant=dampening_constant
+        )
         params = jax.tree.map(jnp.multiply, state.reference["params"], factors)
         selected = sum(jnp.sum(f < 1.0) for f in jax.tree.leaves(factors))
         total = sum(f.size for f in jax.tree.leaves(factors))
         new_state = SSDState(state.reference, forget_sum, retain_sum, count)
-        return {**variables, "params": params}, new_state, {
-            "forget_loss": forget_loss, "retain_loss": retain_loss,
-            "dampened_fraction": selected / total}
+        return (
+            {**variables, "params": params},
+            new_state,
+            {
+                "forget_loss": forget_loss,
+                "retain_loss": retain_loss,
+                "dampened_fraction": selected / total,
+            },
+        )
 
     return UnlearningRule(init, update)

@@ -59,11 +59,19 @@ class UNSIRState(NamedTuple):
     step: Array
 
 
-def unsir(apply: Callable, *, steps_per_epoch: int,
-          input_shape: Sequence[int] | None = None, noise_batch_size: int = 32,
-          noise_steps: int = 25, noise_learning_rate: float = 0.1, noise_l2: float = 0.1,
-          impair_epochs: float = 1.0, learning_rate: float = 1e-4,
-          optimizer: optax.GradientTransformation | None = None) -> UnlearningRule:
+def unsir(
+    apply: Callable,
+    *,
+    steps_per_epoch: int,
+    input_shape: Sequence[int] | None = None,
+    noise_batch_size: int = 32,
+    noise_steps: int = 25,
+    noise_learning_rate: float = 0.1,
+    noise_l2: float = 0.1,
+    impair_epochs: float = 1.0,
+    learning_rate: float = 1e-4,
+    optimizer: optax.GradientTransformation | None = None,
+) -> UnlearningRule:
     """UNSIR: learn error-maximising noise, impair on noise plus retain data, repair on retain.
 
     Phases run in order on the update counter: ``noise_steps`` noise updates, then
@@ -91,8 +99,10 @@ def unsir(apply: Callable, *, steps_per_epoch: int,
       Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023.
     """
     if input_shape is None:
-        raise ValueError("unsir needs `input_shape` (the shape of one input, e.g. (32, 32, 3)) "
-                         "to size its noise batch")
+        raise ValueError(
+            "unsir needs `input_shape` (the shape of one input, e.g. (32, 32, 3)) "
+            "to size its noise batch"
+        )
     input_shape = tuple(int(d) for d in input_shape)
     if int(noise_batch_size) < 1:
         raise ValueError(f"unsir `noise_batch_size` must be at least 1; got {noise_batch_size}")
@@ -101,8 +111,7 @@ def unsir(apply: Callable, *, steps_per_epoch: int,
     if impair_epochs < 0:
         raise ValueError(f"unsir `impair_epochs` must be non-negative; got {impair_epochs}")
     if not noise_learning_rate > 0:
-        raise ValueError(f"unsir `noise_learning_rate` must be positive; "
-                         f"got {noise_learning_rate}")
+        raise ValueError(f"unsir `noise_learning_rate` must be positive; got {noise_learning_rate}")
     if noise_l2 < 0:
         raise ValueError(f"unsir `noise_l2` must be non-negative; got {noise_l2}")
     noise_batch_size, noise_steps = int(noise_batch_size), int(noise_steps)
@@ -117,10 +126,13 @@ def unsir(apply: Callable, *, steps_per_epoch: int,
 
     def init(variables: Variables, *, key: Array) -> UNSIRState:
         noise = jax.random.normal(key, (noise_batch_size,) + input_shape, jnp.float32)
-        return UNSIRState(noise=noise, noise_labels=jnp.zeros((noise_batch_size,), jnp.int32),
-                          noise_opt_state=noise_opt.init(noise),
-                          opt_state=opt.init(variables["params"]),
-                          step=jnp.zeros((), jnp.int32))
+        return UNSIRState(
+            noise=noise,
+            noise_labels=jnp.zeros((noise_batch_size,), jnp.int32),
+            noise_opt_state=noise_opt.init(noise),
+            opt_state=opt.init(variables["params"]),
+            step=jnp.zeros((), jnp.int32),
+        )
 
     def update(variables: Variables, state: UNSIRState, batch: Batch, *, key: Array):
         del key
@@ -128,12 +140,10 @@ def unsir(apply: Callable, *, steps_per_epoch: int,
         in_noise = step < noise_steps
         in_impair = (step >= noise_steps) & (step < impair_end)
         y_forget = batch["forget"]["y"].astype(jnp.int32)
-        labels = jnp.where(step == 0, jnp.resize(y_forget, (noise_batch_size,)),
-                           state.noise_labels)
+        labels = jnp.where(step == 0, jnp.resize(y_forget, (noise_batch_size,)), state.noise_labels)
 
         # Phase 1: one Adam step on the noise (kept only while in the noise phase).
-        noise_loss, noise_grad = jax.value_and_grad(noise_objective)(state.noise, variables,
-                                                                     labels)
+        noise_loss, noise_grad = jax.value_and_grad(noise_objective)(state.noise, variables, labels)
         noise_updates, noise_opt_state = noise_opt.update(noise_grad, state.noise_opt_state)
         keep_noise = lambda new, old: jnp.where(in_noise, new, old)
         noise = keep_noise(optax.apply_updates(state.noise, noise_updates), state.noise)
@@ -143,10 +153,17 @@ def unsir(apply: Callable, *, steps_per_epoch: int,
         xr, yr = batch["retain"]["x"], batch["retain"]["y"]
         x = jnp.concatenate([jax.lax.stop_gradient(state.noise).astype(xr.dtype), xr])
         y = jnp.concatenate([labels.astype(yr.dtype), yr])
-        weights = jnp.concatenate([jnp.full((noise_batch_size,), in_impair, jnp.float32),
-                                   jnp.ones(yr.shape[:1], jnp.float32)])
-        opt_state = jax.tree.map(lambda fresh, old: jnp.where(step == impair_end, fresh, old),
-                                 opt.init(variables["params"]), state.opt_state)
+        weights = jnp.concatenate(
+            [
+                jnp.full((noise_batch_size,), in_impair, jnp.float32),
+                jnp.ones(yr.shape[:1], jnp.float32),
+            ]
+        )
+        opt_state = jax.tree.map(
+            lambda fresh, old: jnp.where(step == impair_end, fresh, old),
+            opt.init(variables["params"]),
+            state.opt_state,
+        )
 
         def model_objective(params):
             logits = apply({**variables, "params": params}, x).logits
@@ -162,7 +179,10 @@ def unsir(apply: Callable, *, steps_per_epoch: int,
 
         new_state = UNSIRState(noise, labels, noise_opt_state, opt_state, step + 1)
         phase = jnp.where(in_noise, 0, jnp.where(in_impair, 1, 2))
-        return {**variables, "params": params}, new_state, {
-            "noise_loss": noise_loss, "loss": model_loss, "phase": phase.astype(jnp.float32)}
+        return (
+            {**variables, "params": params},
+            new_state,
+            {"noise_loss": noise_loss, "loss": model_loss, "phase": phase.astype(jnp.float32)},
+        )
 
     return UnlearningRule(init, update)

@@ -254,7 +254,7 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
         retrain_records = _audit_all(p, sname, RETRAIN, oracle.variables, orig, oracle, oracle,
                                      runtime=oracle.runtime_s / p.seeds,
                                      compile_s=oracle.compile_s)
-        original_records = _audit_all(p, sname, ORIGINAL, orig.variables, orig, orig, oracle,
+        original_records = _audit_all(p, sname, ORIGINAL, orig.variables, orig, oracle, orig,
                                       runtime=orig.runtime_s / p.seeds, compile_s=orig.compile_s)
         # The oracles themselves are the reference of ensemble audits, so only the original
         # is compared with them here (a retrain-vs-retrain baseline needs independent oracles).

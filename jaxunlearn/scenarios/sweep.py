@@ -59,8 +59,10 @@ from jaxunlearn.train import Stream, make_stream, scan_steps, steps_per_epoch
 # Registry context, filled in by ``rules.make``: not hyperparameters one sweeps.
 _CONTEXT = ("init_fn", "num_classes", "num_steps", "steps_per_epoch")
 # Audits whose metrics make up each task's Avg. Gap (see ``audit.gap_metrics``).
-_SELECTION_AUDITS = {"classification": ("accuracy", "mia_efficacy"),
-                     "regression": ("regression_error", "mia_auc")}
+_SELECTION_AUDITS = {
+    "classification": ("accuracy", "mia_efficacy"),
+    "regression": ("regression_error", "mia_auc"),
+}
 # Test-set metrics, renamed when they are measured on the validation half.
 _VALIDATION_NAMES = {"TA": "TA_val", "test_mse": "val_mse"}
 
@@ -76,15 +78,21 @@ def _is_numeric(param: inspect.Parameter) -> bool:
     if isinstance(default, int | float):
         return True
     annotation = str(param.annotation)
-    return default is None and ("float" in annotation or "int" in annotation) and (
-        "bool" not in annotation)
+    return (
+        default is None
+        and ("float" in annotation or "int" in annotation)
+        and ("bool" not in annotation)
+    )
 
 
 def sweepable_hyperparameters(rule: str) -> list[str]:
     """The numeric keyword-only hyperparameters of rule ``rule``'s factory."""
     params = inspect.signature(rules_lib.get(rule).factory).parameters
-    return sorted(k for k, p in params.items()
-                  if p.kind is p.KEYWORD_ONLY and k not in _CONTEXT and _is_numeric(p))
+    return sorted(
+        k
+        for k, p in params.items()
+        if p.kind is p.KEYWORD_ONLY and k not in _CONTEXT and _is_numeric(p)
+    )
 
 
 def check_grid(rule: str, param: str, values: Sequence[Any]) -> tuple[float, ...]:
@@ -121,9 +129,20 @@ def _typed(rule: str, param: str, value: float):
 # The one compiled program.
 
 
-def grid_variables(network: Network, stream: Stream, originals: Variables, keys: Array, *,
-                   rule: str, param: str, values: Sequence[float], hparams: Mapping[str, Any],
-                   batch_sizes: Mapping[str, int], num_steps: int, steps_per_epoch: int):
+def grid_variables(
+    network: Network,
+    stream: Stream,
+    originals: Variables,
+    keys: Array,
+    *,
+    rule: str,
+    param: str,
+    values: Sequence[float],
+    hparams: Mapping[str, Any],
+    batch_sizes: Mapping[str, int],
+    num_steps: int,
+    steps_per_epoch: int,
+):
     """Runs rule ``rule`` for every grid value and seed in one compiled program.
 
     Args:
@@ -143,12 +162,18 @@ def grid_variables(network: Network, stream: Stream, originals: Variables, keys:
     """
 
     def build(value):
-        return rules_lib.make(rule, network, num_steps=num_steps, steps_per_epoch=steps_per_epoch,
-                              **{**hparams, param: value})
+        return rules_lib.make(
+            rule,
+            network,
+            num_steps=num_steps,
+            steps_per_epoch=steps_per_epoch,
+            **{**hparams, param: value},
+        )
 
     def run(value, variables, key, stream):
-        v, _, metrics = scan_steps(build(value), variables, stream, batch_sizes=batch_sizes,
-                                   num_steps=num_steps, key=key)
+        v, _, metrics = scan_steps(
+            build(value), variables, stream, batch_sizes=batch_sizes, num_steps=num_steps, key=key
+        )
         return v, metrics, all_finite(v["params"])
 
     per_seed = jax.vmap(run, in_axes=(None, 0, 0, None))
@@ -171,8 +196,12 @@ def grid_variables(network: Network, stream: Stream, originals: Variables, keys:
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     variables, metrics, finite = jax.block_until_ready(compiled(grid, originals, keys, stream))
-    info = {"mode": mode, "compile_s": compile_s, "runtime_s": time.perf_counter() - t0,
-            "finite": np.asarray(finite)}
+    info = {
+        "mode": mode,
+        "compile_s": compile_s,
+        "runtime_s": time.perf_counter() - t0,
+        "finite": np.asarray(finite),
+    }
     return variables, metrics, info
 
 
@@ -180,8 +209,9 @@ def grid_variables(network: Network, stream: Stream, originals: Variables, keys:
 # Selection on a validation split.
 
 
-def validation_split(dataset: Dataset, split: Split, *, fraction: float = 0.5,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(
+    dataset: Dataset, split: Split, *, fraction: float = 0.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Splits the scenario's test indices into ``(validation, held-out test)``.
 
     Stratified by label for classification; deterministic from ``seed``.
@@ -196,12 +226,16 @@ def validation_split(dataset: Dataset, split: Split, *, fraction: float = 0.5,
     return np.sort(val).astype(np.int32), np.sort(rest).astype(np.int32)
 
 
-def _audit(network, dataset, split, audits, variables, *, on: np.ndarray,
-           test_forget: bool) -> dict[str, float]:
-    part = split._replace(test=on, test_forget=split.test_forget if test_forget
-                          else split.test_forget[:0])
-    return audit_lib.run(audits, audit_lib.AuditContext(network=network, dataset=dataset,
-                                                        split=part, variables=variables))
+def _audit(
+    network, dataset, split, audits, variables, *, on: np.ndarray, test_forget: bool
+) -> dict[str, float]:
+    part = split._replace(
+        test=on, test_forget=split.test_forget if test_forget else split.test_forget[:0]
+    )
+    return audit_lib.run(
+        audits,
+        audit_lib.AuditContext(network=network, dataset=dataset, split=part, variables=variables),
+    )
 
 
 def _stats(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -221,10 +255,22 @@ def _seed(tree, *index):
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def sweep(network: Network, dataset: Dataset, split: Split, originals: Variables,
-          oracles: Variables, keys: Array, *, rule: str, param: str, values: Sequence[float],
-          rule_config: Mapping[str, Any] | None = None, val_fraction: float = 0.5,
-          val_seed: int = 0, return_variables: bool = False) -> dict[str, Any]:
+def sweep(
+    network: Network,
+    dataset: Dataset,
+    split: Split,
+    originals: Variables,
+    oracles: Variables,
+    keys: Array,
+    *,
+    rule: str,
+    param: str,
+    values: Sequence[float],
+    rule_config: Mapping[str, Any] | None = None,
+    val_fraction: float = 0.5,
+    val_seed: int = 0,
+    return_variables: bool = False,
+) -> dict[str, Any]:
     """Sweeps ``param`` of ``rule`` and picks the value closest to the retrain oracle.
 
     Args:
@@ -257,18 +303,34 @@ def sweep(network: Network, dataset: Dataset, split: Split, originals: Variables
     spe = steps_per_epoch(sizes[info.epoch_part], batch_sizes[info.epoch_part])
     num_steps = max(1, int(math.ceil(float(rc.get("epochs", 1)) * spe)))
     for v in grid:  # the factory's own checks, on concrete values, before any compute
-        rules_lib.make(rule, network, num_steps=num_steps, steps_per_epoch=spe,
-                       **{**hparams, param: _typed(rule, param, v)})
+        rules_lib.make(
+            rule,
+            network,
+            num_steps=num_steps,
+            steps_per_epoch=spe,
+            **{**hparams, param: _typed(rule, param, v)},
+        )
     val_idx, test_idx = validation_split(dataset, split, fraction=val_fraction, seed=val_seed)
     task = dataset.task
     audits = _SELECTION_AUDITS[task]
     gap_keys = audit_lib.gap_metrics(task)
 
-    stream = make_stream(dataset.x_train, dataset.y_train,
-                         {"forget": split.forget, "retain": split.retain})
+    stream = make_stream(
+        dataset.x_train, dataset.y_train, {"forget": split.forget, "retain": split.retain}
+    )
     variables, metrics, run_info = grid_variables(
-        network, stream, originals, keys, rule=rule, param=param, values=grid, hparams=hparams,
-        batch_sizes=batch_sizes, num_steps=num_steps, steps_per_epoch=spe)
+        network,
+        stream,
+        originals,
+        keys,
+        rule=rule,
+        param=param,
+        values=grid,
+        hparams=hparams,
+        batch_sizes=batch_sizes,
+        num_steps=num_steps,
+        steps_per_epoch=spe,
+    )
     seeds = int(jax.tree.leaves(keys)[0].shape[0])
 
     def evaluate(v, *, on, test_forget=False):
@@ -292,29 +354,50 @@ def sweep(network: Network, dataset: Dataset, split: Split, originals: Variables
         diverged = seeds - len(rows)
         gap = float(np.mean([r["Avg_gap"] for r in rows])) if rows and not diverged else math.inf
         gaps.append(gap)
-        rows_grid.append({"value": value, "metrics": _rename(_stats(rows), _VALIDATION_NAMES),
-                          "gap": gap, "diverged": diverged})
+        rows_grid.append(
+            {
+                "value": value,
+                "metrics": _rename(_stats(rows), _VALIDATION_NAMES),
+                "gap": gap,
+                "diverged": diverged,
+            }
+        )
     best = int(np.argmin(gaps))
     result: dict[str, Any] = {
-        "rule": rule, "param": param, "values": list(grid), "dataset": dataset.name,
-        "task": task, "seeds": seeds, "hparams": hparams, "batch_sizes": batch_sizes,
-        "num_steps": num_steps, "mode": run_info["mode"], "compile_s": run_info["compile_s"],
-        "runtime_s": run_info["runtime_s"], "gap_metrics": list(gap_keys),
+        "rule": rule,
+        "param": param,
+        "values": list(grid),
+        "dataset": dataset.name,
+        "task": task,
+        "seeds": seeds,
+        "hparams": hparams,
+        "batch_sizes": batch_sizes,
+        "num_steps": num_steps,
+        "mode": run_info["mode"],
+        "compile_s": run_info["compile_s"],
+        "runtime_s": run_info["runtime_s"],
+        "gap_metrics": list(gap_keys),
         "validation": {"size": len(val_idx), "test_size": len(test_idx), "seed": val_seed},
         "oracle_val": _rename(_stats(oracle_val), _VALIDATION_NAMES),
         "original_val": _rename(_stats(original_val), _VALIDATION_NAMES),
         "grid": rows_grid,
     }
     if math.isfinite(gaps[best]):
-        oracle_test = [evaluate(_seed(oracles, s), on=test_idx, test_forget=True)
-                       for s in range(seeds)]
+        oracle_test = [
+            evaluate(_seed(oracles, s), on=test_idx, test_forget=True) for s in range(seeds)
+        ]
         chosen = []
         for s in range(seeds):
             r = evaluate(_seed(variables, best, s), on=test_idx, test_forget=True)
             r["Avg_gap"] = cls.avg_gap(r, oracle_test[s], gap_keys)
             chosen.append(r)
-        result["best"] = {"value": grid[best], "index": best, "val_gap": gaps[best],
-                          "test": _stats(chosen), "oracle_test": _stats(oracle_test)}
+        result["best"] = {
+            "value": grid[best],
+            "index": best,
+            "val_gap": gaps[best],
+            "test": _stats(chosen),
+            "oracle_test": _stats(oracle_test),
+        }
     else:
         result["best"] = None  # every value diverged on some seed
     if return_variables:
@@ -340,23 +423,39 @@ def grid_table(result: Mapping[str, Any]) -> str:
     rows = [["oracle", *[_fmt(result["oracle_val"].get(k)) for k in keys], "0.00", "-", ""]]
     best = result["best"]["index"] if result["best"] else -1
     for i, row in enumerate(result["grid"]):
-        rows.append([f"{row['value']:.4g}", *[_fmt(row["metrics"].get(k)) for k in keys],
-                     f"{row['gap']:.2f}", str(row["diverged"]), "<- chosen" if i == best else ""])
+        rows.append(
+            [
+                f"{row['value']:.4g}",
+                *[_fmt(row["metrics"].get(k)) for k in keys],
+                f"{row['gap']:.2f}",
+                str(row["diverged"]),
+                "<- chosen" if i == best else "",
+            ]
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-    out = [f"sweep of {result['rule']}.{result['param']} on {result['dataset']} "
-           f"({result['seeds']} seeds, {result['num_steps']} steps, one {result['mode']} "
-           f"program, compile {result['compile_s']:.1f}s, run {result['runtime_s']:.1f}s)",
-           f"selection on a validation half of the test set ({result['validation']['size']} "
-           "examples):", line(header), line(["-" * w for w in widths]), *map(line, rows)]
+    out = [
+        f"sweep of {result['rule']}.{result['param']} on {result['dataset']} "
+        f"({result['seeds']} seeds, {result['num_steps']} steps, one {result['mode']} "
+        f"program, compile {result['compile_s']:.1f}s, run {result['runtime_s']:.1f}s)",
+        f"selection on a validation half of the test set ({result['validation']['size']} "
+        "examples):",
+        line(header),
+        line(["-" * w for w in widths]),
+        *map(line, rows),
+    ]
     if best >= 0:
         test = result["best"]["test"]
         names = [*result["gap_metrics"], "Avg_gap"]
-        out.append(f"\nchosen {result['param']}={result['best']['value']:.4g}, on the held-out "
-                   f"test half ({result['validation']['test_size']} examples): "
-                   + ", ".join(f"{k} {_fmt(test.get(k))}" for k in names)
-                   + "; oracle: " + ", ".join(f"{k} {_fmt(result['best']['oracle_test'].get(k))}"
-                                              for k in result["gap_metrics"]))
+        out.append(
+            f"\nchosen {result['param']}={result['best']['value']:.4g}, on the held-out "
+            f"test half ({result['validation']['test_size']} examples): "
+            + ", ".join(f"{k} {_fmt(test.get(k))}" for k in names)
+            + "; oracle: "
+            + ", ".join(
+                f"{k} {_fmt(result['best']['oracle_test'].get(k))}" for k in result["gap_metrics"]
+            )
+        )
     else:
         out.append("\nevery value diverged on some seed: nothing chosen")
     return "\n".join(out)
@@ -376,8 +475,15 @@ def plot_gap(result: Mapping[str, Any], path: str) -> str:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.errorbar(xs[ok], ys[ok], yerr=err[ok], marker="o", capsize=3)
     if result["best"]:
-        ax.scatter([result["best"]["value"]], [result["best"]["val_gap"]], s=120,
-                   facecolors="none", edgecolors="red", label="chosen", zorder=3)
+        ax.scatter(
+            [result["best"]["value"]],
+            [result["best"]["val_gap"]],
+            s=120,
+            facecolors="none",
+            edgecolors="red",
+            label="chosen",
+            zorder=3,
+        )
         ax.legend()
     if np.all(xs > 0) and xs.max() / xs.min() >= 10:
         ax.set_xscale("log")
@@ -395,9 +501,11 @@ def plot_gap(result: Mapping[str, Any], path: str) -> str:
 def write_sweep(result: Mapping[str, Any], workdir: str, *, stream=None) -> dict[str, str]:
     """Writes ``sweep.json``, ``sweep.txt`` and ``sweep.png`` into ``workdir``; prints the table."""
     os.makedirs(workdir, exist_ok=True)
-    paths = {"json": os.path.join(workdir, "sweep.json"),
-             "table": os.path.join(workdir, "sweep.txt"),
-             "plot": os.path.join(workdir, "sweep.png")}
+    paths = {
+        "json": os.path.join(workdir, "sweep.json"),
+        "table": os.path.join(workdir, "sweep.txt"),
+        "plot": os.path.join(workdir, "sweep.png"),
+    }
     plain = {k: v for k, v in result.items() if k != "variables"}
     with open(paths["json"], "w") as f:
         json.dump(plain, f, indent=1, default=float)
@@ -413,9 +521,18 @@ def write_sweep(result: Mapping[str, Any], workdir: str, *, stream=None) -> dict
 # From an experiment config.
 
 
-def run_sweep(config, workdir: str, *, scenario: str, rule: str, param: str,
-              values: Sequence[Any], val_fraction: float = 0.5, val_seed: int = 0,
-              verbose: bool = True) -> dict[str, Any]:
+def run_sweep(
+    config,
+    workdir: str,
+    *,
+    scenario: str,
+    rule: str,
+    param: str,
+    values: Sequence[Any],
+    val_fraction: float = 0.5,
+    val_seed: int = 0,
+    verbose: bool = True,
+) -> dict[str, Any]:
     """Sweeps ``param`` of ``rule`` on one scenario of an experiment config and writes the report.
 
     The rule's epochs, batch sizes and other hyperparameters come from ``config.rules[rule]``
@@ -446,16 +563,36 @@ def run_sweep(config, workdir: str, *, scenario: str, rule: str, param: str,
     log(f"sweep: {rule}.{param} over {list(values)} on {cfg.dataset}/{scenario}, {p.seeds} seeds")
     ckpt = os.path.join(workdir, "checkpoints")
     all_train = np.arange(len(p.dataset.y_train), dtype=np.int32)
-    orig = runner.train_models(p, all_train, runner._seed_keys(p.seeds, 0), label="original",
-                               checkpoint_dir=os.path.join(ckpt, runner.ORIGINAL),
-                               verbose=verbose)
-    oracle = runner.train_models(p, split.retain, runner._seed_keys(p.seeds, 10_000),
-                                 label=f"{scenario}/retrain",
-                                 checkpoint_dir=os.path.join(ckpt, scenario, runner.RETRAIN),
-                                 verbose=verbose)
-    result = sweep(p.network, p.dataset, split, orig.variables, oracle.variables,
-                   runner._seed_keys(p.seeds, 20_000), rule=rule, param=param, values=values,
-                   rule_config=p.rules[rule], val_fraction=val_fraction, val_seed=val_seed)
+    orig = runner.train_models(
+        p,
+        all_train,
+        runner._seed_keys(p.seeds, 0),
+        label="original",
+        checkpoint_dir=os.path.join(ckpt, runner.ORIGINAL),
+        verbose=verbose,
+    )
+    oracle = runner.train_models(
+        p,
+        split.retain,
+        runner._seed_keys(p.seeds, 10_000),
+        label=f"{scenario}/retrain",
+        checkpoint_dir=os.path.join(ckpt, scenario, runner.RETRAIN),
+        verbose=verbose,
+    )
+    result = sweep(
+        p.network,
+        p.dataset,
+        split,
+        orig.variables,
+        oracle.variables,
+        runner._seed_keys(p.seeds, 20_000),
+        rule=rule,
+        param=param,
+        values=values,
+        rule_config=p.rules[rule],
+        val_fraction=val_fraction,
+        val_seed=val_seed,
+    )
     result["scenario"] = scenario
     write_sweep(result, workdir, stream=None if verbose else io.StringIO())
     return result

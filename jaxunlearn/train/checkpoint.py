@@ -15,7 +15,8 @@ def manager(directory: str, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     return ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    )
 
 
 def save(mngr: ocp.CheckpointManager, step: int, tree: PyTree) -> None:

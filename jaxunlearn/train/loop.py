@@ -46,8 +46,9 @@ class Stream(NamedTuple):
 
 def make_stream(x, y, index: Mapping[str, Any]) -> Stream:
     """Builds a :class:`Stream` from NumPy or JAX arrays."""
-    return Stream(jnp.asarray(x), jnp.asarray(y),
-                  {k: jnp.asarray(v, jnp.int32) for k, v in index.items()})
+    return Stream(
+        jnp.asarray(x), jnp.asarray(y), {k: jnp.asarray(v, jnp.int32) for k, v in index.items()}
+    )
 
 
 def steps_per_epoch(size: int, batch_size: int) -> int:
@@ -76,20 +77,26 @@ def sample_batch(stream: Stream, batch_sizes: Mapping[str, int], key: Array, ste
     return batch
 
 
-def check_batch_sizes(batch_sizes: Mapping[str, int], sizes: Mapping[str, int],
-                      num_devices: int = 1) -> None:
+def check_batch_sizes(
+    batch_sizes: Mapping[str, int], sizes: Mapping[str, int], num_devices: int = 1
+) -> None:
     """Rejects batch sizes larger than their data, non-positive, or not divisible by devices."""
     for name, bs in batch_sizes.items():
         if name not in sizes:
-            raise ValueError(f"No index set named {name!r} for its batch size; have {sorted(sizes)}")
+            raise ValueError(
+                f"No index set named {name!r} for its batch size; have {sorted(sizes)}"
+            )
         if bs < 1:
             raise ValueError(f"`{name}` batch size must be positive; got {bs}.")
         if bs > sizes[name]:
-            raise ValueError(f"`{name}` batch size {bs} is larger than the {name} data "
-                             f"({sizes[name]} examples).")
+            raise ValueError(
+                f"`{name}` batch size {bs} is larger than the {name} data ({sizes[name]} examples)."
+            )
         if bs % num_devices:
-            raise ValueError(f"`{name}` batch size {bs} is not divisible by the {num_devices} "
-                             "devices of the data mesh.")
+            raise ValueError(
+                f"`{name}` batch size {bs} is not divisible by the {num_devices} "
+                "devices of the data mesh."
+            )
 
 
 class FitResult(NamedTuple):
@@ -126,8 +133,12 @@ class Progress:
         if not self.enabled:
             return
         shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
-        print(f"  [{self.label}] step {step}/{total} ({100 * step / max(total, 1):.0f}%) {shown} "
-              f"{elapsed:.1f}s", file=self.stream or sys.stderr, flush=True)
+        print(
+            f"  [{self.label}] step {step}/{total} ({100 * step / max(total, 1):.0f}%) {shown} "
+            f"{elapsed:.1f}s",
+            file=self.stream or sys.stderr,
+            flush=True,
+        )
 
 
 def data_mesh(num_devices: int | None = None) -> Mesh:
@@ -135,8 +146,9 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
     every host's after ``jax.distributed.initialize()``), with automatic sharding propagation
     (``AxisType.Auto``)."""
     devices = jax.devices()[: num_devices or jax.device_count()]
-    return jax.make_mesh((len(devices),), ("data",), devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    return jax.make_mesh(
+        (len(devices),), ("data",), devices=devices, axis_types=(jax.sharding.AxisType.Auto,)
+    )
 
 
 def _auto(mesh: Mesh | None) -> Mesh | None:
@@ -144,8 +156,11 @@ def _auto(mesh: Mesh | None) -> Mesh | None:
     # Explicit axes (the jax.make_mesh default) is converted, same devices, same names.
     if mesh is None:
         return None
-    return Mesh(mesh.devices, mesh.axis_names,
-                axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names))
+    return Mesh(
+        mesh.devices,
+        mesh.axis_names,
+        axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names),
+    )
 
 
 def _data_sharding(mesh: Mesh | None):
@@ -154,8 +169,14 @@ def _data_sharding(mesh: Mesh | None):
     return NamedSharding(mesh, PartitionSpec("data"))
 
 
-def _chunk_fn(rule: UnlearningRule, batch_sizes: Mapping[str, int], chunk_size: int,
-              num_steps: int, mesh: Mesh | None, metric_shapes: PyTree):
+def _chunk_fn(
+    rule: UnlearningRule,
+    batch_sizes: Mapping[str, int],
+    chunk_size: int,
+    num_steps: int,
+    mesh: Mesh | None,
+    metric_shapes: PyTree,
+):
     sharding = _data_sharding(mesh)
 
     def chunk(variables, state, stream, key, start):
@@ -173,19 +194,24 @@ def _chunk_fn(rule: UnlearningRule, batch_sizes: Mapping[str, int], chunk_size: 
             # the step time of a small model. The predicate does not depend on the model, so
             # under an ensemble ``vmap`` this stays a real branch.
             perms = tuple(
-                jax.lax.cond((i == 0) | (step % spe == 0),
-                             lambda j=j, spe=spe, n=n: _epoch_permutation(data_key, j, step // spe,
-                                                                          n),
-                             lambda j=j: perms[j])
-                for j, (spe, n) in enumerate(zip(spes, sizes, strict=True)))
+                jax.lax.cond(
+                    (i == 0) | (step % spe == 0),
+                    lambda j=j, spe=spe, n=n: _epoch_permutation(data_key, j, step // spe, n),
+                    lambda j=j: perms[j],
+                )
+                for j, (spe, n) in enumerate(zip(spes, sizes, strict=True))
+            )
 
             def run(c):
                 v, s = c
-                batch = {name: _gather(stream, name, size, perms[j], step % spes[j])
-                         for j, (name, size) in enumerate(parts)}
+                batch = {
+                    name: _gather(stream, name, size, perms[j], step % spes[j])
+                    for j, (name, size) in enumerate(parts)
+                }
                 if sharding is not None:
                     batch = jax.lax.with_sharding_constraint(
-                        batch, jax.tree.map(lambda _: sharding, batch))
+                        batch, jax.tree.map(lambda _: sharding, batch)
+                    )
                 v, s, m = rule.update(v, s, batch, key=jax.random.fold_in(rule_key, step))
                 return (v, s), m
 
@@ -196,8 +222,9 @@ def _chunk_fn(rule: UnlearningRule, batch_sizes: Mapping[str, int], chunk_size: 
             return (v, s, perms), m
 
         no_perms = tuple(jnp.arange(n) for n in sizes)  # placeholders of the permutations' type
-        (variables, state, _), metrics = jax.lax.scan(body, (variables, state, no_perms),
-                                                      jnp.arange(chunk_size))
+        (variables, state, _), metrics = jax.lax.scan(
+            body, (variables, state, no_perms), jnp.arange(chunk_size)
+        )
         return variables, state, metrics, all_finite(variables["params"])
 
     return chunk
@@ -214,11 +241,22 @@ def _signature(tree: PyTree) -> tuple:
     return treedef, tuple((jax.typeof(x), getattr(x, "sharding", None)) for x in leaves)
 
 
-def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
-        batch_sizes: Mapping[str, int], num_steps: int, key: Array,
-        state: PyTree | None = None, chunk_size: int | None = None, mesh: Mesh | None = None,
-        ensemble: bool = False, per_model_index: bool = False, checkpoint_dir: str | None = None,
-        progress: Callable | None = None) -> FitResult:
+def fit(
+    rule: UnlearningRule,
+    variables: Variables,
+    stream: Stream,
+    *,
+    batch_sizes: Mapping[str, int],
+    num_steps: int,
+    key: Array,
+    state: PyTree | None = None,
+    chunk_size: int | None = None,
+    mesh: Mesh | None = None,
+    ensemble: bool = False,
+    per_model_index: bool = False,
+    checkpoint_dir: str | None = None,
+    progress: Callable | None = None,
+) -> FitResult:
     """Applies ``rule`` to ``variables`` for ``num_steps`` steps.
 
     Args:
@@ -255,9 +293,12 @@ def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
     chunk_size = int(chunk_size or max(1, math.ceil(num_steps / 10)))
 
     if state is None:
-        init = jax.vmap(lambda v, k: rule.init(v, key=k)) if ensemble else (
-            lambda v, k: rule.init(v, key=k))
-        state = init(variables, key)
+        init = (
+            jax.vmap(lambda v, k: rule.init(v, key=k))
+            if ensemble
+            else (lambda v, k: rule.init(v, key=k))
+        )
+        state = jax.jit(init)(variables, key)  # compiled: some rules build models in init
     if mesh is not None:
         replicated = NamedSharding(mesh, PartitionSpec())
         variables, state, stream = jax.device_put((variables, state, stream), replicated)
@@ -276,8 +317,9 @@ def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
                 variables, state = jax.device_put((variables, state), replicated)
 
     def one_update(v, s, k, index):
-        batch = sample_batch(Stream(stream.x, stream.y, index), batch_sizes, k,
-                             jnp.zeros((), jnp.int32))
+        batch = sample_batch(
+            Stream(stream.x, stream.y, index), batch_sizes, k, jnp.zeros((), jnp.int32)
+        )
         return rule.update(v, s, batch, key=k)[2]
 
     index_axes = {k: (0 if per_model_index else None) for k in stream.index}
@@ -286,21 +328,37 @@ def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
         if ensemble:
             metric_shapes = jax.eval_shape(
                 lambda v, s, k, ix: jax.tree.map(
-                    lambda m: m[0], jax.vmap(one_update, in_axes=(0, 0, 0, index_axes))(v, s, k,
-                                                                                         ix)),
-                variables, state, key, dict(stream.index))
+                    lambda m: m[0], jax.vmap(one_update, in_axes=(0, 0, 0, index_axes))(v, s, k, ix)
+                ),
+                variables,
+                state,
+                key,
+                dict(stream.index),
+            )
         else:
             metric_shapes = jax.eval_shape(one_update, variables, state, key, dict(stream.index))
         chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes)
         if ensemble:
             chunk = jax.vmap(chunk, in_axes=(0, 0, Stream(None, None, index_axes), 0, None))
-        return jax.jit(chunk).lower(variables, state, stream, key,
-                                    jnp.asarray(start, jnp.int32)).compile()
+        return (
+            jax.jit(chunk)
+            .lower(variables, state, stream, key, jnp.asarray(start, jnp.int32))
+            .compile()
+        )
 
     # A second fit of the same rule object on arguments of the same types reuses the program
     # (e.g. models trained one after another, or a resumed run in the same process).
-    program = (rule.init, rule.update, tuple(sorted(batch_sizes.items())), chunk_size, num_steps,
-               mesh, ensemble, per_model_index, _signature((variables, state, stream, key)))
+    program = (
+        rule.init,
+        rule.update,
+        tuple(sorted(batch_sizes.items())),
+        chunk_size,
+        num_steps,
+        mesh,
+        ensemble,
+        per_model_index,
+        _signature((variables, state, stream, key)),
+    )
     compile_s = 0.0
     compiled = _COMPILED.get(program)
     diverged = np.zeros(jax.tree.leaves(key)[0].shape[:1], bool) if ensemble else False
@@ -316,20 +374,27 @@ def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
             while len(_COMPILED) > _COMPILED_CAPACITY:
                 _COMPILED.popitem(last=False)
         t0 = time.perf_counter()
-        variables, state, metrics, finite = compiled(variables, state, stream, key,
-                                                     jnp.asarray(step, jnp.int32))
+        variables, state, metrics, finite = compiled(
+            variables, state, stream, key, jnp.asarray(step, jnp.int32)
+        )
         finite = np.asarray(finite)
         t_run += time.perf_counter() - t0
         ran = min(chunk_size, num_steps - step)
         step += ran
-        metrics = {k: np.asarray(v)[..., :ran] if ensemble else np.asarray(v)[:ran]
-                   for k, v in metrics.items()}
+        metrics = {
+            k: np.asarray(v)[..., :ran] if ensemble else np.asarray(v)[:ran]
+            for k, v in metrics.items()
+        }
         history.append(metrics)
         if manager is not None:
             ckpt.save(manager, step, {"variables": variables, "state": state})
         if progress is not None:
-            progress(step, num_steps, {k: float(np.nanmean(v)) for k, v in metrics.items()},
-                     t_run + compile_s)
+            progress(
+                step,
+                num_steps,
+                {k: float(np.nanmean(v)) for k, v in metrics.items()},
+                t_run + compile_s,
+            )
         diverged = ~finite
         if np.all(diverged):
             break
@@ -337,14 +402,25 @@ def fit(rule: UnlearningRule, variables: Variables, stream: Stream, *,
         manager.wait_until_finished()
         manager.close()
     axis = -1 if ensemble else 0
-    merged = {k: np.concatenate([h[k] for h in history], axis) for k in history[0]} if history else {}
-    return FitResult(variables, state, merged, diverged if ensemble else bool(diverged),
-                     step, t_run, compile_s)
+    merged = (
+        {k: np.concatenate([h[k] for h in history], axis) for k in history[0]} if history else {}
+    )
+    return FitResult(
+        variables, state, merged, diverged if ensemble else bool(diverged), step, t_run, compile_s
+    )
 
 
-def scan_steps(rule: UnlearningRule, variables: Variables, stream: Stream, *,
-               batch_sizes: Mapping[str, int], num_steps: int, key: Array,
-               state: PyTree | None = None, mesh: Mesh | None = None):
+def scan_steps(
+    rule: UnlearningRule,
+    variables: Variables,
+    stream: Stream,
+    *,
+    batch_sizes: Mapping[str, int],
+    num_steps: int,
+    key: Array,
+    state: PyTree | None = None,
+    mesh: Mesh | None = None,
+):
     """All ``num_steps`` updates in one ``lax.scan``: a pure, traceable version of :func:`fit`.
 
     Use it inside ``jax.vmap`` (e.g. over a grid of hyperparameters that the rule is built from

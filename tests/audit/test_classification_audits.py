@@ -9,16 +9,20 @@ from jaxunlearn import audit
 
 def test_mia_efficacy_matches_the_salun_recipe():
     rng = np.random.default_rng(0)
-    retain = rng.beta(8, 1, 500)   # confident on training data
-    test = rng.beta(3, 2, 200)     # less confident on unseen data
+    retain = rng.beta(8, 1, 500)  # confident on training data
+    test = rng.beta(3, 2, 200)  # less confident on unseen data
     forget_member_like = rng.beta(8, 1, 100)
     forget_unseen_like = rng.beta(3, 2, 100)
     clf = SVC(C=3, gamma="auto", kernel="rbf").fit(
-        np.concatenate([retain[:200], test])[:, None], np.r_[np.ones(200), np.zeros(200)])
+        np.concatenate([retain[:200], test])[:, None], np.r_[np.ones(200), np.zeros(200)]
+    )
     expected = 100 * (1 - clf.predict(forget_member_like[:, None]).mean())
     assert audit.mia_efficacy(retain, test, forget_member_like) == pytest.approx(expected)
-    assert audit.mia_efficacy(retain, test, forget_unseen_like) > 50 > audit.mia_efficacy(
-        retain, test, forget_member_like)
+    assert (
+        audit.mia_efficacy(retain, test, forget_unseen_like)
+        > 50
+        > audit.mia_efficacy(retain, test, forget_member_like)
+    )
 
 
 def test_mia_rejects_bad_input():

@@ -36,10 +36,15 @@ def _context(unlearned_scales, oracle_scales, *, records=None) -> audit.Ensemble
     stack = lambda s: {"params": {"s": jnp.asarray(s, jnp.float32)}}
     n_u, n_o = len(unlearned_scales), len(oracle_scales)
     return audit.EnsembleContext(
-        network=_scaled_one_hot_network(), dataset=ds, split=split,
-        unlearned=stack(unlearned_scales), oracle=stack(oracle_scales),
+        network=_scaled_one_hot_network(),
+        dataset=ds,
+        split=split,
+        unlearned=stack(unlearned_scales),
+        oracle=stack(oracle_scales),
         records=records or [{"RA": 90.0, "TA": 80.0}] * n_u,
-        oracle_records=[{"RA": 90.0, "TA": 80.0}] * n_o, method="m")
+        oracle_records=[{"RA": 90.0, "TA": 80.0}] * n_o,
+        method="m",
+    )
 
 
 def test_identical_ensembles_score_full_and_klom_zero():
@@ -86,10 +91,18 @@ def test_ulira_runs_end_to_end_on_a_tiny_problem():
     split = data.make_split(ds, data.ForgetSpec(kind="random", count=40), seed=0)
     net = models.make_network("mlp", input_shape=ds.input_shape, num_outputs=10, hidden=(16,))
     out = gold.run_ulira(
-        net, ds, split, train_rule=rules.finetune(net.apply, learning_rate=0.05, train_mode=True),
-        train_epochs=2, train_batch_size=64,
+        net,
+        ds,
+        split,
+        train_rule=rules.finetune(net.apply, learning_rate=0.05, train_mode=True),
+        train_epochs=2,
+        train_batch_size=64,
         rule=rules.gradient_ascent(net.apply, learning_rate=1e-3),
-        batch_sizes={"forget": 8}, num_steps=4, num_shadows=6, num_targets=20)
+        batch_sizes={"forget": 8},
+        num_steps=4,
+        num_shadows=6,
+        num_targets=20,
+    )
     for name in ("auc", "tpr_at_1pct_fpr", "auc_before", "tpr_at_1pct_fpr_before"):
         assert 0.0 <= out[name] <= 1.0
     assert out["scores"].shape == out["member"].shape == (6, 20)
@@ -103,14 +116,17 @@ def test_gold_config_validates_at_full_size():
     assert set(gold_config.PER_MODEL_AUDITS) <= set(audit.names())
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"ulira_shadows": 5}, "ulira_shadows"),
-    ({"ulira_rules": ("retrain",)}, "ulira_rules"),
-    ({"ulira_scenarios": ("nowhere",)}, "ulira_scenarios"),
-    ({"ulira_targets": 1000}, "ulira_targets"),
-    ({"ensemble_audits": ("competition", "vibes")}, "valid ensemble audits"),
-    ({"seeds": 1}, "seeds"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"ulira_shadows": 5}, "ulira_shadows"),
+        ({"ulira_rules": ("retrain",)}, "ulira_rules"),
+        ({"ulira_scenarios": ("nowhere",)}, "ulira_scenarios"),
+        ({"ulira_targets": 1000}, "ulira_targets"),
+        ({"ensemble_audits": ("competition", "vibes")}, "valid ensemble audits"),
+        ({"seeds": 1}, "seeds"),
+    ],
+)
 def test_bad_gold_options_fail_before_compute(overrides, message):
     c = gold_config.get_config("tiny")
     for k, v in overrides.items():
@@ -128,8 +144,15 @@ def test_gold_experiment_records_ensemble_metrics_arrays_and_plot(tmp_path):
     records = run_experiment(c, str(tmp_path), verbose=False)
     by_method = {(r.method, r.seed): r.metrics for r in records}
     ga = by_method[("gradient_ascent", 0)]
-    for name in ("competition_score", "forget_score", "epsilon_mean", "klom_forget_p95",
-                 "klom_test_mean", "ulira_auc", "ulira_tpr_at_1pct_fpr"):
+    for name in (
+        "competition_score",
+        "forget_score",
+        "epsilon_mean",
+        "klom_forget_p95",
+        "klom_test_mean",
+        "ulira_auc",
+        "ulira_tpr_at_1pct_fpr",
+    ):
         assert np.isfinite(ga[name]), name
     assert 0.0 <= ga["ulira_auc"] <= 1.0 and 0.0 <= by_method[("original", 0)]["ulira_auc"] <= 1
     assert ga["competition_score"] == by_method[("gradient_ascent", 3)]["competition_score"]

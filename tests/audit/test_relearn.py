@@ -40,8 +40,9 @@ def test_original_needs_zero_steps_to_reach_its_own_accuracy():
     _, _, net, original = tiny_problem("class")
     rx, ry, ex, ey = _halves("random")
     own = _accuracy(net, original, ex, ey)
-    result = _attack(net.apply)(original, rx, ry, ex, ey, target_accuracy=own,
-                                key=jax.random.key(0))
+    result = _attack(net.apply)(
+        original, rx, ry, ex, ey, target_accuracy=own, key=jax.random.key(0)
+    )
     assert int(result.steps) == 0
     assert result.curve.shape == (MAX_STEPS + 1,)
     assert float(result.curve[0]) == pytest.approx(own)
@@ -63,8 +64,9 @@ def test_random_model_takes_longer_than_the_original():
 def test_unreachable_target_reports_max_steps_plus_one():
     _, _, net, original = tiny_problem("class")
     rx, ry, ex, ey = _halves("random")
-    result = _attack(net.apply)(original, rx, ry, ex, ey, target_accuracy=1.5,
-                                key=jax.random.key(0))
+    result = _attack(net.apply)(
+        original, rx, ry, ex, ey, target_accuracy=1.5, key=jax.random.key(0)
+    )
     assert int(result.steps) == MAX_STEPS + 1
     assert np.all((np.asarray(result.curve) >= 0) & (np.asarray(result.curve) <= 1))
 
@@ -76,8 +78,9 @@ def test_vmapped_models_see_the_same_attack():
     key = jax.random.key(3)
 
     def attack(variables):
-        return audit.relearn_steps(net.apply, variables, rx, ry, ex, ey, target_accuracy=0.9,
-                                   key=key, **SETTINGS)
+        return audit.relearn_steps(
+            net.apply, variables, rx, ry, ex, ey, target_accuracy=0.9, key=key, **SETTINGS
+        )
 
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), original, fresh)
     both = jax.jit(jax.vmap(attack))(stacked)
@@ -89,11 +92,33 @@ def test_invalid_settings_raise():
     _, _, net, original = tiny_problem("class")
     rx, ry, ex, ey = _halves("class")
     with pytest.raises(ValueError, match="max_steps"):
-        audit.relearn_steps(net.apply, original, rx, ry, ex, ey, target_accuracy=1.0,
-                            max_steps=0, learning_rate=0.01, batch_size=8, key=jax.random.key(0))
+        audit.relearn_steps(
+            net.apply,
+            original,
+            rx,
+            ry,
+            ex,
+            ey,
+            target_accuracy=1.0,
+            max_steps=0,
+            learning_rate=0.01,
+            batch_size=8,
+            key=jax.random.key(0),
+        )
     with pytest.raises(ValueError, match="non-empty"):
-        audit.relearn_steps(net.apply, original, rx[:0], ry[:0], ex, ey, target_accuracy=1.0,
-                            max_steps=2, learning_rate=0.01, batch_size=8, key=jax.random.key(0))
+        audit.relearn_steps(
+            net.apply,
+            original,
+            rx[:0],
+            ry[:0],
+            ex,
+            ey,
+            target_accuracy=1.0,
+            max_steps=2,
+            learning_rate=0.01,
+            batch_size=8,
+            key=jax.random.key(0),
+        )
     with pytest.raises(ValueError, match="source"):
         audit.relearn.relearn_audit_fn(source="test")
 
@@ -101,13 +126,18 @@ def test_invalid_settings_raise():
 def test_relearn_audit_attacks_model_and_oracle_alike():
     ds, split, net, original = tiny_problem("class")
     fresh = net.init(jax.random.key(11))
-    ctx = audit.AuditContext(net, ds, split, original, original=original, oracle=fresh,
-                             extra={"seed": 0})
+    ctx = audit.AuditContext(
+        net, ds, split, original, original=original, oracle=fresh, extra={"seed": 0}
+    )
     metrics = audit.run(("relearn",), ctx)
     assert metrics["relearn_steps"] == 0.0  # the original already has the original's accuracy
     assert 0.0 <= metrics["relearn_steps_oracle"] <= audit.relearn.RELEARN_MAX_STEPS + 1
     assert 0.0 <= metrics["relearn_acc@5"] <= 100.0
     # Audited model = oracle: both attacks are the same run.
-    same = audit.run(("relearn",), audit.AuditContext(net, ds, split, fresh, original=original,
-                                                      oracle=fresh, extra={"seed": 0}))
+    same = audit.run(
+        ("relearn",),
+        audit.AuditContext(
+            net, ds, split, fresh, original=original, oracle=fresh, extra={"seed": 0}
+        ),
+    )
     assert same["relearn_steps"] == same["relearn_steps_oracle"]

@@ -16,11 +16,11 @@ from jaxunlearn.audit.representation import (
 
 
 def _clusters(seed, n, num_classes=4, dim=8, spread=0.3):
-  rng = np.random.default_rng(seed)
-  centres = rng.normal(0, 1, (num_classes, dim))
-  centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-  labels = rng.integers(0, num_classes, n)
-  return centres[labels] * 5 + spread * rng.normal(0, 1, (n, dim)), labels
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (num_classes, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    labels = rng.integers(0, num_classes, n)
+    return centres[labels] * 5 + spread * rng.normal(0, 1, (n, dim)), labels
 
 
 # ------------------------------------------------------------------------------------------------
@@ -28,48 +28,48 @@ def _clusters(seed, n, num_classes=4, dim=8, spread=0.3):
 
 
 def test_cka_of_matrix_with_itself_and_its_rotation_is_one():
-  rng = np.random.default_rng(0)
-  x = rng.normal(0, 1, (300, 20))
-  rotation, _ = np.linalg.qr(rng.normal(0, 1, (20, 20)))
-  assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-5)
-  # Orthogonal map, isotropic scaling and a translation leave CKA unchanged.
-  assert linear_cka(x, 3.0 * x @ rotation + 7.0) == pytest.approx(1.0, abs=1e-5)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (300, 20))
+    rotation, _ = np.linalg.qr(rng.normal(0, 1, (20, 20)))
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-5)
+    # Orthogonal map, isotropic scaling and a translation leave CKA unchanged.
+    assert linear_cka(x, 3.0 * x @ rotation + 7.0) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_cka_gram_path_with_more_features_than_rows():
-  rng = np.random.default_rng(1)
-  x = rng.normal(0, 1, (16, 64))
-  rotation, _ = np.linalg.qr(rng.normal(0, 1, (64, 64)))
-  assert linear_cka(x, x @ rotation) == pytest.approx(1.0, abs=1e-5)
-  # Both code paths compute the same number.
-  y = rng.normal(0, 1, (16, 64))
-  feature_form = np.sum(((y - y.mean(0)).T @ (x - x.mean(0))) ** 2) / (
-      np.linalg.norm((x - x.mean(0)).T @ (x - x.mean(0)))
-      * np.linalg.norm((y - y.mean(0)).T @ (y - y.mean(0)))
-  )
-  assert linear_cka(x, y) == pytest.approx(feature_form, rel=1e-4)
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (16, 64))
+    rotation, _ = np.linalg.qr(rng.normal(0, 1, (64, 64)))
+    assert linear_cka(x, x @ rotation) == pytest.approx(1.0, abs=1e-5)
+    # Both code paths compute the same number.
+    y = rng.normal(0, 1, (16, 64))
+    feature_form = np.sum(((y - y.mean(0)).T @ (x - x.mean(0))) ** 2) / (
+        np.linalg.norm((x - x.mean(0)).T @ (x - x.mean(0)))
+        * np.linalg.norm((y - y.mean(0)).T @ (y - y.mean(0)))
+    )
+    assert linear_cka(x, y) == pytest.approx(feature_form, rel=1e-4)
 
 
 def test_cka_of_independent_random_matrices_is_small():
-  rng = np.random.default_rng(2)
-  x = rng.normal(0, 1, (4000, 6))
-  y = rng.normal(0, 1, (4000, 5))
-  assert linear_cka(x, y) < 0.02
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (4000, 6))
+    y = rng.normal(0, 1, (4000, 5))
+    assert linear_cka(x, y) < 0.02
 
 
 def test_cka_constant_representation_and_batches():
-  rng = np.random.default_rng(3)
-  x = rng.normal(0, 1, (50, 4))
-  assert linear_cka(x, np.ones((50, 3))) == 0.0
-  assert linear_cka(x, x, batch_size=16) == pytest.approx(1.0, abs=1e-5)  # Last batch of 2 rows.
-  # Feature maps with trailing axes are flattened.
-  assert linear_cka(x.reshape(50, 2, 2), x) == pytest.approx(1.0, abs=1e-5)
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (50, 4))
+    assert linear_cka(x, np.ones((50, 3))) == 0.0
+    assert linear_cka(x, x, batch_size=16) == pytest.approx(1.0, abs=1e-5)  # Last batch of 2 rows.
+    # Feature maps with trailing axes are flattened.
+    assert linear_cka(x.reshape(50, 2, 2), x) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_cka_core_is_jittable_inside_other_code():
-  x = jax.random.normal(jax.random.PRNGKey(0), (32, 5))
-  value = jax.jit(lambda a: linear_cka_core(a, 2.0 * a))(x)
-  assert float(value) == pytest.approx(1.0, abs=1e-5)
+    x = jax.random.normal(jax.random.PRNGKey(0), (32, 5))
+    value = jax.jit(lambda a: linear_cka_core(a, 2.0 * a))(x)
+    assert float(value) == pytest.approx(1.0, abs=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -83,8 +83,8 @@ def test_cka_core_is_jittable_inside_other_code():
     ],
 )
 def test_cka_bad_input(x, y, kwargs, match):
-  with pytest.raises(ValueError, match=match):
-    linear_cka(x, y, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        linear_cka(x, y, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -92,36 +92,36 @@ def test_cka_bad_input(x, y, kwargs, match):
 
 
 def test_knn_on_well_separated_clusters_is_perfect():
-  train, ytr = _clusters(4, 300)
-  test, yte = _clusters(4, 100)  # Same seed: same centres.
-  assert weighted_knn_accuracy(train, ytr, test, yte) == 100.0
-  # Chunking does not change the answer; k larger than the training set is capped.
-  assert weighted_knn_accuracy(train, ytr, test, yte, k=500, chunk_size=7) == 100.0
+    train, ytr = _clusters(4, 300)
+    test, yte = _clusters(4, 100)  # Same seed: same centres.
+    assert weighted_knn_accuracy(train, ytr, test, yte) == 100.0
+    # Chunking does not change the answer; k larger than the training set is capped.
+    assert weighted_knn_accuracy(train, ytr, test, yte, k=500, chunk_size=7) == 100.0
 
 
 def test_knn_similarity_weighting_beats_majority_vote():
-  # Test point at angle 0. One class-0 neighbour at angle 0 (cos 1) vs two class-1 neighbours at
-  # +-60 degrees (cos 0.5): exp(1/0.07) > 2 exp(0.5/0.07), so class 0 wins although it is outvoted.
-  angles = np.array([0.0, math.pi / 3, -math.pi / 3])
-  train = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-  ytr = np.array([0, 1, 1])
-  test = np.array([[2.0, 0.0]])  # Norm does not matter (cosine).
-  assert weighted_knn_accuracy(train, ytr, test, np.array([0]), k=3) == 100.0
-  # With a very high temperature the weights are nearly uniform and the majority wins.
-  assert weighted_knn_accuracy(train, ytr, test, np.array([1]), k=3, temperature=100.0) == 100.0
+    # Test point at angle 0. One class-0 neighbour at angle 0 (cos 1) vs two class-1 neighbours at
+    # +-60 degrees (cos 0.5): exp(1/0.07) > 2 exp(0.5/0.07), so class 0 wins although it is outvoted.
+    angles = np.array([0.0, math.pi / 3, -math.pi / 3])
+    train = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    ytr = np.array([0, 1, 1])
+    test = np.array([[2.0, 0.0]])  # Norm does not matter (cosine).
+    assert weighted_knn_accuracy(train, ytr, test, np.array([0]), k=3) == 100.0
+    # With a very high temperature the weights are nearly uniform and the majority wins.
+    assert weighted_knn_accuracy(train, ytr, test, np.array([1]), k=3, temperature=100.0) == 100.0
 
 
 def test_knn_bad_input():
-  x = np.zeros((4, 3))
-  y = np.zeros(4, int)
-  with pytest.raises(ValueError, match="same width"):
-    weighted_knn_accuracy(x, y, np.zeros((2, 2)), np.zeros(2, int))
-  with pytest.raises(ValueError, match="train_labels"):
-    weighted_knn_accuracy(x, np.zeros(3, int), x, y)
-  with pytest.raises(ValueError, match="k must"):
-    weighted_knn_accuracy(x, y, x, y, k=0)
-  with pytest.raises(ValueError, match="temperature"):
-    weighted_knn_accuracy(x, y, x, y, temperature=0.0)
+    x = np.zeros((4, 3))
+    y = np.zeros(4, int)
+    with pytest.raises(ValueError, match="same width"):
+        weighted_knn_accuracy(x, y, np.zeros((2, 2)), np.zeros(2, int))
+    with pytest.raises(ValueError, match="train_labels"):
+        weighted_knn_accuracy(x, np.zeros(3, int), x, y)
+    with pytest.raises(ValueError, match="k must"):
+        weighted_knn_accuracy(x, y, x, y, k=0)
+    with pytest.raises(ValueError, match="temperature"):
+        weighted_knn_accuracy(x, y, x, y, temperature=0.0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,34 +129,38 @@ def test_knn_bad_input():
 
 
 def test_linear_probe_on_separable_features_is_perfect():
-  train, ytr = _clusters(5, 400)
-  test, yte = _clusters(5, 200)
-  assert linear_probe_accuracy(train, ytr, test, yte, epochs=10, batch_size=64) == 100.0
+    train, ytr = _clusters(5, 400)
+    test, yte = _clusters(5, 200)
+    assert linear_probe_accuracy(train, ytr, test, yte, epochs=10, batch_size=64) == 100.0
 
 
 def test_linear_probe_learns_a_linear_rule_and_is_deterministic():
-  rng = np.random.default_rng(6)
-  x = rng.normal(0, 1, (600, 5))
-  x[:, 3] = 1.0  # A constant feature must not break standardisation.
-  y = (x[:, 0] - 2 * x[:, 1] > 0).astype(int)
-  kwargs = dict(epochs=15, batch_size=100, weight_decay=1e-4, seed=3)
-  acc = linear_probe_accuracy(x[:400], y[:400], x[400:], y[400:], **kwargs)
-  assert acc >= 95.0
-  assert linear_probe_accuracy(x[:400], y[:400], x[400:], y[400:], **kwargs) == acc
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 1, (600, 5))
+    x[:, 3] = 1.0  # A constant feature must not break standardisation.
+    y = (x[:, 0] - 2 * x[:, 1] > 0).astype(int)
+    kwargs = dict(epochs=15, batch_size=100, weight_decay=1e-4, seed=3)
+    acc = linear_probe_accuracy(x[:400], y[:400], x[400:], y[400:], **kwargs)
+    assert acc >= 95.0
+    assert linear_probe_accuracy(x[:400], y[:400], x[400:], y[400:], **kwargs) == acc
 
 
 def test_linear_probe_bad_input():
-  x = np.zeros((4, 3))
-  y = np.zeros(4, int)
-  with pytest.raises(ValueError, match="epochs"):
-    linear_probe_accuracy(x, y, x, y, epochs=0)
-  with pytest.raises(ValueError, match="test_features must be finite"):
-    linear_probe_accuracy(x, y, np.full((2, 3), np.nan), np.zeros(2, int))
-  with pytest.raises(ValueError, match="test_labels"):
-    linear_probe_accuracy(x, y, x, np.zeros(4))
+    x = np.zeros((4, 3))
+    y = np.zeros(4, int)
+    with pytest.raises(ValueError, match="epochs"):
+        linear_probe_accuracy(x, y, x, y, epochs=0)
+    with pytest.raises(ValueError, match="test_features must be finite"):
+        linear_probe_accuracy(x, y, np.full((2, 3), np.nan), np.zeros(2, int))
+    with pytest.raises(ValueError, match="test_labels"):
+        linear_probe_accuracy(x, y, x, np.zeros(4))
 
 
 def test_knn_accepts_jax_arrays():
-  train, ytr = _clusters(7, 120)
-  assert weighted_knn_accuracy(jnp.asarray(train), jnp.asarray(ytr), jnp.asarray(train),
-                               jnp.asarray(ytr), k=5) == 100.0
+    train, ytr = _clusters(7, 120)
+    assert (
+        weighted_knn_accuracy(
+            jnp.asarray(train), jnp.asarray(ytr), jnp.asarray(train), jnp.asarray(ytr), k=5
+        )
+        == 100.0
+    )

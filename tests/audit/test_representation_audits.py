@@ -18,8 +18,14 @@ def _oracle():
     """A model of the tiny problem's architecture trained on its retain set only."""
     ds, split, net, _ = tiny_problem("class")
     stream = make_stream(ds.x_train, ds.y_train, {"retain": split.retain})
-    return fit(rules.finetune(net.apply, learning_rate=0.05), net.init(jax.random.key(5)), stream,
-               batch_sizes={"retain": 64}, num_steps=300, key=jax.random.key(6)).variables
+    return fit(
+        rules.finetune(net.apply, learning_rate=0.05),
+        net.init(jax.random.key(5)),
+        stream,
+        batch_sizes={"retain": 64},
+        num_steps=300,
+        key=jax.random.key(6),
+    ).variables
 
 
 def _context(variables, **kwargs):
@@ -76,8 +82,9 @@ def test_random_forgetting_representation_metrics_are_finite():
     ds, _, net, original = tiny_problem("class")
     # The tiny problem's model does not depend on the scenario: reuse the class one.
     split = data.make_split(ds, data.ForgetSpec("random", fraction=0.1), seed=0)
-    ctx = audit.AuditContext(net, ds, split, original, original=original, oracle=original,
-                             extra={"seed": 0})
+    ctx = audit.AuditContext(
+        net, ds, split, original, original=original, oracle=original, extra={"seed": 0}
+    )
     metrics = audit.run(("representation", "zrf"), ctx)
     assert all(np.isfinite(v) for v in metrics.values())
     assert metrics["kNN_forget"] > 80.0
@@ -86,13 +93,19 @@ def test_random_forgetting_representation_metrics_are_finite():
 def test_representation_on_regression_gives_cka_only():
     ds = data.load("diabetes")
     split = data.make_split(ds, data.ForgetSpec("random", fraction=0.1), seed=0)
-    net = models.make_network("mlp", input_shape=ds.input_shape, num_outputs=ds.num_outputs,
-                              hidden=(16,))
+    net = models.make_network(
+        "mlp", input_shape=ds.input_shape, num_outputs=ds.num_outputs, hidden=(16,)
+    )
     a, b = net.init(jax.random.key(0)), net.init(jax.random.key(1))
-    metrics = audit.run(("representation",),
-                        audit.AuditContext(net, ds, split, a, original=a, oracle=b))
-    assert set(metrics) == {"CKA_orig_forget", "CKA_oracle_forget", "CKA_orig_retain",
-                            "CKA_oracle_retain"}
+    metrics = audit.run(
+        ("representation",), audit.AuditContext(net, ds, split, a, original=a, oracle=b)
+    )
+    assert set(metrics) == {
+        "CKA_orig_forget",
+        "CKA_oracle_forget",
+        "CKA_orig_retain",
+        "CKA_oracle_retain",
+    }
     assert metrics["CKA_orig_retain"] == pytest.approx(100.0, abs=1e-3)
     assert metrics["CKA_oracle_retain"] < 100.0
 

@@ -1,4 +1,4 @@
-"""Puts the parent ``tests/`` directory on ``sys.path`` so rule tests can import ``rule_testing``."""
+"""Puts the parent ``tests/`` directory on ``sys.path``, so rule tests import ``rule_testing``."""
 
 import os
 import sys

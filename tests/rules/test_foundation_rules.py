@@ -13,8 +13,9 @@ from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
 
 
-@pytest.mark.parametrize("name", ["finetune", "gradient_ascent", "neggrad_plus", "random_label",
-                                  "retrain"])
+@pytest.mark.parametrize(
+    "name", ["finetune", "gradient_ascent", "neggrad_plus", "random_label", "retrain"]
+)
 def test_foundation_rule_smoke(name):
     smoke_test_rule(name)
 
@@ -23,10 +24,16 @@ def test_rule_update_is_jittable_and_vmappable_over_seeds():
     ds, split, net, variables = tiny_problem()
     rule = rules.make("random_label", net)
     assert isinstance(rule, UnlearningRule)
-    batch = {"forget": {"x": jnp.asarray(ds.x_train[split.forget[:8]]),
-                        "y": jnp.asarray(ds.y_train[split.forget[:8]])},
-             "retain": {"x": jnp.asarray(ds.x_train[split.retain[:8]]),
-                        "y": jnp.asarray(ds.y_train[split.retain[:8]])}}
+    batch = {
+        "forget": {
+            "x": jnp.asarray(ds.x_train[split.forget[:8]]),
+            "y": jnp.asarray(ds.y_train[split.forget[:8]]),
+        },
+        "retain": {
+            "x": jnp.asarray(ds.x_train[split.retain[:8]]),
+            "y": jnp.asarray(ds.y_train[split.retain[:8]]),
+        },
+    }
     state = rule.init(variables, key=jax.random.key(0))
     v1, _, metrics = jax.jit(rule.update)(variables, state, batch, key=jax.random.key(0))
     assert set(metrics) >= {"loss", "forget_acc"}
@@ -51,8 +58,11 @@ def test_rule_from_loss_takes_one_optimizer_step():
     rule = rule_from_loss(loss_fn, optax.sgd(0.1))
     state = rule.init(variables)
     new, state2, m = rule.update(variables, state, {"forget": {"x": x}}, key=jax.random.key(0))
-    grads = jax.grad(lambda p: loss_fn({**variables, "params": p}, {"forget": {"x": x}},
-                                       reference=None, step=0, key=None)[0])(variables["params"])
+    grads = jax.grad(
+        lambda p: loss_fn(
+            {**variables, "params": p}, {"forget": {"x": x}}, reference=None, step=0, key=None
+        )[0]
+    )(variables["params"])
     expected = jax.tree.map(lambda p, g: p - 0.1 * g, variables["params"], grads)
     for a, b in zip(jax.tree.leaves(new["params"]), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
@@ -68,8 +78,9 @@ def test_gradient_ascent_raises_forget_loss_and_random_label_forgets_a_class():
 
 def test_retrain_starts_from_fresh_weights():
     ds, split, net, variables = tiny_problem()
-    _, res = run_rule("retrain", steps=1, seeds=1, learning_rate=0.0, momentum=0.0,
-                      weight_decay=0.0)
+    _, res = run_rule(
+        "retrain", steps=1, seeds=1, learning_rate=0.0, momentum=0.0, weight_decay=0.0
+    )
     fresh = jax.tree.map(lambda x: x[0], res.variables)
     logits = net.apply(fresh, jnp.asarray(ds.x_test)).logits
     assert float(losses.accuracy(logits, ds.y_test)) < 0.5  # an untrained model

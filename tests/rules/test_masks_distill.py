@@ -13,7 +13,7 @@ from jaxunlearn.train.loop import sample_batch
 
 
 def test_wagle():
-    smoke_test_rule("wagle", mask_steps=2)
+    smoke_test_rule("weight_attribution_mask", mask_steps=2)
 
 
 def test_l1_sparse():
@@ -24,27 +24,36 @@ def _leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-@pytest.mark.parametrize("inner, inner_hparams", [
-    ("finetune", {"learning_rate": 0.05, "momentum": 0.9, "weight_decay": 5e-4}),
-    ("scrub", {"learning_rate": 1e-2, "weight_decay": 5e-4}),  # Adam with (coupled) decay
-])
+@pytest.mark.parametrize(
+    "inner, inner_hparams",
+    [
+        ("finetune", {"learning_rate": 0.05, "momentum": 0.9, "weight_decay": 5e-4}),
+        ("scrub", {"learning_rate": 1e-2, "weight_decay": 5e-4}),  # Adam with (coupled) decay
+    ],
+)
 def test_salun_holds_masked_weights_bit_identical(inner, inner_hparams):
     # Also SalUn's smoke test: 3 scoring steps, then 30 masked steps.
-    res = smoke_test_rule("salun", steps=33, mask_steps=3, mask_fraction=0.3, inner=inner,
-                          inner_hparams=inner_hparams)
+    res = smoke_test_rule(
+        "salun", steps=33, mask_steps=3, mask_fraction=0.3, inner=inner, inner_hparams=inner_hparams
+    )
     start = jax.tree.map(lambda x: jnp.stack([x] * 2), tiny_problem()[3])
     mask = _leaves(res.state.mask)
     assert 0.25 < sum(m.sum() for m in mask) / sum(m.size for m in mask) < 0.35
-    for m, before, after in zip(mask, _leaves(start["params"]), _leaves(res.variables["params"]),
-                                strict=True):
+    for m, before, after in zip(
+        mask, _leaves(start["params"]), _leaves(res.variables["params"]), strict=True
+    ):
         assert np.array_equal(before[~m], after[~m])
         assert np.any(before[m] != after[m])
     # Momentum / Adam moments (params-shaped trees in the optimizer state) are zeroed where the
     # mask holds the weights.
     mask_def = jax.tree.structure(res.state.mask)
-    params_like = [n for n in jax.tree.leaves(
-        res.state.inner.opt_state, is_leaf=lambda n: jax.tree.structure(n) == mask_def)
-        if jax.tree.structure(n) == mask_def]
+    params_like = [
+        n
+        for n in jax.tree.leaves(
+            res.state.inner.opt_state, is_leaf=lambda n: jax.tree.structure(n) == mask_def
+        )
+        if jax.tree.structure(n) == mask_def
+    ]
     assert params_like
     for trace in params_like:
         for m, leaf in zip(mask, _leaves(trace), strict=True):
@@ -69,7 +78,8 @@ def test_top_fraction_mask_counts_globally():
     np.testing.assert_array_equal(mask["b"], [True, False, False])
     # Ties, infinities, NaN and -0.0: the same pick as a stable descending sort.
     values = np.random.default_rng(0).choice(
-        np.array([0.0, -0.0, 1.0, -2.0, 3.5, np.nan, np.inf, -np.inf, 1e-30], np.float32), 97)
+        np.array([0.0, -0.0, 1.0, -2.0, 3.5, np.nan, np.inf, -np.inf, 1e-30], np.float32), 97
+    )
     for fraction in (0.05, 0.3, 0.77):
         k = max(1, int(values.size * fraction))
         order = np.argsort(-np.where(np.isnan(values), -np.inf, values), kind="stable")
@@ -82,8 +92,9 @@ def test_top_fraction_mask_counts_globally():
 def test_salun_with_full_mask_equals_inner_rule():
     ds, split, net, variables = tiny_problem()
     stream = make_stream(ds.x_train, ds.y_train, {"forget": split.forget, "retain": split.retain})
-    salun = rules.make("salun", net, num_steps=12, steps_per_epoch=10, mask_fraction=1.0,
-                       mask_steps=2)
+    salun = rules.make(
+        "salun", net, num_steps=12, steps_per_epoch=10, mask_fraction=1.0, mask_steps=2
+    )
     plain = rules.make("random_label", net, learning_rate=0.013)
     key = jax.random.key(3)
 
@@ -109,13 +120,15 @@ def test_fixed_mask_from_batches_matches_streamed_mask():
     ds, split, net, variables = tiny_problem()
     stream = make_stream(ds.x_train, ds.y_train, {"forget": split.forget, "retain": split.retain})
     key = jax.random.key(0)
-    batches = [sample_batch(stream, {"forget": 16, "retain": 16}, key, jnp.asarray(i))
-               for i in range(3)]
+    batches = [
+        sample_batch(stream, {"forget": 16, "retain": 16}, key, jnp.asarray(i)) for i in range(3)
+    ]
     stacked = jax.tree.map(lambda *x: jnp.stack(x), *batches)
     score = masking.forget_saliency(net.apply)
     offline = masking.mask_from_batches(score, variables, stacked, fraction=0.2)
-    rule = masking.hold_masked(rules.make("finetune", net), score=score, mask_fraction=0.2,
-                               mask_steps=3)
+    rule = masking.hold_masked(
+        rules.make("finetune", net), score=score, mask_fraction=0.2, mask_steps=3
+    )
     state = rule.init(variables, key=key)
     update = jax.jit(rule.update)
     for b in batches:
@@ -137,10 +150,13 @@ def test_l1_sparse_alpha_decays_per_epoch():
     np.testing.assert_allclose(alphas, [0.3, 0.3, 0.2, 0.2, 0.1, 0.1], rtol=1e-6)
 
 
-@pytest.mark.parametrize("name, hparams", [
-    ("scrub", {"learning_rate": 5e-3, "weight_decay": 0.0}),
-    ("bad_teacher", {"learning_rate": 5e-3}),
-])
+@pytest.mark.parametrize(
+    "name, hparams",
+    [
+        ("scrub", {"learning_rate": 5e-3, "weight_decay": 0.0}),
+        ("bad_teacher", {"learning_rate": 5e-3}),
+    ],
+)
 def test_distillation_rules_run_and_reduce_forget_accuracy(name, hparams):
     res = smoke_test_rule(name, steps=40, **hparams)
     before = forget_accuracy(tiny_problem()[3])

@@ -12,13 +12,16 @@ from jaxunlearn.core.types import Network, Outputs
 from jaxunlearn.rules import fisher as fisher_lib
 
 
-@pytest.mark.parametrize("name, hparams", [
-    ("fisher_forgetting", {}),
-    ("influence_unlearning", {}),
-    ("boundary_expand", {}),
-    ("unsir", {"input_shape": (8, 8, 1), "noise_steps": 2, "impair_epochs": 0.5}),
-    ("amnesiac", {}),
-])
+@pytest.mark.parametrize(
+    "name, hparams",
+    [
+        ("fisher_forgetting", {}),
+        ("influence_unlearning", {}),
+        ("boundary_expand", {}),
+        ("unsir", {"input_shape": (8, 8, 1), "noise_steps": 2, "impair_epochs": 0.5}),
+        ("amnesiac", {}),
+    ],
+)
 def test_oneshot_boundary_smoke(name, hparams):
     # The one-shot editors return the edit as of the batches seen, so every rule changes the
     # parameters within the steps. SSD and boundary shrink have their smoke tests below.
@@ -33,8 +36,13 @@ def _linear_network(in_dim: int, num_classes: int) -> Network:
     """logits = x @ w + b, features = x: a model whose gradients are easy to reason about."""
 
     def init(key):
-        return {"params": {"w": jax.random.normal(key, (in_dim, num_classes)),
-                           "b": jnp.zeros((num_classes,))}, "batch_stats": {}}
+        return {
+            "params": {
+                "w": jax.random.normal(key, (in_dim, num_classes)),
+                "b": jnp.zeros((num_classes,)),
+            },
+            "batch_stats": {},
+        }
 
     def apply(variables, x, *, train=False):
         del train
@@ -45,8 +53,10 @@ def _linear_network(in_dim: int, num_classes: int) -> Network:
 
 
 def _batch(xf, yf, xr, yr):
-    return {"forget": {"x": jnp.asarray(xf, jnp.float32), "y": jnp.asarray(yf, jnp.int32)},
-            "retain": {"x": jnp.asarray(xr, jnp.float32), "y": jnp.asarray(yr, jnp.int32)}}
+    return {
+        "forget": {"x": jnp.asarray(xf, jnp.float32), "y": jnp.asarray(yf, jnp.int32)},
+        "retain": {"x": jnp.asarray(xr, jnp.float32), "y": jnp.asarray(yr, jnp.int32)},
+    }
 
 
 def test_ssd_dampens_only_forget_specific_weights():
@@ -56,8 +66,9 @@ def test_ssd_dampens_only_forget_specific_weights():
     net = _linear_network(3, 4)
     variables = net.init(jax.random.key(0))
     eye = np.eye(3)
-    batches = [_batch(eye[[0] * 4] * s, [0, 1, 2, 3], eye[[1] * 4] * s, [3, 2, 1, 0])
-               for s in (1.0, 2.0)]
+    batches = [
+        _batch(eye[[0] * 4] * s, [0, 1, 2, 3], eye[[1] * 4] * s, [3, 2, 1, 0]) for s in (1.0, 2.0)
+    ]
     rho, lam = 0.05, 0.5
     rule = rules.ssd(net.apply, forget_fraction=rho, dampening_constant=lam)
     state = rule.init(variables, key=jax.random.key(1))
@@ -77,8 +88,11 @@ def test_ssd_dampens_only_forget_specific_weights():
 def test_ssd_smoke_never_increases_weights():
     res = smoke_test_rule("ssd", selection_weighting=2.0)
     original = tiny_problem()[3]
-    for before, after in zip(jax.tree.leaves(original["params"]),
-                             jax.tree.leaves(_first_model(res.variables)["params"]), strict=True):
+    for before, after in zip(
+        jax.tree.leaves(original["params"]),
+        jax.tree.leaves(_first_model(res.variables)["params"]),
+        strict=True,
+    ):
         before, after = np.asarray(before), np.asarray(after)
         assert np.all(np.abs(after) <= np.abs(before))
         # A dampened weight keeps its sign: the factor lies in [0, 1].
@@ -91,12 +105,13 @@ def _explicit_fisher(apply, variables, x, num_classes):
     probs = jax.nn.softmax(apply(variables, x).logits, -1).mean(0)
     total = jax.tree.map(jnp.zeros_like, variables["params"])
     for y in range(num_classes):
+
         def loss(params, y=y):
             logits = apply({**variables, "params": params}, x).logits
             return losses.cross_entropy(logits, jnp.full((x.shape[0],), y))
 
         g = jax.grad(loss)(variables["params"])
-        total = jax.tree.map(lambda t, g_, y=y: t + probs[y] * g_ ** 2, total, g)
+        total = jax.tree.map(lambda t, g_, y=y: t + probs[y] * g_**2, total, g)
     return total
 
 
@@ -121,19 +136,23 @@ def test_fisher_forgetting_noise_scale_and_determinism():
         if head or var.ndim == 1:
             var = var * 10
         delta = np.asarray(_get(out["params"], path)) - np.asarray(_get(variables["params"], path))
-        np.testing.assert_allclose(delta, np.sqrt(var) * np.asarray(_get(noise, path)),
-                                   rtol=2e-3, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            delta, np.sqrt(var) * np.asarray(_get(noise, path)), rtol=2e-3, atol=1e-6, err_msg=name
+        )
         if head:
             assert np.all(np.sqrt(var) <= np.sqrt(alpha * 1e3) + 1e-6)
     # Deterministic given the key; another key draws other noise.
-    again, _, _ = update(variables, rule.init(variables, key=jax.random.key(3)), batch,
-                         key=jax.random.key(9))
-    other, _, _ = update(variables, rule.init(variables, key=jax.random.key(5)), batch,
-                         key=jax.random.key(4))
+    again, _, _ = update(
+        variables, rule.init(variables, key=jax.random.key(3)), batch, key=jax.random.key(9)
+    )
+    other, _, _ = update(
+        variables, rule.init(variables, key=jax.random.key(5)), batch, key=jax.random.key(4)
+    )
     for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(again), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
-    assert not np.allclose(np.asarray(out["params"]["head"]["kernel"]),
-                           np.asarray(other["params"]["head"]["kernel"]))
+    assert not np.allclose(
+        np.asarray(out["params"]["head"]["kernel"]), np.asarray(other["params"]["head"]["kernel"])
+    )
 
 
 def _get(tree, path):
@@ -151,11 +170,19 @@ def test_influence_unlearning_matches_explicit_inverse(exact):
     net = _linear_network(3, 2)
     variables = net.init(jax.random.key(0))
     rng = np.random.default_rng(0)
-    batches = [_batch(rng.normal(size=(4, 3)), rng.integers(0, 2, 4),
-                      rng.normal(size=(4, 3)), rng.integers(0, 2, 4)) for _ in range(3)]
+    batches = [
+        _batch(
+            rng.normal(size=(4, 3)),
+            rng.integers(0, 2, 4),
+            rng.normal(size=(4, 3)),
+            rng.integers(0, 2, 4),
+        )
+        for _ in range(3)
+    ]
     n, alpha, rho = 6, 0.7, 0.25
-    rule = rules.influence_unlearning(net.apply, alpha=alpha, num_samples=n, forget_fraction=rho,
-                                      exact=exact)
+    rule = rules.influence_unlearning(
+        net.apply, alpha=alpha, num_samples=n, forget_fraction=rho, exact=exact
+    )
     state = rule.init(variables, key=None)
     update = jax.jit(rule.update)
     for b in batches:
@@ -165,13 +192,26 @@ def test_influence_unlearning_matches_explicit_inverse(exact):
         def loss(p, x, y):
             return losses.cross_entropy(net.apply({"params": p}, x).logits, y)
 
-        return np.mean([_flat(jax.grad(loss)(variables["params"], b[part]["x"], b[part]["y"]))
-                        for b in batches], axis=0)
+        return np.mean(
+            [
+                _flat(jax.grad(loss)(variables["params"], b[part]["x"], b[part]["y"]))
+                for b in batches
+            ],
+            axis=0,
+        )
 
     v = rho * (mean_grad("forget") - mean_grad("retain"))
-    samples = [_flat(jax.grad(lambda p, x, y: losses.cross_entropy(
-        net.apply({"params": p}, x[None]).logits, y[None]))(variables["params"], x, y))
-        for b in batches for x, y in zip(b["retain"]["x"], b["retain"]["y"], strict=True)][:n]
+    samples = [
+        _flat(
+            jax.grad(
+                lambda p, x, y: losses.cross_entropy(
+                    net.apply({"params": p}, x[None]).logits, y[None]
+                )
+            )(variables["params"], x, y)
+        )
+        for b in batches
+        for x, y in zip(b["retain"]["x"], b["retain"]["y"], strict=True)
+    ][:n]
     if exact:
         h = np.eye(v.size) + sum(np.outer(g, g) for g in samples) / n
         expected = np.linalg.solve(h, v)
@@ -199,10 +239,17 @@ def test_unsir_phases():
     net = _linear_network(3, 4)
     variables = net.init(jax.random.key(0))
     rng = np.random.default_rng(0)
-    batch = _batch(rng.normal(size=(4, 3)), [2, 2, 2, 2], rng.normal(size=(8, 3)),
-                   rng.integers(0, 4, 8))
-    rule = rules.unsir(net.apply, steps_per_epoch=2, input_shape=(3,), noise_batch_size=6,
-                       noise_steps=3, impair_epochs=1.0)
+    batch = _batch(
+        rng.normal(size=(4, 3)), [2, 2, 2, 2], rng.normal(size=(8, 3)), rng.integers(0, 4, 8)
+    )
+    rule = rules.unsir(
+        net.apply,
+        steps_per_epoch=2,
+        input_shape=(3,),
+        noise_batch_size=6,
+        noise_steps=3,
+        impair_epochs=1.0,
+    )
     state = rule.init(variables, key=jax.random.key(1))
     update = jax.jit(rule.update)
     current, noise_losses, phases = variables, [], []
@@ -211,8 +258,9 @@ def test_unsir_phases():
         noise_losses.append(float(metrics["noise_loss"]))
         phases.append(int(metrics["phase"]))
         if step < 3:  # noise phase: the model is untouched
-            np.testing.assert_array_equal(np.asarray(current["params"]["w"]),
-                                          np.asarray(variables["params"]["w"]))
+            np.testing.assert_array_equal(
+                np.asarray(current["params"]["w"]), np.asarray(variables["params"]["w"])
+            )
     assert phases == [0, 0, 0, 1, 1, 2]
     assert noise_losses[2] < noise_losses[0]  # the noise is learned
     np.testing.assert_array_equal(np.asarray(state.noise_labels), [2] * 6)

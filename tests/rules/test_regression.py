@@ -51,7 +51,8 @@ def _diabetes_run(name, steps, *, snapshot_at=None, **hparams):
 
 def test_blindspot_trains_proxy_first_then_pulls_the_model_towards_it():
     ds, split, net, original, out, state, metrics, snapshot = _diabetes_run(
-        "blindspot", 20, snapshot_at=8, proxy_epochs=2.0, learning_rate=3e-3)
+        "blindspot", 20, snapshot_at=8, proxy_epochs=2.0, learning_rate=3e-3
+    )
     # Phase 1 (8 steps): the proxy learns, the model is untouched.
     assert metrics["proxy_loss"][7] < metrics["proxy_loss"][0]
     assert np.all(metrics["proxy_loss"][8:] == 0) and np.all(metrics["forget_loss"][:8] == 0)
@@ -78,13 +79,16 @@ def test_gaussian_amnesiac_running_target_moments_noise_and_forgetting():
     np.testing.assert_allclose(fixed["target_mean"], 3.0)
 
 
-@pytest.mark.parametrize("hparams, match", [
-    ({"proxy_epochs": 4.0}, "num_steps"),
-    ({"forget_weight": 1.5}, "forget_weight"),
-    ({"at_weight": -1.0}, "at_weight"),
-    ({"loss": "huber"}, "loss"),
-    ({"learning_rate": 0.0}, "learning_rate"),
-])
+@pytest.mark.parametrize(
+    "hparams, match",
+    [
+        ({"proxy_epochs": 4.0}, "num_steps"),
+        ({"forget_weight": 1.5}, "forget_weight"),
+        ({"at_weight": -1.0}, "at_weight"),
+        ({"loss": "huber"}, "loss"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+    ],
+)
 def test_blindspot_rejects_bad_settings(hparams, match):
     _, _, net, _ = tiny_problem("random", "diabetes")
     with pytest.raises(ValueError, match=match):
@@ -123,8 +127,11 @@ def test_mlp_exposes_hidden_activations_and_two_tuple_modules_still_work():
 
 def test_attention_transfer():
     dense = jnp.array([[1.0, -2.0, 2.0]])
-    np.testing.assert_allclose(losses.attention_map(dense), [[1 / 9, 4 / 9, 4 / 9] / np.linalg.norm(
-        [1 / 9, 4 / 9, 4 / 9])], rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.attention_map(dense),
+        [[1 / 9, 4 / 9, 4 / 9] / np.linalg.norm([1 / 9, 4 / 9, 4 / 9])],
+        rtol=1e-6,
+    )
     image = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
     amap = losses.attention_map(image)
     assert amap.shape == (2, 16)
@@ -151,9 +158,17 @@ def test_regression_audit():
 def test_regression_report_plots_errors(tmp_path):
     from jaxunlearn.scenarios import Record, plot, table
 
-    records = [Record("random_10pct", m, s, "ok", {"forget_mse": 0.5 + s, "retain_mse": 0.3,
-                                                    "test_mse": 0.6, "MIA_AUC": 50.0})
-               for m in ("original", "retrain") for s in range(2)]
+    records = [
+        Record(
+            "random_10pct",
+            m,
+            s,
+            "ok",
+            {"forget_mse": 0.5 + s, "retain_mse": 0.3, "test_mse": 0.6, "MIA_AUC": 50.0},
+        )
+        for m in ("original", "retrain")
+        for s in range(2)
+    ]
     assert "forget_mse" in table(records).splitlines()[0]
     path = plot(records, str(tmp_path / "r.png"))
     assert (tmp_path / "r.png").stat().st_size > 0 and path.endswith("r.png")

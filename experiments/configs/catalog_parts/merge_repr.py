@@ -3,34 +3,50 @@
 Tuned on the default `digits` MLP (class-0 forgetting and random 10%); one entry serves both
 scenarios. The forget-set editors (task-vector negation, NegMerge) need a large negation
 (``scaling_coef`` 4) to remove class 0; the same setting damages the model under random
-forgetting, where the forget set is no separate "task" to negate.
+forgetting, where the forget set is no separate "task" to negate. Plain gradient ascent collapses
+the model on class 0 for some seeds, so UNO runs with a per-example cap on the forget loss. LAF
+needs Adam rates ~60x the reference's (which runs 20 epochs on a CNN) to act within 4 epochs.
 """
 
 RULES = {
     "task_vector_negation": {
-        "epochs": 10, "forget_batch_size": 32,
+        "epochs": 10,
+        "forget_batch_size": 32,
         "hparams": {"learning_rate": 0.05, "scaling_coef": 4.0},
     },
     "negmerge": {
-        "epochs": 10, "forget_batch_size": 32,
-        "hparams": {"learning_rates": (0.04, 0.05, 0.06), "subsample": 0.5,
-                    "scaling_coef": 4.0},
+        "epochs": 10,
+        "forget_batch_size": 32,
+        "hparams": {"learning_rates": (0.04, 0.05, 0.06), "scaling_coef": 4.0},
     },
     "ties_merge": {
-        "epochs": 2, "forget_batch_size": 16, "retain_batch_size": 64,
-        "hparams": {"learning_rates": (0.02, 0.005), "forget_weights": (1.0, 1.0),
-                    "retain_kl_weight": 1.0, "retain_ce_weight": 1.0, "density": 0.5},
+        "epochs": 2,
+        "forget_batch_size": 16,
+        "retain_batch_size": 64,
+        "hparams": {
+            "learning_rates": (0.02, 0.005),
+            "forget_weights": (1.0, 1.0),
+            "retain_kl_weight": 1.0,
+            "retain_ce_weight": 1.0,
+            "density": 0.5,
+        },
     },
     "gradient_orthogonalization": {
-        "epochs": 1.5, "forget_batch_size": 16, "retain_batch_size": 64,
-        "hparams": {"learning_rate": 0.01, "retain_weight": 1.0},
+        "epochs": 2,
+        "forget_batch_size": 16,
+        "retain_batch_size": 64,
+        "hparams": {"learning_rate": 0.01, "retain_weight": 1.0, "forget_loss_cap": 3.0},
     },
     "adapt_then_unlearn": {
-        "epochs": 3, "forget_batch_size": 16, "retain_batch_size": 64,
+        "epochs": 3,
+        "forget_batch_size": 16,
+        "retain_batch_size": 64,
         "hparams": {"alpha": 1e4, "gamma": 3.0},
     },
     "label_agnostic_forgetting": {
-        "epochs": 3, "forget_batch_size": 16, "retain_batch_size": 64,
+        "epochs": 4,
+        "forget_batch_size": 16,
+        "retain_batch_size": 64,
         "hparams": {"ue_learning_rate": 3e-3, "ra_learning_rate": 6e-3},
     },
 }

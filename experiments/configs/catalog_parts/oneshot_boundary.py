@@ -15,37 +15,50 @@ forget sets of 5% or less). Known limits on this problem, with these entries:
 - ``boundary_shrink``: an FGSM step of 0.1 on 8x8 digits flips only ~13% of the forget set's
   predictions, so the entry uses 0.3; relabelling to neighbouring classes over-forgets random
   examples (the method targets class-wise forgetting).
+- ``unsir``: at lr 7e-3 one seed in three forgets class 0 only in part (forget accuracy ~22%);
+  1e-2 removes it in every seed but over-forgets random examples.
 """
 
 RULES = {
     "ssd": {
-        "epochs": 1, "forget_batch_size": 128, "retain_batch_size": 128,
+        "epochs": 1,
+        "forget_batch_size": 128,
+        "retain_batch_size": 128,
         "hparams": {"selection_weighting": 6.5, "forget_fraction": 0.1},
     },
     "fisher_forgetting": {
-        "epochs": 1, "retain_batch_size": 32,
+        "epochs": 1,
+        "retain_batch_size": 32,
         "hparams": {"alpha": 1e-5},
     },
     "influence_unlearning": {
-        "epochs": 1, "forget_batch_size": 64, "retain_batch_size": 64,
+        "epochs": 1,
+        "forget_batch_size": 64,
+        "retain_batch_size": 64,
         "hparams": {"alpha": 10.0, "forget_fraction": 0.1},
     },
     "boundary_shrink": {
-        "epochs": 10, "forget_batch_size": 32,
+        "epochs": 10,
+        "forget_batch_size": 32,
         "hparams": {"learning_rate": 2e-4, "bound": 0.3},
     },
     "boundary_expand": {
-        "epochs": 3, "forget_batch_size": 32,
+        "epochs": 3,
+        "forget_batch_size": 32,
         "hparams": {"learning_rate": 1e-3},
     },
     "unsir": {
         # 25 noise updates + 1 impair epoch + 1 repair epoch of 20 retain batches.
-        "epochs": 3.25, "forget_batch_size": 32, "retain_batch_size": 64,
-        "hparams": {"input_shape": (8, 8, 1), "learning_rate": 5e-3},
+        "epochs": 3.25,
+        "forget_batch_size": 32,
+        "retain_batch_size": 64,
+        "hparams": {"input_shape": (8, 8, 1), "learning_rate": 7e-3},
     },
     "amnesiac": {
         # 16 + 112: the forget set's 10% share of each batch of 128.
-        "epochs": 3, "forget_batch_size": 16, "retain_batch_size": 112,
+        "epochs": 3,
+        "forget_batch_size": 16,
+        "retain_batch_size": 112,
         "hparams": {"learning_rate": 5e-4},
     },
 }
