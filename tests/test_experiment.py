@@ -113,3 +113,17 @@ def test_unknown_rule_and_missing_retain_are_rejected():
     c.rules = {"gradient_ascent": {"epochs": 1, "forget_batch_size": 32}, "finetune": {"epochs": 1}}
     with pytest.raises(ValueError, match="no retain set"):
         plan(c)
+
+
+def test_rules_that_need_labels_are_rejected_when_a_scenario_has_none():
+    c = _tiny()
+    c.scenarios = {"unlabelled": {"kind": "class", "classes": (0,), "labels_available": False}}
+    c.rules = {"retrain": {}, "label_agnostic_forgetting": {"epochs": 1,
+                                                            "hparams": {"repair": True}}}
+    with pytest.raises(ValueError, match="repair"):
+        plan(c)
+    c.rules = {"retrain": {}, "random_label": {"epochs": 1}}
+    with pytest.raises(ValueError, match="no labels"):
+        plan(c)
+    c.rules = {"retrain": {}, "label_agnostic_forgetting": {"epochs": 1}}
+    plan(c)  # label-free unlearning is fine

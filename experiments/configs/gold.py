@@ -14,8 +14,8 @@ two ensembles example by example:
   retain set plus a random half of the forget set and unlearn that half (``ulira_auc``,
   ``ulira_tpr_at_1pct_fpr``; on the ``original`` row: the attack on shadows that never unlearned).
 
-Run (N = 32: 12.7 minutes wall clock, 4.8 CPU-minutes, on 2 CPU cores shared with about 8 other
-busy processes; over half of it is the per-model audits of 384 models):
+Run (N = 32: 3.9 minutes on 2 CPU cores at a load of 2-4, 12.7 minutes when they were shared
+with about 8 busy processes; over half of it is the per-model audits of 384 models):
 
     python -m experiments.main --config=experiments/configs/gold.py --workdir=/tmp/ju_gold
 

@@ -192,7 +192,8 @@ def _check_availability(sname: str, scfg: dict, rules: dict) -> None:
             raise ValueError(f"Scenario {sname!r} gives no retain set (retain_available=False), "
                              f"but rule {name!r} needs one.")
         hp = _plain(rc.get("hparams"))
-        wants_labels = info.needs_labels or bool(hp.get("repair", False))
+        # The retrain oracle is the audit's reference, not a method given the scenario's data.
+        wants_labels = name != RETRAIN and (info.needs_labels or bool(hp.get("repair", False)))
         if not labels and wants_labels:
             raise ValueError(f"Scenario {sname!r} gives no labels (labels_available=False), but "
                              f"rule {name!r} needs them"
