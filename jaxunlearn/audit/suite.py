@@ -171,22 +171,12 @@ def ensemble_names() -> list[str]:
 
 def check_ensemble_names(audit_names, task: str = "classification") -> None:
     """Rejects unknown ensemble audit names, listing the valid ones."""
-    for name in audit_names:
-        if name not in _ENSEMBLE_REGISTRY:
-            raise ValueError(
-                f"Unknown ensemble audit {name!r}; valid ensemble audits: {ensemble_names()}"
-            )
-        if _TASKS.get(name, task) != task:
-            raise ValueError(f"Ensemble audit {name!r} is for {_TASKS[name]} tasks, not {task}")
+    _check(_ENSEMBLE_REGISTRY, audit_names, task, "ensemble audit")
 
 
 def run_ensemble(audit_names, ctx: EnsembleContext) -> dict[str, float]:
     """Runs the named ensemble audits and merges their metrics."""
-    check_ensemble_names(audit_names, ctx.dataset.task)
-    metrics: dict[str, float] = {}
-    for name in audit_names:
-        metrics.update(_ENSEMBLE_REGISTRY[name](ctx))
-    return metrics
+    return _run(_ENSEMBLE_REGISTRY, audit_names, ctx, "ensemble audit")
 
 
 def accuracy_audit(ctx: AuditContext) -> dict[str, float]:
@@ -264,17 +254,28 @@ def names() -> list[str]:
 
 def check_names(audit_names, task: str = "classification") -> None:
     """Rejects unknown audit names (listing the valid ones) and audits of the wrong task."""
-    for name in audit_names:
-        if name not in _REGISTRY:
-            raise ValueError(f"Unknown audit {name!r}; valid audits: {names()}")
-        if _TASKS.get(name, task) != task:
-            raise ValueError(f"Audit {name!r} is for {_TASKS[name]} tasks, not {task}")
+    _check(_REGISTRY, audit_names, task, "audit")
 
 
 def run(audit_names, ctx: AuditContext) -> dict[str, float]:
     """Runs the named audits and merges their metrics."""
-    check_names(audit_names, ctx.dataset.task)
+    return _run(_REGISTRY, audit_names, ctx, "audit")
+
+
+def _check(registry: dict, audit_names, task: str, kind: str) -> None:
+    # One check for both registries: unknown names list the valid ones, task mismatches say so.
+    for name in audit_names:
+        if name not in registry:
+            raise ValueError(f"Unknown {kind} {name!r}; valid {kind}s: {sorted(registry)}")
+        if _TASKS.get(name, task) != task:
+            raise ValueError(
+                f"{kind.capitalize()} {name!r} is for {_TASKS[name]} tasks, not {task}"
+            )
+
+
+def _run(registry: dict, audit_names, ctx, kind: str) -> dict[str, float]:
+    _check(registry, audit_names, ctx.dataset.task, kind)
     metrics: dict[str, float] = {}
     for name in audit_names:
-        metrics.update(_REGISTRY[name](ctx))
+        metrics.update(registry[name](ctx))
     return metrics
