@@ -298,14 +298,22 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
     return records
 
 
+def rule_schedule(name: str, rule_config: Mapping, sizes: Mapping[str, int]):
+    """``(batch sizes, steps per epoch, number of steps)`` of a rule's config entry for
+    forget/retain sets of ``sizes``: ``epochs`` passes over the rule's epoch part (retain if it
+    reads it, else forget), batch sizes defaulting to 64."""
+    info = rules_lib.get(name)
+    bs = {part: int(rule_config.get(f"{part}_batch_size", 64)) for part in info.parts}
+    spe = steps_per_epoch(sizes[info.epoch_part], bs[info.epoch_part])
+    num_steps = max(1, int(math.ceil(float(rule_config.get("epochs", 1)) * spe)))
+    return bs, spe, num_steps
+
+
 def _rule_run(p: Plan, name: str, sizes: Mapping[str, int]):
     """Rule ``name`` built from its config entry for forget/retain sets of ``sizes``: ``(rule,
     batch sizes, number of steps)``, the steps being ``epochs`` passes over its epoch part."""
-    info = rules_lib.get(name)
     rc = p.rules[name]
-    bs = {part: int(rc.get(f"{part}_batch_size", 64)) for part in info.parts}
-    spe = steps_per_epoch(sizes[info.epoch_part], bs[info.epoch_part])
-    num_steps = max(1, int(math.ceil(float(rc.get("epochs", 1)) * spe)))
+    bs, spe, num_steps = rule_schedule(name, rc, sizes)
     rule = rules_lib.make(name, p.network, num_steps=num_steps, steps_per_epoch=spe,
                           **_plain(rc.get("hparams")))
     return rule, bs, num_steps

@@ -54,7 +54,8 @@ from jaxunlearn.audit import classification as cls
 from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data import Dataset, Split
-from jaxunlearn.train import Stream, make_stream, scan_steps, steps_per_epoch
+from jaxunlearn.scenarios.runner import rule_schedule
+from jaxunlearn.train import Stream, make_stream, scan_steps
 
 # Registry context, filled in by ``rules.make``: not hyperparameters one sweeps.
 _CONTEXT = ("init_fn", "num_classes", "num_steps", "steps_per_epoch")
@@ -294,14 +295,10 @@ def sweep(
     """
     grid = check_grid(rule, param, values)
     rc = dict(rule_config or {})
-    info = rules_lib.get(rule)
     hparams = dict(rc.get("hparams") or {})
     hparams.pop(param, None)
     sizes = {"forget": len(split.forget), "retain": len(split.retain)}
-    batch_sizes = {part: int(rc.get(f"{part}_batch_size", 64)) for part in info.parts}
-    # The same schedule as the experiment runner's.
-    spe = steps_per_epoch(sizes[info.epoch_part], batch_sizes[info.epoch_part])
-    num_steps = max(1, int(math.ceil(float(rc.get("epochs", 1)) * spe)))
+    batch_sizes, spe, num_steps = rule_schedule(rule, rc, sizes)  # the runner's schedule
     for v in grid:  # the factory's own checks, on concrete values, before any compute
         rules_lib.make(
             rule,
