@@ -6,7 +6,8 @@ rule, 3 seeds. Run:
     python -m experiments.main --config=experiments/configs/default.py --workdir=/tmp/jaxunlearn
 
 `--config=experiments/configs/default.py:tiny` is a seconds-long version (1 seed, few epochs) used
-by the tests and the quickstart notebook.
+by the tests and the quickstart notebook; `:smoke` is smaller still (one scenario, one rule, two
+audits), a check that a machine or a multi-process job runs the whole pipeline.
 
 Hyperparameters follow the reference code (SGD with momentum 0.9 and weight decay 5e-4), with
 learning rates and epoch counts scaled to this small problem.
@@ -16,8 +17,8 @@ import ml_collections
 
 
 def get_config(arg=None):
-    if arg not in (None, "", "tiny"):
-        raise ValueError(f"Unknown variant {arg!r} of the default config; valid: 'tiny'")
+    if arg not in (None, "", "tiny", "smoke"):
+        raise ValueError(f"Unknown variant {arg!r} of the default config; valid: 'tiny', 'smoke'")
     c = ml_collections.ConfigDict()
     c.dataset = "digits"
     c.data_kwargs = {}
@@ -75,4 +76,11 @@ def get_config(arg=None):
         for rule in c.rules.values():
             if "epochs" in rule:
                 rule.epochs = 1
+    if arg == "smoke":
+        c.seeds = 1
+        c.train.epochs = 1
+        c.train.chunk_size = 11  # two checkpoints per model (an epoch is 22 or 20 steps)
+        c.scenarios = {"class_0": c.scenarios.class_0}
+        c.rules = {"retrain": {}, "neggrad_plus": {**c.rules.neggrad_plus, "epochs": 0.25}}
+        c.audits = ("accuracy", "mia_efficacy")
     return c

@@ -30,6 +30,7 @@ def get_config(arg=None):
     c.seeds = 3
     c.forget_seed = 0
     c.data_parallel = True
+    c.distributed = False  # True on multi-host pods/clusters: calls jax.distributed.initialize()
     # 353 training patients: a small, well-regularised recipe; longer training overfits.
     c.train = {
         "epochs": 20,

@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxunlearn.core.types import Array, Network, UnlearningRule, Variables
-from jaxunlearn.train import FitResult, fit, make_stream, steps_per_epoch
+from jaxunlearn.train import FitResult, fit, make_stream, multihost, steps_per_epoch
 
 MIN_MODELS = 2
 _TIMING_FILE = "timing.json"
@@ -110,22 +110,22 @@ def _fit_ensemble(rule: UnlearningRule, variables: Variables, x, y, index, *, ke
                   checkpoint_dir, progress) -> FitResult:
     arrays, per_model = _per_model_index(index, num_models(keys))
     stream = make_stream(x, y, arrays)
+    # fit resumes from the checkpoints but times only what it ran; keep a running total beside
+    # them so an interrupted and resumed ensemble reports its whole cost.
+    path = None if checkpoint_dir is None else os.path.join(checkpoint_dir, _TIMING_FILE)
+    timing = {"runtime_s": 0.0, "compile_s": 0.0}
+    if path is not None and os.path.exists(path):
+        with open(path) as f:
+            timing = json.load(f)
     res = fit(rule, variables, stream, batch_sizes=batch_sizes, num_steps=num_steps, key=keys,
               ensemble=True, per_model_index=per_model, mesh=mesh, chunk_size=chunk_size,
               checkpoint_dir=checkpoint_dir, progress=progress)
-    if checkpoint_dir is None:
+    if path is None:
         return res
-    # fit resumes from the checkpoints but times only what it ran; keep a running total beside
-    # them so an interrupted and resumed ensemble reports its whole cost.
-    path = os.path.join(checkpoint_dir, _TIMING_FILE)
-    timing = {"runtime_s": 0.0, "compile_s": 0.0}
-    if os.path.exists(path):
-        with open(path) as f:
-            timing = json.load(f)
     timing = {"runtime_s": timing["runtime_s"] + res.runtime_s,
               "compile_s": timing["compile_s"] + res.compile_s}
-    with open(path, "w") as f:
-        json.dump(timing, f)
+    multihost.sync(f"read {path}")  # every process has read the old total before it is replaced
+    multihost.write_json(path, timing)
     return res._replace(runtime_s=timing["runtime_s"], compile_s=timing["compile_s"])
 
 

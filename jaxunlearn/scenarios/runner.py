@@ -27,7 +27,7 @@ from jaxunlearn import rules as rules_lib
 from jaxunlearn.audit import classification as cls
 from jaxunlearn.audit import gold
 from jaxunlearn.core.types import Network, Variables
-from jaxunlearn.train import Progress, data_mesh, steps_per_epoch
+from jaxunlearn.train import Progress, data_mesh, multihost, steps_per_epoch
 
 ORIGINAL, RETRAIN = "original", "retrain"
 
@@ -113,6 +113,10 @@ def plan(config) -> Plan:
     train = _plain(config.train)
     mesh = None
     n_dev = jax.device_count()
+    if not config.get("data_parallel", True) and jax.process_count() > 1:
+        raise ValueError(f"`data_parallel=False` keeps every model on one device, but this job has "
+                         f"{jax.process_count()} processes: a multi-process job runs on the data "
+                         "mesh over all of their devices.")
     if config.get("data_parallel", True) and n_dev > 1:
         mesh = data_mesh(n_dev)
     n_train = len(dataset.y_train)
@@ -231,10 +235,15 @@ def _seed_keys(seeds: int, offset: int):
 def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record]:
     """Runs the experiment ``config`` in ``workdir`` and writes ``results.json``, table and plot.
 
+    In a multi-process job (after ``jax.distributed.initialize()``) every process calls this with
+    the same arguments and gets the records; only process 0 prints and writes files, and
+    ``workdir`` must be shared by all processes (see :mod:`jaxunlearn.train.multihost`).
+
     Returns:
       The records: one per (scenario, method, seed), ``original`` and ``retrain`` included.
     """
     p = plan(config)
+    verbose = verbose and multihost.is_primary()
     os.makedirs(workdir, exist_ok=True)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
     ckpt_root = os.path.join(workdir, "checkpoints")
@@ -269,7 +278,7 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
             if name == RETRAIN:
                 continue
             cache = os.path.join(workdir, "records", sname, f"{name}.json")
-            if os.path.exists(cache):
+            if multihost.agree(os.path.exists(cache)):  # all processes skip, or none
                 with open(cache) as f:
                     scen_records += [Record(**r) for r in json.load(f)]
                 log(f"  {name}: restored finished records")
@@ -281,12 +290,12 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
                                   retrain_records, workdir)
             if shadows is not None and name in p.ulira["rules"]:
                 _add_group_metrics(recs, _ulira_after(p, sname, name, shadows, verbose=verbose))
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            with open(cache, "w") as f:
-                json.dump([r.to_json() for r in recs], f)
+            multihost.write_json(cache, [r.to_json() for r in recs])
             scen_records += recs
         _add_gaps(scen_records, audit_lib.gap_metrics(p.dataset.task))
         records += scen_records
+    if not multihost.is_primary():
+        return records
     from jaxunlearn.scenarios import report
 
     report.write_all(records, workdir, title=f"{config.dataset} / {config.model}")
@@ -412,6 +421,8 @@ def _add_gaps(records: list[Record], keys) -> None:
             if not math.isnan(gap):
                 r.metrics["Avg_gap"] = gap
 
+    if not multihost.is_primary():
+        return
 
 def load_results(path: str) -> list[Record]:
     """Reads ``results.json`` back into records."""

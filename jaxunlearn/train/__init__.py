@@ -1,5 +1,6 @@
 """The one training loop (single models, ensembles, data parallel) and checkpoints."""
 
+from jaxunlearn.train import multihost
 from jaxunlearn.train.loop import (
     FitResult,
     Progress,
@@ -21,6 +22,7 @@ __all__ = [
     "data_mesh",
     "fit",
     "make_stream",
+    "multihost",
     "sample_batch",
     "scan_steps",
     "steps_per_epoch",

@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, PyTree, UnlearningRule, Variables
+from jaxunlearn.train import multihost
 
 
 class Stream(NamedTuple):
@@ -377,12 +378,12 @@ def fit(
         variables, state, metrics, finite = compiled(
             variables, state, stream, key, jnp.asarray(step, jnp.int32)
         )
-        finite = np.asarray(finite)
+        finite = multihost.fetch(finite)
         t_run += time.perf_counter() - t0
         ran = min(chunk_size, num_steps - step)
         step += ran
         metrics = {
-            k: np.asarray(v)[..., :ran] if ensemble else np.asarray(v)[:ran]
+            k: multihost.fetch(v)[..., :ran] if ensemble else multihost.fetch(v)[:ran]
             for k, v in metrics.items()
         }
         history.append(metrics)

@@ -1,0 +1,106 @@
+"""A multi-process (multi-controller) job on one CPU box: two processes of the experiment binary,
+joined by ``jax.distributed`` through ``launch/local.sh``, with one data mesh over both processes'
+devices. They must finish, report and write files once, agree with a single-process run, and
+resume an interrupted run from its orbax checkpoints."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = "experiments/configs/default.py:smoke"
+TIMEOUT_S = 300
+
+
+def _start(cmd, local_devices: int, **env):
+    env = dict(os.environ, PYTHON=sys.executable, LOCAL_DEVICES=str(local_devices), **env)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
+        "--xla_force_host_platform_device_count=8", ""
+    )
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _finish(proc) -> tuple[str, str]:
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every process it started
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after {TIMEOUT_S}s:\n{err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    return out, err
+
+
+def _two_processes(workdir: str):
+    return _start(["bash", "launch/local.sh", "2", CONFIG, workdir], local_devices=2)
+
+
+def _metrics(workdir: str) -> dict:
+    with open(os.path.join(workdir, "results.json")) as f:
+        records = json.load(f)
+    timing = ("runtime_s", "compile_s")
+    return {
+        (r["scenario"], r["method"], r["seed"], r["status"]): {
+            k: v for k, v in r["metrics"].items() if k not in timing
+        }
+        for r in records
+    }
+
+
+def _assert_close(a: dict, b: dict, tol: float = 1e-3) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].keys() == b[key].keys(), key
+        for m in a[key]:
+            assert a[key][m] == pytest.approx(b[key][m], abs=tol), (key, m)
+
+
+def test_two_processes_report_once_match_one_process_and_resume(tmp_path):
+    multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
+    # The same 4 devices in one process (a plain run, no jax.distributed) and over two processes:
+    # the same sharding, so the same numbers up to float reassociation.
+    reference = _start(
+        [sys.executable, "-m", "experiments.main", f"--config={CONFIG}", f"--workdir={single}"],
+        local_devices=4,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    )
+    out, err = _finish(_two_processes(multi))
+    _finish(reference)
+
+    # Process 0 reports; process 1 runs every program with it but prints and writes nothing.
+    assert "neggrad_plus" in out and "[class_0/retrain] step 20/20" in err
+    with open(os.path.join(multi, "logs", "process_1.log")) as f:
+        other = f.read()
+    assert "step" not in other and "neggrad_plus" not in other and "wrote" not in other, other
+    for name in ("results.json", "results.txt", "results.png", "records/class_0/neggrad_plus.json"):
+        assert os.path.exists(os.path.join(multi, name)), name
+    first = _metrics(multi)
+    assert {k[1] for k in first} == {"original", "retrain", "neggrad_plus"}
+    assert all(k[3] == "ok" for k in first)
+    _assert_close(first, _metrics(single))
+
+    # An interruption after the oracle's first checkpoint (step 11 of 20) and before the rule
+    # finished: both processes resume the oracle at step 11 and rerun the rule.
+    ckpt = os.path.join(multi, "checkpoints", "class_0", "retrain")
+    assert sorted(os.listdir(ckpt)) == ["11", "20", "timing.json"]
+    shutil.rmtree(os.path.join(ckpt, "20"))
+    for name in ("results.json", "results.txt", "results.png", "records/class_0/neggrad_plus.json"):
+        os.remove(os.path.join(multi, name))
+    out, err = _finish(_two_processes(multi))
+    assert "[original]" not in err  # restored whole
+    assert "[class_0/retrain] step 20/20" in err and "step 11/20" not in err
+    assert "[class_0/neggrad_plus] step 5/5" in err
+    _assert_close(_metrics(multi), first, tol=1e-6)
