@@ -6,10 +6,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxunlearn import data, models, rules
+from jaxunlearn import data, ensemble, models, rules
 from jaxunlearn.core import losses
 from jaxunlearn.core.rule import rule_from_loss
-from jaxunlearn.train import fit, make_stream, scan_steps
+from jaxunlearn.core.types import UnlearningRule
+from jaxunlearn.train import data_mesh, fit, loop, make_stream, scan_steps
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +148,158 @@ def test_ensemble_vmaps_over_seeds_and_matches_single_runs(problem):
     _assert_trees_close(
         jax.tree.map(lambda x: x[1], ens.variables), single.variables, rtol=1e-5, atol=1e-6
     )
+
+
+# Ensembles keep step counters unmapped (a rule's branches on them stay branches) ---------------
+
+
+def _forget_retain_stream(ds):
+    classes = np.asarray(ds.y_train)
+    return make_stream(
+        ds.x_train,
+        ds.y_train,
+        {"forget": np.flatnonzero(classes == 0), "retain": np.flatnonzero(classes != 0)},
+    )
+
+
+def _ensemble_fit(rule, net, stream, num_steps, **kw):
+    keys = jax.vmap(jax.random.key)(jnp.arange(3))
+    return fit(
+        rule,
+        jax.vmap(net.init)(keys),
+        stream,
+        batch_sizes={"forget": 16, "retain": 32},
+        num_steps=num_steps,
+        key=keys,
+        ensemble=True,
+        **kw,
+    )
+
+
+def _all_mapped(monkeypatch):
+    """Makes fit map every state leaf over the models, as it did before counters stayed shared."""
+    monkeypatch.setattr(
+        loop, "_shared_counters", lambda state, n: (False,) * len(jax.tree.leaves(state))
+    )
+
+
+@pytest.mark.parametrize("name", ["scrub", "adapt_then_unlearn"])
+def test_ensemble_with_phase_switches_equals_single_runs_and_all_mapped(problem, name, monkeypatch):
+    ds, net, _ = problem
+    stream = _forget_retain_stream(ds)
+    if name == "scrub":  # Adam (optax counts) and max steps in the first of 3-step epochs only
+        rule = rules.scrub(net.apply, steps_per_epoch=3, msteps=1, lr_decay_epochs=(2,))
+    else:
+        rule = rules.adapt_then_unlearn(net.apply, num_steps=8, alpha=1e4)
+    ens = _ensemble_fit(rule, net, stream, 8, chunk_size=3)
+    assert all(x.shape[0] == 3 for x in jax.tree.leaves(ens.state))
+    np.testing.assert_array_equal(ens.state.step, [8, 8, 8])
+    for m in (0, 2):
+        single = fit(
+            rule,
+            net.init(jax.random.key(m)),
+            stream,
+            batch_sizes={"forget": 16, "retain": 32},
+            num_steps=8,
+            key=jax.random.key(m),
+            chunk_size=3,
+        )
+        _assert_trees_close(
+            ensemble.select(ens.variables, m), single.variables, rtol=1e-5, atol=1e-6
+        )
+        _assert_trees_close(ensemble.select(ens.state, m), single.state, rtol=1e-5, atol=1e-6)
+        _assert_trees_close(
+            {k: v[m] for k, v in ens.metrics.items()}, single.metrics, rtol=1e-5, atol=1e-6
+        )
+    # Shared counters come back replicated, so the next chunk accepts them.
+    sharded = _ensemble_fit(rule, net, stream, 8, chunk_size=3, mesh=data_mesh(8))
+    _assert_trees_close(sharded.variables, ens.variables, rtol=1e-4, atol=1e-5)
+    _assert_trees_close(sharded.state, ens.state, rtol=1e-4, atol=1e-5)
+    _all_mapped(monkeypatch)
+    old = _ensemble_fit(rule, net, stream, 8, chunk_size=3)
+    _assert_trees_close(old.variables, ens.variables, rtol=1e-6, atol=1e-7)
+    _assert_trees_close(old.state, ens.state, rtol=1e-6, atol=1e-7)
+    _assert_trees_close(old.metrics, ens.metrics, rtol=1e-6, atol=1e-7)
+
+
+def _one_shot_rule(edits: list, edit_step: int = 2) -> UnlearningRule:
+    """Edits the parameters at step ``edit_step`` only; the edit branch counts its executions."""
+
+    def init(variables, *, key):
+        del variables, key
+        return {"step": jnp.zeros((), jnp.int32)}
+
+    def update(variables, state, batch, *, key):
+        del batch, key
+
+        def edit(params):
+            jax.debug.callback(lambda: edits.append(1))
+            return jax.tree.map(lambda p: 0.5 * p, params)
+
+        params = jax.lax.cond(state["step"] == edit_step, edit, lambda p: p, variables["params"])
+        return {**variables, "params": params}, {"step": state["step"] + 1}, {}
+
+    return UnlearningRule(init, update)
+
+
+def test_ensemble_step_counter_branches_run_one_branch_per_step(problem, monkeypatch):
+    ds, net, _ = problem
+    stream = _forget_retain_stream(ds)
+    edits = []
+    res = _ensemble_fit(_one_shot_rule(edits), net, stream, 6)
+    jax.effects_barrier()
+    assert len(edits) == 1  # one real branch, taken once for all 3 models
+    np.testing.assert_array_equal(res.state["step"], [6, 6, 6])
+    start = jax.vmap(net.init)(jax.vmap(jax.random.key)(jnp.arange(3)))
+    _assert_trees_close(
+        res.variables["params"], jax.tree.map(lambda p: 0.5 * p, start["params"]), rtol=1e-6
+    )
+    # Mapped counters turn the cond into a select that runs the edit at every step.
+    _all_mapped(monkeypatch)
+    edits.clear()
+    old = _ensemble_fit(_one_shot_rule(edits), net, stream, 6)
+    jax.effects_barrier()
+    assert len(edits) == 6
+    _assert_trees_close(old.variables, res.variables, rtol=1e-6)
+
+
+def test_ensemble_counter_moved_by_model_data_falls_back_to_mapping(problem):
+    ds, net, _ = problem
+    stream = _forget_retain_stream(ds)
+
+    def init(variables, *, key):
+        del variables, key
+        return {"step": jnp.zeros((), jnp.int32), "hits": jnp.zeros((), jnp.int32)}
+
+    def update(variables, state, batch, *, key):
+        # ``hits`` counts batches whose first input row is bright: it differs between models.
+        hit = (batch["retain"]["x"][0].mean() > jax.random.uniform(key)).astype(jnp.int32)
+        return variables, {"step": state["step"] + 1, "hits": state["hits"] + hit}, {}
+
+    res = _ensemble_fit(UnlearningRule(init, update), net, stream, 12)
+    np.testing.assert_array_equal(res.state["step"], [12, 12, 12])
+    for m in (0, 1):
+        single = fit(
+            UnlearningRule(init, update),
+            net.init(jax.random.key(m)),
+            stream,
+            batch_sizes={"forget": 16, "retain": 32},
+            num_steps=12,
+            key=jax.random.key(m),
+        )
+        assert int(res.state["hits"][m]) == int(single.state["hits"])
+
+
+def test_ensemble_interrupted_then_resumed_equals_uninterrupted(problem, tmp_path):
+    ds, net, _ = problem
+    stream = _forget_retain_stream(ds)
+    rule = rules.scrub(net.apply, steps_per_epoch=4, msteps=1, lr_decay_epochs=(2,))
+    full = _ensemble_fit(rule, net, stream, 12, chunk_size=4)
+    ckpt = str(tmp_path / "ckpt")
+    part = _ensemble_fit(rule, net, stream, 8, chunk_size=4, checkpoint_dir=ckpt)
+    assert part.steps == 8
+    resumed = _ensemble_fit(rule, net, stream, 12, chunk_size=4, checkpoint_dir=ckpt)
+    assert resumed.steps == 12 and resumed.metrics["loss"].shape == (3, 4)
+    np.testing.assert_array_equal(resumed.state.step, [12, 12, 12])
+    _assert_trees_close(full.variables, resumed.variables, rtol=1e-6, atol=1e-7)
+    _assert_trees_close(full.state, resumed.state, rtol=1e-6, atol=1e-7)

@@ -231,6 +231,54 @@ def _chunk_fn(
     return chunk
 
 
+def _shared_counters(state: PyTree, num_models: int) -> tuple[bool, ...]:
+    """Which leaves of an ensemble's rule state are integer scalars equal across all models.
+
+    Step counters (``state.step``, optimizer ``count``s) start equal in every model and usually
+    advance the same way. Read from the host once per :func:`fit`; the leaves are ``[N]`` int.
+    """
+
+    def shared(x) -> bool:
+        if np.shape(x) != (num_models,) or not jax.dtypes.issubdtype(x.dtype, jnp.integer):
+            return False
+        values = np.asarray(x)
+        return bool(np.all(values == values[0]))
+
+    return tuple(shared(x) for x in jax.tree.leaves(state))
+
+
+def _vmap_models(chunk: Callable, shared: tuple[bool, ...], index_axes: Mapping[str, Any]):
+    """``chunk`` vmapped over the leading model axis, with the ``shared`` state leaves unmapped.
+
+    vmap turns a ``lax.cond`` or ``lax.switch`` on a mapped value into a ``select`` that runs every
+    branch, so a rule's phase switch or one-shot edit on its step counter would cost all branches
+    at every step. The shared counters therefore enter as one scalar (model 0's, equal to all
+    others) and stay unmapped through the scan as long as their updates read only unmapped values;
+    they leave broadcast back to ``[N]``, so the program takes and returns the usual ensemble
+    state. A counter whose update does read a model's data makes tracing fail (vmap cannot return
+    a mapped value unmapped); ``fit`` then maps every leaf.
+    """
+
+    def run(variables, state, stream, key, start):
+        leaves, treedef = jax.tree.flatten(state)
+        axes = treedef.unflatten([None if s else 0 for s in shared])
+        inner = treedef.unflatten([x[0] if s else x for x, s in zip(leaves, shared, strict=True)])
+        variables, inner, metrics, finite = jax.vmap(
+            chunk,
+            in_axes=(0, axes, Stream(None, None, index_axes), 0, None),
+            out_axes=(0, axes, 0, 0),
+        )(variables, inner, stream, key, start)
+        state = treedef.unflatten(
+            [
+                jnp.broadcast_to(y, x.shape) if s else y
+                for x, y, s in zip(leaves, jax.tree.leaves(inner), shared, strict=True)
+            ]
+        )
+        return variables, state, metrics, finite
+
+    return run
+
+
 # Compiled chunk programs of recent fits, oldest first (see ``fit``).
 _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_CAPACITY = 8
@@ -274,6 +322,9 @@ def fit(
         between chunks); defaults to about a tenth of the run.
       mesh: a mesh with a ``data`` axis: batches are split over it, everything else replicated.
       ensemble: vmap the whole loop over a leading model axis of variables, state and key.
+        Integer state leaves equal in every model (step counters) stay unmapped inside the
+        program, so the rule's branches on them stay branches instead of selects that run every
+        branch; the returned state still has the model axis on every leaf.
       per_model_index: with ``ensemble``, index arrays of ``stream`` also carry the model axis
         (each model draws from its own index sets).
       checkpoint_dir: orbax checkpoint directory; the run resumes from its latest checkpoint.
@@ -324,6 +375,7 @@ def fit(
         return rule.update(v, s, batch, key=k)[2]
 
     index_axes = {k: (0 if per_model_index else None) for k in stream.index}
+    shared = _shared_counters(state, jax.tree.leaves(key)[0].shape[0]) if ensemble else ()
 
     def build():
         if ensemble:
@@ -339,13 +391,17 @@ def fit(
         else:
             metric_shapes = jax.eval_shape(one_update, variables, state, key, dict(stream.index))
         chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes)
-        if ensemble:
-            chunk = jax.vmap(chunk, in_axes=(0, 0, Stream(None, None, index_axes), 0, None))
-        return (
-            jax.jit(chunk)
-            .lower(variables, state, stream, key, jnp.asarray(start, jnp.int32))
-            .compile()
-        )
+        args = (variables, state, stream, key, jnp.asarray(start, jnp.int32))
+        if not ensemble:
+            return jax.jit(chunk).lower(*args).compile()
+        try:
+            lowered = jax.jit(_vmap_models(chunk, shared, index_axes)).lower(*args)
+        except ValueError:
+            if not any(shared):
+                raise
+            # A counter that some model's data moves (see ``_vmap_models``): map every leaf.
+            lowered = jax.jit(_vmap_models(chunk, (False,) * len(shared), index_axes)).lower(*args)
+        return lowered.compile()
 
     # A second fit of the same rule object on arguments of the same types reuses the program
     # (e.g. models trained one after another, or a resumed run in the same process).
@@ -358,6 +414,7 @@ def fit(
         mesh,
         ensemble,
         per_model_index,
+        shared,
         _signature((variables, state, stream, key)),
     )
     compile_s = 0.0
