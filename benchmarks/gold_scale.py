@@ -16,7 +16,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from experiments.configs import default
 from jaxunlearn import audit, data, ensemble, models, rules
-from jaxunlearn.train import steps_per_epoch
+from jaxunlearn.scenarios import runner
 
 
 def _concat(trees):
@@ -77,14 +76,9 @@ def main() -> None:
         net, train_rule, ds.x_train, ds.y_train, split.retain, keys=keys, epochs=t.epochs,
         batch_size=t.batch_size), 10_000))
 
-    rc = cfg.rules[args.rule].to_dict()
-    info = rules.get(args.rule)
     sizes = {"forget": len(split.forget), "retain": len(split.retain)}
-    batch_sizes = {part: int(rc.get(f"{part}_batch_size", 64)) for part in info.parts}
-    spe = steps_per_epoch(sizes[info.epoch_part], batch_sizes[info.epoch_part])
-    num_steps = max(1, math.ceil(float(rc.get("epochs", 1)) * spe))
-    rule = rules.make(args.rule, net, num_steps=num_steps, steps_per_epoch=spe,
-                      **rc.get("hparams", {}))
+    rule, batch_sizes, num_steps = runner.build_rule(args.rule, net, cfg.rules[args.rule].to_dict(),
+                                                     sizes)
     index = {"forget": split.forget, "retain": split.retain}
     starts = ensemble.replicate(original, group)
     unlearned = timed(f"{args.models} x {args.rule} ({num_steps} steps)", lambda: groups(

@@ -57,7 +57,16 @@ def run_rule(
     """Runs registered rule ``name`` for ``steps`` steps on ``seeds`` models (vmapped)."""
     ds, split, net, variables = tiny_problem(kind, dataset)
     info = rules.get(name)
-    rule = rules.make(name, net, num_steps=steps, steps_per_epoch=steps, **hparams)
+    fraction = len(split.forget) / (len(split.forget) + len(split.retain))
+    rule = rules.make(
+        name,
+        net,
+        num_steps=steps,
+        steps_per_epoch=steps,
+        forget_fraction=fraction,
+        forget_classes=split.classes or None,
+        **hparams,
+    )
     stream = make_stream(ds.x_train, ds.y_train, {"forget": split.forget, "retain": split.retain})
     start = jax.tree.map(lambda x: jnp.stack([x] * seeds), variables)
     keys = jax.vmap(jax.random.key)(jnp.arange(seeds))

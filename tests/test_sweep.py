@@ -90,25 +90,28 @@ def test_validation_split_is_stratified_disjoint_and_fixed():
     np.testing.assert_array_equal(val, again)
 
 
-def test_untraceable_factory_falls_back_to_one_unrolled_program():
-    # neggrad_plus checks `0 <= beta <= 1` in Python, which a traced beta cannot answer.
+@pytest.mark.parametrize(
+    "rule, param, values, mode",
+    [
+        # neggrad_plus checks `0 <= beta <= 1` only on concrete values: the grid is vmapped.
+        ("neggrad_plus", "beta", [0.5, 0.9], "vmap"),
+        # unsir's impair phase lasts round(impair_epochs * steps_per_epoch) steps, a Python int:
+        # one program with one unrolled run per value.
+        ("unsir", "impair_epochs", [0.0, 1.0], "unrolled"),
+    ],
+)
+def test_grid_runs_in_one_program_vmapped_or_unrolled(rule, param, values, mode):
     ds, split, net, original = tiny_problem("class")
     stream = make_stream(ds.x_train, ds.y_train, {"forget": split.forget, "retain": split.retain})
     keys = jax.vmap(jax.random.key)(jnp.arange(1))
+    config = {"epochs": 0.1, "forget_batch_size": 32, "retain_batch_size": 32}
+    if rule == "unsir":
+        config["hparams"] = {"noise_steps": 1}
     variables, _, info = sweep_lib.grid_variables(
-        net,
-        stream,
-        _stack(original),
-        keys,
-        rule="neggrad_plus",
-        param="beta",
-        values=[0.5, 0.9],
-        hparams={},
-        batch_sizes={"forget": 32, "retain": 32},
-        num_steps=3,
-        steps_per_epoch=3,
+        net, stream, _stack(original), keys, rule=rule, param=param, values=values,
+        rule_config=config,
     )
-    assert info["mode"] == "unrolled" and info["finite"].shape == (2, 1)
+    assert info["mode"] == mode and info["finite"].shape == (2, 1)
     first = jax.tree.leaves(variables["params"])[0]
     assert first.shape[:2] == (2, 1) and not np.allclose(first[0], first[1])
 

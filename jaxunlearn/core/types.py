@@ -45,12 +45,15 @@ class Network(NamedTuple):
       apply: ``(variables, x, *, train=False) -> Outputs``; pure and jittable.
       name: registry name of the architecture.
       num_outputs: number of logits (classes) or regression targets.
+      input_shape: shape of one input example, e.g. ``(8, 8, 1)`` (``None`` when unknown); rules
+        that synthesise inputs (UNSIR's error-maximising noise) read it.
     """
 
     init: Callable[[Array], Variables]
     apply: Callable[..., Outputs]
     name: str
     num_outputs: int
+    input_shape: tuple[int, ...] | None = None
 
 
 class UnlearningRule(NamedTuple):

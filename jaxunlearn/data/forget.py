@@ -57,12 +57,14 @@ class Split(NamedTuple):
       test: indices into the test set used for test accuracy: all of it for random forgetting,
         the examples of the remaining classes for class forgetting.
       test_forget: test indices of the forgotten classes (empty for random forgetting).
+      classes: the forgotten classes of a class-wise request (empty for random forgetting).
     """
 
     forget: np.ndarray
     retain: np.ndarray
     test: np.ndarray
     test_forget: np.ndarray
+    classes: tuple[int, ...] = ()
 
 
 def validate(spec: ForgetSpec, dataset: Dataset) -> None:
@@ -124,6 +126,7 @@ def make_split(dataset: Dataset, spec: ForgetSpec, *, seed: int = 0) -> Split:
         retain.astype(np.int32),
         test.astype(np.int32),
         test_forget.astype(np.int32),
+        tuple(sorted(int(c) for c in spec.classes)) if spec.kind == "class" else (),
     )
 
 

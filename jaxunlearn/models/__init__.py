@@ -56,6 +56,7 @@ def make_network(name: str, *, input_shape: tuple[int, ...], num_outputs: int, *
         lambda rngs: builder(tuple(input_shape), num_outputs, rngs, **kwargs),
         name=name,
         num_outputs=num_outputs,
+        input_shape=tuple(input_shape),
     )
 
 

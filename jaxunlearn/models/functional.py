@@ -18,7 +18,11 @@ from jaxunlearn.core.types import Array, Network, Outputs, Variables
 
 
 def from_nnx(
-    constructor: Callable[[nnx.Rngs], nnx.Module], *, name: str, num_outputs: int
+    constructor: Callable[[nnx.Rngs], nnx.Module],
+    *,
+    name: str,
+    num_outputs: int,
+    input_shape: tuple[int, ...] | None = None,
 ) -> Network:
     """Wraps an NNX module constructor into a pure :class:`Network`.
 
@@ -26,6 +30,7 @@ def from_nnx(
       constructor: ``rngs -> module``; the module's ``__call__(x)`` returns ``(logits, features)``.
       name: registry name of the architecture.
       num_outputs: number of logits.
+      input_shape: shape of one input example (recorded on the network).
 
     Returns:
       A :class:`Network` whose ``init(key)`` gives ``{"params": ..., "batch_stats": ...}``.
@@ -53,7 +58,8 @@ def from_nnx(
             new_stats = _pure(nnx.state(module, nnx.BatchStat))
         return Outputs(logits=logits, features=features, batch_stats=new_stats, hidden=hidden)
 
-    return Network(init=init, apply=apply, name=name, num_outputs=num_outputs)
+    shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+    return Network(init=init, apply=apply, name=name, num_outputs=num_outputs, input_shape=shape)
 
 
 def _pure(state: nnx.State) -> dict:

@@ -15,7 +15,7 @@ from jaxunlearn.rules.l1_sparse import l1_sparse
 from jaxunlearn.rules.laf import label_agnostic_forgetting
 from jaxunlearn.rules.orthogonal import gradient_orthogonalization
 from jaxunlearn.rules.random_label import random_label
-from jaxunlearn.rules.registry import RuleInfo, get, make, names, register
+from jaxunlearn.rules.registry import CONTEXT, RuleInfo, get, make, names, register
 from jaxunlearn.rules.regression import blindspot, gaussian_amnesiac
 from jaxunlearn.rules.salun import salun, weight_attribution_mask
 from jaxunlearn.rules.scrub import scrub
@@ -256,6 +256,7 @@ register(
 )
 
 __all__ = [
+    "CONTEXT",
     "blindspot",
     "gaussian_amnesiac",
     "RuleInfo",

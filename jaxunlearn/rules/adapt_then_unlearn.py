@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
 
@@ -127,7 +128,7 @@ def adapt_then_unlearn(
         raise ValueError(
             f"adapt_then_unlearn `adapt_fraction` must lie in (0, 1); got {adapt_fraction}"
         )
-    if gamma < 0 or alpha <= 0:
+    if concrete(gamma, alpha) and (gamma < 0 or alpha <= 0):
         raise ValueError(
             f"adapt_then_unlearn needs `gamma` >= 0 and `alpha` > 0; got {gamma}, {alpha}"
         )

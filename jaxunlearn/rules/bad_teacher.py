@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses, optim
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import LossRuleState, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, UnlearningRule, Variables
 
@@ -67,9 +68,9 @@ def bad_teacher(
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
     """
-    if not temperature > 0:
+    if concrete(temperature) and not temperature > 0:
         raise ValueError(f"bad_teacher `temperature` must be positive; got {temperature}")
-    if learning_rate <= 0:
+    if concrete(learning_rate) and learning_rate <= 0:
         raise ValueError(f"bad_teacher `learning_rate` must be positive; got {learning_rate}")
     opt = (
         optimizer if optimizer is not None else optim.adam(learning_rate, weight_decay=weight_decay)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import resolve_optimizer
@@ -101,7 +102,7 @@ def boundary_shrink(
     References:
       Chen et al., "Boundary Unlearning", CVPR 2023.
     """
-    if not bound > 0:
+    if concrete(bound) and not bound > 0:
         raise ValueError(f"boundary_shrink `bound` must be positive; got {bound}")
     opt = resolve_optimizer(
         optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay

@@ -24,7 +24,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss
 
@@ -97,29 +98,46 @@ def batch_fisher(apply: Callable, variables: Variables, x: Array, num_classes: i
     return fisher
 
 
-def fisher_noise_std(fisher: PyTree, *, alpha: float, num_classes: int) -> PyTree:
+def _is_output_layer(x, num_classes: int) -> bool:
+    """The reference's output-layer test: an output axis (last in Flax) of ``num_classes``."""
+    return x.ndim > 0 and x.shape[-1] == num_classes
+
+
+def fisher_noise_std(
+    fisher: PyTree,
+    *,
+    alpha: float,
+    num_classes: int,
+    forget_classes: Sequence[int] | None = None,
+) -> PyTree:
     """Per-weight noise scale of Fisher forgetting, ``sqrt(var)``, as in ``fisher_new``.
 
     ``var = alpha * min(1 / (F + 1e-8), 1e3)`` (``1e2`` for the output layer); for kernels the
     variance is averaged over the input axis (``-2`` in Flax's layout, the reference's ``dim=1``);
     it is then multiplied by 10 for the output layer and for one-dimensional parameters (the
     reference's "BatchNorm"; it also catches biases). The output layer is recognised as in the
-    reference, by its output axis having ``num_classes`` entries (the last axis in Flax).
+    reference, by its output axis having ``num_classes`` entries (the last axis in Flax). With
+    ``forget_classes`` the output layer's entries of those classes get ``var = 1e-4`` before the
+    factor 10, whatever ``alpha`` (the reference's class-wise edit; see
+    :func:`fisher_forgetting`).
 
     Args:
       fisher: the diagonal Fisher, like the parameters.
       alpha: the noise scale (reference default 0.2).
       num_classes: number of logits.
+      forget_classes: the classes whose output weights the class-wise edit resets, or ``None``.
 
     Returns:
       A pytree of standard deviations like ``fisher``.
     """
 
     def std(f):
-        output_layer = f.ndim > 0 and f.shape[-1] == num_classes
+        output_layer = _is_output_layer(f, num_classes)
         var = jnp.minimum(1.0 / (f + 1e-8), 1e2 if output_layer else 1e3) * alpha
         if f.ndim > 1:
             var = jnp.broadcast_to(jnp.mean(var, axis=-2, keepdims=True), var.shape)
+        if output_layer and forget_classes:
+            var = var.at[..., jnp.asarray(forget_classes)].set(1e-4)
         if output_layer or f.ndim == 1:
             var = var * 10.0
         return jnp.sqrt(var)
@@ -143,7 +161,13 @@ def normal_like(key: Array, like: PyTree) -> PyTree:
     return jax.tree.unflatten(treedef, out)
 
 
-def fisher_forgetting(apply: Callable, *, num_classes: int, alpha: float = 0.2) -> UnlearningRule:
+def fisher_forgetting(
+    apply: Callable,
+    *,
+    num_classes: int,
+    alpha: float = 0.2,
+    forget_classes: Sequence[int] | None = None,
+) -> UnlearningRule:
     """FF: ``theta_0 + sqrt(alpha * var) * N(0, 1)`` with ``var`` the clipped inverse Fisher.
 
     The Fisher is accumulated over the retain batches at the original weights (see
@@ -151,25 +175,58 @@ def fisher_forgetting(apply: Callable, *, num_classes: int, alpha: float = 0.2) 
     from the key given to ``init``, so the result is deterministic given that key. One epoch
     over the retain set reproduces the reference's single pass.
 
-    The reference's class-wise runs also zero the forget class's row of the output layer (mean 0,
-    tiny variance), an edit that uses the forget label directly rather than the Fisher; it is not
-    part of this rule.
+    Deliberate deviations from the references, and what limits this rule:
+
+    - The Fisher is Unlearn-Sparse's batch-level one. Golatkar et al.'s code takes it one example
+      at a time (batch size 1 here). The batch-level estimate is not smaller: with the label
+      forced to ``y`` for the whole batch, the per-example gradients point the same way and do
+      not average out. On the digits MLP its per-layer median is 13 to 75 times the
+      per-example Fisher's, and 39-53% of kernel entries reach the variance clip, against
+      76-98% per example.
+    - Both reference codes, when forgetting a whole class, also set that class's output weights
+      to mean 0 and variance ``1e-4`` (x10), using the forget label rather than the Fisher. That
+      edit is what removes the class. The Fisher noise alone is barely class-specific: on
+      digits the retain Fisher does single out class 0's output column, but its noise is only
+      1.5x (kernel) to 3x (bias) that of the other columns. Here the edit applies to the
+      classes of a class-wise forget set, ``forget_classes`` (the experiment runner passes the
+      scenario's classes; random forget sets get none). Unlearn-Sparse applies it whenever 4500
+      examples are forgotten, so its random-10% runs (``class_to_replace = -1``) also wipe the
+      last class's output weights. That is a bug and is not repeated here.
 
     Args:
       apply: the model's functional ``apply``.
       num_classes: number of classes (supplied by the registry).
-      alpha: noise scale (Unlearn-Sparse default 0.2; the maintainers tune it per setting).
+      alpha: noise scale (Unlearn-Sparse default 0.2; Golatkar et al. use 1e-8 to 1e-5; the
+        maintainers tune it per setting).
+      forget_classes: for class-wise forgetting, the classes whose output-layer weights get
+        the reference's class-wise edit (mean 0, variance 1e-3); ``None`` (default) adds Fisher
+        noise only (supplied by the registry from the forget scenario).
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["retain"]``; every update returns the original
       weights plus the noise scaled by the Fisher estimated so far.
 
     References:
-      Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020; Jia et al., NeurIPS 2023
-      (``fisher_new``).
+      Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020
+      (AdityaGolatkar/SelectiveForgetting); Jia et al., NeurIPS 2023 (``fisher_new``).
     """
-    if not alpha > 0:
+    if concrete(alpha) and not alpha > 0:
         raise ValueError(f"fisher_forgetting `alpha` must be positive; got {alpha}")
+    forget_classes = tuple(int(c) for c in forget_classes or ())
+    if any(not 0 <= c < num_classes for c in forget_classes):
+        raise ValueError(
+            f"fisher_forgetting `forget_classes` must lie in [0, {num_classes}); "
+            f"got {forget_classes}"
+        )
+    classes = jnp.asarray(forget_classes, jnp.int32)
+
+    def mean_of(params):
+        if not forget_classes:
+            return params
+        return jax.tree.map(
+            lambda p: p.at[..., classes].set(0) if _is_output_layer(p, num_classes) else p,
+            params,
+        )
 
     def init(variables: Variables, *, key: Array) -> FisherState:
         return FisherState(
@@ -185,9 +242,12 @@ def fisher_forgetting(apply: Callable, *, num_classes: int, alpha: float = 0.2) 
         fisher_sum = jax.tree.map(jnp.add, state.fisher, batch_f)
         count = state.count + 1
         mean_fisher = jax.tree.map(lambda s: s / count, fisher_sum)
-        std = fisher_noise_std(mean_fisher, alpha=alpha, num_classes=num_classes)
+        std = fisher_noise_std(
+            mean_fisher, alpha=alpha, num_classes=num_classes, forget_classes=forget_classes
+        )
         noise = normal_like(state.noise_key, std)
-        params = jax.tree.map(lambda p, s, n: p + s * n, state.reference["params"], std, noise)
+        mean = mean_of(state.reference["params"])
+        params = jax.tree.map(lambda p, s, n: p + s * n, mean, std, noise)
         return (
             {**variables, "params": params},
             state._replace(fisher=fisher_sum, count=count),
@@ -205,16 +265,18 @@ def fisher_forgetting(apply: Callable, *, num_classes: int, alpha: float = 0.2) 
 class TwoVectorRecursion(NamedTuple):
     """The reference's O(P) WoodFisher recursion, in a form that defers the vector.
 
-    The reference keeps ``k`` (the running ``H^{-1} v``) and ``o`` and, for every sample after the
-    first, sets ``k -= (k . g) / (N + o . g) * o`` and ``o *= N / (N + o . g)``, with ``o``
-    starting at the first sample's gradient ``g_1``. ``o`` stays a multiple ``c * g_1``, so the
-    product of those rank-one maps is ``I - g_1 w^T`` for a vector ``w`` that can be updated
-    without knowing ``v``: ``H^{-1} v ~ v - g_1 (w . v)``. This matters here because ``v`` (the
-    forget and retain mean gradients) is still being estimated while samples stream in.
+    The reference keeps ``k`` (the running ``H^{-1} v``, starting at ``v / lambda``; the
+    reference has ``lambda = 1``) and ``o`` and, for every sample after the first, sets
+    ``k -= (k . g) / (N + o . g) * o`` and ``o *= N / (N + o . g)``, with ``o`` starting at
+    ``g_1 / lambda`` for the first sample's gradient ``g_1``. ``o`` stays a multiple ``c * g_1``,
+    so ``k = v / lambda - g_1 (w . v)`` for a vector ``w`` that can be updated without knowing
+    ``v``. This matters here because ``v`` (the forget and retain mean gradients) is still being
+    estimated while samples stream in. The result only differs from ``v / lambda`` along
+    ``g_1``, so it is no curvature preconditioner: ``o`` should be ``H_{i-1}^{-1} g_i``.
 
     Attributes:
       first: ``g_1``, the first sample's gradient.
-      scale: ``c``, with ``o = c * g_1``.
+      scale: ``c``, with ``o = c * g_1`` (``1 / lambda`` once seeded).
       w: the deferred vector.
       seen: number of samples consumed (int32 scalar).
     """
@@ -226,9 +288,9 @@ class TwoVectorRecursion(NamedTuple):
 
 
 class StoredRecursion(NamedTuple):
-    """Exact Sherman-Morrison inverse of ``H = I + (1/N) sum_i g_i g_i^T`` over stored vectors.
+    """Exact Sherman-Morrison inverse of ``H = lambda I + (1/N) sum_i g_i g_i^T``, stored vectors.
 
-    ``H^{-1} = I - sum_i u_i u_i^T / d_i`` with ``u_i = H_{i-1}^{-1} g_i`` and
+    ``H^{-1} = I / lambda - sum_i u_i u_i^T / d_i`` with ``u_i = H_{i-1}^{-1} g_i`` and
     ``d_i = N + g_i . u_i``; ``O(N P)`` memory and ``O(N^2 P)`` time over ``N`` samples.
 
     Attributes:
@@ -255,38 +317,45 @@ def _combine_rows(coefficients: Array, stacked: PyTree) -> PyTree:
     return jax.tree.map(lambda s: jnp.tensordot(coefficients, s, axes=1), stacked)
 
 
-def woodfisher_init(like: PyTree, *, num_samples: int, exact: bool):
+def woodfisher_init(like: PyTree, *, num_samples: int, exact: bool, damping: float = 1.0):
     """An empty WoodFisher recursion for parameters shaped like ``like``."""
     zeros = jax.tree.map(jnp.zeros_like, like)
     seen = jnp.zeros((), jnp.int32)
     if exact:
         vectors = jax.tree.map(lambda x: jnp.zeros((num_samples,) + x.shape, x.dtype), like)
         return StoredRecursion(vectors, jnp.ones((num_samples,), jnp.float32), seen)
-    return TwoVectorRecursion(zeros, jnp.ones((), jnp.float32), zeros, seen)
+    return TwoVectorRecursion(zeros, jnp.full((), 1.0 / damping, jnp.float32), zeros, seen)
 
 
-def woodfisher_add(recursion, grads: PyTree, *, num_samples: int):
+def woodfisher_add(recursion, grads: PyTree, *, num_samples: int, damping: float = 1.0):
     """Feeds per-sample gradients (leading batch axis) to the recursion, in order.
 
-    Samples beyond the first ``num_samples`` leave the recursion unchanged. ``num_samples`` is
-    also the damping, as in the reference: the estimated matrix is
-    ``I + (1/N) sum_i g_i g_i^T`` with ``N = num_samples``.
+    Samples beyond the first ``num_samples`` leave the recursion unchanged. The estimated matrix
+    is ``lambda I + (1/N) sum_i g_i g_i^T`` with ``N = num_samples`` and ``lambda = damping``
+    (WoodFisher's dampening; the reference code has ``lambda = 1``).
     """
     n = float(num_samples)
+    inv_damping = 1.0 / damping
 
     def two_vector_step(carry: TwoVectorRecursion, g):
         g_dot_first = _vdot(g, carry.first)
         t = carry.scale * g_dot_first
         a = carry.scale / (n + t)
-        w = jax.tree.map(lambda w_, g_: (1.0 - a * g_dot_first) * w_ + a * g_, carry.w, g)
-        seeded = TwoVectorRecursion(g, jnp.ones_like(carry.scale), carry.w, carry.seen + 1)
+        w = jax.tree.map(
+            lambda w_, g_: (1.0 - a * g_dot_first) * w_ + a * inv_damping * g_, carry.w, g
+        )
+        seeded = TwoVectorRecursion(
+            g, jnp.full_like(carry.scale, inv_damping), carry.w, carry.seen + 1
+        )
         stepped = TwoVectorRecursion(carry.first, carry.scale * n / (n + t), w, carry.seen + 1)
         new = jax.tree.map(lambda s, u: jnp.where(carry.seen == 0, s, u), seeded, stepped)
         return jax.tree.map(lambda u, c: jnp.where(carry.seen < num_samples, u, c), new, carry)
 
     def stored_step(carry: StoredRecursion, g):
         coefficients = _row_dots(carry.vectors, g) / carry.denominators
-        u = jax.tree.map(lambda g_, c: g_ - c, g, _combine_rows(coefficients, carry.vectors))
+        u = jax.tree.map(
+            lambda g_, c: inv_damping * g_ - c, g, _combine_rows(coefficients, carry.vectors)
+        )
         row = jnp.minimum(carry.seen, num_samples - 1)
         keep = carry.seen < num_samples
         vectors = jax.tree.map(
@@ -302,13 +371,16 @@ def woodfisher_add(recursion, grads: PyTree, *, num_samples: int):
     return recursion
 
 
-def woodfisher_solve(recursion, v: PyTree) -> PyTree:
+def woodfisher_solve(recursion, v: PyTree, *, damping: float = 1.0) -> PyTree:
     """``H^{-1} v`` from the samples fed so far (exact or the reference's recursion)."""
+    inv_damping = 1.0 / damping
     if isinstance(recursion, StoredRecursion):
         coefficients = _row_dots(recursion.vectors, v) / recursion.denominators
-        return jax.tree.map(jnp.subtract, v, _combine_rows(coefficients, recursion.vectors))
+        return jax.tree.map(
+            lambda v_, c: inv_damping * v_ - c, v, _combine_rows(coefficients, recursion.vectors)
+        )
     w_dot_v = _vdot(recursion.w, v)
-    return jax.tree.map(lambda v_, f: v_ - w_dot_v * f, v, recursion.first)
+    return jax.tree.map(lambda v_, f: inv_damping * v_ - w_dot_v * f, v, recursion.first)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,10 +419,11 @@ def per_example_grads(apply: Callable, variables: Variables, x: Array, y: Array)
 def influence_unlearning(
     apply: Callable,
     *,
+    forget_fraction: float,
     alpha: float = 0.2,
     num_samples: int = 1000,
-    forget_fraction: float = 0.1,
     exact: bool = False,
+    damping: float = 1.0,
 ) -> UnlearningRule:
     """IU: one influence-function step, ``theta_0 + alpha * H^{-1} v``, ``v = rho (g_f - g_r)``.
 
@@ -358,10 +431,13 @@ def influence_unlearning(
     weights (accumulated over the updates' batches); the reference scales them as
     ``sum grad l_f / (n_f + n_r)`` and ``sum grad l_r * n_f / ((n_f + n_r) n_r)``, which is
     ``rho * (mean g_f - mean g_r)`` with ``rho = n_f / (n_f + n_r)`` = ``forget_fraction``.
-    ``H = I + (1/N) sum_i g_i g_i^T`` is a WoodFisher estimate over the per-sample gradients
-    (``jax.vmap(jax.grad)``) of the first ``N = num_samples`` retain examples seen, ``N`` also
-    acting as the damping, and ``H^{-1} v`` is built by Sherman-Morrison updates in a
-    ``lax.scan`` over those samples. Two forms:
+    ``H = lambda I + (1/N) sum_i g_i g_i^T`` is a damped WoodFisher estimate over the per-sample
+    gradients (``jax.vmap(jax.grad)``) of the first ``N = num_samples`` retain examples seen,
+    and ``H^{-1} v`` is built by Sherman-Morrison updates in a ``lax.scan`` over those samples.
+    The step is ``+``: by the influence function, removing the forget set from the training
+    objective moves the optimum by ``+H_r^{-1} sum_F grad l / n_r``. At a stationary
+    point that is ``v``; taking ``g_f - g_r`` also cancels any gradient that the two sets share,
+    such as one left by weight decay. Two forms:
 
     - ``exact=False`` (default, the reference code's recursion): two vectors, ``O(P)`` memory and
       ``O(N P)`` time, so it fits a ResNet. It treats ``H_{i-1}^{-1} g_i`` as a multiple of
@@ -369,8 +445,18 @@ def influence_unlearning(
       sample only seeds the recursion; see :class:`TwoVectorRecursion`.
     - ``exact=True``: the exact ``H^{-1} v``, keeping ``u_i = H_{i-1}^{-1} g_i`` for every sample:
       ``O(N P)`` memory (1000 samples of an 11M-parameter ResNet-18 would need 44 GB in float32)
-      and ``O(N^2 P)`` time. Use it for small models, or lower ``num_samples`` (which also lowers
-      the damping ``N``).
+      and ``O(N^2 P)`` time. Use it for small models, or lower ``num_samples``.
+
+    The damping: the reference code starts its recursion at ``H_0^{-1} = I``, i.e.
+    ``lambda = 1`` (the default here). Singh and Alistarh's dampening and Koh and Liang's
+    damping are small. When the empirical Fisher's eigenvalues are far below ``lambda``, then
+    ``H^{-1} v ~ v / lambda`` and IU is one scaled step along ``g_f - g_r``, with no curvature
+    in it. That is what the reference defaults give. On the digits MLP the Fisher's largest
+    eigenvalue is at most 0.6. With the defaults, class 0 is only removed once the step also
+    wrecks the retain set (``alpha`` 100: forget 0%, retain 66%). With ``exact=True``,
+    ``damping=0.01`` and ``alpha=2`` the forget accuracy is 0% and the retain accuracy 99.4%.
+    The two-vector recursion cannot use a small ``damping``: it corrects ``v / lambda`` along
+    ``g_1`` only.
 
     The reference stops after ``N + 2`` samples; here exactly ``num_samples`` are used. Every
     update returns ``theta_0 + alpha * H^{-1} v`` from the estimates so far; run at least
@@ -380,10 +466,13 @@ def influence_unlearning(
       apply: the model's functional ``apply``.
       alpha: step size (Unlearn-Sparse default 0.2; its scripts use 1 to 15 depending on the
         setting).
-      num_samples: ``N``, the number of retain samples in the Fisher and its damping (1000).
-      forget_fraction: ``n_f / (n_f + n_r)``, the reference's scaling of ``v`` (default 0.1, the
-        CIFAR-10 10% benchmarks the default ``alpha`` was set on).
+      num_samples: ``N``, the number of retain samples in the Fisher (1000).
+      forget_fraction: ``n_f / (n_f + n_r)``, the reference's scaling of ``v`` (supplied by the
+        registry from the forget scenario; the default ``alpha`` was set on CIFAR-10 forget sets
+        of 10%).
       exact: use the exact stored-vector inverse instead of the reference recursion.
+      damping: ``lambda``, the multiple of the identity added to the empirical Fisher (1, the
+        reference code's implicit value).
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
@@ -392,16 +481,18 @@ def influence_unlearning(
       Koh and Liang, ICML 2017; Izzo et al., AISTATS 2021; Singh and Alistarh, NeurIPS 2020;
       Jia et al., NeurIPS 2023 (``Wfisher.py``).
     """
-    if not alpha > 0:
+    if concrete(alpha) and not alpha > 0:
         raise ValueError(f"influence_unlearning `alpha` must be positive; got {alpha}")
     if int(num_samples) < 1:
         raise ValueError(
             f"influence_unlearning `num_samples` must be at least 1; got {num_samples}"
         )
-    if not 0.0 < forget_fraction < 1.0:
+    if concrete(forget_fraction) and not 0.0 < forget_fraction < 1.0:
         raise ValueError(
             f"influence_unlearning `forget_fraction` must lie in (0, 1); got {forget_fraction}"
         )
+    if concrete(damping) and not damping > 0:
+        raise ValueError(f"influence_unlearning `damping` must be positive; got {damping}")
     num_samples = int(num_samples)
 
     def mean_grad(reference, batch, part):
@@ -418,7 +509,9 @@ def influence_unlearning(
             zeros,
             zeros,
             jnp.zeros((), jnp.int32),
-            woodfisher_init(variables["params"], num_samples=num_samples, exact=exact),
+            woodfisher_init(
+                variables["params"], num_samples=num_samples, exact=exact, damping=damping
+            ),
         )
 
     def update(variables: Variables, state: InfluenceState, batch: Batch, *, key: Array):
@@ -430,9 +523,11 @@ def influence_unlearning(
         retain_sum = jax.tree.map(jnp.add, state.retain_grad, g_retain)
         count = state.count + 1
         samples = per_example_grads(apply, ref, batch["retain"]["x"], batch["retain"]["y"])
-        recursion = woodfisher_add(state.recursion, samples, num_samples=num_samples)
+        recursion = woodfisher_add(
+            state.recursion, samples, num_samples=num_samples, damping=damping
+        )
         v = jax.tree.map(lambda f, r: forget_fraction * (f - r) / count, forget_sum, retain_sum)
-        step = woodfisher_solve(recursion, v)
+        step = woodfisher_solve(recursion, v, damping=damping)
         params = jax.tree.map(lambda p, s: p + alpha * s, ref["params"], step)
         new_state = InfluenceState(ref, forget_sum, retain_sum, count, recursion)
         return (

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import optax
 
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
@@ -66,7 +67,7 @@ def neggrad_plus(
       learning_rate, momentum, weight_decay: SGD settings.
       optimizer: an optax optimizer that replaces the SGD settings.
     """
-    if not 0.0 <= beta <= 1.0:
+    if concrete(beta) and not 0.0 <= beta <= 1.0:
         raise ValueError(f"neggrad_plus `beta` must lie in [0, 1]; got {beta}")
     opt = resolve_optimizer(
         optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay

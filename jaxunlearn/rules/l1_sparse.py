@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import Array, PyTree, UnlearningRule
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
@@ -57,7 +58,7 @@ def l1_sparse(
     Returns:
       An :class:`UnlearningRule` reading ``batch["retain"]``.
     """
-    if alpha < 0:
+    if concrete(alpha) and alpha < 0:
         raise ValueError(f"l1_sparse `alpha` must be non-negative; got {alpha}")
     if int(num_steps) < 1 or int(steps_per_epoch) < 1:
         raise ValueError(

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss
 
@@ -250,7 +251,7 @@ def label_agnostic_forgetting(
             "label_agnostic_forgetting `repair_fraction` must lie in "
             f"(0, 1 - vae_fraction); got {repair_fraction}"
         )
-    if temperature <= 0:
+    if concrete(temperature) and temperature <= 0:
         raise ValueError(
             f"label_agnostic_forgetting `temperature` must be positive; got {temperature}"
         )

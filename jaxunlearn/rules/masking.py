@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss
 
@@ -119,7 +120,7 @@ def weight_attribution(apply: Callable, *, hessian_scale: float = 1e-6) -> MaskS
       Jia et al., NeurIPS 2024, Eq. (8); ``snip_advanced`` in ``src/unlearn/generate_mask.py`` of
       OPTML-Group/WAGLE.
     """
-    if not hessian_scale > 0:
+    if concrete(hessian_scale) and not hessian_scale > 0:
         raise ValueError(f"`hessian_scale` must be positive; got {hessian_scale}")
 
     def init(params):

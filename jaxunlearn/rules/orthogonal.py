@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
 
@@ -106,11 +107,11 @@ def gradient_orthogonalization(
         ("retain_weight", retain_weight),
         ("orthogonality_weight", orthogonality_weight),
     ):
-        if value < 0:
+        if concrete(value) and value < 0:
             raise ValueError(
                 f"gradient_orthogonalization `{name}` must be non-negative; got {value}"
             )
-    if forget_loss_cap is not None and not forget_loss_cap > 0:
+    if forget_loss_cap is not None and concrete(forget_loss_cap) and not forget_loss_cap > 0:
         raise ValueError(
             f"gradient_orthogonalization `forget_loss_cap` must be positive or None; "
             f"got {forget_loss_cap}"
@@ -146,9 +147,9 @@ def gradient_orthogonalization(
         g_f, g_r, forget_loss, retain_loss = gradients(params, variables, batch)
         cos2 = squared_cosine(g_f, g_r)
         direction = optax.tree.scale(forget_weight, project_orthogonal(g_f, g_r))
-        if retain_weight:
+        if not concrete(retain_weight) or retain_weight:
             direction = optax.tree.add_scale(direction, retain_weight, g_r)
-        if orthogonality_weight:
+        if not concrete(orthogonality_weight) or orthogonality_weight:
 
             def penalty(p):
                 gf, gr, _, _ = gradients(p, variables, batch)

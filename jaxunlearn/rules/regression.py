@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import BATCH_STATS_KEY
 from jaxunlearn.core.types import Array, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import resolve_optimizer
@@ -44,8 +45,7 @@ def _regression_loss(name: str) -> Callable[[Array, Array], Array]:
 
 
 def _check_positive(name: str, value: float) -> None:
-    # A traced value (a vmapped sweep, which checks its concrete grid first) cannot be tested.
-    if not isinstance(value, jax.core.Tracer) and not value > 0:
+    if concrete(value) and not value > 0:
         raise ValueError(f"`{name}` must be positive; got {value}")
 
 
@@ -136,7 +136,7 @@ def blindspot(
     _check_positive("proxy_epochs", proxy_epochs)
     _check_positive("proxy_learning_rate", proxy_learning_rate)
     _check_positive("learning_rate", learning_rate)
-    if not isinstance(at_weight, jax.core.Tracer) and not at_weight >= 0:
+    if concrete(at_weight) and not at_weight >= 0:
         raise ValueError(f"`at_weight` must be non-negative; got {at_weight}")
     if (
         forget_weight is not None

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses, optim
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 
 
@@ -83,9 +84,9 @@ def scrub(
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
     """
-    if alpha < 0 or gamma < 0:
+    if concrete(alpha, gamma) and (alpha < 0 or gamma < 0):
         raise ValueError(f"scrub `alpha` and `gamma` must be non-negative; got {alpha}, {gamma}")
-    if not temperature > 0:
+    if concrete(temperature) and not temperature > 0:
         raise ValueError(f"scrub `temperature` must be positive; got {temperature}")
     if msteps < 0:
         raise ValueError(f"scrub `msteps` must be non-negative; got {msteps}")
@@ -93,7 +94,7 @@ def scrub(
         raise ValueError(f"scrub `max_steps_per_epoch` must be positive; got {max_steps_per_epoch}")
     if int(steps_per_epoch) < 1:
         raise ValueError(f"scrub `steps_per_epoch` must be positive; got {steps_per_epoch}")
-    if not 0 < lr_decay_rate <= 1:
+    if concrete(lr_decay_rate) and not 0 < lr_decay_rate <= 1:
         raise ValueError(f"scrub `lr_decay_rate` must lie in (0, 1]; got {lr_decay_rate}")
     opt = (
         optimizer if optimizer is not None else optim.adam(learning_rate, weight_decay=weight_decay)

@@ -41,6 +41,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss
 
@@ -92,9 +93,9 @@ def dampening_factors(
 def ssd(
     apply: Callable,
     *,
+    forget_fraction: float,
     selection_weighting: float = 10.0,
     dampening_constant: float = 1.0,
-    forget_fraction: float = 0.01,
 ) -> UnlearningRule:
     """SSD: dampen the weights that matter far more to the forget set than to all the data.
 
@@ -103,8 +104,9 @@ def ssd(
       selection_weighting: ``alpha``, the selection threshold (paper: 10).
       dampening_constant: ``lambda``, the dampening strength (paper: 1).
       forget_fraction: ``|D_f| / |D|``, the weight of the forget importance in the full-data
-        importance ``I_D``. The default, 1%, is the SSD paper's main benchmark (one CIFAR-100
-        class); set it to the real share. Selection needs ``alpha * forget_fraction < 1``.
+        importance ``I_D`` (supplied by the registry from the forget scenario; the SSD paper's
+        main benchmark, one CIFAR-100 class, has 1%). Selection needs
+        ``alpha * forget_fraction < 1``.
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``; every update
@@ -114,15 +116,15 @@ def ssd(
       Foster et al., "Fast Machine Unlearning Without Retraining Through Selective Synaptic
       Dampening", AAAI 2024.
     """
-    if not selection_weighting > 0:
+    if concrete(selection_weighting) and not selection_weighting > 0:
         raise ValueError(
             f"ssd `selection_weighting` (alpha) must be positive; got {selection_weighting}"
         )
-    if not dampening_constant > 0:
+    if concrete(dampening_constant) and not dampening_constant > 0:
         raise ValueError(
             f"ssd `dampening_constant` (lambda) must be positive; got {dampening_constant}"
         )
-    if not 0.0 <= forget_fraction < 1.0:
+    if concrete(forget_fraction) and not 0.0 <= forget_fraction < 1.0:
         raise ValueError(f"ssd `forget_fraction` must lie in [0, 1); got {forget_fraction}")
 
     def squared_grad(reference, batch, part):

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import resolve_optimizer
 
@@ -215,7 +216,7 @@ def _forget_finetune_loss(apply: Callable, subsample: float):
     def loss_fn(variables, batch, key, coef):
         del coef
         x, y = batch["forget"]["x"], batch["forget"]["y"]
-        if subsample < 1.0:
+        if not concrete(subsample) or subsample < 1.0:
             weights = jax.random.bernoulli(key, subsample, (x.shape[0],)).astype(jnp.float32)
         else:
             weights = jnp.ones((x.shape[0],), jnp.float32)
@@ -226,9 +227,11 @@ def _forget_finetune_loss(apply: Callable, subsample: float):
 
 
 def _check_common(name: str, scaling_coef: float, learning_rates: Sequence[float]) -> None:
-    if not math.isfinite(scaling_coef):
+    if concrete(scaling_coef) and not math.isfinite(scaling_coef):
         raise ValueError(f"{name} `scaling_coef` must be finite; got {scaling_coef}")
-    if not learning_rates or any(not lr > 0 for lr in learning_rates):
+    if not learning_rates or (
+        concrete(learning_rates) and any(not lr > 0 for lr in learning_rates)
+    ):
         raise ValueError(
             f"{name} learning rates must be positive (at least one); got {learning_rates}"
         )
@@ -348,7 +351,7 @@ def negmerge(
     """
     learning_rates = tuple(float(lr) for lr in learning_rates)
     _check_common("negmerge", scaling_coef, learning_rates)
-    if not 0.0 < subsample <= 1.0:
+    if concrete(subsample) and not 0.0 < subsample <= 1.0:
         raise ValueError(f"negmerge `subsample` must lie in (0, 1]; got {subsample}")
     opt = _unit_optimizer(optimizer, momentum, weight_decay)
     scales = jnp.asarray(learning_rates, jnp.float32)
@@ -474,9 +477,10 @@ def ties_merge(
         )
     if not 0.0 < density <= 1.0:
         raise ValueError(f"ties_merge `density` must lie in (0, 1]; got {density}")
-    if not beta > 0:
+    if concrete(beta) and not beta > 0:
         raise ValueError(f"ties_merge `beta` must be positive; got {beta}")
-    if min(retain_kl_weight, retain_ce_weight, *forget_weights) < 0:
+    weights = (retain_kl_weight, retain_ce_weight, *forget_weights)
+    if concrete(weights) and min(weights) < 0:
         raise ValueError("ties_merge loss weights must be non-negative")
     opt = _unit_optimizer(optimizer, momentum, weight_decay)
     scales = jnp.asarray(learning_rates, jnp.float32)

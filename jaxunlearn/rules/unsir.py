@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import resolve_optimizer
 
@@ -63,7 +64,7 @@ def unsir(
     apply: Callable,
     *,
     steps_per_epoch: int,
-    input_shape: Sequence[int] | None = None,
+    input_shape: Sequence[int],
     noise_batch_size: int = 32,
     noise_steps: int = 25,
     noise_learning_rate: float = 0.1,
@@ -83,7 +84,7 @@ def unsir(
       apply: the model's functional ``apply``.
       steps_per_epoch: updates per retain epoch (supplied by the registry).
       input_shape: the shape of one input, e.g. ``(32, 32, 3)``: it sizes the noise batch (the
-        rule sees no data at ``init``).
+        rule sees no data at ``init``; the registry supplies the network's).
       noise_batch_size: number of noise examples (32).
       noise_steps: Adam steps on the noise (25).
       noise_learning_rate: Adam learning rate of the noise (0.1).
@@ -98,21 +99,16 @@ def unsir(
     References:
       Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023.
     """
-    if input_shape is None:
-        raise ValueError(
-            "unsir needs `input_shape` (the shape of one input, e.g. (32, 32, 3)) "
-            "to size its noise batch"
-        )
     input_shape = tuple(int(d) for d in input_shape)
     if int(noise_batch_size) < 1:
         raise ValueError(f"unsir `noise_batch_size` must be at least 1; got {noise_batch_size}")
     if int(noise_steps) < 0:
         raise ValueError(f"unsir `noise_steps` must be non-negative; got {noise_steps}")
-    if impair_epochs < 0:
+    if concrete(impair_epochs) and impair_epochs < 0:
         raise ValueError(f"unsir `impair_epochs` must be non-negative; got {impair_epochs}")
-    if not noise_learning_rate > 0:
+    if concrete(noise_learning_rate) and not noise_learning_rate > 0:
         raise ValueError(f"unsir `noise_learning_rate` must be positive; got {noise_learning_rate}")
-    if noise_l2 < 0:
+    if concrete(noise_l2) and noise_l2 < 0:
         raise ValueError(f"unsir `noise_l2` must be non-negative; got {noise_l2}")
     noise_batch_size, noise_steps = int(noise_batch_size), int(noise_steps)
     impair_end = noise_steps + int(round(impair_epochs * steps_per_epoch))

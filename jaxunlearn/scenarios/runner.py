@@ -318,20 +318,33 @@ def rule_schedule(name: str, rule_config: Mapping, sizes: Mapping[str, int]):
     return bs, spe, num_steps
 
 
-def _rule_run(p: Plan, name: str, sizes: Mapping[str, int]):
+def build_rule(name: str, network, rule_config: Mapping, sizes: Mapping[str, int], *,
+               forget_classes: tuple[int, ...] = (), **overrides):
     """Rule ``name`` built from its config entry for forget/retain sets of ``sizes``: ``(rule,
-    batch sizes, number of steps)``, the steps being ``epochs`` passes over its epoch part."""
-    rc = p.rules[name]
-    bs, spe, num_steps = rule_schedule(name, rc, sizes)
-    rule = rules_lib.make(name, p.network, num_steps=num_steps, steps_per_epoch=spe,
-                          **_plain(rc.get("hparams")))
+    batch sizes, number of steps)``, the steps being ``epochs`` passes over its epoch part.
+
+    The registry also gets the run's schedule, the forget set's share of the training set and
+    the forgotten classes of a class-wise scenario (``Split.classes``); ``overrides`` replace
+    hyperparameters of the entry (a sweep's grid value)."""
+    bs, spe, num_steps = rule_schedule(name, rule_config, sizes)
+    hparams = {**_plain(rule_config.get("hparams")), **overrides}
+    rule = rules_lib.make(name, network, num_steps=num_steps, steps_per_epoch=spe,
+                          forget_fraction=forget_fraction(sizes),
+                          forget_classes=tuple(forget_classes) or None, **hparams)
     return rule, bs, num_steps
+
+
+def forget_fraction(sizes: Mapping[str, int]) -> float:
+    """``|D_f| / (|D_f| + |D_r|)`` for forget/retain sets of ``sizes``."""
+    return sizes["forget"] / (sizes["forget"] + sizes["retain"])
 
 
 def _unlearn(p: Plan, sname: str, name: str, originals: Variables, *, verbose: bool):
     split = p.splits[sname]
     index = {"forget": split.forget, "retain": split.retain}
-    rule, bs, num_steps = _rule_run(p, name, {part: len(ix) for part, ix in index.items()})
+    sizes = {part: len(ix) for part, ix in index.items()}
+    rule, bs, num_steps = build_rule(name, p.network, p.rules[name], sizes,
+                                     forget_classes=split.classes)
     return ensemble_lib.unlearn(
         rule, originals, p.dataset.x_train, p.dataset.y_train, {part: index[part] for part in bs},
         keys=_seed_keys(p.seeds, 20_000), batch_sizes=bs, num_steps=num_steps, mesh=p.mesh,
@@ -357,7 +370,7 @@ def _ulira_shadows(p: Plan, sname: str, ckpt_root: str, *, verbose: bool):
 def _ulira_after(p: Plan, sname: str, name: str, shadows, *, verbose: bool) -> dict:
     """U-LiRA AUC and TPR of rule ``name``: every shadow unlearns its in set with the rule."""
     sizes = {"forget": len(shadows.targets) // 2, "retain": len(shadows.base)}
-    rule, bs, num_steps = _rule_run(p, name, sizes)
+    rule, bs, num_steps = build_rule(name, p.network, p.rules[name], sizes)
     unlearned, _ = ensemble_lib.ulira.unlearn_shadows(
         shadows, rule, p.dataset.x_train, p.dataset.y_train, batch_sizes=bs, num_steps=num_steps,
         mesh=p.mesh, progress=Progress(f"{sname}/{name}/ulira", enabled=verbose))
@@ -408,6 +421,8 @@ def _add_ensemble_metrics(p: Plan, sname: str, method: str, recs: list[Record], 
     for s in ok:
         recs[s].metrics.update(group)
     arrays = gold.per_example_arrays(ctx)
+    if not multihost.is_primary():
+        return
     path = os.path.join(workdir, "ensemble", sname, f"{method}.npz")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.savez_compressed(path, models=np.asarray(ok), **arrays)
@@ -421,8 +436,6 @@ def _add_gaps(records: list[Record], keys) -> None:
             if not math.isnan(gap):
                 r.metrics["Avg_gap"] = gap
 
-    if not multihost.is_primary():
-        return
 
 def load_results(path: str) -> list[Record]:
     """Reads ``results.json`` back into records."""

@@ -8,8 +8,9 @@ in a second ``vmap`` over seeds: the whole grid x seeds is one compiled program.
 factory needs the value as a Python number (a Python-side check or an integer count) cannot be
 traced; it falls back to one program holding one unrolled run per value (``mode="unrolled"``).
 Every grid value first builds the rule eagerly, so a factory's checks still run on the concrete
-values; a factory may therefore skip them for ``jax.core.Tracer`` inputs and be swept by ``vmap``
-(as :mod:`jaxunlearn.rules.regression` does).
+values; factories therefore test a value only when it is concrete
+(:func:`jaxunlearn.core.checks.concrete`), and every float hyperparameter of every rule is swept
+by ``vmap`` except those that set a phase length, a mask size or a kept-entry count.
 
 The value is selected on a held-out **validation** split, never on the data it is reported on:
 the scenario's test examples are split in half (stratified by label for classification, fixed
@@ -54,11 +55,9 @@ from jaxunlearn.audit import classification as cls
 from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data import Dataset, Split
-from jaxunlearn.scenarios.runner import rule_schedule
+from jaxunlearn.scenarios.runner import build_rule
 from jaxunlearn.train import Stream, make_stream, scan_steps
 
-# Registry context, filled in by ``rules.make``: not hyperparameters one sweeps.
-_CONTEXT = ("init_fn", "num_classes", "num_steps", "steps_per_epoch")
 # Audits whose metrics make up each task's Avg. Gap (see ``audit.gap_metrics``).
 _SELECTION_AUDITS = {
     "classification": ("accuracy", "mia_efficacy"),
@@ -92,7 +91,7 @@ def sweepable_hyperparameters(rule: str) -> list[str]:
     return sorted(
         k
         for k, p in params.items()
-        if p.kind is p.KEYWORD_ONLY and k not in _CONTEXT and _is_numeric(p)
+        if p.kind is p.KEYWORD_ONLY and k not in rules_lib.CONTEXT and _is_numeric(p)
     )
 
 
@@ -139,10 +138,8 @@ def grid_variables(
     rule: str,
     param: str,
     values: Sequence[float],
-    hparams: Mapping[str, Any],
-    batch_sizes: Mapping[str, int],
-    num_steps: int,
-    steps_per_epoch: int,
+    rule_config: Mapping[str, Any] | None = None,
+    forget_classes: tuple[int, ...] = (),
 ):
     """Runs rule ``rule`` for every grid value and seed in one compiled program.
 
@@ -152,28 +149,33 @@ def grid_variables(
       originals: the starting variables, with a leading seed axis.
       keys: one PRNG key per seed (as :func:`~jaxunlearn.train.fit` takes them).
       rule, param, values: the rule's registry name, the swept hyperparameter and its grid.
-      hparams: the rule's other hyperparameters.
-      batch_sizes: ``{part: batch size}``.
-      num_steps, steps_per_epoch: the run's schedule (also passed to the factory).
+      rule_config: the rule's config entry (``epochs``, ``<part>_batch_size``, ``hparams``),
+        scheduled and built as the experiment runner does (:func:`~jaxunlearn.scenarios.runner.
+        build_rule`) for the index sets of ``stream``; ``param`` in its ``hparams`` is replaced.
+      forget_classes: the forgotten classes of a class-wise scenario (``Split.classes``).
 
     Returns:
       ``(variables, metrics, info)``: variables with leading ``[len(values), seeds]`` axes,
       per-step metrics ``[len(values), seeds, num_steps]`` and ``info`` with ``mode`` (``"vmap"``
       or ``"unrolled"``), ``compile_s``, ``runtime_s`` and ``finite`` (``[values, seeds]`` bool).
     """
-
-    def build(value):
-        return rules_lib.make(
-            rule,
-            network,
-            num_steps=num_steps,
-            steps_per_epoch=steps_per_epoch,
-            **{**hparams, param: value},
-        )
+    if not len(values):
+        raise ValueError("`values` is empty: give at least one grid value")
+    rule_config = dict(rule_config or {})
+    sizes = {part: int(ix.shape[-1]) for part, ix in stream.index.items()}
+    build = lambda value: build_rule(
+        rule, network, rule_config, sizes, forget_classes=forget_classes, **{param: value}
+    )
+    _, batch_sizes, num_steps = build(_typed(rule, param, values[0]))
 
     def run(value, variables, key, stream):
         v, _, metrics = scan_steps(
-            build(value), variables, stream, batch_sizes=batch_sizes, num_steps=num_steps, key=key
+            build(value)[0],
+            variables,
+            stream,
+            batch_sizes=batch_sizes,
+            num_steps=num_steps,
+            key=key,
         )
         return v, metrics, all_finite(v["params"])
 
@@ -298,14 +300,14 @@ def sweep(
     hparams = dict(rc.get("hparams") or {})
     hparams.pop(param, None)
     sizes = {"forget": len(split.forget), "retain": len(split.retain)}
-    batch_sizes, spe, num_steps = rule_schedule(rule, rc, sizes)  # the runner's schedule
     for v in grid:  # the factory's own checks, on concrete values, before any compute
-        rules_lib.make(
+        _, batch_sizes, num_steps = build_rule(
             rule,
             network,
-            num_steps=num_steps,
-            steps_per_epoch=spe,
-            **{**hparams, param: _typed(rule, param, v)},
+            rc,
+            sizes,
+            forget_classes=split.classes,
+            **{param: _typed(rule, param, v)},
         )
     val_idx, test_idx = validation_split(dataset, split, fraction=val_fraction, seed=val_seed)
     task = dataset.task
@@ -323,10 +325,8 @@ def sweep(
         rule=rule,
         param=param,
         values=grid,
-        hparams=hparams,
-        batch_sizes=batch_sizes,
-        num_steps=num_steps,
-        steps_per_epoch=spe,
+        rule_config=rc,
+        forget_classes=split.classes,
     )
     seeds = int(jax.tree.leaves(keys)[0].shape[0])
 

@@ -94,3 +94,26 @@ def test_registry_errors_list_valid_names():
         rules.make("finetune", net, lr=0.1)
     with pytest.raises(ValueError, match="beta"):
         rules.make("neggrad_plus", net, beta=1.5)
+
+
+def test_registry_fills_context_from_network_and_scenario():
+    _, _, net, _ = tiny_problem()
+    assert net.input_shape == (8, 8, 1)
+    # UNSIR sizes its noise from the network's input shape; SSD weighs by the forget share.
+    rules.make("unsir", net, steps_per_epoch=4)
+    with pytest.raises(ValueError, match="needs `forget_fraction`"):
+        rules.make("ssd", net)
+    rules.make("ssd", net, forget_fraction=0.1)
+    # Optional context: Fisher forgetting's class-wise edit only when classes are forgotten.
+    rules.make("fisher_forgetting", net)
+    rules.make("fisher_forgetting", net, forget_classes=(0,))
+    with pytest.raises(ValueError, match="forget_classes"):
+        rules.make("fisher_forgetting", net, forget_classes=(10,))
+    # Context is not a hyperparameter: a config that sets it is rejected before any compute.
+    for name, hparams in [
+        ("unsir", {"input_shape": (8, 8, 1)}),
+        ("ssd", {"forget_fraction": 0.1}),
+        ("fisher_forgetting", {"forget_classes": (0,)}),
+    ]:
+        with pytest.raises(ValueError, match="come from the network"):
+            rules.registry.check_hparams(name, hparams)

@@ -15,10 +15,11 @@ from jaxunlearn.rules import fisher as fisher_lib
 @pytest.mark.parametrize(
     "name, hparams",
     [
-        ("fisher_forgetting", {}),
+        ("fisher_forgetting", {}),  # class 0 forgotten: the class-wise edit is on
         ("influence_unlearning", {}),
+        ("influence_unlearning", {"exact": True, "damping": 0.01, "num_samples": 64}),
         ("boundary_expand", {}),
-        ("unsir", {"input_shape": (8, 8, 1), "noise_steps": 2, "impair_epochs": 0.5}),
+        ("unsir", {"noise_steps": 2, "impair_epochs": 0.5}),
         ("amnesiac", {}),
     ],
 )
@@ -155,6 +156,37 @@ def test_fisher_forgetting_noise_scale_and_determinism():
     )
 
 
+def test_fisher_forgetting_class_edit():
+    # With `forget_classes`, the output layer's entries of that class get mean 0 and variance
+    # 1e-4 * 10 whatever alpha (both reference codes' class-wise edit); everything else is the
+    # plain Fisher edit, with the same noise.
+    net = _linear_network(3, 4)
+    variables = net.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = _batch(rng.normal(size=(4, 3)), [0] * 4, rng.normal(size=(8, 3)), rng.integers(1, 4, 8))
+    alpha, c = 1e-2, 2
+    outs = {}
+    for forget_classes in (None, (c,)):
+        rule = rules.fisher_forgetting(
+            net.apply, num_classes=4, alpha=alpha, forget_classes=forget_classes
+        )
+        state = rule.init(variables, key=jax.random.key(3))
+        outs[forget_classes], state, _ = jax.jit(rule.update)(
+            variables, state, batch, key=jax.random.key(4)
+        )
+    noise = fisher_lib.normal_like(state.noise_key, variables["params"])
+    plain, edited = outs[None]["params"], outs[(c,)]["params"]
+    for name in ("w", "b"):
+        expected = np.sqrt(1e-3) * np.asarray(noise[name])[..., c]
+        np.testing.assert_allclose(np.asarray(edited[name])[..., c], expected, rtol=1e-5)
+        keep = np.arange(4) != c
+        np.testing.assert_array_equal(
+            np.asarray(edited[name])[..., keep], np.asarray(plain[name])[..., keep]
+        )
+    with pytest.raises(ValueError, match="forget_classes"):
+        rules.fisher_forgetting(net.apply, num_classes=4, forget_classes=(4,))
+
+
 def _get(tree, path):
     for key in path:
         tree = tree[key.key]
@@ -166,7 +198,8 @@ def _flat(tree):
 
 
 @pytest.mark.parametrize("exact", [True, False])
-def test_influence_unlearning_matches_explicit_inverse(exact):
+@pytest.mark.parametrize("damping", [1.0, 0.05])
+def test_influence_unlearning_matches_explicit_inverse(exact, damping):
     net = _linear_network(3, 2)
     variables = net.init(jax.random.key(0))
     rng = np.random.default_rng(0)
@@ -181,7 +214,7 @@ def test_influence_unlearning_matches_explicit_inverse(exact):
     ]
     n, alpha, rho = 6, 0.7, 0.25
     rule = rules.influence_unlearning(
-        net.apply, alpha=alpha, num_samples=n, forget_fraction=rho, exact=exact
+        net.apply, alpha=alpha, num_samples=n, forget_fraction=rho, exact=exact, damping=damping
     )
     state = rule.init(variables, key=None)
     update = jax.jit(rule.update)
@@ -213,18 +246,20 @@ def test_influence_unlearning_matches_explicit_inverse(exact):
         for x, y in zip(b["retain"]["x"], b["retain"]["y"], strict=True)
     ][:n]
     if exact:
-        h = np.eye(v.size) + sum(np.outer(g, g) for g in samples) / n
+        h = damping * np.eye(v.size) + sum(np.outer(g, g) for g in samples) / n
         expected = np.linalg.solve(h, v)
     else:
-        # The reference code's loop, written out with the vector known in advance.
-        k, o = v.copy(), samples[0].copy()
+        # The reference code's loop, written out with the vector known in advance; the
+        # reference's H_0^{-1} = I becomes I / damping.
+        k, o = v / damping, samples[0] / damping
         for g in samples[1:]:
             t = o @ g
             k = k - (k @ g) / (n + t) * o
             o = o - t / (n + t) * o
         expected = k
     step = (_flat(out["params"]) - _flat(variables["params"])) / alpha
-    assert np.linalg.norm(expected - v) > 1e-3 * np.linalg.norm(v)  # the inverse matters here
+    # The inverse matters here, beyond the 1 / damping scale.
+    assert np.linalg.norm(expected - v / damping) > 1e-3 * np.linalg.norm(v / damping)
     np.testing.assert_allclose(step, expected, rtol=1e-4, atol=1e-6)
 
 

@@ -1,9 +1,9 @@
 """Catalog entries for SSD, Fisher forgetting, IU, boundary shrink/expand, UNSIR and amnesiac.
 
 Tuned on the default `digits` MLP (class-0 forgetting and random 10%); one entry serves both
-scenarios. Both forget sets are 10% of the training data, hence ``forget_fraction`` 0.1 for SSD
-and IU, and SSD's ``selection_weighting`` must stay below 1 / 0.1 = 10 (its paper's 10 assumes
-forget sets of 5% or less). Known limits on this problem, with these entries:
+scenarios. Both forget sets are 10% of the training data (the runner passes that share to SSD and
+IU as ``forget_fraction``), so SSD's ``selection_weighting`` must stay below 1 / 0.1 = 10 (its
+paper's 10 assumes forget sets of 5% or less). Known limits on this problem, with these entries:
 
 - ``fisher_forgetting``: the reference's batch-level Fisher is tiny for nearly every weight of a
   well-fit model, so the clipped inverse gives almost uniform noise; no ``alpha`` removes class 0
@@ -24,7 +24,7 @@ RULES = {
         "epochs": 1,
         "forget_batch_size": 128,
         "retain_batch_size": 128,
-        "hparams": {"selection_weighting": 6.5, "forget_fraction": 0.1},
+        "hparams": {"selection_weighting": 6.5},
     },
     "fisher_forgetting": {
         "epochs": 1,
@@ -35,7 +35,7 @@ RULES = {
         "epochs": 1,
         "forget_batch_size": 64,
         "retain_batch_size": 64,
-        "hparams": {"alpha": 10.0, "forget_fraction": 0.1},
+        "hparams": {"alpha": 10.0},
     },
     "boundary_shrink": {
         "epochs": 10,
@@ -52,7 +52,7 @@ RULES = {
         "epochs": 3.25,
         "forget_batch_size": 32,
         "retain_batch_size": 64,
-        "hparams": {"input_shape": (8, 8, 1), "learning_rate": 7e-3},
+        "hparams": {"learning_rate": 7e-3},
     },
     "amnesiac": {
         # 16 + 112: the forget set's 10% share of each batch of 128.
