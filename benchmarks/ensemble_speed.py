@@ -8,6 +8,14 @@ a previous call with the same rule and argument types, so it compiles once, like
 side. The script prints wall-clock totals (compilation included), execution alone, and what the
 sequential side would cost if every call compiled (the first call's compile time x 64).
 
+It also prints the FLOP roofline of this machine: the floating-point work of one training step
+(XLA's cost analysis of the compiled step) times the steps of all models, divided by the best
+matrix-multiply throughput XLA reaches here on large operands. No schedule of the same arithmetic
+can beat that time, so ``sequential execution / roofline time`` caps any speed-up from batching
+the models. On a 2-core CPU the sequential loop already runs near that cap (small matmuls reach
+about a third of the large-matmul rate), so vmap cannot give large factors there; on an
+accelerator, where one small model leaves the chip idle, it does (see the README).
+
 Usage:
   PYTHONPATH=. python benchmarks/ensemble_speed.py [--models 64] [--epochs 30]
 """
@@ -19,10 +27,39 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn import data, ensemble, models, rules
-from jaxunlearn.train import fit, make_stream
+from jaxunlearn.train import fit, make_stream, sample_batch
+
+
+def step_flops(rule, variables, stream, batch_size: int) -> float:
+    """Floating-point operations of one compiled update of one model (XLA cost analysis)."""
+    state = rule.init(variables, key=jax.random.key(0))
+
+    def step(v, s, k):
+        batch = sample_batch(stream, {"retain": batch_size}, k, jnp.zeros((), jnp.int32))
+        return rule.update(v, s, batch, key=k)
+
+    cost = jax.jit(step).lower(variables, state, jax.random.key(1)).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def peak_matmul_flops(repeats: int = 20) -> float:
+    """The best FLOP/s that XLA reaches here on large float32 matrix products."""
+    best = 0.0
+    for m, k, n in ((4096, 128, 128), (1024, 1024, 1024), (2048, 512, 512)):
+        a, b = jnp.ones((m, k)), jnp.ones((k, n))
+        dot = jax.jit(jnp.dot)
+        dot(a, b).block_until_ready()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = dot(a, b)
+        out.block_until_ready()
+        best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start))
+    return best
 
 
 def main() -> None:
@@ -76,6 +113,15 @@ def main() -> None:
           f"{every_call_compiles / (vm.compile_s + vm.runtime_s):6.2f}x "
           f"({every_call_compiles:.0f} s = {args.models} x {first_compile:.1f} s compile + "
           f"{seq_run:.1f} s)")
+
+    flops = step_flops(rule, net.init(keys[0]), stream, args.batch_size)
+    peak = peak_matmul_flops()
+    roofline_s = flops * vm.steps * args.models / peak
+    print(f"roofline: {flops / 1e6:.2f} MFLOP per step x {vm.steps} steps x {args.models} models "
+          f"at the best matmul rate here ({peak / 1e9:.0f} GFLOP/s) = {roofline_s:.1f} s; the "
+          f"sequential loop runs at {flops * vm.steps * args.models / seq_run / 1e9:.0f} GFLOP/s")
+    print(f"largest speed-up any batching could give on this machine (sequential execution / "
+          f"roofline): {seq_run / roofline_s:6.2f}x")
 
 
 if __name__ == "__main__":
