@@ -1,15 +1,23 @@
-"""The quickstart notebook runs top to bottom."""
+"""The notebooks in colabs/ run top to bottom."""
 
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_quickstart_notebook_runs_top_to_bottom():
-    path = os.path.join(ROOT, "colabs", "01_quickstart.ipynb")
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("01_quickstart.ipynb", ("random_label", "UA")),
+        ("02_gold_audits.ipynb", ("retrain (other seeds)", "neggrad_plus", "KLoM median")),
+    ],
+)
+def test_notebook_runs_top_to_bottom(name, expected):
+    path = os.path.join(ROOT, "colabs", name)
     nb = nbformat.read(path, as_version=4)
     NotebookClient(
         nb,
@@ -20,4 +28,7 @@ def test_quickstart_notebook_runs_top_to_bottom():
     outputs = "".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
-    assert "random_label" in outputs and "UA" in outputs
+    assert all(text in outputs for text in expected)
+    assert not any(
+        o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", [])
+    )
