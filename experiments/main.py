@@ -15,8 +15,10 @@ elsewhere add ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I
 ``launch/local.sh 2 experiments/configs/default.py:smoke /tmp/ju_mp`` does this on one machine.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from experiments import common
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True
@@ -32,8 +34,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    common.set_up()
     import jax
 
     process_flags = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

@@ -13,8 +13,10 @@ epochs, batch sizes and other hyperparameters come from the config's entry for i
 reused from an ``experiments.main`` run in the same workdir).
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from experiments import common
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True
@@ -30,8 +32,7 @@ flags.mark_flags_as_required(["config", "workdir", "scenario", "rule", "values"]
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    common.set_up()
     from jaxunlearn.scenarios.sweep import run_sweep
 
     run_sweep(

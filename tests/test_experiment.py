@@ -127,3 +127,32 @@ def test_rules_that_need_labels_are_rejected_when_a_scenario_has_none():
         plan(c)
     c.rules = {"retrain": {}, "label_agnostic_forgetting": {"epochs": 1}}
     plan(c)  # label-free unlearning is fine
+
+
+def test_binaries_keep_compiled_programs_in_a_persistent_cache(tmp_path):
+    # `common.set_up()` (called first by both binaries) points JAX's persistent compilation cache
+    # at --compilation_cache_dir, so a rerun does not compile again; '' turns it off.
+    script = (
+        "import sys, jax, jax.numpy as jnp\n"
+        "from absl import flags\n"
+        "from experiments import common\n"
+        "flags.FLAGS(sys.argv)\n"
+        "common.set_up()\n"
+        "jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).block_until_ready()\n"
+    )
+    env_cache = tmp_path / "from_env"
+    env = dict(
+        os.environ,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_COMPILATION_CACHE_DIR=str(env_cache),
+    )
+    flag_cache = tmp_path / "from_flag"
+    for value in (flag_cache, ""):
+        out = subprocess.run(
+            [sys.executable, "-c", script, f"--compilation_cache_dir={value}"], cwd=ROOT,
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+    # The flag's directory was filled; with the cache off, not even $JAX_COMPILATION_CACHE_DIR.
+    assert any(flag_cache.iterdir())
+    assert not env_cache.exists() or not any(env_cache.iterdir())
