@@ -12,9 +12,10 @@ It also prints the FLOP roofline of this machine: the floating-point work of one
 (XLA's cost analysis of the compiled step) times the steps of all models, divided by the best
 matrix-multiply throughput XLA reaches here on large operands. No schedule of the same arithmetic
 can beat that time, so ``sequential execution / roofline time`` caps any speed-up from batching
-the models. On a 2-core CPU the sequential loop already runs near that cap (small matmuls reach
-about a third of the large-matmul rate), so vmap cannot give large factors there; on an
-accelerator, where one small model leaves the chip idle, it does (see the README).
+the models. On a 2-core CPU the sequential loop runs at a quarter to a third of that rate (the
+MLP's small matmuls are what limit it, and XLA's batched matmuls over the model axis run at the
+same rate), so even perfect batching stays far below 10x there; on an accelerator, where one small
+model leaves the chip idle, vmap gives large factors (see the README).
 
 Usage:
   PYTHONPATH=. python benchmarks/ensemble_speed.py [--models 64] [--epochs 30]
