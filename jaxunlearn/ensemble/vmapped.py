@@ -21,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -68,6 +69,14 @@ def select(tree, models) -> Variables:
     """The ensemble restricted to the model indices ``models`` (e.g. the runs that finished)."""
     models = np.asarray(models)
     return jax.tree.map(lambda x: x[models], tree)
+
+
+@functools.lru_cache(maxsize=16)
+def _initializer(init: Callable) -> Callable:
+    """``init`` vmapped over keys and compiled once per network. Run eagerly, building N modules
+    dispatches every initializer op on its own (about 8 s for 64 MLPs on 2 CPU cores, against 5 s
+    to compile, and a compiled program lands in the binaries' persistent compilation cache)."""
+    return jax.jit(jax.vmap(init))
 
 
 def _check_count(count: int, name: str, min_models: int) -> None:
@@ -172,7 +181,7 @@ def train(network: Network, rule: UnlearningRule, x, y, index, *, keys: Array, e
     if epochs < 0:
         raise ValueError(f"`epochs` must be non-negative; got {epochs}")
     num_steps = epochs * steps_per_epoch(arrays["retain"].shape[-1], int(batch_size))
-    variables = jax.vmap(network.init)(keys)
+    variables = _initializer(network.init)(keys)
     return _fit_ensemble(rule, variables, x, y, {"retain": index}, keys=keys,
                          batch_sizes={"retain": int(batch_size)}, num_steps=num_steps, mesh=mesh,
                          chunk_size=chunk_size, checkpoint_dir=checkpoint_dir, progress=progress)
