@@ -66,13 +66,20 @@ def test_divergence_is_recorded_and_the_rest_finishes(tmp_path):
             "hparams": {"learning_rate": 1e4},
         },
         "finetune": {"epochs": 1, "retain_batch_size": 64},
+        # Finite parameters (about 1e14) whose logits overflow: diverged too, not audited.
+        "task_vector_negation": {
+            "epochs": 1,
+            "forget_batch_size": 32,
+            "hparams": {"scaling_coef": 1e16},
+        },
     }
     records = run_experiment(c, str(tmp_path), verbose=False)
     status = {(r.method, r.seed): r.status for r in records}
     assert status[("gradient_ascent", 0)] == "diverged"
     assert status[("gradient_ascent", 1)] == "diverged"
+    assert status[("task_vector_negation", 0)] == status[("task_vector_negation", 1)] == "diverged"
     assert status[("finetune", 0)] == status[("finetune", 1)] == "ok"
-    assert len(load_results(str(tmp_path / "results.json"))) == len(records) == 8
+    assert len(load_results(str(tmp_path / "results.json"))) == len(records) == 10
 
 
 def test_rerun_resumes_from_checkpoints_and_records(tmp_path):

@@ -98,6 +98,17 @@ class AuditContext:
             self._cache[key] = predict(self.network, self.model(which), self.data(part)[0])
         return self._cache[key]
 
+    def outputs_finite(self, which: str = "unlearned") -> bool:
+        """Whether the model's outputs on the forget, retain and test data are all finite.
+
+        Finite parameters can still overflow (e.g. weights scaled up by gradient ascent); such a
+        model is diverged, and the runner records it so instead of auditing it.
+        """
+        return all(
+            bool(np.all(np.isfinite(self.outputs(part, which)[0])))
+            for part in ("forget", "retain", "test")
+        )
+
     def per_example_loss(self, part: str, which: str = "unlearned") -> np.ndarray:
         """Cross-entropy (classification) or squared error (regression) per example."""
         logits, _ = self.outputs(part, which)

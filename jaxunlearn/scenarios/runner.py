@@ -388,15 +388,16 @@ def _audit_all(p: Plan, sname: str, method: str, variables, orig, oracle, result
     diverged = np.broadcast_to(np.asarray(getattr(result, "diverged", False)), (p.seeds,))
     out = []
     for s in range(p.seeds):
-        if diverged[s]:
-            out.append(Record(sname, method, s, "diverged",
-                              {"runtime_s": runtime, "compile_s": compile_s}))
-            continue
         ctx = audit_lib.AuditContext(
             network=p.network, dataset=p.dataset, split=p.splits[sname],
             variables=_model(variables, s), original=_model(orig.variables, s),
             oracle=_model(oracle.variables, s), runtime_s=runtime, compile_s=compile_s,
             extra={"seed": s})
+        # Diverged: non-finite parameters, or finite ones whose outputs overflow.
+        if diverged[s] or not ctx.outputs_finite():
+            out.append(Record(sname, method, s, "diverged",
+                              {"runtime_s": runtime, "compile_s": compile_s}))
+            continue
         out.append(Record(sname, method, s, "ok", audit_lib.run(p.audits, ctx)))
     return out
 

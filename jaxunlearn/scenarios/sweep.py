@@ -231,14 +231,13 @@ def validation_split(
 
 def _audit(
     network, dataset, split, audits, variables, *, on: np.ndarray, test_forget: bool
-) -> dict[str, float]:
+) -> dict[str, float] | None:
+    """The audits' metrics, or ``None`` for a model whose outputs are not finite (diverged)."""
     part = split._replace(
         test=on, test_forget=split.test_forget if test_forget else split.test_forget[:0]
     )
-    return audit_lib.run(
-        audits,
-        audit_lib.AuditContext(network=network, dataset=dataset, split=part, variables=variables),
-    )
+    ctx = audit_lib.AuditContext(network=network, dataset=dataset, split=part, variables=variables)
+    return audit_lib.run(audits, ctx) if ctx.outputs_finite() else None
 
 
 def _stats(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -341,9 +340,9 @@ def sweep(
     for k, value in enumerate(grid):
         rows = []
         for s in range(seeds):
-            if not run_info["finite"][k, s]:
+            r = evaluate(_seed(variables, k, s), on=val_idx) if run_info["finite"][k, s] else None
+            if r is None:  # diverged: non-finite parameters or outputs
                 continue
-            r = evaluate(_seed(variables, k, s), on=val_idx)
             r["Avg_gap"] = cls.avg_gap(r, oracle_val[s], gap_keys)
             if "loss" in metrics:
                 r["final_loss"] = float(np.asarray(metrics["loss"])[k, s, -1])
@@ -386,8 +385,9 @@ def sweep(
         chosen = []
         for s in range(seeds):
             r = evaluate(_seed(variables, best, s), on=test_idx, test_forget=True)
-            r["Avg_gap"] = cls.avg_gap(r, oracle_test[s], gap_keys)
-            chosen.append(r)
+            if r is not None:  # finite on the validation half, so almost surely here too
+                r["Avg_gap"] = cls.avg_gap(r, oracle_test[s], gap_keys)
+                chosen.append(r)
         result["best"] = {
             "value": grid[best],
             "index": best,
