@@ -77,8 +77,8 @@ def main() -> None:
         batch_size=t.batch_size), 10_000))
 
     sizes = {"forget": len(split.forget), "retain": len(split.retain)}
-    rule, batch_sizes, num_steps = runner.build_rule(args.rule, net, cfg.rules[args.rule].to_dict(),
-                                                     sizes)
+    entry = runner.scenario_entry(cfg.rules[args.rule], "random_10pct")
+    rule, batch_sizes, num_steps = runner.build_rule(args.rule, net, entry, sizes)
     index = {"forget": split.forget, "retain": split.retain}
     starts = ensemble.replicate(original, group)
     unlearned = timed(f"{args.models} x {args.rule} ({num_steps} steps)", lambda: groups(

@@ -103,11 +103,39 @@ def test_rerun_resumes_from_checkpoints_and_records(tmp_path):
         ({"rules.finetune.retain_batch_size": 100_000}, "larger than"),
         ({"rules.finetune.hparams": {"lr": 0.1}}, "valid"),
         ({"seeds": 0}, "seeds"),
+        ({"rules.finetune.per_scenario": {"class_9": {"epochs": 2}}}, "per_scenario.*class_0"),
+        ({"rules.finetune.per_scenario": {"class_0": {"lr": 0.1}}}, "unknown keys"),
+        (
+            {"rules.finetune.per_scenario": {"class_0": {"hparams": {"lr": 0.1}}}},
+            "Scenario 'class_0'.*valid",
+        ),
+        ({"rules.finetune.per_scenario": {"class_0": {"epochs": 0}}}, "positive"),
     ],
 )
 def test_bad_config_fails_before_compute(overrides, message):
     with pytest.raises(ValueError, match=message):
         plan(_tiny(**overrides))
+
+
+def test_per_scenario_entries_override_the_rule_entry():
+    # One entry per rule, with overrides for a scenario (the reference codebases tune class-wise
+    # and random forgetting separately): epochs and batch sizes replace, hparams merge.
+    from jaxunlearn.scenarios.runner import build_rule, scenario_entry
+
+    base = {"epochs": 1, "hparams": {"learning_rate": 0.01, "momentum": 0.5}}
+    override = {"class_0": {"epochs": 3, "hparams": {"learning_rate": 0.1}}}
+    assert scenario_entry({**base, "per_scenario": override}, "class_0") == {
+        "epochs": 3,
+        "hparams": {"learning_rate": 0.1, "momentum": 0.5},
+    }
+    assert scenario_entry({**base, "per_scenario": override}, "random_10pct") == base
+    p = plan(_tiny(**{"rules.finetune": {**base, "per_scenario": override}}))
+    steps = {}
+    for sname, split in p.splits.items():
+        sizes = {"forget": len(split.forget), "retain": len(split.retain)}
+        steps[sname] = build_rule("finetune", p.network, p.entry(sname, "finetune"), sizes)[2]
+    # class_0 runs 3 retain epochs, random_10pct 1 (retain sets of 1295 and 1293 examples).
+    assert steps["class_0"] == 3 * (1295 // 64) and steps["random_10pct"] == 1293 // 64
 
 
 def test_unknown_rule_and_missing_retain_are_rejected():

@@ -68,6 +68,29 @@ class Plan:
     ensemble_audits: tuple[str, ...] = ()
     # U-LiRA: {"shadows", "rules", "scenarios", "targets"}; empty when off.
     ulira: dict = dataclasses.field(default_factory=dict)
+    # {scenario: {rule: its config entry with the scenario's `per_scenario` overrides merged}}.
+    entries: dict = dataclasses.field(default_factory=dict)
+
+    def entry(self, scenario: str, name: str) -> dict:
+        """Rule ``name``'s config entry as it applies to ``scenario``."""
+        return self.entries[scenario][name]
+
+
+# Keys of a rule's config entry (and of its `per_scenario` overrides).
+_ENTRY_KEYS = ("epochs", "forget_batch_size", "retain_batch_size", "hparams")
+
+
+def scenario_entry(rule_config: Mapping, scenario: str) -> dict:
+    """A rule's config entry for ``scenario``: ``per_scenario[scenario]`` overrides the entry's
+    epochs and batch sizes and is merged into its hyperparameters (the reference codebases tune
+    class-wise and random forgetting separately)."""
+    base = _plain(rule_config)
+    override = _plain(_plain(base.pop("per_scenario", None)).get(scenario))
+    merged = {**base, **{k: v for k, v in override.items() if k != "hparams"}}
+    hparams = {**_plain(base.get("hparams")), **_plain(override.get("hparams"))}
+    if hparams:
+        merged["hparams"] = hparams
+    return merged
 
 
 def plan(config) -> Plan:
@@ -79,19 +102,36 @@ def plan(config) -> Plan:
         raise ValueError(f"`seeds` must be at least 1; got {seeds}")
     rules = {name: _plain(rc) for name, rc in _plain(config.rules).items()}
     for name, rc in rules.items():
-        info = rules_lib.get(name)
-        rules_lib.registry.check_hparams(name, _plain(rc.get("hparams")))
-        unknown = set(rc) - {"epochs", "forget_batch_size", "retain_batch_size", "hparams"}
+        rules_lib.get(name)
+        unknown = set(rc) - {*_ENTRY_KEYS, "per_scenario"}
         if unknown:
-            raise ValueError(f"Rule config {name!r} has unknown keys {sorted(unknown)}")
-        if name != RETRAIN and float(rc.get("epochs", 1)) <= 0:
-            raise ValueError(f"Rule {name!r}: `epochs` must be positive")
-        del info
+            raise ValueError(f"Rule config {name!r} has unknown keys {sorted(unknown)}; valid: "
+                             f"{sorted({*_ENTRY_KEYS, 'per_scenario'})}")
     audits = tuple(config.audits)
     ensemble_audits = tuple(config.get("ensemble_audits", ()))
     scenario_cfg = _plain(config.scenarios)
     if not scenario_cfg:
         raise ValueError("The config names no forget `scenarios`")
+    entries = {sname: {} for sname in scenario_cfg}
+    for name, rc in rules.items():
+        overrides = _plain(rc.get("per_scenario"))
+        if set(overrides) - set(scenario_cfg):
+            raise ValueError(f"Rule {name!r}: `per_scenario` names scenarios "
+                             f"{sorted(set(overrides) - set(scenario_cfg))}; the config has "
+                             f"{sorted(scenario_cfg)}")
+        for sname, override in overrides.items():
+            unknown = set(_plain(override)) - set(_ENTRY_KEYS)
+            if unknown:
+                raise ValueError(f"Rule {name!r}, `per_scenario.{sname}` has unknown keys "
+                                 f"{sorted(unknown)}; valid: {list(_ENTRY_KEYS)}")
+        for sname in scenario_cfg:
+            entry = entries[sname][name] = scenario_entry(rc, sname)
+            try:
+                rules_lib.registry.check_hparams(name, _plain(entry.get("hparams")))
+            except ValueError as e:
+                raise ValueError(f"Scenario {sname!r}: {e}") from None
+            if name != RETRAIN and float(entry.get("epochs", 1)) <= 0:
+                raise ValueError(f"Rule {name!r}: `epochs` must be positive (scenario {sname!r})")
     dataset = data_lib.load(config.dataset, **_plain(config.get("data_kwargs")))
     audit_lib.check_names(audits, dataset.task)
     audit_lib.check_ensemble_names(ensemble_audits, dataset.task)
@@ -104,7 +144,7 @@ def plan(config) -> Plan:
             raise ValueError(f"Rule {name!r} is for {task} tasks; {config.dataset!r} is "
                              f"{dataset.task}")
     for sname, scfg in scenario_cfg.items():
-        _check_availability(sname, scfg, rules)
+        _check_availability(sname, scfg, entries[sname])
         scfg.pop("retain_available", None)
         scfg.pop("labels_available", None)
     scenarios = {n: data_lib.ForgetSpec.from_config(s) for n, s in scenario_cfg.items()}
@@ -126,7 +166,7 @@ def plan(config) -> Plan:
                       n_dev if mesh is not None else 1)
     for sname, split in splits.items():
         sizes = {"forget": len(split.forget), "retain": len(split.retain)}
-        for name, rc in rules.items():
+        for name, rc in entries[sname].items():
             if name == RETRAIN:
                 continue
             parts = rules_lib.get(name).parts
@@ -135,15 +175,15 @@ def plan(config) -> Plan:
                 check_batch_sizes(bs, sizes, n_dev if mesh is not None else 1)
             except ValueError as e:
                 raise ValueError(f"Scenario {sname!r}, rule {name!r}: {e}") from None
-    ulira = _ulira_plan(config, dataset, splits, rules, n_dev if mesh is not None else 1)
+    ulira = _ulira_plan(config, dataset, splits, entries, n_dev if mesh is not None else 1)
     network = models_lib.make_network(config.model, input_shape=dataset.input_shape,
                                       num_outputs=dataset.num_outputs,
                                       **_plain(config.get("model_kwargs")))
     return Plan(dataset, network, scenarios, splits, rules, audits, seeds, train, mesh,
-                ensemble_audits, ulira)
+                ensemble_audits, ulira, entries)
 
 
-def _ulira_plan(config, dataset, splits: dict, rules: dict, num_devices: int) -> dict:
+def _ulira_plan(config, dataset, splits: dict, entries: dict, num_devices: int) -> dict:
     """Validates the U-LiRA options (``ulira_shadows``, ``ulira_rules``, ``ulira_scenarios``,
     ``ulira_targets``); returns them resolved, or ``{}`` when ``ulira_shadows`` is 0."""
     from jaxunlearn.train.loop import check_batch_sizes
@@ -157,6 +197,7 @@ def _ulira_plan(config, dataset, splits: dict, rules: dict, num_devices: int) ->
     if dataset.task != "classification":
         raise ValueError("`ulira_shadows`: U-LiRA scores logit-scaled confidences of classifiers; "
                          f"{config.dataset!r} is a {dataset.task} dataset")
+    rules = next(iter(entries.values()))
     unlearning = sorted(n for n in rules if n != RETRAIN)
     names = tuple(config.get("ulira_rules", ()))
     for name in names:
@@ -176,7 +217,7 @@ def _ulira_plan(config, dataset, splits: dict, rules: dict, num_devices: int) ->
             raise ValueError(f"Scenario {sname!r}, `ulira_targets`: {e}") from None
         sizes = {"forget": k // 2, "retain": len(split.retain)}
         for name in names:
-            rc = rules[name]
+            rc = entries[sname][name]
             bs = {part: int(rc.get(f"{part}_batch_size", 64)) for part in rules_lib.get(name).parts}
             try:
                 check_batch_sizes(bs, sizes, num_devices)
@@ -343,7 +384,7 @@ def _unlearn(p: Plan, sname: str, name: str, originals: Variables, *, verbose: b
     split = p.splits[sname]
     index = {"forget": split.forget, "retain": split.retain}
     sizes = {part: len(ix) for part, ix in index.items()}
-    rule, bs, num_steps = build_rule(name, p.network, p.rules[name], sizes,
+    rule, bs, num_steps = build_rule(name, p.network, p.entry(sname, name), sizes,
                                      forget_classes=split.classes)
     return ensemble_lib.unlearn(
         rule, originals, p.dataset.x_train, p.dataset.y_train, {part: index[part] for part in bs},
@@ -370,7 +411,7 @@ def _ulira_shadows(p: Plan, sname: str, ckpt_root: str, *, verbose: bool):
 def _ulira_after(p: Plan, sname: str, name: str, shadows, *, verbose: bool) -> dict:
     """U-LiRA AUC and TPR of rule ``name``: every shadow unlearns its in set with the rule."""
     sizes = {"forget": len(shadows.targets) // 2, "retain": len(shadows.base)}
-    rule, bs, num_steps = build_rule(name, p.network, p.rules[name], sizes)
+    rule, bs, num_steps = build_rule(name, p.network, p.entry(sname, name), sizes)
     unlearned, _ = ensemble_lib.ulira.unlearn_shadows(
         shadows, rule, p.dataset.x_train, p.dataset.y_train, batch_sizes=bs, num_steps=num_steps,
         mesh=p.mesh, progress=Progress(f"{sname}/{name}/ulira", enabled=verbose))

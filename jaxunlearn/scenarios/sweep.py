@@ -553,7 +553,7 @@ def run_sweep(
         raise ValueError(f"Unknown scenario {scenario!r}; the config has {sorted(scenarios)}")
     cfg = ml_collections.ConfigDict(runner._plain(config))
     cfg.scenarios = {scenario: scenarios[scenario]}
-    cfg.rules = {rule: runner._plain(runner._plain(config.rules).get(rule))}
+    cfg.rules = {rule: runner.scenario_entry(runner._plain(config.rules).get(rule) or {}, scenario)}
     p = runner.plan(cfg)
     split = p.splits[scenario]
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
@@ -586,7 +586,7 @@ def run_sweep(
         rule=rule,
         param=param,
         values=values,
-        rule_config=p.rules[rule],
+        rule_config=p.entry(scenario, rule),
         val_fraction=val_fraction,
         val_seed=val_seed,
     )
