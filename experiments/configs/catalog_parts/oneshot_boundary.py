@@ -1,9 +1,10 @@
 """Catalog entries for SSD, Fisher forgetting, IU, boundary shrink/expand, UNSIR and amnesiac.
 
 Tuned on the default `digits` MLP (class-0 forgetting and random 10%); one entry serves both
-scenarios unless it has ``per_scenario`` overrides (IU). Both forget sets are 10% of the training data (the runner passes that share to SSD and
-IU as ``forget_fraction``), so SSD's ``selection_weighting`` must stay below 1 / 0.1 = 10 (its
-paper's 10 assumes forget sets of 5% or less). Known limits on this problem, with these entries:
+scenarios unless it has ``per_scenario`` overrides (IU). Both forget sets are 10% of the training
+data (the runner passes that share to SSD and IU as ``forget_fraction``), so SSD's
+``selection_weighting`` must stay below 1 / 0.1 = 10 (its paper's 10 assumes forget sets of 5% or
+less). Known limits on this problem, with these entries:
 
 - ``fisher_forgetting``: the batch-level Fisher is not tiny (13-75x the per-example one), and
   its noise is barely class-specific, so Fisher noise alone forgets neither scenario: what
@@ -21,8 +22,9 @@ paper's 10 assumes forget sets of 5% or less). Known limits on this problem, wit
   scenarios: removing class 0 needs a step that over-forgets random examples, so the entry sets
   ``alpha`` per scenario (``per_scenario``): 2 for class_0 (Avg. Gap 0.21 over 3 seeds) and 1
   for random 10% (gap 1.63). The class_0 and random gaps at other ``alpha``: 1, 17.6 (UA 57.5)
-  and 1.63; 1.5, 4.09 and 4.98; 1.75, 1.22 and 7.45; 2, 0.21 and 9.86. ``damping`` 0.001 (``alpha`` 1) costs
-  retain accuracy (class_0 90%, random 62%); 0.1 (``alpha`` 4) barely forgets class 0 (UA 9).
+  and 1.63; 1.5, 4.09 and 4.98; 1.75, 1.22 and 7.45; 2, 0.21 and 9.86. ``damping`` 0.001
+  (``alpha`` 1) costs retain accuracy (class_0 90%, random 62%); 0.1 (``alpha`` 4) barely forgets
+  class 0 (UA 9).
   20-30 s per seed on 2 shared CPU cores.
 - ``boundary_shrink``: an FGSM step of 0.1 on 8x8 digits flips only ~13% of the forget set's
   predictions, so the entry uses 0.3; relabelling to neighbouring classes over-forgets random
