@@ -32,7 +32,7 @@ flags.mark_flags_as_required(["config", "workdir", "scenario", "rule", "values"]
 
 def main(argv):
     del argv
-    common.set_up()
+    common.set_up(_CONFIG.value)
     from jaxunlearn.scenarios.sweep import run_sweep
 
     run_sweep(

@@ -4,10 +4,13 @@
 # checkpoints collectively, process 0 reporting), rehearsed on one CPU box.
 #
 #   launch/local.sh 2 experiments/configs/default.py:smoke /tmp/ju_mp [--config.seeds=2 ...]
+#   BINARY=experiments.sweep launch/local.sh 2 experiments/configs/default.py /tmp/ju_mp \
+#       --scenario=class_0 --rule=random_label --values=1e-3,1e-2
 #
 # Each process gets LOCAL_DEVICES CPU devices (default 2); they meet at a coordinator on a free
 # local port and exchange data over gloo. Process 0's output is shown here; process i's goes to
-# WORKDIR/logs/process_<i>.log. PYTHON picks the interpreter (default python3). Exits with the
+# WORKDIR/logs/process_<i>.log. PYTHON picks the interpreter (default python3), BINARY the module
+# (default experiments.main). Exits with the
 # status of the first process that fails, after stopping the others (they would wait for it in
 # their collectives), else 0.
 set -euo pipefail
@@ -26,7 +29,7 @@ mkdir -p "$WORKDIR/logs"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' INT TERM
 for ((i = 0; i < NUM; i++)); do
-  args=(-m experiments.main --config="$CONFIG" --workdir="$WORKDIR" --config.distributed=True
+  args=(-m "${BINARY:-experiments.main}" --config="$CONFIG" --workdir="$WORKDIR" --config.distributed=True
         --coordinator_address="127.0.0.1:$PORT" --num_processes="$NUM" --process_id="$i" "$@")
   if [ "$i" -eq 0 ]; then
     "$PYTHON" "${args[@]}" &

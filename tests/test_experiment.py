@@ -172,7 +172,7 @@ def test_binaries_keep_compiled_programs_in_a_persistent_cache(tmp_path):
         "from absl import flags\n"
         "from experiments import common\n"
         "flags.FLAGS(sys.argv)\n"
-        "common.set_up()\n"
+        "common.set_up({})\n"
         "jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).block_until_ready()\n"
     )
     env_cache = tmp_path / "from_env"

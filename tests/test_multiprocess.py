@@ -44,8 +44,11 @@ def _finish(proc) -> tuple[str, str]:
     return out, err
 
 
-def _two_processes(workdir: str):
-    return _start(["bash", "launch/local.sh", "2", CONFIG, workdir], local_devices=2)
+def _two_processes(workdir: str, *flags: str, **env):
+    return _start(["bash", "launch/local.sh", "2", CONFIG, workdir, *flags], local_devices=2, **env)
+
+
+SWEEP = ("--scenario=class_0", "--rule=neggrad_plus", "--param=learning_rate", "--values=1e-3,1e-2")
 
 
 def _metrics(workdir: str) -> dict:
@@ -104,3 +107,29 @@ def test_two_processes_report_once_match_one_process_and_resume(tmp_path):
     assert "[class_0/retrain] step 20/20" in err and "step 11/20" not in err
     assert "[class_0/neggrad_plus] step 5/5" in err
     _assert_close(_metrics(multi), first, tol=1e-6)
+
+    # A sweep as the same two processes (originals and oracles restored from the checkpoints):
+    # process 0 alone writes the report, which equals one process's on the same devices.
+    sweeps = _two_processes(multi, *SWEEP, BINARY="experiments.sweep")
+    reference = _start(
+        [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            f"--config={CONFIG}",
+            f"--workdir={single}",
+            *SWEEP,
+        ],
+        local_devices=4,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    )
+    _finish(sweeps)
+    _finish(reference)
+    with open(os.path.join(multi, "logs", "process_1.log")) as f:
+        assert "chosen" not in f.read()
+    grids = []
+    for workdir in (multi, single):
+        with open(os.path.join(workdir, "sweep.json")) as f:
+            grid = json.load(f)["grid"]
+        grids.append([x for g in grid for x in (g["value"], g["gap"], g["metrics"]["UA"]["mean"])])
+    assert grids[0] == pytest.approx(grids[1], abs=1e-3)

@@ -56,7 +56,7 @@ from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data import Dataset, Split
 from jaxunlearn.scenarios.runner import build_rule
-from jaxunlearn.train import Stream, make_stream, scan_steps
+from jaxunlearn.train import Stream, make_stream, multihost, scan_steps
 
 # Audits whose metrics make up each task's Avg. Gap (see ``audit.gap_metrics``).
 _SELECTION_AUDITS = {
@@ -556,6 +556,7 @@ def run_sweep(
     cfg.rules = {rule: runner.scenario_entry(runner._plain(config.rules).get(rule) or {}, scenario)}
     p = runner.plan(cfg)
     split = p.splits[scenario]
+    verbose = verbose and multihost.is_primary()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
     log(f"sweep: {rule}.{param} over {list(values)} on {cfg.dataset}/{scenario}, {p.seeds} seeds")
     ckpt = os.path.join(workdir, "checkpoints")
@@ -576,12 +577,16 @@ def run_sweep(
         checkpoint_dir=os.path.join(ckpt, scenario, runner.RETRAIN),
         verbose=verbose,
     )
+    # The originals and oracles train on the data mesh over every process's devices; the grid is
+    # small, so each process runs it on its own copies (the same program, the same results) and
+    # process 0 writes the report.
+    local = lambda tree: jax.tree.map(multihost.fetch, tree)
     result = sweep(
         p.network,
         p.dataset,
         split,
-        orig.variables,
-        oracle.variables,
+        local(orig.variables),
+        local(oracle.variables),
         runner._seed_keys(p.seeds, 20_000),
         rule=rule,
         param=param,
@@ -591,5 +596,6 @@ def run_sweep(
         val_seed=val_seed,
     )
     result["scenario"] = scenario
-    write_sweep(result, workdir, stream=None if verbose else io.StringIO())
+    if multihost.is_primary():
+        write_sweep(result, workdir, stream=None if verbose else io.StringIO())
     return result
