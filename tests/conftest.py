@@ -3,8 +3,10 @@
 import os
 import tempfile
 
+# Tests are dominated by compile time on XLA:CPU; LLVM's optimisation passes are most of it.
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Programs that several tests (and the subprocesses of the binary and notebook tests) compile
