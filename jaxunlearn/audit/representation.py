@@ -42,6 +42,23 @@ def _as_labels(y, n: int, name: str) -> np.ndarray:
     return a.astype(np.int32)
 
 
+def _train_test(train_features, train_labels, test_features, test_labels):
+    """Checked ``(train, train labels, test, test labels)`` of a frozen-feature evaluation:
+    non-empty feature matrices of one width, one label per row."""
+    train = _as_features(train_features, "train_features")
+    test = _as_features(test_features, "test_features")
+    if train.shape[0] == 0 or test.shape[0] == 0:
+        raise ValueError("train_features and test_features must be non-empty.")
+    if train.shape[1] != test.shape[1]:
+        raise ValueError(
+            f"train_features and test_features must have the same width, got {train.shape[1]} and "
+            f"{test.shape[1]}."
+        )
+    ytr = _as_labels(train_labels, train.shape[0], "train_labels")
+    yte = _as_labels(test_labels, test.shape[0], "test_labels")
+    return train, ytr, test, yte
+
+
 # --------------------------------------------------------------------------------------------------
 # Linear CKA.
 
@@ -197,17 +214,9 @@ def weighted_knn_accuracy(
       CVPR 2018. Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO),
       ICCV 2021, ``eval_knn.py``; da Costa et al., solo-learn (JMLR 2022), ``solo/utils/knn.py``.
     """
-    train = _as_features(train_features, "train_features")
-    test = _as_features(test_features, "test_features")
-    if train.shape[0] == 0 or test.shape[0] == 0:
-        raise ValueError("train_features and test_features must be non-empty.")
-    if train.shape[1] != test.shape[1]:
-        raise ValueError(
-            f"train_features and test_features must have the same width, got {train.shape[1]} and "
-            f"{test.shape[1]}."
-        )
-    ytr = _as_labels(train_labels, train.shape[0], "train_labels")
-    yte = _as_labels(test_labels, test.shape[0], "test_labels")
+    train, ytr, test, yte = _train_test(
+        train_features, train_labels, test_features, test_labels
+    )
     if int(k) != k or k < 1:
         raise ValueError(f"k must be a positive integer, got {k}.")
     if not temperature > 0:
@@ -336,17 +345,9 @@ def linear_probe_accuracy(
       CVPR 2019 (linear evaluation protocol). da Costa et al., solo-learn (JMLR 2022),
       ``scripts/linear/imagenet-100/*.yaml``.
     """
-    train = _as_features(train_features, "train_features")
-    test = _as_features(test_features, "test_features")
-    if train.shape[0] == 0 or test.shape[0] == 0:
-        raise ValueError("train_features and test_features must be non-empty.")
-    if train.shape[1] != test.shape[1]:
-        raise ValueError(
-            f"train_features and test_features must have the same width, got {train.shape[1]} and "
-            f"{test.shape[1]}."
-        )
-    ytr = _as_labels(train_labels, train.shape[0], "train_labels")
-    yte = _as_labels(test_labels, test.shape[0], "test_labels")
+    train, ytr, test, yte = _train_test(
+        train_features, train_labels, test_features, test_labels
+    )
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs}.")
     if int(batch_size) != batch_size or batch_size < 1:
