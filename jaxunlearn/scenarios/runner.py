@@ -169,10 +169,9 @@ def plan(config) -> Plan:
         for name, rc in entries[sname].items():
             if name == RETRAIN:
                 continue
-            parts = rules_lib.get(name).parts
-            bs = {p: int(rc.get(f"{p}_batch_size", 64)) for p in parts}
             try:
-                check_batch_sizes(bs, sizes, n_dev if mesh is not None else 1)
+                check_batch_sizes(rule_batch_sizes(name, rc), sizes,
+                                  n_dev if mesh is not None else 1)
             except ValueError as e:
                 raise ValueError(f"Scenario {sname!r}, rule {name!r}: {e}") from None
     ulira = _ulira_plan(config, dataset, splits, entries, n_dev if mesh is not None else 1)
@@ -218,9 +217,8 @@ def _ulira_plan(config, dataset, splits: dict, entries: dict, num_devices: int) 
         sizes = {"forget": k // 2, "retain": len(split.retain)}
         for name in names:
             rc = entries[sname][name]
-            bs = {part: int(rc.get(f"{part}_batch_size", 64)) for part in rules_lib.get(name).parts}
             try:
-                check_batch_sizes(bs, sizes, num_devices)
+                check_batch_sizes(rule_batch_sizes(name, rc), sizes, num_devices)
             except ValueError as e:
                 raise ValueError(f"U-LiRA shadows of scenario {sname!r} forget {k // 2} examples "
                                  f"each; rule {name!r}: {e}") from None
@@ -348,12 +346,18 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
     return records
 
 
+def rule_batch_sizes(name: str, rule_config: Mapping) -> dict[str, int]:
+    """``{part: batch size}`` of a rule's config entry for the parts the rule reads (default 64)."""
+    return {part: int(rule_config.get(f"{part}_batch_size", 64))
+            for part in rules_lib.get(name).parts}
+
+
 def rule_schedule(name: str, rule_config: Mapping, sizes: Mapping[str, int]):
     """``(batch sizes, steps per epoch, number of steps)`` of a rule's config entry for
     forget/retain sets of ``sizes``: ``epochs`` passes over the rule's epoch part (retain if it
     reads it, else forget), batch sizes defaulting to 64."""
     info = rules_lib.get(name)
-    bs = {part: int(rule_config.get(f"{part}_batch_size", 64)) for part in info.parts}
+    bs = rule_batch_sizes(name, rule_config)
     spe = steps_per_epoch(sizes[info.epoch_part], bs[info.epoch_part])
     num_steps = max(1, int(math.ceil(float(rule_config.get("epochs", 1)) * spe)))
     return bs, spe, num_steps
