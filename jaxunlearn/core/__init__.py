@@ -1,18 +1,47 @@
-"""Core vocabulary: types, the loss-to-rule builder, losses, optimizers and tree utilities."""
+"""Core vocabulary: types, the rule builders and algebra, losses, optimizers and tree utilities."""
 
 from jaxunlearn.core import losses, optim, tree
-from jaxunlearn.core.rule import LossRuleState, rule_from_loss
+from jaxunlearn.core.combinators import (
+    MaskedState,
+    MaskScore,
+    PhasesState,
+    masked,
+    one_shot,
+    phases,
+    saliency_masked,
+    top_fraction_mask,
+)
+from jaxunlearn.core.rule import (
+    LossRuleState,
+    StepCounter,
+    grads_of_loss,
+    optimizer_step,
+    rule_from_grads,
+    rule_from_loss,
+)
 from jaxunlearn.core.types import Batch, Network, Outputs, UnlearningRule, Variables
 
 __all__ = [
     "Batch",
     "LossRuleState",
+    "MaskScore",
+    "MaskedState",
     "Network",
     "Outputs",
+    "PhasesState",
+    "StepCounter",
     "UnlearningRule",
     "Variables",
+    "grads_of_loss",
     "losses",
+    "masked",
+    "one_shot",
     "optim",
+    "optimizer_step",
+    "phases",
+    "rule_from_grads",
     "rule_from_loss",
+    "saliency_masked",
+    "top_fraction_mask",
     "tree",
 ]

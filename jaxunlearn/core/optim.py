@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
+from collections.abc import Mapping
+
 import optax
 
 from jaxunlearn.core.checks import concrete
@@ -43,3 +48,58 @@ def make(name: str, learning_rate: float, **kwargs) -> optax.GradientTransformat
     if name not in builders:
         raise ValueError(f"Unknown optimizer {name!r}; valid: {sorted(builders)}")
     return builders[name](learning_rate, **kwargs)
+
+
+# The reference unlearning code's classifier optimizer (Unlearn-Sparse, SalUn, SCRUB's baselines).
+REFERENCE_SGD = {"name": "sgd", "momentum": 0.9, "weight_decay": 5e-4}
+REFERENCE_ADAM = {"name": "adam", "weight_decay": 0.0}
+
+
+def resolve(
+    optimizer: optax.GradientTransformation | Mapping | None,
+    *,
+    learning_rate: float,
+    default: Mapping = REFERENCE_SGD,
+) -> optax.GradientTransformation:
+    """The optimizer of a rule: the one given, or the rule's reference optimizer.
+
+    Every rule factory takes ``learning_rate`` (a shortcut, traced in sweeps) and ``optimizer``:
+
+    - an ``optax.GradientTransformation``: used as it is (``learning_rate`` is then ignored);
+    - a mapping of settings (``{"weight_decay": 0.0}``, ``{"name": "adam"}``): merged over the
+      rule's ``default`` settings, with ``learning_rate``; this is how a config file sets them;
+    - ``None``: the rule's ``default`` settings with ``learning_rate``.
+
+    Args:
+      optimizer: see above.
+      learning_rate: the step size.
+      default: the rule's reference settings, ``{"name": ..., **keyword settings}``.
+
+    Raises:
+      ValueError: for an unknown optimizer name or setting, a learning rate inside the mapping,
+        or a non-numeric or non-finite learning rate.
+    """
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    if optimizer is not None and not isinstance(optimizer, Mapping):
+        raise ValueError(
+            "`optimizer` must be an optax.GradientTransformation, a mapping of settings or None; "
+            f"got {type(optimizer).__name__}"
+        )
+    spec = {**default, **dict(optimizer or {})}
+    if "learning_rate" in spec:
+        raise ValueError("set the step size with the rule's `learning_rate`, not in `optimizer`")
+    if concrete(learning_rate):
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
+            raise ValueError(f"`learning_rate` must be a number; got {learning_rate!r}")
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"`learning_rate` must be finite and positive; got {learning_rate}")
+    name = spec.pop("name", "sgd")
+    builders = {"sgd": sgd, "adam": adam}
+    if name not in builders:
+        raise ValueError(f"Unknown optimizer {name!r}; valid: {sorted(builders)}")
+    valid = set(inspect.signature(builders[name]).parameters) - {"learning_rate"}
+    bad = sorted(set(spec) - valid)
+    if bad:
+        raise ValueError(f"optimizer {name!r} has no setting(s) {bad}; valid: {sorted(valid)}")
+    return builders[name](learning_rate, **spec)

@@ -41,6 +41,7 @@ import optax
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
+from jaxunlearn.rules import registry
 
 REPULSIONS = ("exp", "inverse", "negative")
 
@@ -78,6 +79,13 @@ class AdaptThenUnlearnState(NamedTuple):
     step: Array
 
 
+@registry.rule(
+    'adapt_then_unlearn',
+    parts=('forget', 'retain'),
+    paper='Tiwary et al., Adapt then Unlearn: Exploiting Parameter Space Semantics, TMLR 2025',
+    task='any',
+    sweepable=('gamma', 'alpha', 'adapt_learning_rate', 'learning_rate', 'momentum', 'weight_decay'),
+)
 def adapt_then_unlearn(
     apply: Callable,
     *,

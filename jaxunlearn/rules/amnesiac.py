@@ -30,8 +30,15 @@ from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules.common import resolve_optimizer
 from jaxunlearn.rules.random_label import random_label_loss
+from jaxunlearn.rules import registry
 
 
+@registry.rule(
+    'amnesiac',
+    parts=('forget', 'retain'),
+    paper='Graves et al., Amnesiac Machine Learning, AAAI 2021; Foster et al., AAAI 2024',
+    sweepable=('learning_rate', 'weight_decay'),
+)
 def amnesiac(
     apply: Callable,
     *,

@@ -32,6 +32,7 @@ from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import LossRuleState, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, UnlearningRule, Variables
+from jaxunlearn.rules import registry
 
 
 class BadTeacherState(NamedTuple):
@@ -46,6 +47,13 @@ class BadTeacherState(NamedTuple):
     incompetent: Variables
 
 
+@registry.rule(
+    'bad_teacher',
+    parts=('forget', 'retain'),
+    paper='Chundawat et al., Can Bad Teaching Induce Forgetting?, AAAI 2023',
+    needs_labels=False,
+    sweepable=('temperature', 'learning_rate', 'weight_decay'),
+)
 def bad_teacher(
     apply: Callable,
     *,

@@ -32,6 +32,7 @@ from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import resolve_optimizer
+from jaxunlearn.rules import registry
 
 
 def fgsm(
@@ -70,6 +71,12 @@ def fgsm(
     return jax.lax.stop_gradient(x_adv.astype(x.dtype))
 
 
+@registry.rule(
+    'boundary_shrink',
+    parts=('forget',),
+    paper='Chen et al., Boundary Unlearning, CVPR 2023',
+    sweepable=('bound', 'learning_rate', 'momentum', 'weight_decay'),
+)
 def boundary_shrink(
     apply: Callable,
     *,
@@ -153,6 +160,13 @@ def _feature_dim(params: PyTree, num_classes: int) -> int:
     return dims.pop()
 
 
+@registry.rule(
+    'boundary_expand',
+    parts=('forget',),
+    paper='Chen et al., Boundary Unlearning, CVPR 2023',
+    needs_labels=False,
+    sweepable=('learning_rate', 'momentum', 'weight_decay'),
+)
 def boundary_expand(
     apply: Callable,
     *,

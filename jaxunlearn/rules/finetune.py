@@ -21,8 +21,16 @@ import optax
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
+from jaxunlearn.rules import registry
 
 
+@registry.rule(
+    'finetune',
+    parts=('retain',),
+    paper='Warnecke et al., NDSS 2023; Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023',
+    task='any',
+    sweepable=('learning_rate', 'momentum', 'weight_decay'),
+)
 def finetune(
     apply: Callable,
     *,
@@ -55,6 +63,14 @@ def finetune(
     return rule_from_loss(loss_fn, opt, keep_reference=False)
 
 
+@registry.rule(
+    'retrain',
+    parts=('retain',),
+    paper='Gold standard: train from scratch on D_r',
+    cost='high',
+    task='any',
+    sweepable=('learning_rate', 'momentum', 'weight_decay'),
+)
 def retrain(
     apply: Callable,
     *,

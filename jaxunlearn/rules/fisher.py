@@ -35,6 +35,7 @@ from jaxunlearn.core import losses
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss
+from jaxunlearn.rules import registry
 
 _vdot = optax.tree_utils.tree_vdot
 
@@ -161,6 +162,14 @@ def normal_like(key: Array, like: PyTree) -> PyTree:
     return jax.tree.unflatten(treedef, out)
 
 
+@registry.rule(
+    'fisher_forgetting',
+    parts=('retain',),
+    paper='Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020; Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023',
+    needs_labels=False,
+    cost='none',
+    sweepable=('alpha',),
+)
 def fisher_forgetting(
     apply: Callable,
     *,
@@ -416,6 +425,14 @@ def per_example_grads(apply: Callable, variables: Variables, x: Array, y: Array)
     return jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(variables["params"], x, y)
 
 
+@registry.rule(
+    'influence_unlearning',
+    parts=('forget', 'retain'),
+    paper='Koh & Liang, ICML 2017; Izzo et al., AISTATS 2021; Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023',
+    cost='none',
+    task='any',
+    sweepable=('alpha', 'damping'),
+)
 def influence_unlearning(
     apply: Callable,
     *,

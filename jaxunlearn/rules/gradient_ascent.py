@@ -20,8 +20,16 @@ from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
+from jaxunlearn.rules import registry
 
 
+@registry.rule(
+    'gradient_ascent',
+    parts=('forget',),
+    paper='Thudi et al., Unrolling SGD, EuroS&P 2022; Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023',
+    task='any',
+    sweepable=('learning_rate', 'momentum', 'weight_decay'),
+)
 def gradient_ascent(
     apply: Callable,
     *,
@@ -50,6 +58,13 @@ def gradient_ascent(
     return rule_from_loss(loss_fn, opt, keep_reference=False)
 
 
+@registry.rule(
+    'neggrad_plus',
+    parts=('forget', 'retain'),
+    paper='Kurmanji et al., Towards Unbounded Machine Unlearning (SCRUB), NeurIPS 2023',
+    task='any',
+    sweepable=('beta', 'learning_rate', 'momentum', 'weight_decay'),
+)
 def neggrad_plus(
     apply: Callable,
     *,

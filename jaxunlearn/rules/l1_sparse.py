@@ -24,6 +24,7 @@ from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import Array, PyTree, UnlearningRule
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
+from jaxunlearn.rules import registry
 
 
 def l1_norm(tree: PyTree) -> Array:
@@ -31,6 +32,14 @@ def l1_norm(tree: PyTree) -> Array:
     return sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(tree))
 
 
+@registry.rule(
+    'l1_sparse',
+    parts=('retain',),
+    paper='Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023',
+    needs_labels=False,
+    task='any',
+    sweepable=('alpha', 'learning_rate', 'momentum', 'weight_decay'),
+)
 def l1_sparse(
     apply: Callable,
     *,

@@ -46,6 +46,7 @@ import optax
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss
+from jaxunlearn.rules import registry
 
 # ---------------------------------------------------------------------------------------------
 # A tiny VAE over embeddings
@@ -184,6 +185,15 @@ def _feature_dim(head: PyTree) -> int:
     )
 
 
+@registry.rule(
+    'label_agnostic_forgetting',
+    parts=('forget', 'retain'),
+    paper='Shen et al., Label-Agnostic Forgetting, ICLR 2024',
+    needs_labels=False,
+    cost='medium',
+    task='any',
+    sweepable=('vae_learning_rate', 'kl_weight', 'ue_learning_rate', 'ra_learning_rate', 'temperature', 'repair_fraction', 'repair_learning_rate'),
+)
 def label_agnostic_forgetting(
     apply: Callable,
     *,

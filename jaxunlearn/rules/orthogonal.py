@@ -43,6 +43,7 @@ from jaxunlearn.core import losses
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss, resolve_optimizer
+from jaxunlearn.rules import registry
 
 
 def project_orthogonal(g: PyTree, direction: PyTree) -> PyTree:
@@ -66,6 +67,13 @@ class OrthogonalState(NamedTuple):
     step: Array
 
 
+@registry.rule(
+    'gradient_orthogonalization',
+    parts=('forget', 'retain'),
+    paper='Mandal & Gottwald, UNO: Unlearning via Orthogonalization, arXiv 2506.04712',
+    task='any',
+    sweepable=('forget_weight', 'retain_weight', 'orthogonality_weight', 'learning_rate', 'momentum', 'weight_decay'),
+)
 def gradient_orthogonalization(
     apply: Callable,
     *,

@@ -18,6 +18,7 @@ from jaxunlearn.core import losses
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules.common import resolve_optimizer
+from jaxunlearn.rules import registry
 
 
 def random_label_loss(apply: Callable, num_classes: int, *, exclude_true: bool = False):
@@ -44,6 +45,12 @@ def random_label_loss(apply: Callable, num_classes: int, *, exclude_true: bool =
     return loss_fn
 
 
+@registry.rule(
+    'random_label',
+    parts=('forget', 'retain'),
+    paper='Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020',
+    sweepable=('learning_rate', 'momentum', 'weight_decay'),
+)
 def random_label(
     apply: Callable,
     *,

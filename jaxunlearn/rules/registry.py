@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from jaxunlearn.core.types import Network, UnlearningRule
 
@@ -29,6 +29,9 @@ class RuleInfo:
         training set for importance estimates) or the original training run.
       cost: relative cost, ``"none"``, ``"low"``, ``"medium"`` or ``"high"``.
       task: ``"classification"``, ``"regression"`` or ``"any"``.
+      sweepable: the hyperparameters that may be traced values, so a sweep vmaps over a grid of
+        them in one program (tested for every rule); the others fix a phase length, a mask size
+        or a count and are swept one compiled run per value.
     """
 
     name: str
@@ -39,6 +42,7 @@ class RuleInfo:
     needs_original_data: bool = False
     cost: str = "low"
     task: str = "classification"
+    sweepable: tuple[str, ...] = ()
 
     @property
     def epoch_part(self) -> str:
@@ -63,11 +67,34 @@ CONTEXT = (
 
 
 def register(info: RuleInfo) -> RuleInfo:
-    """Adds a rule to the registry (the name must be new)."""
+    """Adds a rule to the registry (the name must be new; sweepable names must be keywords)."""
     if info.name in _REGISTRY:
         raise ValueError(f"Rule {info.name!r} is already registered")
+    params = inspect.signature(info.factory).parameters
+    unknown = [k for k in info.sweepable if k not in params or k in CONTEXT]
+    if unknown:
+        raise ValueError(f"Rule {info.name!r} declares unknown sweepable hyperparameters {unknown}")
     _REGISTRY[info.name] = info
     return info
+
+
+def rule(name: str, *, parts: tuple[str, ...], paper: str, **info) -> Callable:
+    """Decorator that registers a rule factory where it is defined.
+
+    >>> @rule("my_rule", parts=("forget",), paper="Me et al., 2026", sweepable=("learning_rate",))
+    ... def my_rule(apply, *, learning_rate=1e-3): ...  # doctest: +SKIP
+    """
+
+    def decorate(factory: Callable[..., UnlearningRule]) -> Callable[..., UnlearningRule]:
+        register(RuleInfo(name, factory, tuple(parts), paper, **info))
+        return factory
+
+    return decorate
+
+
+def sweepable(name: str) -> tuple[str, ...]:
+    """The hyperparameters of rule ``name`` that a sweep may vmap over (see :class:`RuleInfo`)."""
+    return get(name).sweepable
 
 
 def names() -> list[str]:
@@ -139,6 +166,8 @@ def make(
         "forget_fraction": forget_fraction,
         "forget_classes": forget_classes,
     }
+    if isinstance(hparams.get("inner"), (str, Mapping)):
+        hparams["inner"] = inner_builder(hparams["inner"], network, context)
     for key, value in context.items():
         if key in params:
             if value is None and params[key].default is inspect.Parameter.empty:
@@ -146,6 +175,44 @@ def make(
             if value is not None:
                 hparams[key] = value
     return info.factory(network.apply, **hparams)
+
+
+def inner_builder(spec: str | Mapping, network: Network, context: Mapping) -> Callable:
+    """A builder of the inner rule named by a config, with the outer rule's context.
+
+    A wrapper rule (SalUn, WAGLE) takes its inner rule as an object; a config names it instead,
+    as ``"random_label"`` or ``{"name": "random_label", "hparams": {...}}``. The inner rule is
+    checked at once and built later, by the wrapper, with the same network and forget scenario
+    and the schedule the wrapper leaves it (``builder(num_steps=...)``).
+
+    Raises:
+      ValueError: for an unknown rule name, unknown keys or hyperparameters.
+    """
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = dict(spec)
+    unknown = sorted(set(spec) - {"name", "hparams"})
+    if unknown or "name" not in spec:
+        raise ValueError(
+            f"an inner rule is a name or {{'name': ..., 'hparams': {{...}}}}; got keys {sorted(spec)}"
+        )
+    inner_name, inner_hparams = spec["name"], dict(spec.get("hparams") or {})
+    check_hparams(inner_name, inner_hparams)
+
+    def build(**overrides) -> UnlearningRule:
+        ctx = {**context, **overrides}
+        return make(
+            inner_name,
+            network,
+            num_steps=ctx["num_steps"],
+            steps_per_epoch=ctx["steps_per_epoch"],
+            forget_fraction=ctx["forget_fraction"],
+            forget_classes=ctx["forget_classes"],
+            **inner_hparams,
+        )
+
+    build.rule_name = inner_name
+    return build
 
 
 def markdown_table() -> str:

@@ -34,6 +34,7 @@ from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import BATCH_STATS_KEY
 from jaxunlearn.core.types import Array, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import resolve_optimizer
+from jaxunlearn.rules import registry
 
 _LOSSES = {"l1": losses.mean_absolute_error, "mse": losses.mean_squared_error}
 
@@ -74,6 +75,15 @@ def _hidden_or_features(out) -> tuple[Array, ...]:
     return tuple(out.hidden) if out.hidden else (out.features,)
 
 
+@registry.rule(
+    'blindspot',
+    parts=('forget', 'retain'),
+    paper='Tarun et al., Deep Regression Unlearning, ICML 2023',
+    needs_labels=False,
+    cost='medium',
+    task='regression',
+    sweepable=('proxy_learning_rate', 'learning_rate', 'at_weight'),
+)
 def blindspot(
     apply: Callable,
     *,
@@ -244,6 +254,14 @@ class GaussianAmnesiacState(NamedTuple):
     step: Array
 
 
+@registry.rule(
+    'gaussian_amnesiac',
+    parts=('forget', 'retain'),
+    paper='Tarun et al., Deep Regression Unlearning, ICML 2023',
+    needs_labels=False,
+    task='regression',
+    sweepable=('learning_rate',),
+)
 def gaussian_amnesiac(
     apply: Callable,
     *,

@@ -74,6 +74,11 @@ def _masked_rule(
     )
 
 
+@registry.rule(
+    'salun',
+    parts=('forget', 'retain'),
+    paper='Fan et al., SalUn: Gradient-based Weight Saliency, ICLR 2024',
+)
 def salun(
     apply: Callable,
     *,
@@ -119,6 +124,12 @@ def salun(
     )
 
 
+@registry.rule(
+    'weight_attribution_mask',
+    parts=('forget', 'retain'),
+    paper='Jia et al., WAGLE: Strategic Weight Attribution for Unlearning, NeurIPS 2024',
+    sweepable=('hessian_scale',),
+)
 def weight_attribution_mask(
     apply: Callable,
     *,

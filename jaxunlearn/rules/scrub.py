@@ -33,6 +33,7 @@ import optax
 from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
+from jaxunlearn.rules import registry
 
 
 class ScrubState(NamedTuple):
@@ -49,6 +50,14 @@ class ScrubState(NamedTuple):
     step: Array
 
 
+@registry.rule(
+    'scrub',
+    parts=('forget', 'retain'),
+    paper='Kurmanji et al., Towards Unbounded Machine Unlearning (SCRUB), NeurIPS 2023',
+    needs_labels=False,
+    cost='medium',
+    sweepable=('alpha', 'gamma', 'temperature', 'learning_rate', 'weight_decay', 'lr_decay_rate'),
+)
 def scrub(
     apply: Callable,
     *,

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import part_loss
+from jaxunlearn.rules import registry
 
 
 class SSDState(NamedTuple):
@@ -90,6 +91,14 @@ def dampening_factors(
     return jax.tree.map(factor, forget_importance, full_importance)
 
 
+@registry.rule(
+    'ssd',
+    parts=('forget', 'retain'),
+    paper='Foster et al., Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening, AAAI 2024',
+    cost='none',
+    task='any',
+    sweepable=('selection_weighting', 'dampening_constant'),
+)
 def ssd(
     apply: Callable,
     *,

@@ -42,6 +42,7 @@ from jaxunlearn.core import losses
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import resolve_optimizer
+from jaxunlearn.rules import registry
 
 # ---------------------------------------------------------------------------------------------
 # Merge arithmetic (pure, over task vectors stacked along a leading member axis)
@@ -242,6 +243,13 @@ def _check_common(name: str, scaling_coef: float, learning_rates: Sequence[float
 # ---------------------------------------------------------------------------------------------
 
 
+@registry.rule(
+    'task_vector_negation',
+    parts=('forget',),
+    paper='Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023',
+    task='any',
+    sweepable=('scaling_coef', 'learning_rate', 'momentum', 'weight_decay'),
+)
 def task_vector_negation(
     apply: Callable,
     *,
@@ -308,6 +316,14 @@ def task_vector_negation(
 # ---------------------------------------------------------------------------------------------
 
 
+@registry.rule(
+    'negmerge',
+    parts=('forget',),
+    paper='Kim et al., NegMerge: Consensual Weight Negation for Strong Machine Unlearning, 2024',
+    cost='medium',
+    task='any',
+    sweepable=('subsample', 'scaling_coef', 'momentum', 'weight_decay'),
+)
 def negmerge(
     apply: Callable,
     *,
@@ -413,6 +429,13 @@ def _unlearning_objective(
     return loss_fn
 
 
+@registry.rule(
+    'ties_merge',
+    parts=('forget', 'retain'),
+    paper='Yadav et al., TIES-Merging, NeurIPS 2023; Xu et al., ZJUKLAB at SemEval-2025 Task 4: Unlearning via Model Merging, arXiv 2503.21088',
+    cost='medium',
+    sweepable=('beta', 'retain_kl_weight', 'retain_ce_weight', 'scaling_coef', 'momentum', 'weight_decay'),
+)
 def ties_merge(
     apply: Callable,
     *,

@@ -40,6 +40,7 @@ from jaxunlearn.core import losses
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules.common import resolve_optimizer
+from jaxunlearn.rules import registry
 
 
 class UNSIRState(NamedTuple):
@@ -60,6 +61,12 @@ class UNSIRState(NamedTuple):
     step: Array
 
 
+@registry.rule(
+    'unsir',
+    parts=('forget', 'retain'),
+    paper='Tarun et al., Fast Yet Effective Machine Unlearning, IEEE TNNLS 2023',
+    sweepable=('noise_learning_rate', 'noise_l2', 'learning_rate'),
+)
 def unsir(
     apply: Callable,
     *,

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxunlearn.core.rule import is_step_counter
 from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, PyTree, UnlearningRule, Variables
 from jaxunlearn.train import multihost
@@ -231,20 +232,18 @@ def _chunk_fn(
     return chunk
 
 
-def _shared_counters(state: PyTree, num_models: int) -> tuple[bool, ...]:
-    """Which leaves of an ensemble's rule state are integer scalars equal across all models.
+def _shared_counters(state: PyTree) -> tuple[bool, ...]:
+    """Which leaves of a rule state are :class:`~jaxunlearn.core.rule.StepCounter` counts.
 
-    Step counters (``state.step``, optimizer ``count``s) start equal in every model and usually
-    advance the same way. Read from the host once per :func:`fit`; the leaves are ``[N]`` int.
+    Every model of an ensemble takes its updates together, so a declared step counter holds the
+    same value in all of them; no value is read from the device to decide it.
     """
-
-    def shared(x) -> bool:
-        if np.shape(x) != (num_models,) or not jax.dtypes.issubdtype(x.dtype, jnp.integer):
-            return False
-        values = np.asarray(x)
-        return bool(np.all(values == values[0]))
-
-    return tuple(shared(x) for x in jax.tree.leaves(state))
+    marks = jax.tree.map(
+        lambda node: jax.tree.map(lambda _: is_step_counter(node), node),
+        state,
+        is_leaf=is_step_counter,
+    )
+    return tuple(bool(m) for m in jax.tree.leaves(marks))
 
 
 def _vmap_models(chunk: Callable, shared: tuple[bool, ...], index_axes: Mapping[str, Any]):
@@ -255,8 +254,8 @@ def _vmap_models(chunk: Callable, shared: tuple[bool, ...], index_axes: Mapping[
     at every step. The shared counters therefore enter as one scalar (model 0's, equal to all
     others) and stay unmapped through the scan as long as their updates read only unmapped values;
     they leave broadcast back to ``[N]``, so the program takes and returns the usual ensemble
-    state. A counter whose update does read a model's data makes tracing fail (vmap cannot return
-    a mapped value unmapped); ``fit`` then maps every leaf.
+    state. A rule whose counter update reads a model's data is a bug in the rule: tracing then
+    fails (vmap cannot return a mapped value unmapped).
     """
 
     def run(variables, state, stream, key, start):
@@ -322,9 +321,9 @@ def fit(
         between chunks); defaults to about a tenth of the run.
       mesh: a mesh with a ``data`` axis: batches are split over it, everything else replicated.
       ensemble: vmap the whole loop over a leading model axis of variables, state and key.
-        Integer state leaves equal in every model (step counters) stay unmapped inside the
-        program, so the rule's branches on them stay branches instead of selects that run every
-        branch; the returned state still has the model axis on every leaf.
+        The rule state's :class:`~jaxunlearn.core.rule.StepCounter` leaves stay unmapped inside
+        the program, so the rule's branches on them stay branches instead of selects that run
+        every branch; the returned state still has the model axis on every leaf.
       per_model_index: with ``ensemble``, index arrays of ``stream`` also carry the model axis
         (each model draws from its own index sets).
       checkpoint_dir: orbax checkpoint directory; the run resumes from its latest checkpoint.
@@ -375,7 +374,7 @@ def fit(
         return rule.update(v, s, batch, key=k)[2]
 
     index_axes = {k: (0 if per_model_index else None) for k in stream.index}
-    shared = _shared_counters(state, jax.tree.leaves(key)[0].shape[0]) if ensemble else ()
+    shared = _shared_counters(state) if ensemble else ()
 
     def build():
         if ensemble:
@@ -394,14 +393,7 @@ def fit(
         args = (variables, state, stream, key, jnp.asarray(start, jnp.int32))
         if not ensemble:
             return jax.jit(chunk).lower(*args).compile()
-        try:
-            lowered = jax.jit(_vmap_models(chunk, shared, index_axes)).lower(*args)
-        except ValueError:
-            if not any(shared):
-                raise
-            # A counter that some model's data moves (see ``_vmap_models``): map every leaf.
-            lowered = jax.jit(_vmap_models(chunk, (False,) * len(shared), index_axes)).lower(*args)
-        return lowered.compile()
+        return jax.jit(_vmap_models(chunk, shared, index_axes)).lower(*args).compile()
 
     # A second fit of the same rule object on arguments of the same types reuses the program
     # (e.g. models trained one after another, or a resumed run in the same process).
