@@ -8,7 +8,7 @@ import pytest
 
 from jaxunlearn import data, ensemble, models, rules
 from jaxunlearn.core import losses
-from jaxunlearn.core.rule import rule_from_loss
+from jaxunlearn.core.rule import StepCounter, is_step_counter, rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.train import data_mesh, fit, loop, make_stream, scan_steps
 
@@ -179,8 +179,14 @@ def _ensemble_fit(rule, net, stream, num_steps, **kw):
 def _all_mapped(monkeypatch):
     """Makes fit map every state leaf over the models, as it did before counters stayed shared."""
     monkeypatch.setattr(
-        loop, "_shared_counters", lambda state, n: (False,) * len(jax.tree.leaves(state))
+        loop, "_shared_counters", lambda state: (False,) * len(jax.tree.leaves(state))
     )
+
+
+def _counts(state) -> list:
+    """The values of every StepCounter in a rule state."""
+    nodes = jax.tree.leaves(state, is_leaf=is_step_counter)
+    return [np.asarray(n.count).tolist() for n in nodes if is_step_counter(n)]
 
 
 @pytest.mark.parametrize("name", ["scrub", "adapt_then_unlearn"])
@@ -193,7 +199,7 @@ def test_ensemble_with_phase_switches_equals_single_runs_and_all_mapped(problem,
         rule = rules.adapt_then_unlearn(net.apply, num_steps=8, alpha=1e4)
     ens = _ensemble_fit(rule, net, stream, 8, chunk_size=3)
     assert all(x.shape[0] == 3 for x in jax.tree.leaves(ens.state))
-    np.testing.assert_array_equal(ens.state.step, [8, 8, 8])
+    assert _counts(ens.state)[0] == [8, 8, 8]
     for m in (0, 2):
         single = fit(
             rule,
@@ -227,7 +233,7 @@ def _one_shot_rule(edits: list, edit_step: int = 2) -> UnlearningRule:
 
     def init(variables, *, key):
         del variables, key
-        return {"step": jnp.zeros((), jnp.int32)}
+        return {"step": StepCounter.zero()}
 
     def update(variables, state, batch, *, key):
         del batch, key
@@ -236,8 +242,9 @@ def _one_shot_rule(edits: list, edit_step: int = 2) -> UnlearningRule:
             jax.debug.callback(lambda: edits.append(1))
             return jax.tree.map(lambda p: 0.5 * p, params)
 
-        params = jax.lax.cond(state["step"] == edit_step, edit, lambda p: p, variables["params"])
-        return {**variables, "params": params}, {"step": state["step"] + 1}, {}
+        step = state["step"]
+        params = jax.lax.cond(step.count == edit_step, edit, lambda p: p, variables["params"])
+        return {**variables, "params": params}, {"step": step.next()}, {}
 
     return UnlearningRule(init, update)
 
@@ -249,7 +256,7 @@ def test_ensemble_step_counter_branches_run_one_branch_per_step(problem, monkeyp
     res = _ensemble_fit(_one_shot_rule(edits), net, stream, 6)
     jax.effects_barrier()
     assert len(edits) == 1  # one real branch, taken once for all 3 models
-    np.testing.assert_array_equal(res.state["step"], [6, 6, 6])
+    np.testing.assert_array_equal(res.state["step"].count, [6, 6, 6])
     start = jax.vmap(net.init)(jax.vmap(jax.random.key)(jnp.arange(3)))
     _assert_trees_close(
         res.variables["params"], jax.tree.map(lambda p: 0.5 * p, start["params"]), rtol=1e-6
@@ -263,7 +270,7 @@ def test_ensemble_step_counter_branches_run_one_branch_per_step(problem, monkeyp
     _assert_trees_close(old.variables, res.variables, rtol=1e-6)
 
 
-def test_ensemble_counter_moved_by_model_data_falls_back_to_mapping(problem):
+def test_ensemble_maps_undeclared_integer_state_per_model(problem):
     ds, net, _ = problem
     stream = _forget_retain_stream(ds)
 
@@ -300,6 +307,6 @@ def test_ensemble_interrupted_then_resumed_equals_uninterrupted(problem, tmp_pat
     assert part.steps == 8
     resumed = _ensemble_fit(rule, net, stream, 12, chunk_size=4, checkpoint_dir=ckpt)
     assert resumed.steps == 12 and resumed.metrics["loss"].shape == (3, 4)
-    np.testing.assert_array_equal(resumed.state.step, [12, 12, 12])
+    assert _counts(resumed.state)[0] == [12, 12, 12]
     _assert_trees_close(full.variables, resumed.variables, rtol=1e-6, atol=1e-7)
     _assert_trees_close(full.state, resumed.state, rtol=1e-6, atol=1e-7)

@@ -45,6 +45,11 @@ def _init(rule: UnlearningRule, variables: Variables, key: Array, previous: PyTr
     return rule.init(variables, key=key)
 
 
+def _restart_key(key: Array, phase: int) -> Array:
+    """The key a phase is re-initialised with when it starts (apart from the update's own use)."""
+    return jax.random.fold_in(jax.random.fold_in(key, 0x5048), phase)
+
+
 class PhasesState(NamedTuple):
     """State of :func:`phases`.
 
@@ -117,7 +122,7 @@ def phases(*schedule: tuple[int | None, UnlearningRule], restart: bool = True) -
                 if restart and i > 0:
                     own = jax.lax.cond(
                         step == starts[i],
-                        lambda: _init(rule, variables, jax.random.fold_in(key, -i), states[i - 1]),
+                        lambda: _init(rule, variables, _restart_key(key, i), states[i - 1]),
                         lambda: own,
                     )
                 new_vars, own, metrics = rule.update(variables, own, batch, key=key)
@@ -358,6 +363,8 @@ def saliency_masked(
         return variables, ScoringState(total), {}
 
     def mask_of(variables, previous):
-        return top_fraction_mask(score.finalize(previous.accumulator, variables["params"]), fraction)
+        return top_fraction_mask(
+            score.finalize(previous.accumulator, variables["params"]), fraction
+        )
 
     return phases((int(score_steps), UnlearningRule(init, update)), (None, _hold(rule, mask_of)))

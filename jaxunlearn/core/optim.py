@@ -67,7 +67,8 @@ def resolve(
 
     - an ``optax.GradientTransformation``: used as it is (``learning_rate`` is then ignored);
     - a mapping of settings (``{"weight_decay": 0.0}``, ``{"name": "adam"}``): merged over the
-      rule's ``default`` settings, with ``learning_rate``; this is how a config file sets them;
+      rule's ``default`` settings (over none when it names another optimizer), with
+      ``learning_rate``; this is how a config file sets them;
     - ``None``: the rule's ``default`` settings with ``learning_rate``.
 
     Args:
@@ -86,7 +87,14 @@ def resolve(
             "`optimizer` must be an optax.GradientTransformation, a mapping of settings or None; "
             f"got {type(optimizer).__name__}"
         )
-    spec = {**default, **dict(optimizer or {})}
+    given = dict(optimizer or {})
+    # Another optimizer than the rule's reference starts from its own defaults.
+    base = (
+        default
+        if given.get("name", default.get("name", "sgd")) == default.get("name", "sgd")
+        else {}
+    )
+    spec = {**base, **given}
     if "learning_rate" in spec:
         raise ValueError("set the step size with the rule's `learning_rate`, not in `optimizer`")
     if concrete(learning_rate):

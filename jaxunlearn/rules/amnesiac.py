@@ -22,30 +22,29 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import optax
 
+from jaxunlearn.core import optim
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
-from jaxunlearn.rules.common import resolve_optimizer
-from jaxunlearn.rules.random_label import random_label_loss
 from jaxunlearn.rules import registry
+from jaxunlearn.rules.random_label import random_label_loss
 
 
 @registry.rule(
-    'amnesiac',
-    parts=('forget', 'retain'),
-    paper='Graves et al., Amnesiac Machine Learning, AAAI 2021; Foster et al., AAAI 2024',
-    sweepable=('learning_rate', 'weight_decay'),
+    "amnesiac",
+    parts=("forget", "retain"),
+    paper="Graves et al., Amnesiac Machine Learning, AAAI 2021; Foster et al., AAAI 2024",
+    sweepable=("learning_rate",),
 )
 def amnesiac(
     apply: Callable,
     *,
     num_classes: int,
     learning_rate: float = 1e-4,
-    weight_decay: float = 0.0,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Amnesiac: cross-entropy on forget examples with random *wrong* labels plus retain examples.
 
@@ -53,8 +52,8 @@ def amnesiac(
       apply: the model's functional ``apply``.
       num_classes: number of classes to draw labels from (supplied by the registry; at least 2).
       learning_rate: Adam learning rate (1e-4).
-      weight_decay: coupled L2 weight decay of Adam (0 in the reference).
-      optimizer: an optax optimizer that replaces Adam.
+      optimizer: an optax optimizer, or settings over the reference Adam (no weight decay); see
+        :func:`~jaxunlearn.core.optim.resolve`.
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
@@ -66,9 +65,7 @@ def amnesiac(
         raise ValueError(
             f"amnesiac needs `num_classes` >= 2 to draw a wrong label; got {num_classes}"
         )
-    opt = resolve_optimizer(
-        optimizer, name="adam", learning_rate=learning_rate, weight_decay=weight_decay
-    )
+    opt = optim.resolve(optimizer, learning_rate=learning_rate, default=optim.REFERENCE_ADAM)
     return rule_from_loss(
         random_label_loss(apply, int(num_classes), exclude_true=True), opt, keep_reference=False
     )

@@ -21,7 +21,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import jax
@@ -48,11 +48,11 @@ class BadTeacherState(NamedTuple):
 
 
 @registry.rule(
-    'bad_teacher',
-    parts=('forget', 'retain'),
-    paper='Chundawat et al., Can Bad Teaching Induce Forgetting?, AAAI 2023',
+    "bad_teacher",
+    parts=("forget", "retain"),
+    paper="Chundawat et al., Can Bad Teaching Induce Forgetting?, AAAI 2023",
     needs_labels=False,
-    sweepable=('temperature', 'learning_rate', 'weight_decay'),
+    sweepable=("temperature", "learning_rate"),
 )
 def bad_teacher(
     apply: Callable,
@@ -60,8 +60,7 @@ def bad_teacher(
     init_fn: Callable,
     temperature: float = 1.0,
     learning_rate: float = 1e-4,
-    weight_decay: float = 0.0,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Bad teaching: match a random teacher on forget examples and the original on retain ones.
 
@@ -70,19 +69,16 @@ def bad_teacher(
       init_fn: ``key -> variables`` of a fresh model: the incompetent teacher is drawn from it
         with the rule's ``init`` key.
       temperature: ``tau``, applied to teachers and student alike.
-      learning_rate, weight_decay: Adam settings (SSD's comparison: lr 1e-4, no weight decay).
-      optimizer: an optax optimizer that replaces the Adam settings.
+      learning_rate: Adam step size (SSD's comparison: lr 1e-4, no weight decay).
+      optimizer: an optax optimizer, or settings over the reference Adam; see
+        :func:`~jaxunlearn.core.optim.resolve`.
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
     """
     if concrete(temperature) and not temperature > 0:
         raise ValueError(f"bad_teacher `temperature` must be positive; got {temperature}")
-    if concrete(learning_rate) and learning_rate <= 0:
-        raise ValueError(f"bad_teacher `learning_rate` must be positive; got {learning_rate}")
-    opt = (
-        optimizer if optimizer is not None else optim.adam(learning_rate, weight_decay=weight_decay)
-    )
+    opt = optim.resolve(optimizer, learning_rate=learning_rate, default=optim.REFERENCE_ADAM)
 
     def loss_with(incompetent: Variables):
         def loss_fn(variables, batch, *, reference, step, key):

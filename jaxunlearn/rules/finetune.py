@@ -12,49 +12,47 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from jaxunlearn.core import optim
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
-from jaxunlearn.rules.common import part_loss, resolve_optimizer
 from jaxunlearn.rules import registry
+from jaxunlearn.rules.common import part_loss
 
 
 @registry.rule(
-    'finetune',
-    parts=('retain',),
-    paper='Warnecke et al., NDSS 2023; Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023',
-    task='any',
-    sweepable=('learning_rate', 'momentum', 'weight_decay'),
+    "finetune",
+    parts=("retain",),
+    paper="Warnecke et al., NDSS 2023; Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023",
+    task="any",
+    sweepable=("learning_rate",),
 )
 def finetune(
     apply: Callable,
     *,
     learning_rate: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
     train_mode: bool = False,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """FT: minimise the supervised loss on the retain set.
 
     Args:
       apply: the model's functional ``apply``.
-      learning_rate, momentum, weight_decay: SGD settings (Jia et al. defaults).
+      learning_rate: SGD step size (Jia et al. defaults).
       train_mode: run BatchNorm in training mode (refreshing its statistics), as the PyTorch
         reference does with ``model.train()``; inference mode keeps them fixed.
-      optimizer: an optax optimizer that replaces the SGD settings.
+      optimizer: an optax optimizer, or settings over the reference SGD (momentum 0.9,
+        weight decay 5e-4); see :func:`~jaxunlearn.core.optim.resolve`.
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["retain"]``.
     """
-    opt = resolve_optimizer(
-        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
-    )
+    opt = optim.resolve(optimizer, learning_rate=learning_rate)
 
     def loss_fn(variables, batch, *, reference, step, key):
         del reference, step, key
@@ -64,22 +62,20 @@ def finetune(
 
 
 @registry.rule(
-    'retrain',
-    parts=('retain',),
-    paper='Gold standard: train from scratch on D_r',
-    cost='high',
-    task='any',
-    sweepable=('learning_rate', 'momentum', 'weight_decay'),
+    "retrain",
+    parts=("retain",),
+    paper="Gold standard: train from scratch on D_r",
+    cost="high",
+    task="any",
+    sweepable=("learning_rate",),
 )
 def retrain(
     apply: Callable,
     *,
     init_fn: Callable,
     learning_rate: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
     train_mode: bool = True,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Retrain: discard the given variables and train a fresh model on the retain set.
 
@@ -89,13 +85,12 @@ def retrain(
     Args:
       apply: the model's functional ``apply``.
       init_fn: ``key -> variables`` of a new model (``Network.init``).
-      learning_rate, momentum, weight_decay: SGD settings of the base training.
+      learning_rate: SGD step size of the base training.
       train_mode: BatchNorm in training mode (the usual way to train from scratch).
-      optimizer: an optax optimizer that replaces the SGD settings.
+      optimizer: an optax optimizer, or settings over the reference SGD (momentum 0.9,
+        weight decay 5e-4); see :func:`~jaxunlearn.core.optim.resolve`.
     """
-    opt = resolve_optimizer(
-        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
-    )
+    opt = optim.resolve(optimizer, learning_rate=learning_rate)
 
     def loss_fn(variables, batch, *, reference, step, key):
         del reference, step, key
@@ -109,7 +104,7 @@ def retrain(
 
     def update(variables, state, batch, *, key):
         inner_state, fresh = state
-        first = inner_state.step == 0
+        first = inner_state.step.count == 0
         variables = jax.tree.map(lambda f, v: jnp.where(first, f, v), fresh, variables)
         variables, inner_state, metrics = inner.update(variables, inner_state, batch, key=key)
         return variables, (inner_state, fresh), metrics

@@ -8,16 +8,15 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxunlearn.core import losses
+from jaxunlearn.core import losses, optim
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
-from jaxunlearn.rules.common import resolve_optimizer
 from jaxunlearn.rules import registry
 
 
@@ -46,33 +45,30 @@ def random_label_loss(apply: Callable, num_classes: int, *, exclude_true: bool =
 
 
 @registry.rule(
-    'random_label',
-    parts=('forget', 'retain'),
-    paper='Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020',
-    sweepable=('learning_rate', 'momentum', 'weight_decay'),
+    "random_label",
+    parts=("forget", "retain"),
+    paper="Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020",
+    sweepable=("learning_rate",),
 )
 def random_label(
     apply: Callable,
     *,
     num_classes: int,
     learning_rate: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
     exclude_true: bool = False,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """RL: cross-entropy on forget examples with random labels plus retain examples.
 
     Args:
       apply: the model's functional ``apply``.
       num_classes: number of classes to draw labels from.
-      learning_rate, momentum, weight_decay: SGD settings (SalUn code defaults).
+      learning_rate: SGD step size (SalUn code defaults).
       exclude_true: draw only wrong labels (the reference draws uniformly, true label included).
-      optimizer: an optax optimizer that replaces the SGD settings.
+      optimizer: an optax optimizer, or settings over the reference SGD (momentum 0.9,
+        weight decay 5e-4); see :func:`~jaxunlearn.core.optim.resolve`.
     """
-    opt = resolve_optimizer(
-        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
-    )
+    opt = optim.resolve(optimizer, learning_rate=learning_rate)
     return rule_from_loss(
         random_label_loss(apply, num_classes, exclude_true=exclude_true), opt, keep_reference=False
     )

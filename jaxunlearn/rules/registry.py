@@ -70,6 +70,8 @@ def register(info: RuleInfo) -> RuleInfo:
     """Adds a rule to the registry (the name must be new; sweepable names must be keywords)."""
     if info.name in _REGISTRY:
         raise ValueError(f"Rule {info.name!r} is already registered")
+    if not (isinstance(info.sweepable, tuple) and all(isinstance(k, str) for k in info.sweepable)):
+        raise ValueError(f"Rule {info.name!r}: `sweepable` must be a tuple of names")
     params = inspect.signature(info.factory).parameters
     unknown = [k for k in info.sweepable if k not in params or k in CONTEXT]
     if unknown:

@@ -1,57 +1,34 @@
-"""Every float hyperparameter of every rule can be a tracer, so a sweep runs its grid with vmap.
+"""Every hyperparameter a rule declares sweepable can be a tracer, so a sweep vmaps its grid.
 
 A factory checks a hyperparameter only when it is concrete (:func:`jaxunlearn.core.checks.
 concrete`); the sweep builds the rule once per concrete grid value first, so nothing goes
-unchecked. The exceptions are hyperparameters that fix a shape or a step count (an integer the
-program is built from); the sweep runs those unrolled, one run per value.
+unchecked. Hyperparameters that fix a shape or a step count are not declared sweepable; the sweep
+runs those unrolled, one run per value.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxunlearn import data, models
+from jaxunlearn import data, models, rules
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.rules import registry
 
-# (rule, hyperparameter): the value sets a phase length, a mask size or a kept-entry count.
-STRUCTURAL = {
-    ("adapt_then_unlearn", "adapt_fraction"),
-    ("blindspot", "proxy_epochs"),
-    ("label_agnostic_forgetting", "vae_fraction"),
-    ("salun", "mask_fraction"),
-    ("weight_attribution_mask", "mask_fraction"),
-    ("ties_merge", "density"),
-    ("unsir", "impair_epochs"),
-    # TODO(fisher review in progress)
-    ("fisher_forgetting", "alpha"),
-    ("influence_unlearning", "alpha"),
-}
+CASES = [
+    (name, param, rules.get(name).factory.__kwdefaults__[param])
+    for name in rules.names()
+    for param in rules.sweepable(name)
+]
 
 
-def _float_hparams():
-    for name in registry.names():
-        params = inspect.signature(registry.get(name).factory).parameters
-        for pname, p in params.items():
-            if (
-                p.kind is p.KEYWORD_ONLY
-                and isinstance(p.default, float)
-                and pname not in registry.CONTEXT
-            ):
-                yield name, pname, p.default
-
-
-CASES = [c for c in _float_hparams() if c[:2] not in STRUCTURAL]
-
-
-def test_structural_list_names_real_hyperparameters():
-    known = {c[:2] for c in _float_hparams()}
-    assert STRUCTURAL <= known
+def test_every_rule_taking_a_learning_rate_declares_it_sweepable():
+    for name in rules.names():
+        if "learning_rate" in (rules.get(name).factory.__kwdefaults__ or {}):
+            assert "learning_rate" in rules.sweepable(name), name
 
 
 def test_concrete():
