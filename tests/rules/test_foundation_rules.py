@@ -5,19 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from rule_testing import forget_accuracy, run_rule, smoke_test_rule, tiny_problem
+from rule_testing import forget_accuracy, run_rule, tiny_problem
 
 from jaxunlearn import rules
 from jaxunlearn.core import losses
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
-
-
-@pytest.mark.parametrize(
-    "name", ["finetune", "gradient_ascent", "neggrad_plus", "random_label", "retrain"]
-)
-def test_foundation_rule_smoke(name):
-    smoke_test_rule(name)
 
 
 def test_rule_update_is_jittable_and_vmappable_over_seeds():
@@ -66,7 +59,7 @@ def test_rule_from_loss_takes_one_optimizer_step():
     expected = jax.tree.map(lambda p, g: p - 0.1 * g, variables["params"], grads)
     for a, b in zip(jax.tree.leaves(new["params"]), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    assert int(state2.step) == 1 and state2.reference is variables and float(m["loss"]) != 0
+    assert int(state2.step.count) == 1 and state2.reference is variables and float(m["loss"]) != 0
 
 
 def test_gradient_ascent_raises_forget_loss_and_random_label_forgets_a_class():
@@ -78,9 +71,7 @@ def test_gradient_ascent_raises_forget_loss_and_random_label_forgets_a_class():
 
 def test_retrain_starts_from_fresh_weights():
     ds, split, net, variables = tiny_problem()
-    _, res = run_rule(
-        "retrain", steps=1, seeds=1, learning_rate=0.0, momentum=0.0, weight_decay=0.0
-    )
+    _, res = run_rule("retrain", steps=1, seeds=1, optimizer=optax.sgd(0.0))
     fresh = jax.tree.map(lambda x: x[0], res.variables)
     logits = net.apply(fresh, jnp.asarray(ds.x_test)).logits
     assert float(losses.accuracy(logits, ds.y_test)) < 0.5  # an untrained model
