@@ -23,7 +23,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import jax
@@ -32,8 +32,12 @@ import optax
 
 from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.rule import StepCounter, optimizer_step
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules import registry
+
+# The small-scale reference optimizer: Adam with coupled L2 weight decay 0.1 (torch.optim.Adam).
+SCRUB_ADAM = {"name": "adam", "weight_decay": 0.1}
 
 
 class ScrubState(NamedTuple):
@@ -42,21 +46,21 @@ class ScrubState(NamedTuple):
     Attributes:
       opt_state: the optax state shared by max and min steps.
       reference: the frozen teacher (the starting variables).
-      step: number of updates taken so far (int32 scalar).
+      step: updates taken so far.
     """
 
     opt_state: PyTree
     reference: Variables
-    step: Array
+    step: StepCounter
 
 
 @registry.rule(
-    'scrub',
-    parts=('forget', 'retain'),
-    paper='Kurmanji et al., Towards Unbounded Machine Unlearning (SCRUB), NeurIPS 2023',
+    "scrub",
+    parts=("forget", "retain"),
+    paper="Kurmanji et al., Towards Unbounded Machine Unlearning (SCRUB), NeurIPS 2023",
     needs_labels=False,
-    cost='medium',
-    sweepable=('alpha', 'gamma', 'temperature', 'learning_rate', 'weight_decay', 'lr_decay_rate'),
+    cost="medium",
+    sweepable=("alpha", "gamma", "temperature", "learning_rate", "lr_decay_rate"),
 )
 def scrub(
     apply: Callable,
@@ -68,12 +72,20 @@ def scrub(
     msteps: int = 3,
     max_steps_per_epoch: int | None = None,
     learning_rate: float = 5e-4,
-    weight_decay: float = 0.1,
     lr_decay_epochs: Sequence[int] = (5, 8, 9),
     lr_decay_rate: float = 0.1,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """SCRUB: alternate max steps on forget batches and min steps on retain batches.
+
+    Schedule: update ``t`` is in epoch ``e = t // steps_per_epoch``. While ``e < msteps`` (and,
+    with ``max_steps_per_epoch``, for the first ``max_steps_per_epoch`` updates of the epoch) it
+    takes a max step on its forget batch and then a min step on its retain batch; afterwards only
+    the min step. Both steps go through the one optimizer (one state), and its updates are scaled
+    by ``lr_decay_rate ** #{m in lr_decay_epochs : e >= m}``. The max/min switch is a
+    ``lax.cond`` on the rule's :class:`~jaxunlearn.core.rule.StepCounter`, so it stays a real
+    branch in a vmapped ensemble. (Not a :func:`~jaxunlearn.core.combinators.phases` split: the
+    two steps share one update and one Adam state.)
 
     Args:
       apply: the model's functional ``apply``.
@@ -84,14 +96,20 @@ def scrub(
       msteps: number of leading epochs that take max steps.
       max_steps_per_epoch: max steps per epoch (at the start of the epoch); ``None`` = every
         update of the first ``msteps`` epochs.
-      learning_rate, weight_decay: Adam settings (coupled L2, as ``torch.optim.Adam``).
+      learning_rate: the step size (reference 5e-4).
       lr_decay_epochs: 0-based epochs from which the step size is multiplied by another
         ``lr_decay_rate`` (the reference decays after its 1-based epochs 5, 8 and 9).
       lr_decay_rate: the decay factor.
-      optimizer: an optax optimizer that replaces the Adam settings; the decay scales its updates.
+      optimizer: an optax optimizer, or settings over the reference Adam with coupled L2 weight
+        decay 0.1 (``torch.optim.Adam``), e.g. ``{"weight_decay": 0.0}``; see
+        :func:`~jaxunlearn.core.optim.resolve`. The epoch decay scales its updates.
 
     Returns:
-      An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
+      An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``, whose state
+      is a :class:`ScrubState`.
+
+    References:
+      Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023.
     """
     if concrete(alpha, gamma) and (alpha < 0 or gamma < 0):
         raise ValueError(f"scrub `alpha` and `gamma` must be non-negative; got {alpha}, {gamma}")
@@ -105,33 +123,26 @@ def scrub(
         raise ValueError(f"scrub `steps_per_epoch` must be positive; got {steps_per_epoch}")
     if concrete(lr_decay_rate) and not 0 < lr_decay_rate <= 1:
         raise ValueError(f"scrub `lr_decay_rate` must lie in (0, 1]; got {lr_decay_rate}")
-    opt = (
-        optimizer if optimizer is not None else optim.adam(learning_rate, weight_decay=weight_decay)
-    )
+    opt = optim.resolve(optimizer, learning_rate=learning_rate, default=SCRUB_ADAM)
     milestones = sorted(int(e) for e in lr_decay_epochs)
     if any(m < 0 for m in milestones):
         raise ValueError(f"scrub `lr_decay_epochs` must be non-negative; got {lr_decay_epochs}")
     spe = int(steps_per_epoch)
 
-    def sgd_step(loss_of_params, params, opt_state, scale):
-        (loss, aux), grads = jax.value_and_grad(loss_of_params, has_aux=True)(params)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        updates = jax.tree.map(lambda u: scale * u, updates)
-        return optax.apply_updates(params, updates), opt_state, loss, aux
-
     def init(variables: Variables, *, key: Array | None = None) -> ScrubState:
         del key
-        return ScrubState(opt.init(variables["params"]), variables, jnp.zeros((), jnp.int32))
+        return ScrubState(opt.init(variables["params"]), variables, StepCounter.zero())
 
     def update(variables: Variables, state: ScrubState, batch: Batch, *, key: Array):
         del key
         teacher = state.reference
-        epoch = state.step // spe
+        step = state.step.count
+        epoch = step // spe
         decays = sum((epoch >= m).astype(jnp.int32) for m in milestones)
         scale = jnp.asarray(lr_decay_rate, jnp.float32) ** decays
         do_max = epoch < msteps
         if max_steps_per_epoch is not None:
-            do_max &= (state.step % spe) < max_steps_per_epoch
+            do_max &= (step % spe) < max_steps_per_epoch
 
         xf = batch["forget"]["x"]
         t_forget = jax.lax.stop_gradient(apply(teacher, xf).logits)
@@ -141,17 +152,16 @@ def scrub(
             kl = losses.distillation_kl(student, t_forget, temperature)
             return -kl, kl
 
-        def max_step(carry):
-            params, opt_state = carry
-            params, opt_state, _, kl = sgd_step(max_loss, params, opt_state, scale)
-            return params, opt_state, kl
+        def max_step(variables, opt_state):
+            (_, kl), grads = jax.value_and_grad(max_loss, has_aux=True)(variables["params"])
+            variables, opt_state = optimizer_step(opt, grads, opt_state, variables, scale=scale)
+            return variables, opt_state, kl
 
-        def no_max_step(carry):
-            params, opt_state = carry
-            return params, opt_state, jnp.zeros((), jnp.float32)
+        def no_max_step(variables, opt_state):
+            return variables, opt_state, jnp.zeros((), jnp.float32)
 
-        params, opt_state, forget_kl = jax.lax.cond(
-            do_max, max_step, no_max_step, (variables["params"], state.opt_state)
+        variables, opt_state, forget_kl = jax.lax.cond(
+            do_max, max_step, no_max_step, variables, state.opt_state
         )
 
         xr, yr = batch["retain"]["x"], batch["retain"]["y"]
@@ -163,9 +173,10 @@ def scrub(
             kl = losses.distillation_kl(student, t_retain, temperature)
             return gamma * ce + alpha * kl, (ce, kl)
 
-        params, opt_state, loss, (retain_ce, retain_kl) = sgd_step(
-            min_loss, params, opt_state, scale
+        (loss, (retain_ce, retain_kl)), grads = jax.value_and_grad(min_loss, has_aux=True)(
+            variables["params"]
         )
+        variables, opt_state = optimizer_step(opt, grads, opt_state, variables, scale=scale)
         metrics = {
             "loss": loss,
             "forget_kl": forget_kl,
@@ -173,10 +184,6 @@ def scrub(
             "retain_kl": retain_kl,
             "max_step": do_max.astype(jnp.float32),
         }
-        return (
-            {**variables, "params": params},
-            state._replace(opt_state=opt_state, step=state.step + 1),
-            metrics,
-        )
+        return variables, state._replace(opt_state=opt_state, step=state.step.next()), metrics
 
     return UnlearningRule(init, update)

@@ -1,4 +1,4 @@
-"""Tests of the mask wrapper, SalUn/WAGLE, l1-sparse, SCRUB and bad teaching."""
+"""Tests of the mask wrapper, SalUn/WAGLE, l1-sparse and bad teaching (SCRUB: test_scrub.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -153,7 +153,6 @@ def test_l1_sparse_alpha_decays_per_epoch():
 @pytest.mark.parametrize(
     "name, hparams",
     [
-        ("scrub", {"learning_rate": 5e-3, "weight_decay": 0.0}),
         ("bad_teacher", {"learning_rate": 5e-3}),
     ],
 )
