@@ -32,18 +32,18 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxunlearn.core import losses
+from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.rule import rule_from_grads
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
-from jaxunlearn.rules.common import part_loss, resolve_optimizer
 from jaxunlearn.rules import registry
+from jaxunlearn.rules.common import part_loss
 
 
 def project_orthogonal(g: PyTree, direction: PyTree) -> PyTree:
@@ -60,19 +60,18 @@ def squared_cosine(a: PyTree, b: PyTree) -> Array:
     return jnp.where(denom > 0, optax.tree.vdot(a, b) ** 2 / jnp.where(denom > 0, denom, 1.0), 0.0)
 
 
-class OrthogonalState(NamedTuple):
-    """State of :func:`gradient_orthogonalization`: optimizer state and step count."""
-
-    opt_state: PyTree
-    step: Array
-
-
 @registry.rule(
-    'gradient_orthogonalization',
-    parts=('forget', 'retain'),
-    paper='Mandal & Gottwald, UNO: Unlearning via Orthogonalization, arXiv 2506.04712',
-    task='any',
-    sweepable=('forget_weight', 'retain_weight', 'orthogonality_weight', 'learning_rate', 'momentum', 'weight_decay'),
+    "gradient_orthogonalization",
+    parts=("forget", "retain"),
+    paper="Mandal & Gottwald, UNO: Unlearning via Orthogonalization, arXiv 2506.04712",
+    task="any",
+    sweepable=(
+        "forget_weight",
+        "retain_weight",
+        "orthogonality_weight",
+        "forget_loss_cap",
+        "learning_rate",
+    ),
 )
 def gradient_orthogonalization(
     apply: Callable,
@@ -82,11 +81,11 @@ def gradient_orthogonalization(
     orthogonality_weight: float = 0.0,
     forget_loss_cap: float | None = None,
     learning_rate: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Ascent on the forget loss, projected orthogonal to the retain gradient (UNO surgery).
+
+    Every update takes one optimizer step along the direction above (no phases).
 
     Args:
       apply: the model's functional ``apply``.
@@ -97,14 +96,17 @@ def gradient_orthogonalization(
         second-order gradient).
       forget_loss_cap: if set, ascend on ``mean(min(loss_i, cap))`` over the forget batch, which
         stops the ascent on examples already past ``cap`` (``None``: plain ascent).
-      learning_rate, momentum, weight_decay: SGD settings (the library's reference SGD; UNO's
-        own settings are for generative models).
-      optimizer: an optax optimizer that replaces the SGD settings.
+      learning_rate: the step size.
+      optimizer: an optax optimizer, or settings over the library's reference SGD (momentum 0.9,
+        weight decay 5e-4; UNO's own settings are for generative models); see
+        :func:`~jaxunlearn.core.optim.resolve`.
 
     Returns:
-      An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``. With plain
-      SGD (no momentum or weight decay), ``retain_weight = 0`` and ``orthogonality_weight = 0``,
-      every parameter change is orthogonal to the retain gradient at the current parameters.
+      An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``, whose state
+      is a :class:`~jaxunlearn.core.rule.LossRuleState`. With plain SGD (``optimizer=
+      {"momentum": 0.0, "weight_decay": 0.0}``), ``retain_weight = 0`` and
+      ``orthogonality_weight = 0``, every parameter change is orthogonal to the retain gradient
+      at the current parameters.
 
     References:
       Mandal & Gottwald, "UNO: Unlearning via Orthogonalization in Generative Models",
@@ -124,9 +126,7 @@ def gradient_orthogonalization(
             f"gradient_orthogonalization `forget_loss_cap` must be positive or None; "
             f"got {forget_loss_cap}"
         )
-    opt = resolve_optimizer(
-        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
-    )
+    opt = optim.resolve(optimizer, learning_rate=learning_rate, default=optim.REFERENCE_SGD)
 
     def gradients(params, variables, batch):
         def forget_objective(p):
@@ -145,33 +145,21 @@ def gradient_orthogonalization(
         g_r, retain_loss = jax.grad(retain_objective, has_aux=True)(params)
         return g_f, g_r, forget_loss, retain_loss
 
-    def init(variables: Variables, *, key: Array | None = None) -> OrthogonalState:
-        del key
-        return OrthogonalState(opt.init(variables["params"]), jnp.zeros((), jnp.int32))
-
-    def update(variables: Variables, state: OrthogonalState, batch: Batch, *, key: Array):
-        del key
+    def direction(variables: Variables, batch: Batch, *, reference, step, key):
+        del reference, step, key
         params = variables["params"]
         g_f, g_r, forget_loss, retain_loss = gradients(params, variables, batch)
         cos2 = squared_cosine(g_f, g_r)
-        direction = optax.tree.scale(forget_weight, project_orthogonal(g_f, g_r))
+        d = optax.tree.scale(forget_weight, project_orthogonal(g_f, g_r))
         if not concrete(retain_weight) or retain_weight:
-            direction = optax.tree.add_scale(direction, retain_weight, g_r)
+            d = optax.tree.add_scale(d, retain_weight, g_r)
         if not concrete(orthogonality_weight) or orthogonality_weight:
 
             def penalty(p):
                 gf, gr, _, _ = gradients(p, variables, batch)
                 return squared_cosine(gf, gr)
 
-            direction = optax.tree.add_scale(
-                direction, orthogonality_weight, jax.grad(penalty)(params)
-            )
-        updates, opt_state = opt.update(direction, state.opt_state, params)
-        new_variables = {**variables, "params": optax.apply_updates(params, updates)}
-        return (
-            new_variables,
-            OrthogonalState(opt_state, state.step + 1),
-            {"forget_loss": forget_loss, "retain_loss": retain_loss, "grad_cos2": cos2},
-        )
+            d = optax.tree.add_scale(d, orthogonality_weight, jax.grad(penalty)(params))
+        return d, {"forget_loss": forget_loss, "retain_loss": retain_loss, "grad_cos2": cos2}
 
-    return UnlearningRule(init, update)
+    return rule_from_grads(direction, opt, keep_reference=False)
