@@ -13,10 +13,11 @@ bounded, so the push fades once the model is far from ``theta_N``), ``"inverse"`
 difference over all parameters, as the reference code's MSE between parameter tensors, so that
 ``alpha`` does not depend on the model's size.
 
-The rule switches phase on its step counter: the first ``adapt_fraction`` of the ``num_steps``
-updates adapt the copy held in the state and return the variables unchanged (the original);
-the remaining updates train the variables. Phase 1 reads only ``batch["forget"]``, phase 2 only
-``batch["retain"]``.
+The two phases are rules run by :func:`~jaxunlearn.core.combinators.phases`: the first
+``adapt_fraction`` of the ``num_steps`` updates adapt the copy held in the state and return the
+variables unchanged (the original); the remaining updates train the variables, away from the
+adapted copy that the first phase hands over. Phase 1 reads only ``batch["forget"]``, phase 2
+only ``batch["retain"]``.
 
 The paper unlearns features from pre-trained GANs (StyleGAN2) with negative samples found by a
 classifier, adapting with an EWC-regularised adversarial loss and unlearning with the adversarial
@@ -31,17 +32,19 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import optax
 
+from jaxunlearn.core import optim
 from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.combinators import phases
+from jaxunlearn.core.rule import LossRuleState, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
-from jaxunlearn.rules.common import part_loss, resolve_optimizer
 from jaxunlearn.rules import registry
+from jaxunlearn.rules.common import part_loss
 
 REPULSIONS = ("exp", "inverse", "negative")
 
@@ -63,28 +66,24 @@ def repulsion(distance: Array, kind: str, alpha: float) -> Array:
     raise ValueError(f"Unknown repulsion {kind!r}; valid: {REPULSIONS}")
 
 
-class AdaptThenUnlearnState(NamedTuple):
-    """State of :func:`adapt_then_unlearn`.
+class AdaptState(NamedTuple):
+    """State of the adaptation phase of :func:`adapt_then_unlearn`.
 
     Attributes:
-      adapted: parameters of the copy adapted to the forget set (``theta_N``).
-      adapt_opt_state: optimizer state of the adaptation (phase 1).
-      opt_state: optimizer state of the unlearning (phase 2).
-      step: number of updates taken so far (int32 scalar).
+      adapted: the copy adapted to the forget set (``theta_N``), as variables.
+      inner: the state of the loss rule that trains the copy.
     """
 
-    adapted: PyTree
-    adapt_opt_state: PyTree
-    opt_state: PyTree
-    step: Array
+    adapted: Variables
+    inner: LossRuleState
 
 
 @registry.rule(
-    'adapt_then_unlearn',
-    parts=('forget', 'retain'),
-    paper='Tiwary et al., Adapt then Unlearn: Exploiting Parameter Space Semantics, TMLR 2025',
-    task='any',
-    sweepable=('gamma', 'alpha', 'adapt_learning_rate', 'learning_rate', 'momentum', 'weight_decay'),
+    "adapt_then_unlearn",
+    parts=("forget", "retain"),
+    paper="Tiwary et al., Adapt then Unlearn: Exploiting Parameter Space Semantics, TMLR 2025",
+    task="any",
+    sweepable=("gamma", "alpha", "adapt_learning_rate", "learning_rate"),
 )
 def adapt_then_unlearn(
     apply: Callable,
@@ -96,12 +95,15 @@ def adapt_then_unlearn(
     repulsion_kind: str = "exp",
     adapt_learning_rate: float = 0.01,
     learning_rate: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    adapt_optimizer: optax.GradientTransformation | None = None,
-    optimizer: optax.GradientTransformation | None = None,
+    adapt_optimizer: optax.GradientTransformation | Mapping | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Adapt a copy to the forget set, then fine-tune on the retain set away from it.
+
+    Schedule: ``phases((n_adapt, adapt), (None, unlearn))`` with ``n_adapt =
+    round(adapt_fraction * num_steps)`` (at least 1, and fewer than ``num_steps`` when
+    ``num_steps > 1``). The unlearning phase starts a fresh optimizer and receives the adapted
+    copy as its anchor (the ``previous=`` hand-off).
 
     Args:
       apply: the model's functional ``apply``.
@@ -113,15 +115,18 @@ def adapt_then_unlearn(
         its parameters by ~1e-5 in mean square, so it needs ``alpha`` ~1e4 (the `digits` catalog
         entry uses ``alpha = 1e4, gamma = 3``).
       repulsion_kind: ``"exp"`` (EL2, default), ``"inverse"`` (IL2) or ``"negative"`` (NL2).
-      adapt_learning_rate: SGD learning rate of the adaptation.
-      learning_rate, momentum, weight_decay: SGD settings of both phases (the paper trains GANs
-        with Adam; SGD is the library's reference classifier optimizer).
-      adapt_optimizer: an optax optimizer for phase 1, replacing its SGD settings.
-      optimizer: an optax optimizer for phase 2, replacing its SGD settings.
+      adapt_learning_rate: learning rate of the adaptation.
+      learning_rate: learning rate of the unlearning.
+      adapt_optimizer: the adaptation's optimizer: an optax optimizer, or settings over the
+        library's reference SGD (momentum 0.9, weight decay 5e-4; the paper trains GANs with
+        Adam); see :func:`~jaxunlearn.core.optim.resolve`.
+      optimizer: the unlearning's optimizer, likewise.
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` (phase 1) and ``batch["retain"]``
-      (phase 2).
+      (phase 2), whose state is a :class:`~jaxunlearn.core.combinators.PhasesState` of an
+      :class:`AdaptState` and a :class:`~jaxunlearn.core.rule.LossRuleState` (whose
+      ``reference`` is the adapted copy).
 
     References:
       Tiwary et al., "Adapt then Unlearn: Exploiting Parameter Space Semantics for Unlearning in
@@ -143,72 +148,54 @@ def adapt_then_unlearn(
     if num_steps < 1:
         raise ValueError(f"adapt_then_unlearn `num_steps` must be positive; got {num_steps}")
     adapt_steps = min(max(int(round(adapt_fraction * num_steps)), 1), max(num_steps - 1, 1))
-    adapt_opt = resolve_optimizer(
-        adapt_optimizer,
-        learning_rate=adapt_learning_rate,
-        momentum=momentum,
-        weight_decay=weight_decay,
+    adapt_opt = optim.resolve(
+        adapt_optimizer, learning_rate=adapt_learning_rate, default=optim.REFERENCE_SGD
     )
-    opt = resolve_optimizer(
-        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
-    )
+    opt = optim.resolve(optimizer, learning_rate=learning_rate, default=optim.REFERENCE_SGD)
 
-    def init(variables: Variables, *, key: Array | None = None) -> AdaptThenUnlearnState:
-        del key
-        params = variables["params"]
-        return AdaptThenUnlearnState(
-            adapted=params,
-            adapt_opt_state=adapt_opt.init(params),
-            opt_state=opt.init(params),
-            step=jnp.zeros((), jnp.int32),
-        )
+    # ---- phase 1: adapt a copy to the forget set (the variables are returned unchanged)
 
-    def adapt(variables, state, batch):
-        def objective(p):
-            return part_loss(apply, {**variables, "params": p}, batch, "forget")[0]
+    def forget_loss(variables: Variables, batch: Batch, *, reference, step, key):
+        del reference, step, key
+        return part_loss(apply, variables, batch, "forget")
 
-        loss, grads = jax.value_and_grad(objective)(state.adapted)
-        updates, adapt_opt_state = adapt_opt.update(grads, state.adapt_opt_state, state.adapted)
-        adapted = optax.apply_updates(state.adapted, updates)
-        state = state._replace(adapted=adapted, adapt_opt_state=adapt_opt_state)
-        distance = mean_squared_distance(variables["params"], adapted)
-        zero = jnp.zeros((), loss.dtype)
+    adapting = rule_from_loss(forget_loss, adapt_opt, keep_reference=False)
+
+    def adapt_init(variables: Variables, *, key: Array) -> AdaptState:
+        return AdaptState(variables, adapting.init(variables, key=key))
+
+    def adapt_update(variables: Variables, state: AdaptState, batch: Batch, *, key: Array):
+        adapted, inner, metrics = adapting.update(state.adapted, state.inner, batch, key=key)
+        distance = mean_squared_distance(variables["params"], adapted["params"])
         return (
             variables,
-            state,
-            {"adapt_loss": loss, "retain_loss": zero, "repulsion": zero, "distance": distance},
+            AdaptState(adapted, inner),
+            {"adapt_loss": metrics["loss"], "distance": distance},
         )
 
-    def unlearn(variables, state, batch):
-        def objective(p):
-            retain_loss, _ = part_loss(apply, {**variables, "params": p}, batch, "retain")
-            distance = mean_squared_distance(p, state.adapted)
-            repel = repulsion(distance, repulsion_kind, alpha)
-            return retain_loss + gamma * repel, (retain_loss, repel, distance)
+    # ---- phase 2: retain loss + repulsion from the adapted copy (the rule's reference)
 
-        params = variables["params"]
-        (_, (retain_loss, repel, distance)), grads = jax.value_and_grad(objective, has_aux=True)(
-            params
-        )
-        updates, opt_state = opt.update(grads, state.opt_state, params)
-        variables = {**variables, "params": optax.apply_updates(params, updates)}
-        state = state._replace(opt_state=opt_state)
-        return (
-            variables,
-            state,
-            {
-                "adapt_loss": jnp.zeros_like(retain_loss),
-                "retain_loss": retain_loss,
-                "repulsion": repel,
-                "distance": distance,
-            },
-        )
+    def repelled_loss(variables: Variables, batch: Batch, *, reference, step, key):
+        del step, key
+        retain_loss, _ = part_loss(apply, variables, batch, "retain")
+        distance = mean_squared_distance(variables["params"], reference["params"])
+        repel = repulsion(distance, repulsion_kind, alpha)
+        return retain_loss + gamma * repel, {
+            "retain_loss": retain_loss,
+            "repulsion": repel,
+            "distance": distance,
+        }
 
-    def update(variables: Variables, state: AdaptThenUnlearnState, batch: Batch, *, key: Array):
-        del key
-        variables, state, metrics = jax.lax.cond(
-            state.step < adapt_steps, adapt, unlearn, variables, state, batch
-        )
-        return variables, state._replace(step=state.step + 1), metrics
+    unlearning = rule_from_loss(repelled_loss, opt)
 
-    return UnlearningRule(init, update)
+    def unlearn_init(
+        variables: Variables, *, key: Array, previous: AdaptState | None = None
+    ) -> LossRuleState:
+        if previous is None:
+            raise ValueError("adapt_then_unlearn's unlearning phase needs the adapted copy")
+        return unlearning.init(variables, key=key)._replace(reference=previous.adapted)
+
+    return phases(
+        (adapt_steps, UnlearningRule(adapt_init, adapt_update)),
+        (None, UnlearningRule(unlearn_init, unlearning.update)),
+    )
