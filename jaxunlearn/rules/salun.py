@@ -1,15 +1,21 @@
 """Mask-guided unlearning: SalUn (weight saliency) and WAGLE (weight attribution).
 
-Both pick a subset of weights from data and run an ordinary unlearning rule on that subset only.
-They share one mechanism, :func:`~jaxunlearn.rules.masking.hold_masked`, and differ in how a
-weight is scored: SalUn by the magnitude of the forget-loss gradient, WAGLE by a first-order
-estimate of how much the weight matters for forgetting once the retain loss is re-optimised.
-The inner rule is any registered rule, chosen by name.
+Both pick a subset of weights from data and run an ordinary unlearning rule on that subset only,
+through :func:`~jaxunlearn.core.combinators.saliency_masked`. They differ in how a weight is
+scored: SalUn by the magnitude of the forget-loss gradient, WAGLE by a first-order estimate of how
+much the weight matters for forgetting once the retain loss is re-optimised.
+
+The inner rule is a rule *object*, built with whatever context it needs (forget fraction,
+forgotten classes, input shape, schedule), or a builder ``build(num_steps=...) -> rule`` such as
+the one :func:`jaxunlearn.rules.make` makes from a config's ``inner`` name or
+``{"name": ..., "hparams": {...}}`` mapping, with the outer rule's network and forget scenario.
+The wrapper never looks a rule up by name, so no context is lost.
 
 Each factory's first ``mask_steps`` updates score weights on the forget (and retain) batches
 without changing the model; the mask then keeps the top ``mask_fraction`` of weights trainable
-for the rest of the run. The reference scores the whole forget set once before unlearning: set
-``mask_steps`` to ``ceil(|D_f| / forget_batch_size)`` and add those steps to the run.
+for the rest of the run and the inner rule starts. The reference scores the whole forget set once
+before unlearning: set ``mask_steps`` to ``ceil(|D_f| / forget_batch_size)`` and add those steps
+to the run.
 
 References:
   Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency in Both
@@ -22,72 +28,72 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from jaxunlearn.core.types import Network, UnlearningRule
+from jaxunlearn.core.combinators import MaskScore, check_mask_fraction, saliency_masked
+from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules import registry
-from jaxunlearn.rules.masking import (
-    MaskScore,
-    check_mask_fraction,
-    forget_saliency,
-    hold_masked,
-    weight_attribution,
-)
+from jaxunlearn.rules.gradient_ascent import neggrad_plus
+from jaxunlearn.rules.masking import forget_saliency, weight_attribution
+from jaxunlearn.rules.random_label import random_label
 
-# SalUn's README runs random labelling at lr 0.013; other inner rules keep their own defaults.
-_SALUN_INNER_DEFAULTS = {"random_label": {"learning_rate": 0.013}}
+# SalUn's README runs random labelling at lr 0.013.
+SALUN_LEARNING_RATE = 0.013
+
+InnerRule = UnlearningRule | Callable[..., UnlearningRule]
+
+
+def _inner_rule(inner: InnerRule, inner_steps: int | None, owner: str) -> UnlearningRule:
+    """The rule run under the mask: ``inner`` itself, or what its builder makes."""
+    if isinstance(inner, UnlearningRule):
+        return inner
+    if isinstance(inner, str) or not callable(inner):
+        raise ValueError(
+            f"{owner} `inner` must be a rule or a builder `build(num_steps=...) -> rule`; got "
+            f"{inner!r} (`rules.make` turns a rule name or {{'name', 'hparams'}} mapping into a "
+            "builder)"
+        )
+    rule = inner(num_steps=inner_steps)
+    if not isinstance(rule, UnlearningRule):
+        raise ValueError(f"{owner} `inner` builder returned {type(rule).__name__}, not a rule")
+    return rule
 
 
 def _masked_rule(
-    apply: Callable,
     score: MaskScore,
     *,
-    num_classes: int,
-    init_fn: Callable | None,
+    inner: InnerRule,
     num_steps: int | None,
-    steps_per_epoch: int | None,
-    inner: str,
-    inner_hparams: Mapping | None,
-    inner_defaults: Mapping,
     mask_fraction: float,
     mask_steps: int,
     owner: str,
 ) -> UnlearningRule:
-    """Builds the registered rule ``inner`` and wraps it in a scored mask."""
+    """``inner`` under the top ``mask_fraction`` of ``score`` over the first ``mask_steps``."""
     mask_fraction = check_mask_fraction(mask_fraction)
-    if int(mask_steps) < 1:
-        raise ValueError(f"{owner} `mask_steps` must be at least 1; got {mask_steps}")
+    if isinstance(mask_steps, bool) or int(mask_steps) != mask_steps or mask_steps < 1:
+        raise ValueError(f"{owner} `mask_steps` must be a positive integer; got {mask_steps!r}")
+    mask_steps = int(mask_steps)
     if num_steps is not None and num_steps <= mask_steps:
         raise ValueError(
             f"{owner} runs {num_steps} steps, all spent scoring the mask "
             f"(`mask_steps`={mask_steps}); run more steps or score fewer batches"
         )
-    registry.get(inner)  # unknown names list the valid ones
-    hparams = {**inner_defaults.get(inner, {}), **dict(inner_hparams or {})}
-    network = Network(init=init_fn, apply=apply, name=f"{owner}/{inner}", num_outputs=num_classes)
     inner_steps = None if num_steps is None else num_steps - mask_steps
-    inner_rule = registry.make(
-        inner, network, num_steps=inner_steps, steps_per_epoch=steps_per_epoch, **hparams
-    )
-    return hold_masked(
-        inner_rule, score=score, mask_fraction=mask_fraction, mask_steps=int(mask_steps)
-    )
+    rule = _inner_rule(inner, inner_steps, owner)
+    return saliency_masked(rule, score=score, fraction=mask_fraction, score_steps=mask_steps)
 
 
 @registry.rule(
-    'salun',
-    parts=('forget', 'retain'),
-    paper='Fan et al., SalUn: Gradient-based Weight Saliency, ICLR 2024',
+    "salun",
+    parts=("forget", "retain"),
+    paper="Fan et al., SalUn: Gradient-based Weight Saliency, ICLR 2024",
 )
 def salun(
     apply: Callable,
     *,
     num_classes: int,
-    init_fn: Callable | None = None,
     num_steps: int | None = None,
-    steps_per_epoch: int | None = None,
-    inner: str = "random_label",
-    inner_hparams: Mapping | None = None,
+    inner: InnerRule | None = None,
     mask_fraction: float = 0.5,
     mask_steps: int = 8,
 ) -> UnlearningRule:
@@ -95,29 +101,31 @@ def salun(
 
     Args:
       apply: the model's functional ``apply``.
-      num_classes: number of classes (passed on to the inner rule).
-      init_fn: fresh-model initialiser, for inner rules that need one.
-      num_steps: total updates of the run (the inner rule gets ``num_steps - mask_steps``).
-      steps_per_epoch: updates per epoch, for inner rules with epoch schedules.
-      inner: registry name of the rule run under the mask (SalUn: ``"random_label"``).
-      inner_hparams: hyperparameters of the inner rule; with the default inner rule, the
-        learning rate defaults to SalUn's 0.013.
+      num_classes: number of classes (for the default inner rule; supplied by the registry).
+      num_steps: total updates of the run; the inner rule is built for the
+        ``num_steps - mask_steps`` updates left after scoring.
+      inner: the rule run under the mask, or a builder called as
+        ``inner(num_steps=num_steps - mask_steps)``; ``None`` (default) is SalUn's random
+        labelling at lr 0.013 (:func:`~jaxunlearn.rules.random_label.random_label`). A config
+        names it (``"ssd"``, ``{"name": "finetune", "hparams": {...}}``) and
+        :func:`jaxunlearn.rules.make` builds it with this rule's context; a named rule keeps its
+        own defaults.
       mask_fraction: fraction of weights kept trainable, in (0, 1] (SalUn's ``with_0.5``).
       mask_steps: leading updates that only accumulate the saliency over forget batches.
 
     Returns:
-      An :class:`UnlearningRule` reading ``batch["forget"]`` and the inner rule's parts.
+      An :class:`UnlearningRule` reading ``batch["forget"]`` and the inner rule's parts (a
+      :func:`~jaxunlearn.core.combinators.phases` of scoring, then the masked inner rule).
+
+    >>> rule = rules.make("salun", net, num_steps=100, forget_fraction=0.01,
+    ...                   inner="ssd")  # doctest: +SKIP
     """
+    if inner is None:
+        inner = random_label(apply, num_classes=num_classes, learning_rate=SALUN_LEARNING_RATE)
     return _masked_rule(
-        apply,
         forget_saliency(apply),
-        num_classes=num_classes,
-        init_fn=init_fn,
-        num_steps=num_steps,
-        steps_per_epoch=steps_per_epoch,
         inner=inner,
-        inner_hparams=inner_hparams,
-        inner_defaults=_SALUN_INNER_DEFAULTS,
+        num_steps=num_steps,
         mask_fraction=mask_fraction,
         mask_steps=mask_steps,
         owner="salun",
@@ -125,20 +133,16 @@ def salun(
 
 
 @registry.rule(
-    'weight_attribution_mask',
-    parts=('forget', 'retain'),
-    paper='Jia et al., WAGLE: Strategic Weight Attribution for Unlearning, NeurIPS 2024',
-    sweepable=('hessian_scale',),
+    "weight_attribution_mask",
+    parts=("forget", "retain"),
+    paper="Jia et al., WAGLE: Strategic Weight Attribution for Unlearning, NeurIPS 2024",
+    sweepable=("hessian_scale",),
 )
 def weight_attribution_mask(
     apply: Callable,
     *,
-    num_classes: int,
-    init_fn: Callable | None = None,
     num_steps: int | None = None,
-    steps_per_epoch: int | None = None,
-    inner: str = "neggrad_plus",
-    inner_hparams: Mapping | None = None,
+    inner: InnerRule | None = None,
     mask_fraction: float = 0.5,
     mask_steps: int = 8,
     hessian_scale: float = 1e-6,
@@ -147,12 +151,12 @@ def weight_attribution_mask(
 
     Args:
       apply: the model's functional ``apply``.
-      num_classes: number of classes (passed on to the inner rule).
-      init_fn: fresh-model initialiser, for inner rules that need one.
-      num_steps: total updates of the run (the inner rule gets ``num_steps - mask_steps``).
-      steps_per_epoch: updates per epoch, for inner rules with epoch schedules.
-      inner: registry name of the rule run under the mask (gradient difference by default).
-      inner_hparams: hyperparameters of the inner rule.
+      num_steps: total updates of the run; the inner rule is built for the
+        ``num_steps - mask_steps`` updates left after scoring.
+      inner: the rule run under the mask, or a builder called as
+        ``inner(num_steps=num_steps - mask_steps)``; ``None`` (default) is gradient difference
+        (:func:`~jaxunlearn.rules.gradient_ascent.neggrad_plus` with its defaults). See
+        :func:`salun`.
       mask_fraction: fraction of weights kept trainable, in (0, 1].
       mask_steps: leading updates that only accumulate forget and retain gradients.
       hessian_scale: ``mu`` of the diagonal Hessian approximation ``mu * I``.
@@ -160,16 +164,12 @@ def weight_attribution_mask(
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
     """
+    if inner is None:
+        inner = neggrad_plus(apply)
     return _masked_rule(
-        apply,
         weight_attribution(apply, hessian_scale=hessian_scale),
-        num_classes=num_classes,
-        init_fn=init_fn,
-        num_steps=num_steps,
-        steps_per_epoch=steps_per_epoch,
         inner=inner,
-        inner_hparams=inner_hparams,
-        inner_defaults={},
+        num_steps=num_steps,
         mask_fraction=mask_fraction,
         mask_steps=mask_steps,
         owner="weight_attribution_mask",
