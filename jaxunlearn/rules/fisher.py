@@ -33,9 +33,10 @@ import optax
 
 from jaxunlearn.core import losses
 from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.rule import StepCounter
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
-from jaxunlearn.rules.common import part_loss
 from jaxunlearn.rules import registry
+from jaxunlearn.rules.common import part_loss
 
 _vdot = optax.tree_utils.tree_vdot
 
@@ -50,13 +51,13 @@ class FisherState(NamedTuple):
     Attributes:
       reference: the original variables (the mean of the noisy edit).
       fisher: sum over the retain batches seen of their Fisher estimates.
-      count: number of retain batches accumulated (int32 scalar).
+      step: updates taken, i.e. retain batches accumulated.
       noise_key: the key of the one Gaussian draw the edit uses at every update.
     """
 
     reference: Variables
     fisher: PyTree
-    count: Array
+    step: StepCounter
     noise_key: Array
 
 
@@ -99,16 +100,88 @@ def batch_fisher(apply: Callable, variables: Variables, x: Array, num_classes: i
     return fisher
 
 
-def _is_output_layer(x, num_classes: int) -> bool:
-    """The reference's output-layer test: an output axis (last in Flax) of ``num_classes``."""
-    return x.ndim > 0 and x.shape[-1] == num_classes
+def _leaf_paths(params: PyTree) -> list[tuple[tuple[str, ...], Array]]:
+    """``(path, leaf)`` pairs of a nested-dict params tree, paths as tuples of key strings."""
+    pairs = jax.tree_util.tree_flatten_with_path(params)[0]
+    return [(tuple(str(getattr(k, "key", k)) for k in path), leaf) for path, leaf in pairs]
+
+
+def _layer_path(output_layer: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(output_layer, str):
+        return tuple(output_layer.split("/"))
+    return tuple(str(k) for k in output_layer)
+
+
+def find_output_layer(
+    params: PyTree, num_classes: int, output_layer: str | Sequence[str] | None = None
+) -> tuple[str, ...]:
+    """The path of the layer that maps the features to the logits: ``logits = h @ W + b``.
+
+    Fisher forgetting treats that layer apart (a lower variance clip, a factor 10, and the
+    class-wise edit of its forgotten-class entries), so it must be the right one. With
+    ``output_layer`` given, it is checked; otherwise it is the one layer (a sub-dict of the
+    params) that has a kernel of two or more axes and whose every parameter has a last (output)
+    axis of ``num_classes`` entries: Flax's ``Dense``/``Linear`` ``{"kernel": [d, C],
+    "bias": [C]}`` (``head`` in our MLP and CNN, ``linear`` in ResNet-18). A hidden layer of
+    width ``num_classes`` makes that ambiguous, and the search then fails instead of guessing.
+
+    Args:
+      params: the model's ``variables["params"]`` (only shapes are read).
+      num_classes: number of logits.
+      output_layer: the layer's path, ``"head"``, ``"block/out"`` or ``("block", "out")``;
+        ``None`` to find it.
+
+    Returns:
+      The layer's path, a tuple of keys.
+
+    Raises:
+      ValueError: if the given layer does not exist or has a parameter whose last axis is not
+        ``num_classes``; if no layer or more than one layer fits the search.
+    """
+    pairs = _leaf_paths(params)
+    if output_layer is not None:
+        path = _layer_path(output_layer)
+        inside = [(p, x) for p, x in pairs if p[: len(path)] == path and len(p) > len(path)]
+        if not inside:
+            raise ValueError(
+                f"`output_layer` {'/'.join(path)!r} is no layer of the params; layers: "
+                f"{sorted({'/'.join(p[:-1]) for p, _ in pairs})}"
+            )
+        bad = ["/".join(p) for p, x in inside if x.ndim == 0 or x.shape[-1] != num_classes]
+        if bad:
+            raise ValueError(
+                f"`output_layer` {'/'.join(path)!r} has parameters {bad} whose last axis is "
+                f"not the {num_classes} classes"
+            )
+        return path
+    layers: dict[tuple[str, ...], list[Array]] = {}
+    for p, x in pairs:
+        layers.setdefault(p[:-1], []).append(x)
+    candidates = [
+        layer
+        for layer, leaves in layers.items()
+        if any(x.ndim >= 2 for x in leaves)
+        and all(x.ndim >= 1 and x.shape[-1] == num_classes for x in leaves)
+    ]
+    if len(candidates) != 1:
+        found = sorted("/".join(c) for c in candidates)
+        raise ValueError(
+            f"cannot tell the output layer (the one layer whose kernel and bias end in "
+            f"{num_classes} classes) from the params: found {found or 'none'}; pass "
+            "`output_layer`, its path in the params"
+        )
+    return candidates[0]
+
+
+def _in_layer(path: tuple[str, ...]) -> Callable[[tuple[str, ...]], bool]:
+    return lambda leaf_path: leaf_path[: len(path)] == path
 
 
 def fisher_noise_std(
     fisher: PyTree,
     *,
     alpha: float,
-    num_classes: int,
+    output_layer: Sequence[str],
     forget_classes: Sequence[int] | None = None,
 ) -> PyTree:
     """Per-weight noise scale of Fisher forgetting, ``sqrt(var)``, as in ``fisher_new``.
@@ -116,34 +189,37 @@ def fisher_noise_std(
     ``var = alpha * min(1 / (F + 1e-8), 1e3)`` (``1e2`` for the output layer); for kernels the
     variance is averaged over the input axis (``-2`` in Flax's layout, the reference's ``dim=1``);
     it is then multiplied by 10 for the output layer and for one-dimensional parameters (the
-    reference's "BatchNorm"; it also catches biases). The output layer is recognised as in the
-    reference, by its output axis having ``num_classes`` entries (the last axis in Flax). With
-    ``forget_classes`` the output layer's entries of those classes get ``var = 1e-4`` before the
-    factor 10, whatever ``alpha`` (the reference's class-wise edit; see
-    :func:`fisher_forgetting`).
+    reference's "BatchNorm"; it also catches biases). The reference recognises the output layer
+    by an output axis of ``num_classes`` entries; here it is the layer at ``output_layer`` (see
+    :func:`find_output_layer`). With ``forget_classes`` the output layer's entries of those
+    classes get ``var = 1e-4`` before the factor 10, whatever ``alpha`` (the reference's
+    class-wise edit; see :func:`fisher_forgetting`).
 
     Args:
       fisher: the diagonal Fisher, like the parameters.
       alpha: the noise scale (reference default 0.2).
-      num_classes: number of logits.
+      output_layer: the path of the output layer in ``fisher`` (a tuple of keys).
       forget_classes: the classes whose output weights the class-wise edit resets, or ``None``.
 
     Returns:
       A pytree of standard deviations like ``fisher``.
     """
+    in_output = _in_layer(tuple(output_layer))
 
-    def std(f):
-        output_layer = _is_output_layer(f, num_classes)
-        var = jnp.minimum(1.0 / (f + 1e-8), 1e2 if output_layer else 1e3) * alpha
+    def std(path, f):
+        output = in_output(path)
+        var = jnp.minimum(1.0 / (f + 1e-8), 1e2 if output else 1e3) * alpha
         if f.ndim > 1:
             var = jnp.broadcast_to(jnp.mean(var, axis=-2, keepdims=True), var.shape)
-        if output_layer and forget_classes:
+        if output and forget_classes:
             var = var.at[..., jnp.asarray(forget_classes)].set(1e-4)
-        if output_layer or f.ndim == 1:
+        if output or f.ndim == 1:
             var = var * 10.0
         return jnp.sqrt(var)
 
-    return jax.tree.map(std, fisher)
+    return jax.tree.unflatten(
+        jax.tree.structure(fisher), [std(p, f) for p, f in _leaf_paths(fisher)]
+    )
 
 
 def normal_like(key: Array, like: PyTree) -> PyTree:
@@ -163,12 +239,15 @@ def normal_like(key: Array, like: PyTree) -> PyTree:
 
 
 @registry.rule(
-    'fisher_forgetting',
-    parts=('retain',),
-    paper='Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020; Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023',
+    "fisher_forgetting",
+    parts=("retain",),
+    paper=(
+        "Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020; "
+        "Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023"
+    ),
     needs_labels=False,
-    cost='none',
-    sweepable=('alpha',),
+    cost="none",
+    sweepable=("alpha",),
 )
 def fisher_forgetting(
     apply: Callable,
@@ -176,6 +255,7 @@ def fisher_forgetting(
     num_classes: int,
     alpha: float = 0.2,
     forget_classes: Sequence[int] | None = None,
+    output_layer: str | Sequence[str] | None = None,
 ) -> UnlearningRule:
     """FF: ``theta_0 + sqrt(alpha * var) * N(0, 1)`` with ``var`` the clipped inverse Fisher.
 
@@ -210,10 +290,18 @@ def fisher_forgetting(
       forget_classes: for class-wise forgetting, the classes whose output-layer weights get
         the reference's class-wise edit (mean 0, variance 1e-3); ``None`` (default) adds Fisher
         noise only (supplied by the registry from the forget scenario).
+      output_layer: the path in the params of the layer that maps the features to the logits
+        (``"head"``), which gets the output layer's variance clip, factor and class-wise edit;
+        ``None`` (default) finds it and fails if the params leave it ambiguous (see
+        :func:`find_output_layer`).
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["retain"]``; every update returns the original
       weights plus the noise scaled by the Fisher estimated so far.
+
+    Raises:
+      ValueError: for a non-positive ``alpha``, a class out of range, or an output layer that
+        is missing or cannot be told apart (at ``init``).
 
     References:
       Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020
@@ -229,37 +317,40 @@ def fisher_forgetting(
         )
     classes = jnp.asarray(forget_classes, jnp.int32)
 
-    def mean_of(params):
+    def mean_of(params, layer):
         if not forget_classes:
             return params
-        return jax.tree.map(
-            lambda p: p.at[..., classes].set(0) if _is_output_layer(p, num_classes) else p,
-            params,
-        )
+        in_output = _in_layer(layer)
+        leaves = [
+            x.at[..., classes].set(0) if in_output(path) else x for path, x in _leaf_paths(params)
+        ]
+        return jax.tree.unflatten(jax.tree.structure(params), leaves)
 
     def init(variables: Variables, *, key: Array) -> FisherState:
+        find_output_layer(variables["params"], num_classes, output_layer)  # fail early
         return FisherState(
             reference=variables,
             fisher=jax.tree.map(jnp.zeros_like, variables["params"]),
-            count=jnp.zeros((), jnp.int32),
+            step=StepCounter.zero(),
             noise_key=jax.random.fold_in(key, 0x5EED),
         )
 
     def update(variables: Variables, state: FisherState, batch: Batch, *, key: Array):
         del key  # the noise is drawn once, from the init key
+        layer = find_output_layer(state.reference["params"], num_classes, output_layer)
         batch_f = batch_fisher(apply, state.reference, batch["retain"]["x"], num_classes)
         fisher_sum = jax.tree.map(jnp.add, state.fisher, batch_f)
-        count = state.count + 1
-        mean_fisher = jax.tree.map(lambda s: s / count, fisher_sum)
+        step = state.step.next()
+        mean_fisher = jax.tree.map(lambda s: s / step.count, fisher_sum)
         std = fisher_noise_std(
-            mean_fisher, alpha=alpha, num_classes=num_classes, forget_classes=forget_classes
+            mean_fisher, alpha=alpha, output_layer=layer, forget_classes=forget_classes
         )
         noise = normal_like(state.noise_key, std)
-        mean = mean_of(state.reference["params"])
+        mean = mean_of(state.reference["params"], layer)
         params = jax.tree.map(lambda p, s, n: p + s * n, mean, std, noise)
         return (
             {**variables, "params": params},
-            state._replace(fisher=fisher_sum, count=count),
+            state._replace(fisher=fisher_sum, step=step),
             {"noise_norm": optax.tree_utils.tree_norm(jax.tree.map(jnp.multiply, std, noise))},
         )
 
@@ -404,14 +495,14 @@ class InfluenceState(NamedTuple):
       reference: the original variables, where every gradient is taken.
       forget_grad: sum over the forget batches seen of the batch-mean loss gradient.
       retain_grad: the same over the retain batches seen.
-      count: number of (forget, retain) batch pairs accumulated (int32 scalar).
+      step: updates taken, i.e. (forget, retain) batch pairs accumulated.
       recursion: the WoodFisher recursion over per-sample retain gradients.
     """
 
     reference: Variables
     forget_grad: PyTree
     retain_grad: PyTree
-    count: Array
+    step: StepCounter
     recursion: TwoVectorRecursion | StoredRecursion
 
 
@@ -426,12 +517,15 @@ def per_example_grads(apply: Callable, variables: Variables, x: Array, y: Array)
 
 
 @registry.rule(
-    'influence_unlearning',
-    parts=('forget', 'retain'),
-    paper='Koh & Liang, ICML 2017; Izzo et al., AISTATS 2021; Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023',
-    cost='none',
-    task='any',
-    sweepable=('alpha', 'damping'),
+    "influence_unlearning",
+    parts=("forget", "retain"),
+    paper=(
+        "Koh & Liang, ICML 2017; Izzo et al., AISTATS 2021; "
+        "Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023"
+    ),
+    cost="none",
+    task="any",
+    sweepable=("alpha", "damping"),
 )
 def influence_unlearning(
     apply: Callable,
@@ -525,7 +619,7 @@ def influence_unlearning(
             variables,
             zeros,
             zeros,
-            jnp.zeros((), jnp.int32),
+            StepCounter.zero(),
             woodfisher_init(
                 variables["params"], num_samples=num_samples, exact=exact, damping=damping
             ),
@@ -538,15 +632,17 @@ def influence_unlearning(
         retain_loss, g_retain = mean_grad(ref, batch, "retain")
         forget_sum = jax.tree.map(jnp.add, state.forget_grad, g_forget)
         retain_sum = jax.tree.map(jnp.add, state.retain_grad, g_retain)
-        count = state.count + 1
+        counter = state.step.next()
         samples = per_example_grads(apply, ref, batch["retain"]["x"], batch["retain"]["y"])
         recursion = woodfisher_add(
             state.recursion, samples, num_samples=num_samples, damping=damping
         )
-        v = jax.tree.map(lambda f, r: forget_fraction * (f - r) / count, forget_sum, retain_sum)
+        v = jax.tree.map(
+            lambda f, r: forget_fraction * (f - r) / counter.count, forget_sum, retain_sum
+        )
         step = woodfisher_solve(recursion, v, damping=damping)
         params = jax.tree.map(lambda p, s: p + alpha * s, ref["params"], step)
-        new_state = InfluenceState(ref, forget_sum, retain_sum, count, recursion)
+        new_state = InfluenceState(ref, forget_sum, retain_sum, counter, recursion)
         return (
             {**variables, "params": params},
             new_state,

@@ -42,9 +42,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.rule import StepCounter
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
-from jaxunlearn.rules.common import part_loss
 from jaxunlearn.rules import registry
+from jaxunlearn.rules.common import part_loss
 
 
 class SSDState(NamedTuple):
@@ -54,13 +55,13 @@ class SSDState(NamedTuple):
       reference: the original variables, which the importances are taken at and the edit scales.
       forget_importance: sum over the forget batches seen of the squared batch-mean gradient.
       retain_importance: the same sum over the retain batches seen.
-      count: number of (forget, retain) batch pairs accumulated (int32 scalar).
+      step: updates taken, i.e. (forget, retain) batch pairs accumulated.
     """
 
     reference: Variables
     forget_importance: PyTree
     retain_importance: PyTree
-    count: Array
+    step: StepCounter
 
 
 def dampening_factors(
@@ -92,12 +93,15 @@ def dampening_factors(
 
 
 @registry.rule(
-    'ssd',
-    parts=('forget', 'retain'),
-    paper='Foster et al., Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening, AAAI 2024',
-    cost='none',
-    task='any',
-    sweepable=('selection_weighting', 'dampening_constant'),
+    "ssd",
+    parts=("forget", "retain"),
+    paper=(
+        "Foster et al., Fast Machine Unlearning Without Retraining Through Selective Synaptic "
+        "Dampening, AAAI 2024"
+    ),
+    cost="none",
+    task="any",
+    sweepable=("selection_weighting", "dampening_constant"),
 )
 def ssd(
     apply: Callable,
@@ -150,7 +154,7 @@ def ssd(
             reference=variables,
             forget_importance=zeros,
             retain_importance=zeros,
-            count=jnp.zeros((), jnp.int32),
+            step=StepCounter.zero(),
         )
 
     def update(variables: Variables, state: SSDState, batch: Batch, *, key: Array):
@@ -159,7 +163,8 @@ def ssd(
         retain_loss, g2_retain = squared_grad(state.reference, batch, "retain")
         forget_sum = jax.tree.map(jnp.add, state.forget_importance, g2_forget)
         retain_sum = jax.tree.map(jnp.add, state.retain_importance, g2_retain)
-        count = state.count + 1
+        step = state.step.next()
+        count = step.count
         i_f = jax.tree.map(lambda s: s / count, forget_sum)
         i_d = jax.tree.map(
             lambda f, r: forget_fraction * f + (1.0 - forget_fraction) * r / count, i_f, retain_sum
@@ -170,7 +175,7 @@ def ssd(
         params = jax.tree.map(jnp.multiply, state.reference["params"], factors)
         selected = sum(jnp.sum(f < 1.0) for f in jax.tree.leaves(factors))
         total = sum(f.size for f in jax.tree.leaves(factors))
-        new_state = SSDState(state.reference, forget_sum, retain_sum, count)
+        new_state = SSDState(state.reference, forget_sum, retain_sum, step)
         return (
             {**variables, "params": params},
             new_state,
