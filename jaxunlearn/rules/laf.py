@@ -1,7 +1,8 @@
 """Label-Agnostic Forgetting (LAF): supervision-free unlearning through the representation.
 
-LAF never reads labels (unless the optional head repair is switched on). Its three stages, run
-in one rule and switched on the step counter:
+LAF never reads labels (unless the optional head repair is switched on). Its three stages are
+phases of one rule (:func:`~jaxunlearn.core.combinators.phases`), each handing its state to the
+next:
 
 1. **Density models.** Two small VAEs are fitted to the extractor's embeddings (the model's
    penultimate ``Outputs.features``) of the retain data (``retain_vae``) and of the forget data
@@ -36,17 +37,22 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from jaxunlearn.core import optim
 from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.combinators import phases
+from jaxunlearn.core.rule import optimizer_step
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
-from jaxunlearn.rules.common import part_loss
 from jaxunlearn.rules import registry
+from jaxunlearn.rules.common import part_loss
+
+OptimizerSpec = optax.GradientTransformation | Mapping | None
 
 # ---------------------------------------------------------------------------------------------
 # A tiny VAE over embeddings
@@ -153,26 +159,43 @@ def representation_alignment(
 # ---------------------------------------------------------------------------------------------
 
 
-class LAFState(NamedTuple):
-    """State of :func:`label_agnostic_forgetting`.
+class VAEState(NamedTuple):
+    """State of LAF's first phase (fitting the density models).
 
     Attributes:
       vaes: ``{"retain": vae params, "forget": vae params}``.
-      vae_opt_state: Adam state of both VAEs.
-      ue_opt_state: Adam state of the extractor for ``L_UE``.
-      ra_opt_state: Adam state of the extractor for ``L_RA``.
-      head_opt_state: Adam state of the head for the optional repair.
-      reference: the frozen original variables (the teacher of ``L_RA``).
-      step: number of updates taken so far (int32 scalar).
+      opt_state: the VAEs' optimizer state.
     """
 
     vaes: dict
-    vae_opt_state: PyTree
+    opt_state: PyTree
+
+
+class ExtractorState(NamedTuple):
+    """State of LAF's second phase (extractor unlearning).
+
+    Attributes:
+      vaes: the fitted VAEs, handed over by the first phase (frozen).
+      ue_opt_state: the extractor's optimizer state for ``L_UE``.
+      ra_opt_state: the extractor's optimizer state for ``L_RA``.
+      reference: the frozen original variables (the teacher of ``L_RA``; the first phase leaves
+        the model unchanged, so the model this phase starts from is the original).
+    """
+
+    vaes: dict
     ue_opt_state: PyTree
     ra_opt_state: PyTree
-    head_opt_state: PyTree
     reference: Variables
-    step: Array
+
+
+class HeadRepairState(NamedTuple):
+    """State of LAF's optional third phase (head repair).
+
+    Attributes:
+      opt_state: the head's optimizer state.
+    """
+
+    opt_state: PyTree
 
 
 def _feature_dim(head: PyTree) -> int:
@@ -185,14 +208,32 @@ def _feature_dim(head: PyTree) -> int:
     )
 
 
+def _flat_adam(optimizer: OptimizerSpec, learning_rate: float) -> optax.GradientTransformation:
+    """``optim.resolve`` over the reference Adam; a resolved one runs on one flat vector.
+
+    ``optax.flatten`` runs each of these small optimizers on one concatenated vector: the same
+    arithmetic, a fraction of the XLA compile time of per-leaf updates. A given
+    ``optax.GradientTransformation`` is used as it is.
+    """
+    opt = optim.resolve(optimizer, learning_rate=learning_rate, default=optim.REFERENCE_ADAM)
+    return opt if isinstance(optimizer, optax.GradientTransformation) else optax.flatten(opt)
+
+
 @registry.rule(
-    'label_agnostic_forgetting',
-    parts=('forget', 'retain'),
-    paper='Shen et al., Label-Agnostic Forgetting, ICLR 2024',
+    "label_agnostic_forgetting",
+    parts=("forget", "retain"),
+    paper="Shen et al., Label-Agnostic Forgetting, ICLR 2024",
     needs_labels=False,
-    cost='medium',
-    task='any',
-    sweepable=('vae_learning_rate', 'kl_weight', 'ue_learning_rate', 'ra_learning_rate', 'temperature', 'repair_fraction', 'repair_learning_rate'),
+    cost="medium",
+    task="any",
+    sweepable=(
+        "vae_learning_rate",
+        "kl_weight",
+        "ue_learning_rate",
+        "ra_learning_rate",
+        "temperature",
+        "repair_learning_rate",
+    ),
 )
 def label_agnostic_forgetting(
     apply: Callable,
@@ -211,13 +252,21 @@ def label_agnostic_forgetting(
     repair_fraction: float = 0.2,
     repair_learning_rate: float = 1e-3,
     feature_dim: int | None = None,
+    vae_optimizer: OptimizerSpec = None,
+    ue_optimizer: OptimizerSpec = None,
+    ra_optimizer: OptimizerSpec = None,
+    repair_optimizer: OptimizerSpec = None,
 ) -> UnlearningRule:
     """LAF: VAE density models of the embeddings, then label-free extractor unlearning.
 
-    The first ``vae_fraction`` of the ``num_steps`` updates fit the two VAEs (variables
-    unchanged; the reference runs 10 VAE epochs before 20 unlearning epochs, hence 1/3); the rest
-    alternate the ``L_UE`` and ``L_RA`` Adam steps on the extractor; with ``repair=True`` the last
-    ``repair_fraction`` of the updates fine-tune the head on retain labels instead.
+    Schedule: ``phases((n_vae, fit VAEs), (n_ue, unlearn extractor)[, (None, repair head)])``
+    with ``n_vae = round(vae_fraction * num_steps)`` (at least 1, at most ``num_steps - 1``;
+    the reference runs 10 VAE epochs before 20 unlearning epochs, hence 1/3). The VAE phase
+    leaves the variables unchanged; the extractor phase receives the fitted VAEs (the
+    ``previous=`` hand-off) and alternates the ``L_UE`` and ``L_RA`` optimizer steps on the
+    extractor; with ``repair=True`` the last ``round(repair_fraction * num_steps)`` updates
+    (at least 1) fine-tune the head on retain labels instead. The VAEs are drawn at ``init``
+    from ``fold_in(key, 0)``.
 
     Labels: with ``repair=False`` (the default) the rule reads only ``batch[...]["x"]``, so it
     gives the same result whatever the labels are; ``repair=True`` is the only use of labels
@@ -230,21 +279,26 @@ def label_agnostic_forgetting(
         extractor.
       latent_dim: VAE latent size (reference: 8 for the MNIST CNN, 16 for ResNets).
       vae_hidden: VAE encoder hidden sizes (the decoder mirrors them); reference ``(128, 32)``.
-      vae_learning_rate: Adam learning rate of the VAEs (reference 1e-3).
+      vae_learning_rate: learning rate of the VAEs (reference 1e-3).
       kl_weight: weight of the VAEs' KL term (reference 0.025).
       vae_fraction: fraction of the updates spent fitting the VAEs, in (0, 1).
-      ue_learning_rate: Adam learning rate of ``L_UE`` (reference 5e-5 for the MNIST CNN).
-      ra_learning_rate: Adam learning rate of ``L_RA`` (reference 1e-4 for the MNIST CNN).
+      ue_learning_rate: learning rate of ``L_UE`` (reference 5e-5 for the MNIST CNN).
+      ra_learning_rate: learning rate of ``L_RA`` (reference 1e-4 for the MNIST CNN).
       temperature: ``tau`` of ``L_RA`` (reference 20 for class and noisy-label forgetting, 5 for
         random forgetting on MNIST).
       repair: fine-tune the head with retain cross-entropy at the end (uses labels).
       repair_fraction: fraction of the updates given to the repair, in (0, 1), with ``repair``.
-      repair_learning_rate: Adam learning rate of the repair (not given in the reference
+      repair_learning_rate: learning rate of the repair (not given in the reference
         hyperparameters; our choice).
       feature_dim: embedding size; inferred from the head's kernel when ``None``.
+      vae_optimizer, ue_optimizer, ra_optimizer, repair_optimizer: the four optimizers: each an
+        optax optimizer, or settings over the reference Adam (no weight decay); see
+        :func:`~jaxunlearn.core.optim.resolve`.
 
     Returns:
-      An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
+      An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``, whose state
+      is a :class:`~jaxunlearn.core.combinators.PhasesState` of a :class:`VAEState`, an
+      :class:`ExtractorState` and, with ``repair``, a :class:`HeadRepairState`.
 
     References:
       Shen et al., "Label-Agnostic Forgetting: A Supervision-Free Unlearning in Deep Models",
@@ -275,13 +329,10 @@ def label_agnostic_forgetting(
         repair_steps = min(
             max(int(round(repair_fraction * num_steps)), 1), num_steps - vae_steps - 1
         )
-    repair_start = num_steps - repair_steps
-    # optax.flatten runs each Adam on one concatenated vector: the same arithmetic, a fraction of
-    # the XLA compile time of per-leaf updates for these five small optimizers.
-    vae_opt = optax.flatten(optax.adam(vae_learning_rate))
-    ue_opt = optax.flatten(optax.adam(ue_learning_rate))
-    ra_opt = optax.flatten(optax.adam(ra_learning_rate))
-    head_opt = optax.flatten(optax.adam(repair_learning_rate))
+    vae_opt = _flat_adam(vae_optimizer, vae_learning_rate)
+    ue_opt = _flat_adam(ue_optimizer, ue_learning_rate)
+    ra_opt = _flat_adam(ra_optimizer, ra_learning_rate)
+    head_opt = _flat_adam(repair_optimizer, repair_learning_rate)
 
     def features(variables, batch):
         # One forward pass over retain and forget inputs together (inference mode, so the
@@ -296,7 +347,20 @@ def label_agnostic_forgetting(
     def zero_head(tree):
         return {**tree, head_key: jax.tree.map(jnp.zeros_like, tree[head_key])}
 
-    def init(variables: Variables, *, key: Array) -> LAFState:
+    def keep_head(moved, variables):
+        # The head stays exactly as it was whatever the optimizer does (weight decay, say).
+        params = {**moved["params"], head_key: variables["params"][head_key]}
+        return with_params(moved, params)
+
+    def latent_noise(key, batch):
+        # One draw for both VAEs: each random call adds its own generator to the compiled step.
+        n_r = batch["retain"]["x"].shape[0]
+        noise = jax.random.normal(key, (n_r + batch["forget"]["x"].shape[0], latent_dim))
+        return noise[:n_r], noise[n_r:]
+
+    # ---- phase 1: fit the VAEs (the model is untouched)
+
+    def vae_init(variables: Variables, *, key: Array) -> VAEState:
         params = variables["params"]
         if head_key not in params:
             raise ValueError(
@@ -309,27 +373,9 @@ def label_agnostic_forgetting(
             "retain": init_vae(k_r, dim, hidden=vae_hidden, latent_dim=latent_dim),
             "forget": init_vae(k_f, dim, hidden=vae_hidden, latent_dim=latent_dim),
         }
-        return LAFState(
-            vaes=vaes,
-            vae_opt_state=vae_opt.init(vaes),
-            ue_opt_state=ue_opt.init(params),
-            ra_opt_state=ra_opt.init(params),
-            head_opt_state=head_opt.init(params[head_key]),
-            reference=variables,
-            step=jnp.zeros((), jnp.int32),
-        )
+        return VAEState(vaes, vae_opt.init(vaes))
 
-    def no_metrics(dtype=jnp.float32):
-        zero = jnp.zeros((), dtype)
-        return {"vae_loss": zero, "ue_loss": zero, "ra_loss": zero, "repair_loss": zero}
-
-    def latent_noise(key, batch):
-        # One draw for both VAEs: each random call adds its own generator to the compiled step.
-        n_r = batch["retain"]["x"].shape[0]
-        noise = jax.random.normal(key, (n_r + batch["forget"]["x"].shape[0], latent_dim))
-        return noise[:n_r], noise[n_r:]
-
-    def fit_vaes(variables, state, batch, key):
+    def vae_update(variables: Variables, state: VAEState, batch: Batch, *, key: Array):
         e_r, e_f = jax.lax.stop_gradient(features(variables, batch))
         noise_r, noise_f = latent_noise(key, batch)
 
@@ -339,13 +385,21 @@ def label_agnostic_forgetting(
             )
 
         loss, grads = jax.value_and_grad(objective)(state.vaes)
-        updates, vae_opt_state = vae_opt.update(grads, state.vae_opt_state, state.vaes)
-        state = state._replace(
-            vaes=optax.apply_updates(state.vaes, updates), vae_opt_state=vae_opt_state
-        )
-        return variables, state, {**no_metrics(), "vae_loss": loss}
+        moved, opt_state = optimizer_step(vae_opt, grads, state.opt_state, {"params": state.vaes})
+        return variables, VAEState(moved["params"], opt_state), {"vae_loss": loss}
 
-    def unlearn_extractor(variables, state, batch, key):
+    # ---- phase 2: unlearn the extractor (the head's gradients are zeroed)
+
+    def extractor_init(
+        variables: Variables, *, key: Array, previous: VAEState | None = None
+    ) -> ExtractorState:
+        del key
+        if previous is None:
+            raise ValueError("LAF's extractor phase needs the VAEs of the phase before it")
+        params = variables["params"]
+        return ExtractorState(previous.vaes, ue_opt.init(params), ra_opt.init(params), variables)
+
+    def extractor_update(variables: Variables, state: ExtractorState, batch: Batch, *, key):
         noise_r, noise_f = latent_noise(key, batch)
 
         def ue_objective(params):
@@ -354,28 +408,33 @@ def label_agnostic_forgetting(
             rec_f, _, _ = apply_vae(state.vaes["forget"], e_f, noise_f)
             return reconstruction_energy(rec_r, e_r) - reconstruction_energy(rec_f, e_f)
 
-        params = variables["params"]
-        ue_loss, grads = jax.value_and_grad(ue_objective)(params)
-        updates, ue_opt_state = ue_opt.update(zero_head(grads), state.ue_opt_state, params)
-        params = optax.apply_updates(params, zero_head(updates))
+        ue_loss, grads = jax.value_and_grad(ue_objective)(variables["params"])
+        moved, ue_opt_state = optimizer_step(
+            ue_opt, zero_head(grads), state.ue_opt_state, variables
+        )
+        variables = keep_head(moved, variables)
 
         teacher_r, teacher_f = jax.lax.stop_gradient(features(state.reference, batch))
 
-        def ra_objective(p):
-            e_r, e_f = features(with_params(variables, p), batch)
+        def ra_objective(params):
+            e_r, e_f = features(with_params(variables, params), batch)
             return representation_alignment(e_r, teacher_r, e_f, teacher_f, temperature)
 
-        ra_loss, grads = jax.value_and_grad(ra_objective)(params)
-        updates, ra_opt_state = ra_opt.update(zero_head(grads), state.ra_opt_state, params)
-        params = optax.apply_updates(params, zero_head(updates))
-        state = state._replace(ue_opt_state=ue_opt_state, ra_opt_state=ra_opt_state)
-        return (
-            with_params(variables, params),
-            state,
-            {**no_metrics(), "ue_loss": ue_loss, "ra_loss": ra_loss},
+        ra_loss, grads = jax.value_and_grad(ra_objective)(variables["params"])
+        moved, ra_opt_state = optimizer_step(
+            ra_opt, zero_head(grads), state.ra_opt_state, variables
         )
+        variables = keep_head(moved, variables)
+        state = state._replace(ue_opt_state=ue_opt_state, ra_opt_state=ra_opt_state)
+        return variables, state, {"ue_loss": ue_loss, "ra_loss": ra_loss}
 
-    def repair_head(variables, state, batch, key):
+    # ---- phase 3 (optional): repair the head on retain labels (the extractor is fixed)
+
+    def head_init(variables: Variables, *, key: Array) -> HeadRepairState:
+        del key
+        return HeadRepairState(head_opt.init(variables["params"][head_key]))
+
+    def head_update(variables: Variables, state: HeadRepairState, batch: Batch, *, key: Array):
         del key
         params = variables["params"]
 
@@ -385,22 +444,18 @@ def label_agnostic_forgetting(
             )[0]
 
         loss, grads = jax.value_and_grad(objective)(params[head_key])
-        updates, head_opt_state = head_opt.update(grads, state.head_opt_state, params[head_key])
-        head = optax.apply_updates(params[head_key], updates)
-        state = state._replace(head_opt_state=head_opt_state)
-        return (
-            with_params(variables, {**params, head_key: head}),
-            state,
-            {**no_metrics(), "repair_loss": loss},
+        moved, opt_state = optimizer_step(
+            head_opt, grads, state.opt_state, {"params": params[head_key]}
         )
+        variables = with_params(variables, {**params, head_key: moved["params"]})
+        return variables, HeadRepairState(opt_state), {"repair_loss": loss}
 
-    def update(variables: Variables, state: LAFState, batch: Batch, *, key: Array):
-        branches = [fit_vaes, unlearn_extractor]
-        index = (state.step >= vae_steps).astype(jnp.int32)
-        if repair:
-            branches.append(repair_head)
-            index = index + (state.step >= repair_start).astype(jnp.int32)
-        variables, state, metrics = jax.lax.switch(index, branches, variables, state, batch, key)
-        return variables, state._replace(step=state.step + 1), metrics
-
-    return UnlearningRule(init, update)
+    vae_phase = UnlearningRule(vae_init, vae_update)
+    extractor_phase = UnlearningRule(extractor_init, extractor_update)
+    if not repair:
+        return phases((vae_steps, vae_phase), (None, extractor_phase))
+    return phases(
+        (vae_steps, vae_phase),
+        (num_steps - repair_steps - vae_steps, extractor_phase),
+        (None, UnlearningRule(head_init, head_update)),
+    )
