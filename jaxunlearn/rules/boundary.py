@@ -20,18 +20,17 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxunlearn.core import losses
+from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
-from jaxunlearn.core.rule import rule_from_loss
+from jaxunlearn.core.rule import StepCounter, optimizer_step, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
-from jaxunlearn.rules.common import resolve_optimizer
 from jaxunlearn.rules import registry
 
 
@@ -72,21 +71,19 @@ def fgsm(
 
 
 @registry.rule(
-    'boundary_shrink',
-    parts=('forget',),
-    paper='Chen et al., Boundary Unlearning, CVPR 2023',
-    sweepable=('bound', 'learning_rate', 'momentum', 'weight_decay'),
+    "boundary_shrink",
+    parts=("forget",),
+    paper="Chen et al., Boundary Unlearning, CVPR 2023",
+    sweepable=("bound", "learning_rate"),
 )
 def boundary_shrink(
     apply: Callable,
     *,
     bound: float = 0.1,
     learning_rate: float = 1e-5,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
     input_range: tuple[float, float] | None = (0.0, 1.0),
     levels: int | None = 255,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Boundary shrink: fine-tune on ``CE(f(x_f), argmax f_0(FGSM_{f_0}(x_f)))``.
 
@@ -97,11 +94,12 @@ def boundary_shrink(
     Args:
       apply: the model's functional ``apply``.
       bound: FGSM step (0.1, "hard coding in the paper").
-      learning_rate, momentum, weight_decay: SGD settings.
+      learning_rate: step size.
       input_range: clip range of the perturbed inputs (images in [0, 1]); ``None`` for data that
         is not bounded, such as standardised features.
       levels: quantisation of the perturbed inputs (255 for 8-bit images; ``None`` to skip).
-      optimizer: an optax optimizer that replaces the SGD settings.
+      optimizer: an optax optimizer, or settings over the reference SGD (momentum 0.9, weight
+        decay 5e-4); see :func:`~jaxunlearn.core.optim.resolve`.
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]``.
@@ -111,9 +109,7 @@ def boundary_shrink(
     """
     if concrete(bound) and not bound > 0:
         raise ValueError(f"boundary_shrink `bound` must be positive; got {bound}")
-    opt = resolve_optimizer(
-        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
-    )
+    opt = optim.resolve(optimizer, learning_rate=learning_rate)
 
     def loss_fn(variables, batch, *, reference, step, key):
         del step, key
@@ -136,12 +132,12 @@ class BoundaryExpandState(NamedTuple):
       shadow: the extra output neuron, ``{"kernel": [features], "bias": []}``; it exists only
         here, so the variables the rule returns are always the pruned model.
       opt_state: optimizer state over ``{"params": model params, "shadow": shadow}``.
-      step: number of updates taken so far (int32 scalar).
+      step: updates taken so far.
     """
 
     shadow: PyTree
     opt_state: PyTree
-    step: Array
+    step: StepCounter
 
 
 def _feature_dim(params: PyTree, num_classes: int) -> int:
@@ -161,21 +157,19 @@ def _feature_dim(params: PyTree, num_classes: int) -> int:
 
 
 @registry.rule(
-    'boundary_expand',
-    parts=('forget',),
-    paper='Chen et al., Boundary Unlearning, CVPR 2023',
+    "boundary_expand",
+    parts=("forget",),
+    paper="Chen et al., Boundary Unlearning, CVPR 2023",
     needs_labels=False,
-    sweepable=('learning_rate', 'momentum', 'weight_decay'),
+    sweepable=("learning_rate",),
 )
 def boundary_expand(
     apply: Callable,
     *,
     num_classes: int,
     learning_rate: float = 1e-5,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
     feature_dim: int | None = None,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Boundary expand: train the forget set into an extra shadow class, then prune it.
 
@@ -190,11 +184,12 @@ def boundary_expand(
       apply: the model's functional ``apply`` (its ``features`` must feed the output layer).
       num_classes: number of real classes (supplied by the registry); the shadow class is
         ``num_classes``.
-      learning_rate, momentum, weight_decay: SGD settings (weight decay also applies to the
-        shadow neuron, as in the reference).
+      learning_rate: step size.
       feature_dim: width of ``Outputs.features``; inferred from the output layer's kernel when
         ``None``.
-      optimizer: an optax optimizer that replaces the SGD settings.
+      optimizer: an optax optimizer, or settings over the reference SGD (momentum 0.9, weight
+        decay 5e-4, which also applies to the shadow neuron, as in the reference); see
+        :func:`~jaxunlearn.core.optim.resolve`.
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]``.
@@ -202,9 +197,7 @@ def boundary_expand(
     References:
       Chen et al., "Boundary Unlearning", CVPR 2023.
     """
-    opt = resolve_optimizer(
-        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
-    )
+    opt = optim.resolve(optimizer, learning_rate=learning_rate)
     if feature_dim is not None and int(feature_dim) < 1:
         raise ValueError(f"boundary_expand `feature_dim` must be positive; got {feature_dim}")
 
@@ -223,7 +216,7 @@ def boundary_expand(
         return BoundaryExpandState(
             shadow,
             opt.init({"params": variables["params"], "shadow": shadow}),
-            jnp.zeros((), jnp.int32),
+            StepCounter.zero(),
         )
 
     def update(variables: Variables, state: BoundaryExpandState, batch: Batch, *, key: Array):
@@ -241,11 +234,12 @@ def boundary_expand(
                 "shadow_prob": jnp.mean(jax.nn.softmax(wide, -1)[:, -1]),
             }
 
-        trainable = {"params": variables["params"], "shadow": state.shadow}
-        (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
-        updates, opt_state = opt.update(grads, state.opt_state, trainable)
-        trainable = optax.apply_updates(trainable, updates)
-        new_state = BoundaryExpandState(trainable["shadow"], opt_state, state.step + 1)
-        return {**variables, "params": trainable["params"]}, new_state, {**metrics, "loss": loss}
+        # The optimizer steps the model's params and the shadow neuron together.
+        trainable = {"params": {"params": variables["params"], "shadow": state.shadow}}
+        (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(trainable["params"])
+        trainable, opt_state = optimizer_step(opt, grads, state.opt_state, trainable)
+        new_state = BoundaryExpandState(trainable["params"]["shadow"], opt_state, state.step.next())
+        new_variables = {**variables, "params": trainable["params"]["params"]}
+        return new_variables, new_state, {**metrics, "loss": loss}
 
     return UnlearningRule(init, update)
