@@ -22,19 +22,22 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxunlearn.core import losses
+from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
-from jaxunlearn.core.rule import BATCH_STATS_KEY
-from jaxunlearn.core.types import Array, PyTree, UnlearningRule, Variables
-from jaxunlearn.rules.common import resolve_optimizer
+from jaxunlearn.core.combinators import phases
+from jaxunlearn.core.rule import BATCH_STATS_KEY, LossRuleState, rule_from_loss
+from jaxunlearn.core.types import Array, Batch, UnlearningRule, Variables
 from jaxunlearn.rules import registry
+
+# The reference code's optimizer for the proxy and the unlearning: Adam, no weight decay.
+REGRESSION_ADAM = optim.REFERENCE_ADAM
 
 _LOSSES = {"l1": losses.mean_absolute_error, "mse": losses.mean_squared_error}
 
@@ -54,20 +57,16 @@ def _check_positive(name: str, value: float) -> None:
 # Blindspot unlearning.
 
 
-class BlindspotState(NamedTuple):
-    """State of :func:`blindspot`.
+class ProxyState(NamedTuple):
+    """State of blindspot's proxy phase.
 
     Attributes:
-      proxy: the blindspot model's variables (trained on the retain set in phase 1).
-      proxy_opt_state: the proxy's optimizer state.
-      opt_state: the unlearning optimizer's state over the model's params.
-      step: number of updates taken so far (proxy steps included).
+      proxy: the blindspot model's variables (trained on the retain set).
+      inner: the state of the loss rule that trains it.
     """
 
     proxy: Variables
-    proxy_opt_state: PyTree
-    opt_state: PyTree
-    step: Array
+    inner: LossRuleState
 
 
 def _hidden_or_features(out) -> tuple[Array, ...]:
@@ -76,13 +75,13 @@ def _hidden_or_features(out) -> tuple[Array, ...]:
 
 
 @registry.rule(
-    'blindspot',
-    parts=('forget', 'retain'),
-    paper='Tarun et al., Deep Regression Unlearning, ICML 2023',
+    "blindspot",
+    parts=("forget", "retain"),
+    paper="Tarun et al., Deep Regression Unlearning, ICML 2023",
     needs_labels=False,
-    cost='medium',
-    task='regression',
-    sweepable=('proxy_learning_rate', 'learning_rate', 'at_weight'),
+    cost="medium",
+    task="regression",
+    sweepable=("proxy_learning_rate", "learning_rate", "at_weight", "forget_weight"),
 )
 def blindspot(
     apply: Callable,
@@ -96,14 +95,16 @@ def blindspot(
     at_weight: float = 50.0,
     forget_weight: float | None = None,
     loss: str = "l1",
-    optimizer: optax.GradientTransformation | None = None,
-    proxy_optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
+    proxy_optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Blindspot unlearning: match a retain-only proxy on the forget set, fit the retain set.
 
-    Phase 1 (the first ``round(proxy_epochs * steps_per_epoch)`` updates) trains a fresh proxy,
-    drawn from ``init_fn(key)`` in ``init``, on retain batches; the model is returned unchanged.
-    Phase 2 (the remaining updates) fine-tunes the model on
+    Schedule: ``phases((n_proxy, train proxy), (None, unlearn))`` with ``n_proxy =
+    round(proxy_epochs * steps_per_epoch)`` (at least 1). Phase 1 trains a fresh proxy, drawn
+    from ``init_fn(fold_in(key, 0))`` in ``init``, on retain batches; the model is returned
+    unchanged. Phase 2 receives the trained proxy (the ``previous=`` hand-off), starts a fresh
+    optimizer and fine-tunes the model on
 
         c * [L1(f(x_f), p(x_f)) + at_weight * sum_l AT(h_l(x_f), h^p_l(x_f))]
           + (1 - c) * L1(f(x_r), y_r)
@@ -128,16 +129,19 @@ def blindspot(
       num_steps: total updates of the run (from the registry); must exceed the proxy's steps.
       steps_per_epoch: retain batches per epoch (from the registry).
       proxy_epochs: epochs of proxy training on the retain set (reference: 2).
-      proxy_learning_rate: Adam learning rate of the proxy (reference: 1e-2).
-      learning_rate: Adam learning rate of the unlearning phase (reference: 1e-3).
+      proxy_learning_rate: learning rate of the proxy (reference: 1e-2).
+      learning_rate: learning rate of the unlearning phase (reference: 1e-3).
       at_weight: weight of the attention-transfer term (reference: 50).
       forget_weight: ``c`` in [0, 1]; ``None`` takes the forget share of the batch.
       loss: ``"l1"`` (reference) or ``"mse"``, for the output-matching and retain terms.
-      optimizer: an optax optimizer replacing the unlearning Adam.
-      proxy_optimizer: an optax optimizer replacing the proxy's Adam.
+      optimizer: the unlearning optimizer: an optax optimizer, or settings over the reference
+        Adam (no weight decay); see :func:`~jaxunlearn.core.optim.resolve`.
+      proxy_optimizer: the proxy's optimizer, likewise.
 
     Returns:
-      An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
+      An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``, whose state
+      is a :class:`~jaxunlearn.core.combinators.PhasesState` of a :class:`ProxyState` and a
+      :class:`~jaxunlearn.core.rule.LossRuleState` (whose ``reference`` is the trained proxy).
 
     References:
       Tarun et al., "Deep Regression Unlearning", ICML 2023 (``unlearn.py::forget_loss``,
@@ -148,11 +152,7 @@ def blindspot(
     _check_positive("learning_rate", learning_rate)
     if concrete(at_weight) and not at_weight >= 0:
         raise ValueError(f"`at_weight` must be non-negative; got {at_weight}")
-    if (
-        forget_weight is not None
-        and not isinstance(forget_weight, jax.core.Tracer)
-        and not 0.0 <= forget_weight <= 1.0
-    ):
+    if forget_weight is not None and concrete(forget_weight) and not 0.0 <= forget_weight <= 1.0:
         raise ValueError(f"`forget_weight` must lie in [0, 1] (or be None); got {forget_weight}")
     error = _regression_loss(loss)
     proxy_steps = max(1, int(round(proxy_epochs * steps_per_epoch)))
@@ -162,74 +162,62 @@ def blindspot(
             f"{steps_per_epoch} steps per epoch) but the run has only num_steps={num_steps}: "
             "raise `epochs` (proxy epochs + unlearning epochs, e.g. 3) or lower `proxy_epochs`."
         )
-    opt = resolve_optimizer(optimizer, name="adam", learning_rate=learning_rate, weight_decay=0.0)
-    proxy_opt = resolve_optimizer(
-        proxy_optimizer, name="adam", learning_rate=proxy_learning_rate, weight_decay=0.0
+    opt = optim.resolve(optimizer, learning_rate=learning_rate, default=REGRESSION_ADAM)
+    proxy_opt = optim.resolve(
+        proxy_optimizer, learning_rate=proxy_learning_rate, default=REGRESSION_ADAM
     )
-    metric_names = ("proxy_loss", "forget_loss", "at_loss", "retain_loss", "loss")
 
-    def init(variables: Variables, *, key: Array) -> BlindspotState:
-        proxy = init_fn(key)
-        return BlindspotState(
-            proxy=proxy,
-            proxy_opt_state=proxy_opt.init(proxy["params"]),
-            opt_state=opt.init(variables["params"]),
-            step=jnp.zeros((), jnp.int32),
-        )
+    # ---- phase 1: train the proxy on the retain set (the model is untouched)
 
-    def train_proxy(variables, state, batch):
+    def proxy_loss(variables: Variables, batch: Batch, *, reference, step, key):
+        del reference, step, key
         retain = batch["retain"]
+        out = apply(variables, retain["x"], train=True)
+        metrics = {} if out.batch_stats is None else {BATCH_STATS_KEY: out.batch_stats}
+        return error(out.logits, retain["y"]), metrics
 
-        def objective(params):
-            out = apply({**state.proxy, "params": params}, retain["x"], train=True)
-            return error(out.logits, retain["y"]), out.batch_stats
+    training = rule_from_loss(proxy_loss, proxy_opt, keep_reference=False)
 
-        (value, stats), grads = jax.value_and_grad(objective, has_aux=True)(state.proxy["params"])
-        updates, proxy_opt_state = proxy_opt.update(
-            grads, state.proxy_opt_state, state.proxy["params"]
-        )
-        proxy = {**state.proxy, "params": optax.apply_updates(state.proxy["params"], updates)}
-        if stats is not None:
-            proxy[BATCH_STATS_KEY] = stats
-        metrics = dict.fromkeys(metric_names, jnp.zeros((), jnp.float32))
-        metrics["proxy_loss"] = value
-        return variables, state._replace(proxy=proxy, proxy_opt_state=proxy_opt_state), metrics
+    def proxy_init(variables: Variables, *, key: Array) -> ProxyState:
+        del variables
+        proxy = init_fn(key)
+        return ProxyState(proxy, training.init(proxy, key=key))
 
-    def unlearn(variables, state, batch):
+    def proxy_update(variables: Variables, state: ProxyState, batch: Batch, *, key: Array):
+        proxy, inner, metrics = training.update(state.proxy, state.inner, batch, key=key)
+        return variables, ProxyState(proxy, inner), {"proxy_loss": metrics["loss"]}
+
+    # ---- phase 2: pull the model to the proxy on the forget set (the rule's reference)
+
+    def unlearn_loss(variables: Variables, batch: Batch, *, reference, step, key):
+        del step, key
         forget, retain = batch["forget"], batch["retain"]
-        target = apply(state.proxy, forget["x"])
+        target = apply(reference, forget["x"])
         n_f, n_r = forget["x"].shape[0], retain["x"].shape[0]
         c = n_f / (n_f + n_r) if forget_weight is None else forget_weight
-
-        def objective(params):
-            v = {**variables, "params": params}
-            out_f = apply(v, forget["x"])
-            match = error(out_f.logits, jax.lax.stop_gradient(target.logits))
-            at = sum(
-                losses.attention_transfer(s, jax.lax.stop_gradient(t))
-                for s, t in zip(
-                    _hidden_or_features(out_f), _hidden_or_features(target), strict=True
-                )
-            )
-            retain_loss = error(apply(v, retain["x"]).logits, retain["y"])
-            total = c * (match + at_weight * at) + (1.0 - c) * retain_loss
-            return total, {"forget_loss": match, "at_loss": at, "retain_loss": retain_loss}
-
-        (value, parts), grads = jax.value_and_grad(objective, has_aux=True)(variables["params"])
-        updates, opt_state = opt.update(grads, state.opt_state, variables["params"])
-        variables = {**variables, "params": optax.apply_updates(variables["params"], updates)}
-        metrics = dict.fromkeys(metric_names, jnp.zeros((), jnp.float32))
-        metrics.update(parts, loss=value)
-        return variables, state._replace(opt_state=opt_state), metrics
-
-    def update(variables: Variables, state: BlindspotState, batch, *, key: Array):
-        del key  # both phases are deterministic given the batch
-        variables, state, metrics = jax.lax.cond(
-            state.step < proxy_steps, train_proxy, unlearn, variables, state, batch
+        out_f = apply(variables, forget["x"])
+        match = error(out_f.logits, jax.lax.stop_gradient(target.logits))
+        at = sum(
+            losses.attention_transfer(s, jax.lax.stop_gradient(t))
+            for s, t in zip(_hidden_or_features(out_f), _hidden_or_features(target), strict=True)
         )
-        return variables, state._replace(step=state.step + 1), metrics
+        retain_loss = error(apply(variables, retain["x"]).logits, retain["y"])
+        total = c * (match + at_weight * at) + (1.0 - c) * retain_loss
+        return total, {"forget_loss": match, "at_loss": at, "retain_loss": retain_loss}
 
-    return UnlearningRule(init, update)
+    unlearning = rule_from_loss(unlearn_loss, opt)
+
+    def unlearn_init(
+        variables: Variables, *, key: Array, previous: ProxyState | None = None
+    ) -> LossRuleState:
+        if previous is None:
+            raise ValueError("blindspot's unlearning phase needs the proxy of the phase before it")
+        return unlearning.init(variables, key=key)._replace(reference=previous.proxy)
+
+    return phases(
+        (proxy_steps, UnlearningRule(proxy_init, proxy_update)),
+        (None, UnlearningRule(unlearn_init, unlearning.update)),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,27 +228,26 @@ class GaussianAmnesiacState(NamedTuple):
     """State of :func:`gaussian_amnesiac`.
 
     Attributes:
-      opt_state: the optimizer's state over the model's params.
+      inner: the state of the loss rule on the pooled, relabelled batch (optimizer state and
+        step counter).
       target_count: retain targets seen so far (float, for the running moments).
       target_sum: their sum.
       target_sq_sum: the sum of their squares.
-      step: number of updates taken so far.
     """
 
-    opt_state: PyTree
+    inner: LossRuleState
     target_count: Array
     target_sum: Array
     target_sq_sum: Array
-    step: Array
 
 
 @registry.rule(
-    'gaussian_amnesiac',
-    parts=('forget', 'retain'),
-    paper='Tarun et al., Deep Regression Unlearning, ICML 2023',
+    "gaussian_amnesiac",
+    parts=("forget", "retain"),
+    paper="Tarun et al., Deep Regression Unlearning, ICML 2023",
     needs_labels=False,
-    task='regression',
-    sweepable=('learning_rate',),
+    task="regression",
+    sweepable=("learning_rate", "target_mean", "target_std"),
 )
 def gaussian_amnesiac(
     apply: Callable,
@@ -269,15 +256,15 @@ def gaussian_amnesiac(
     target_mean: float | None = None,
     target_std: float | None = None,
     loss: str = "l1",
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Gaussian amnesiac: fine-tune on forget examples relabelled with N(mean_y, std_y) draws.
 
-    Each update draws fresh targets ``y_f ~ N(mean_y, std_y)`` for the forget batch (the batch
-    carries no example ids, so a forget example revisited later gets a new draw; the reference
-    draws once, and runs a single epoch) and takes one optimizer step on the loss over the forget
-    and retain batches pooled, as the reference's single shuffled loader of D_f (relabelled) and
-    D_r does.
+    Each update (no phases) draws fresh targets ``y_f ~ N(mean_y, std_y)`` for the forget batch
+    (the batch carries no example ids, so a forget example revisited later gets a new draw; the
+    reference draws once, and runs a single epoch) and takes one optimizer step on the loss over
+    the forget and retain batches pooled, as the reference's single shuffled loader of D_f
+    (relabelled) and D_r does.
 
     ``mean_y`` and ``std_y`` are ``target_mean`` / ``target_std`` when given (the reference uses
     the statistics of all training targets); otherwise running estimates over the retain targets
@@ -286,36 +273,38 @@ def gaussian_amnesiac(
 
     Args:
       apply: the model's functional ``apply``.
-      learning_rate: Adam learning rate (reference: 1e-3, 1 epoch).
+      learning_rate: the step size (reference: Adam 1e-3, 1 epoch).
       target_mean: mean of the Gaussian, or ``None`` for the running retain estimate.
       target_std: standard deviation (non-negative), or ``None`` for the running retain estimate.
       loss: ``"l1"`` (reference) or ``"mse"``.
-      optimizer: an optax optimizer replacing the Adam.
+      optimizer: an optax optimizer, or settings over the reference Adam (no weight decay); see
+        :func:`~jaxunlearn.core.optim.resolve`.
 
     Returns:
-      An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
+      An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``, whose state
+      is a :class:`GaussianAmnesiacState`.
 
     References:
       Tarun et al., "Deep Regression Unlearning", ICML 2023 (Gaussian amnesiac, AgeDB notebook).
     """
     _check_positive("learning_rate", learning_rate)
-    if (
-        target_std is not None
-        and not isinstance(target_std, jax.core.Tracer)
-        and not target_std >= 0
-    ):
+    if target_std is not None and concrete(target_std) and not target_std >= 0:
         raise ValueError(f"`target_std` must be non-negative (or None); got {target_std}")
     error = _regression_loss(loss)
-    opt = resolve_optimizer(optimizer, name="adam", learning_rate=learning_rate, weight_decay=0.0)
+    opt = optim.resolve(optimizer, learning_rate=learning_rate, default=REGRESSION_ADAM)
+
+    def pooled_loss(variables: Variables, batch: Batch, *, reference, step, key):
+        del reference, step, key
+        pooled = batch["pooled"]
+        return error(apply(variables, pooled["x"]).logits, pooled["y"]), {}
+
+    fitting = rule_from_loss(pooled_loss, opt, keep_reference=False)
 
     def init(variables: Variables, *, key: Array | None = None) -> GaussianAmnesiacState:
-        del key
         zero = jnp.zeros((), jnp.float32)
-        return GaussianAmnesiacState(
-            opt.init(variables["params"]), zero, zero, zero, jnp.zeros((), jnp.int32)
-        )
+        return GaussianAmnesiacState(fitting.init(variables, key=key), zero, zero, zero)
 
-    def update(variables: Variables, state: GaussianAmnesiacState, batch, *, key: Array):
+    def update(variables: Variables, state: GaussianAmnesiacState, batch: Batch, *, key: Array):
         forget, retain = batch["forget"], batch["retain"]
         y_r = retain["y"].astype(jnp.float32)
         count = state.target_count + y_r.size
@@ -326,17 +315,14 @@ def gaussian_amnesiac(
         mean = running_mean if target_mean is None else jnp.asarray(target_mean, jnp.float32)
         std = running_std if target_std is None else jnp.asarray(target_std, jnp.float32)
         noisy = mean + std * jax.random.normal(key, forget["y"].shape, jnp.float32)
-
-        def objective(params):
-            v = {**variables, "params": params}
-            x = jnp.concatenate([forget["x"], retain["x"]])
-            y = jnp.concatenate([noisy, y_r])
-            return error(apply(v, x).logits, y)
-
-        value, grads = jax.value_and_grad(objective)(variables["params"])
-        updates, opt_state = opt.update(grads, state.opt_state, variables["params"])
-        variables = {**variables, "params": optax.apply_updates(variables["params"], updates)}
-        state = GaussianAmnesiacState(opt_state, count, total, sq_total, state.step + 1)
-        return variables, state, {"loss": value, "target_mean": mean, "target_std": std}
+        pooled = {
+            "x": jnp.concatenate([forget["x"], retain["x"]]),
+            "y": jnp.concatenate([noisy, y_r]),
+        }
+        variables, inner, metrics = fitting.update(
+            variables, state.inner, {"pooled": pooled}, key=key
+        )
+        state = GaussianAmnesiacState(inner, count, total, sq_total)
+        return variables, state, {**metrics, "target_mean": mean, "target_std": std}
 
     return UnlearningRule(init, update)

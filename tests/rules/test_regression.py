@@ -4,6 +4,7 @@ the regression audit, the MLP's hidden activations and attention transfer."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from rule_testing import smoke_test_rule, tiny_problem
@@ -59,8 +60,16 @@ def test_blindspot_trains_proxy_first_then_pulls_the_model_towards_it():
     for a, b in zip(jax.tree.leaves(original), jax.tree.leaves(snapshot), strict=True):
         np.testing.assert_array_equal(a, b)
     # Phase 2: the model's forget-set outputs move towards the proxy's.
+    proxy, unlearning = state.phases
+    assert int(state.step.count) == 20 and int(unlearning.step.count) == 12
+    # The unlearning phase received the trained proxy (not the one drawn at init) as reference.
+    for a, b in zip(
+        jax.tree.leaves(unlearning.reference), jax.tree.leaves(proxy.proxy), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert int(proxy.inner.step.count) == 8
     x_f = jnp.asarray(ds.x_train[split.forget])
-    proxy_pred = net.apply(state.proxy, x_f).logits
+    proxy_pred = net.apply(proxy.proxy, x_f).logits
     before = float(jnp.mean(jnp.abs(net.apply(original, x_f).logits - proxy_pred)))
     after = float(jnp.mean(jnp.abs(net.apply(out, x_f).logits - proxy_pred)))
     assert after < before
@@ -77,6 +86,45 @@ def test_gaussian_amnesiac_running_target_moments_noise_and_forgetting():
     assert forget_error(out) > forget_error(original)
     *_, fixed, _ = _diabetes_run("gaussian_amnesiac", 2, target_mean=3.0, target_std=0.0)
     np.testing.assert_allclose(fixed["target_mean"], 3.0)
+    assert int(state.inner.step.count) == 12
+
+
+def test_gaussian_amnesiac_step_fits_the_pooled_relabelled_batch():
+    _, _, net, variables = tiny_problem("random", "diabetes")
+    rng = np.random.default_rng(0)
+    batch = {
+        part: {
+            "x": jnp.asarray(rng.normal(size=(n, 10)), jnp.float32),
+            "y": jnp.asarray(rng.normal(size=(n,)), jnp.float32),
+        }
+        for part, n in (("forget", 4), ("retain", 8))
+    }
+    rule = rules.make(
+        "gaussian_amnesiac", net, target_mean=2.0, target_std=0.0, optimizer=optax.sgd(0.1)
+    )
+    new, _, metrics = jax.jit(rule.update)(
+        variables, rule.init(variables, key=None), batch, key=jax.random.key(0)
+    )
+    x = jnp.concatenate([batch["forget"]["x"], batch["retain"]["x"]])
+    y = jnp.concatenate([jnp.full((4,), 2.0), batch["retain"]["y"]])
+
+    def loss(params):
+        return losses.mean_absolute_error(net.apply({**variables, "params": params}, x).logits, y)
+
+    want = jax.tree.map(
+        lambda p, g: p - 0.1 * g, variables["params"], jax.grad(loss)(variables["params"])
+    )
+    np.testing.assert_allclose(metrics["loss"], loss(variables["params"]), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(new["params"]), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_regression_rules_take_adam_settings():
+    _, _, net, _ = tiny_problem("random", "diabetes")
+    rules.make("gaussian_amnesiac", net, optimizer={"weight_decay": 1e-4})
+    rules.make("blindspot", net, num_steps=8, steps_per_epoch=2, proxy_optimizer={"name": "sgd"})
+    with pytest.raises(ValueError, match="no setting"):
+        rules.make("gaussian_amnesiac", net, optimizer={"momentum": 0.9})
 
 
 @pytest.mark.parametrize(
