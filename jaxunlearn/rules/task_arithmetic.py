@@ -31,17 +31,17 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxunlearn.core import losses
+from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.rule import StepCounter, grads_of_loss, optimizer_step
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
-from jaxunlearn.rules.common import resolve_optimizer
 from jaxunlearn.rules import registry
 
 # ---------------------------------------------------------------------------------------------
@@ -148,21 +148,24 @@ class TaskVectorState(NamedTuple):
       reference: the frozen starting variables ``theta_0`` (and their ``batch_stats``).
       members: parameters of the fine-tuned copies, with a leading member axis.
       opt_state: optimizer state of every copy (leading member axis).
-      step: number of updates taken so far (int32 scalar).
+      step: updates taken so far.
     """
 
     reference: Variables
     members: PyTree
     opt_state: PyTree
-    step: Array
+    step: StepCounter
 
 
-def _unit_optimizer(optimizer, momentum: float, weight_decay: float):
+# The copies' reference optimizer: SGD with momentum 0.9 and no weight decay, so that a task
+# vector carries only the task it was trained on, not shrinkage.
+COPY_SGD = {"name": "sgd", "momentum": 0.9, "weight_decay": 0.0}
+
+
+def _unit_optimizer(optimizer: optax.GradientTransformation | Mapping | None):
     # Members differ in learning rate under one vmapped optimizer, so the optimizer runs at unit
     # rate and each member's updates are scaled by its own rate (exact for SGD and Adam).
-    return resolve_optimizer(
-        optimizer, learning_rate=1.0, momentum=momentum, weight_decay=weight_decay
-    )
+    return optim.resolve(optimizer, learning_rate=1.0, default=COPY_SGD)
 
 
 def _init_members(variables: Variables, optimizer, num_members: int) -> TaskVectorState:
@@ -171,7 +174,7 @@ def _init_members(variables: Variables, optimizer, num_members: int) -> TaskVect
         reference=variables,
         members=members,
         opt_state=jax.vmap(optimizer.init)(members),
-        step=jnp.zeros((), jnp.int32),
+        step=StepCounter.zero(),
     )
 
 
@@ -187,18 +190,21 @@ def _step_members(
     """One vmapped optimizer step of every copy on ``member_loss``.
 
     ``member_loss(variables, batch, key, coef) -> (loss, metrics)`` with ``coef`` one member's
-    slice of ``coefs``; returns the new members, their optimizer states and mean metrics.
+    slice of ``coefs``; each copy's updates are multiplied by its entry of ``scales``. Returns
+    the new members, their optimizer states and mean metrics (``member_loss`` is the loss).
     """
     template = state.reference
 
     def one(params, opt_state, member_key, scale, coef):
-        def objective(p):
-            return member_loss({**template, "params": p}, batch, member_key, coef)
+        def loss_fn(variables, batch):
+            return member_loss(variables, batch, member_key, coef)
 
-        (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        updates = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
-        return optax.apply_updates(params, updates), opt_state, {**metrics, "member_loss": loss}
+        member = {**template, "params": params}
+        grads, metrics = grads_of_loss(loss_fn)(member, batch)
+        member, opt_state = optimizer_step(optimizer, grads, opt_state, member, scale=scale)
+        metrics = dict(metrics)
+        metrics["member_loss"] = metrics.pop("loss")
+        return member["params"], opt_state, metrics
 
     keys = jax.random.split(key, scales.shape[0])
     members, opt_state, metrics = jax.vmap(one)(state.members, state.opt_state, keys, scales, coefs)
@@ -244,20 +250,18 @@ def _check_common(name: str, scaling_coef: float, learning_rates: Sequence[float
 
 
 @registry.rule(
-    'task_vector_negation',
-    parts=('forget',),
-    paper='Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023',
-    task='any',
-    sweepable=('scaling_coef', 'learning_rate', 'momentum', 'weight_decay'),
+    "task_vector_negation",
+    parts=("forget",),
+    paper="Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023",
+    task="any",
+    sweepable=("scaling_coef", "learning_rate"),
 )
 def task_vector_negation(
     apply: Callable,
     *,
     scaling_coef: float = 1.0,
     learning_rate: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Task-vector negation: ``theta_0 - lambda * (theta_ft - theta_0)``.
 
@@ -274,9 +278,10 @@ def task_vector_negation(
     Args:
       apply: the model's functional ``apply``.
       scaling_coef: ``lambda``, the negation strength.
-      learning_rate, momentum, weight_decay: SGD settings of the fine-tuned copy (weight decay
-        defaults to 0 so that the task vector carries only the forget task, not shrinkage).
-      optimizer: an optax optimizer for the copy, replacing the SGD settings.
+      learning_rate: step size of the fine-tuned copy.
+      optimizer: the copy's optimizer: an optax optimizer, or settings over SGD with momentum 0.9
+        and no weight decay (so that the task vector carries only the forget task, not
+        shrinkage); see :func:`~jaxunlearn.core.optim.resolve`.
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]``.
@@ -285,9 +290,7 @@ def task_vector_negation(
       Ilharco et al., "Editing Models with Task Arithmetic", ICLR 2023.
     """
     _check_common("task_vector_negation", scaling_coef, (learning_rate,))
-    opt = resolve_optimizer(
-        optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
-    )
+    opt = optim.resolve(optimizer, learning_rate=learning_rate, default=COPY_SGD)
     finetune_loss = _forget_finetune_loss(apply, 1.0)
 
     def init(variables: Variables, *, key: Array | None = None) -> TaskVectorState:
@@ -301,7 +304,7 @@ def task_vector_negation(
         base = state.reference["params"]
         tau = jax.tree.map(lambda m: m[0], task_vectors(members, base))
         params = jax.tree.map(lambda b, t: b - scaling_coef * t, base, tau)
-        state = state._replace(members=members, opt_state=opt_state, step=state.step + 1)
+        state = state._replace(members=members, opt_state=opt_state, step=state.step.next())
         return (
             {**variables, "params": params},
             state,
@@ -317,12 +320,12 @@ def task_vector_negation(
 
 
 @registry.rule(
-    'negmerge',
-    parts=('forget',),
-    paper='Kim et al., NegMerge: Consensual Weight Negation for Strong Machine Unlearning, 2024',
-    cost='medium',
-    task='any',
-    sweepable=('subsample', 'scaling_coef', 'momentum', 'weight_decay'),
+    "negmerge",
+    parts=("forget",),
+    paper="Kim et al., NegMerge: Consensual Weight Negation for Strong Machine Unlearning, 2024",
+    cost="medium",
+    task="any",
+    sweepable=("subsample", "scaling_coef"),
 )
 def negmerge(
     apply: Callable,
@@ -330,9 +333,7 @@ def negmerge(
     learning_rates: Sequence[float] = (0.005, 0.01, 0.02),
     subsample: float = 1.0,
     scaling_coef: float = 1.0,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """NegMerge: negate the sign-consensual part of several forget-set task vectors.
 
@@ -355,9 +356,10 @@ def negmerge(
       subsample: probability that a copy sees each forget example of a batch, in (0, 1] (on
         `digits`, 0.5 made the negation noisier without a better consensus).
       scaling_coef: ``lambda``, the negation strength.
-      momentum, weight_decay: SGD settings of the copies.
-      optimizer: an optax optimizer for the copies; it must run at learning rate 1, since each
-        copy's updates are multiplied by its entry of ``learning_rates``.
+      optimizer: the copies' optimizer: settings over SGD with momentum 0.9 and no weight decay
+        (see :func:`~jaxunlearn.core.optim.resolve`), or an optax optimizer, which must run at
+        learning rate 1 since each copy's updates are multiplied by its entry of
+        ``learning_rates``.
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]``.
@@ -369,7 +371,7 @@ def negmerge(
     _check_common("negmerge", scaling_coef, learning_rates)
     if concrete(subsample) and not 0.0 < subsample <= 1.0:
         raise ValueError(f"negmerge `subsample` must lie in (0, 1]; got {subsample}")
-    opt = _unit_optimizer(optimizer, momentum, weight_decay)
+    opt = _unit_optimizer(optimizer)
     scales = jnp.asarray(learning_rates, jnp.float32)
     finetune_loss = _forget_finetune_loss(apply, subsample)
 
@@ -386,7 +388,7 @@ def negmerge(
         params = jax.tree.map(lambda b, t: b - scaling_coef * t, base, merged)
         kept = sum(jnp.sum(t != 0) for t in jax.tree.leaves(merged))
         total = sum(t.size for t in jax.tree.leaves(merged))
-        state = state._replace(members=members, opt_state=opt_state, step=state.step + 1)
+        state = state._replace(members=members, opt_state=opt_state, step=state.step.next())
         return (
             {**variables, "params": params},
             state,
@@ -430,11 +432,14 @@ def _unlearning_objective(
 
 
 @registry.rule(
-    'ties_merge',
-    parts=('forget', 'retain'),
-    paper='Yadav et al., TIES-Merging, NeurIPS 2023; Xu et al., ZJUKLAB at SemEval-2025 Task 4: Unlearning via Model Merging, arXiv 2503.21088',
-    cost='medium',
-    sweepable=('beta', 'retain_kl_weight', 'retain_ce_weight', 'scaling_coef', 'momentum', 'weight_decay'),
+    "ties_merge",
+    parts=("forget", "retain"),
+    paper=(
+        "Yadav et al., TIES-Merging, NeurIPS 2023; Xu et al., ZJUKLAB at SemEval-2025 Task 4: "
+        "Unlearning via Model Merging, arXiv 2503.21088"
+    ),
+    cost="medium",
+    sweepable=("beta", "retain_kl_weight", "retain_ce_weight", "scaling_coef"),
 )
 def ties_merge(
     apply: Callable,
@@ -446,9 +451,7 @@ def ties_merge(
     retain_ce_weight: float = 1.0,
     density: float = 0.2,
     scaling_coef: float = 1.0,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """TIES-merging of an over-forgetting and an under-forgetting unlearned model.
 
@@ -478,9 +481,10 @@ def ties_merge(
       retain_ce_weight: weight of the cross-entropy on the retain batch.
       density: fraction of each task vector kept by the TIES trim, in (0, 1].
       scaling_coef: ``lambda``, the scale of the merged task vector.
-      momentum, weight_decay: SGD settings of the specialised models.
-      optimizer: an optax optimizer for the models; it must run at learning rate 1, since each
-        model's updates are multiplied by its entry of ``learning_rates``.
+      optimizer: the models' optimizer: settings over SGD with momentum 0.9 and no weight decay
+        (see :func:`~jaxunlearn.core.optim.resolve`), or an optax optimizer, which must run at
+        learning rate 1 since each model's updates are multiplied by its entry of
+        ``learning_rates``.
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
@@ -505,7 +509,7 @@ def ties_merge(
     weights = (retain_kl_weight, retain_ce_weight, *forget_weights)
     if concrete(weights) and min(weights) < 0:
         raise ValueError("ties_merge loss weights must be non-negative")
-    opt = _unit_optimizer(optimizer, momentum, weight_decay)
+    opt = _unit_optimizer(optimizer)
     scales = jnp.asarray(learning_rates, jnp.float32)
     weights = jnp.asarray(forget_weights, jnp.float32)
     objective = _unlearning_objective(apply, beta, retain_kl_weight, retain_ce_weight)
@@ -524,7 +528,7 @@ def ties_merge(
         base = state.reference["params"]
         merged = ties_merge_vectors(task_vectors(members, base), density)
         params = jax.tree.map(lambda b, t: b + scaling_coef * t, base, merged)
-        state = state._replace(members=members, opt_state=opt_state, step=state.step + 1)
+        state = state._replace(members=members, opt_state=opt_state, step=state.step.next())
         return {**variables, "params": params}, state, metrics
 
     return UnlearningRule(init, update)
