@@ -1,6 +1,6 @@
 """UNSIR: unlearning by error-maximising noise, then impair and repair.
 
-Three phases, switched on the update counter:
+Three phases, run one after another by :func:`~jaxunlearn.core.combinators.phases`:
 
 1. **Noise** (``noise_steps`` updates, model untouched): learn a batch of inputs
    ``N`` (``[noise_batch_size, *input_shape]``, drawn from ``N(0, 1)``) that *maximises* the
@@ -8,6 +8,7 @@ Three phases, switched on the update counter:
    with Adam (lr 0.1, 25 steps in the reference).
 2. **Impair** (``impair_epochs`` retain epochs): train the model on the noise batch labelled
    ``c_f`` together with a retain batch, which damages the weights that carry the forget classes.
+   The phase receives the learned noise from the noise phase (the ``previous=`` hand-off).
 3. **Repair** (the remaining updates): train on retain batches alone, with a fresh optimizer,
    to restore utility.
 
@@ -29,43 +30,58 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxunlearn.core import losses
+from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.combinators import phases
+from jaxunlearn.core.rule import StepCounter, optimizer_step, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
-from jaxunlearn.rules.common import resolve_optimizer
 from jaxunlearn.rules import registry
+from jaxunlearn.rules.common import part_loss
+
+# The model phases' and the noise's optimizer in the reference: Adam, no weight decay.
+UNSIR_ADAM = optim.REFERENCE_ADAM
 
 
-class UNSIRState(NamedTuple):
-    """State of :func:`unsir`.
+class NoiseState(NamedTuple):
+    """State of UNSIR's noise phase (and what it hands to the impair phase).
 
     Attributes:
       noise: the learned noise batch, ``[noise_batch_size, *input_shape]``.
-      noise_labels: the class each noise example is made to maximise the error of.
-      noise_opt_state: Adam state of the noise.
-      opt_state: optimizer state of the model (reset when the repair phase starts).
-      step: number of updates taken so far (int32 scalar).
+      labels: the class each noise example is made to maximise the error of.
+      opt_state: the noise optimizer's state.
+      seen: updates that have read a forget batch (the labels come from the first).
     """
 
     noise: Array
-    noise_labels: Array
-    noise_opt_state: PyTree
+    labels: Array
     opt_state: PyTree
-    step: Array
+    seen: StepCounter
+
+
+class ImpairState(NamedTuple):
+    """State of UNSIR's impair phase.
+
+    Attributes:
+      noise: the (now frozen) noise and its labels.
+      opt_state: the model optimizer's state.
+    """
+
+    noise: NoiseState
+    opt_state: PyTree
 
 
 @registry.rule(
-    'unsir',
-    parts=('forget', 'retain'),
-    paper='Tarun et al., Fast Yet Effective Machine Unlearning, IEEE TNNLS 2023',
-    sweepable=('noise_learning_rate', 'noise_l2', 'learning_rate'),
+    "unsir",
+    parts=("forget", "retain"),
+    paper="Tarun et al., Fast Yet Effective Machine Unlearning, IEEE TNNLS 2023",
+    sweepable=("noise_learning_rate", "noise_l2", "learning_rate"),
 )
 def unsir(
     apply: Callable,
@@ -78,14 +94,17 @@ def unsir(
     noise_l2: float = 0.1,
     impair_epochs: float = 1.0,
     learning_rate: float = 1e-4,
-    optimizer: optax.GradientTransformation | None = None,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
+    noise_optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """UNSIR: learn error-maximising noise, impair on noise plus retain data, repair on retain.
 
-    Phases run in order on the update counter: ``noise_steps`` noise updates, then
-    ``round(impair_epochs * steps_per_epoch)`` impair updates, then repair for the rest of the
-    run. The reference's one impair and one repair epoch is therefore
-    ``epochs = 2 + noise_steps / steps_per_epoch``; a shorter run cuts the later phases.
+    Schedule: ``phases((noise_steps, noise), (round(impair_epochs * steps_per_epoch), impair),
+    (None, repair))``, leaving out a phase of zero updates. The reference's one impair and one
+    repair epoch is therefore ``epochs = 2 + noise_steps / steps_per_epoch``; a shorter run cuts
+    the later phases. The impair and repair phases each start a fresh model optimizer; the noise
+    is drawn at ``init`` from ``fold_in(key, 0)``. The ``"phase"`` metric is 0 (noise), 1
+    (impair) or 2 (repair).
 
     Args:
       apply: the model's functional ``apply``.
@@ -93,15 +112,20 @@ def unsir(
       input_shape: the shape of one input, e.g. ``(32, 32, 3)``: it sizes the noise batch (the
         rule sees no data at ``init``; the registry supplies the network's).
       noise_batch_size: number of noise examples (32).
-      noise_steps: Adam steps on the noise (25).
-      noise_learning_rate: Adam learning rate of the noise (0.1).
+      noise_steps: optimizer steps on the noise (25).
+      noise_learning_rate: learning rate of the noise (0.1).
       noise_l2: weight of the noise's mean squared norm (0.1).
       impair_epochs: length of the impair phase in retain epochs (1).
-      learning_rate: Adam learning rate of the model in both model phases (1e-4).
-      optimizer: an optax optimizer for the model, replacing Adam.
+      learning_rate: learning rate of the model in both model phases (1e-4).
+      optimizer: the model's optimizer: an optax optimizer, or settings over the reference Adam
+        (no weight decay); see :func:`~jaxunlearn.core.optim.resolve`.
+      noise_optimizer: the noise's optimizer, likewise (reference Adam).
 
     Returns:
-      An :class:`UnlearningRule` reading ``batch["forget"]`` (its labels) and ``batch["retain"]``.
+      An :class:`UnlearningRule` reading ``batch["forget"]`` (its labels) and ``batch["retain"]``,
+      whose state is a :class:`~jaxunlearn.core.combinators.PhasesState` of a
+      :class:`NoiseState`, an :class:`ImpairState` and a
+      :class:`~jaxunlearn.core.rule.LossRuleState` (the phases present).
 
     References:
       Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023.
@@ -118,74 +142,90 @@ def unsir(
     if concrete(noise_l2) and noise_l2 < 0:
         raise ValueError(f"unsir `noise_l2` must be non-negative; got {noise_l2}")
     noise_batch_size, noise_steps = int(noise_batch_size), int(noise_steps)
-    impair_end = noise_steps + int(round(impair_epochs * steps_per_epoch))
-    opt = resolve_optimizer(optimizer, name="adam", learning_rate=learning_rate, weight_decay=0.0)
-    noise_opt = optax.adam(noise_learning_rate)
+    impair_steps = int(round(impair_epochs * steps_per_epoch))
+    opt = optim.resolve(optimizer, learning_rate=learning_rate, default=UNSIR_ADAM)
+    noise_opt = optim.resolve(
+        noise_optimizer, learning_rate=noise_learning_rate, default=UNSIR_ADAM
+    )
+
+    def draw_noise(key: Array) -> NoiseState:
+        noise = jax.random.normal(key, (noise_batch_size,) + input_shape, jnp.float32)
+        return NoiseState(
+            noise=noise,
+            labels=jnp.zeros((noise_batch_size,), jnp.int32),
+            opt_state=noise_opt.init(noise),
+            seen=StepCounter.zero(),
+        )
+
+    def take_labels(state: NoiseState, batch: Batch) -> NoiseState:
+        # The labels of the first forget batch the rule sees, cycled to the noise batch size.
+        y_forget = batch["forget"]["y"].astype(jnp.int32)
+        first = jnp.resize(y_forget, (noise_batch_size,))
+        labels = jnp.where(state.seen.count == 0, first, state.labels)
+        return state._replace(labels=labels, seen=state.seen.next())
+
+    # ---- phase 1: the noise (the model is untouched)
 
     def noise_objective(noise, variables, labels):
         logits = apply(variables, noise).logits
         norms = jnp.sum(jnp.square(noise).reshape(noise.shape[0], -1), axis=1)
         return -losses.cross_entropy(logits, labels) + noise_l2 * jnp.mean(norms)
 
-    def init(variables: Variables, *, key: Array) -> UNSIRState:
-        noise = jax.random.normal(key, (noise_batch_size,) + input_shape, jnp.float32)
-        return UNSIRState(
-            noise=noise,
-            noise_labels=jnp.zeros((noise_batch_size,), jnp.int32),
-            noise_opt_state=noise_opt.init(noise),
-            opt_state=opt.init(variables["params"]),
-            step=jnp.zeros((), jnp.int32),
-        )
+    def noise_init(variables: Variables, *, key: Array) -> NoiseState:
+        del variables
+        return draw_noise(key)
 
-    def update(variables: Variables, state: UNSIRState, batch: Batch, *, key: Array):
+    def noise_update(variables: Variables, state: NoiseState, batch: Batch, *, key: Array):
         del key
-        step = state.step
-        in_noise = step < noise_steps
-        in_impair = (step >= noise_steps) & (step < impair_end)
-        y_forget = batch["forget"]["y"].astype(jnp.int32)
-        labels = jnp.where(step == 0, jnp.resize(y_forget, (noise_batch_size,)), state.noise_labels)
+        state = take_labels(state, batch)
+        loss, grad = jax.value_and_grad(noise_objective)(state.noise, variables, state.labels)
+        moved, opt_state = optimizer_step(noise_opt, grad, state.opt_state, {"params": state.noise})
+        state = state._replace(noise=moved["params"], opt_state=opt_state)
+        return variables, state, {"noise_loss": loss}
 
-        # Phase 1: one Adam step on the noise (kept only while in the noise phase).
-        noise_loss, noise_grad = jax.value_and_grad(noise_objective)(state.noise, variables, labels)
-        noise_updates, noise_opt_state = noise_opt.update(noise_grad, state.noise_opt_state)
-        keep_noise = lambda new, old: jnp.where(in_noise, new, old)
-        noise = keep_noise(optax.apply_updates(state.noise, noise_updates), state.noise)
-        noise_opt_state = jax.tree.map(keep_noise, noise_opt_state, state.noise_opt_state)
+    # ---- phase 2: impair on noise + retain
 
-        # Phases 2-3: impair on noise + retain, repair on retain (noise weighted out).
+    def impair_init(
+        variables: Variables, *, key: Array, previous: NoiseState | None = None
+    ) -> ImpairState:
+        # Without a noise phase (noise_steps=0) the impair phase draws the noise itself.
+        noise = draw_noise(key) if previous is None else previous
+        return ImpairState(noise, opt.init(variables["params"]))
+
+    def impair_update(variables: Variables, state: ImpairState, batch: Batch, *, key: Array):
+        del key
+        noise = take_labels(state.noise, batch)
         xr, yr = batch["retain"]["x"], batch["retain"]["y"]
-        x = jnp.concatenate([jax.lax.stop_gradient(state.noise).astype(xr.dtype), xr])
-        y = jnp.concatenate([labels.astype(yr.dtype), yr])
-        weights = jnp.concatenate(
-            [
-                jnp.full((noise_batch_size,), in_impair, jnp.float32),
-                jnp.ones(yr.shape[:1], jnp.float32),
-            ]
-        )
-        opt_state = jax.tree.map(
-            lambda fresh, old: jnp.where(step == impair_end, fresh, old),
-            opt.init(variables["params"]),
-            state.opt_state,
-        )
+        x = jnp.concatenate([jax.lax.stop_gradient(noise.noise).astype(xr.dtype), xr])
+        y = jnp.concatenate([noise.labels.astype(yr.dtype), yr])
 
-        def model_objective(params):
+        def objective(params):
             logits = apply({**variables, "params": params}, x).logits
-            per_example = losses.per_example_cross_entropy(logits, y)
-            return jnp.sum(weights * per_example) / jnp.sum(weights)
+            return losses.cross_entropy(logits, y)
 
-        model_loss, grads = jax.value_and_grad(model_objective)(variables["params"])
-        updates, new_opt_state = opt.update(grads, opt_state, variables["params"])
-        new_params = optax.apply_updates(variables["params"], updates)
-        keep_model = lambda new, old: jnp.where(in_noise, old, new)
-        params = jax.tree.map(keep_model, new_params, variables["params"])
-        opt_state = jax.tree.map(keep_model, new_opt_state, opt_state)
+        loss, grads = jax.value_and_grad(objective)(variables["params"])
+        variables, opt_state = optimizer_step(opt, grads, state.opt_state, variables)
+        return variables, ImpairState(noise, opt_state), {"loss": loss}
 
-        new_state = UNSIRState(noise, labels, noise_opt_state, opt_state, step + 1)
-        phase = jnp.where(in_noise, 0, jnp.where(in_impair, 1, 2))
-        return (
-            {**variables, "params": params},
-            new_state,
-            {"noise_loss": noise_loss, "loss": model_loss, "phase": phase.astype(jnp.float32)},
-        )
+    # ---- phase 3: repair on retain
 
-    return UnlearningRule(init, update)
+    def repair_loss(variables: Variables, batch: Batch, *, reference, step, key):
+        del reference, step, key
+        return part_loss(apply, variables, batch, "retain")
+
+    schedule = [
+        (0, noise_steps, UnlearningRule(noise_init, noise_update)),
+        (1, impair_steps, UnlearningRule(impair_init, impair_update)),
+        (2, None, rule_from_loss(repair_loss, opt, keep_reference=False)),
+    ]
+    schedule = [entry for entry in schedule if entry[1] != 0]
+    rule = phases(*((n, phase_rule) for _, n, phase_rule in schedule))
+    ids = jnp.asarray([i for i, _, _ in schedule], jnp.float32)
+
+    def update(variables: Variables, state, batch: Batch, *, key: Array):
+        variables, state, metrics = rule.update(variables, state, batch, key=key)
+        # phases numbers the phases present; report UNSIR's own 0 / 1 / 2.
+        metrics["phase"] = ids[metrics["phase"].astype(jnp.int32)]
+        return variables, state, metrics
+
+    return UnlearningRule(rule.init, update)

@@ -1,0 +1,139 @@
+"""UNSIR: the noise, impair and repair phases, the noise hand-off and the optimizer settings."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from rule_testing import smoke_test_rule
+
+from jaxunlearn import rules
+from jaxunlearn.core.combinators import PhasesState
+from jaxunlearn.core.types import Network, Outputs
+from jaxunlearn.rules.unsir import ImpairState, NoiseState
+
+
+def _linear_network(in_dim: int, num_classes: int) -> Network:
+    """logits = x @ w + b: a model small enough to follow every phase."""
+
+    def init(key):
+        return {
+            "params": {
+                "w": jax.random.normal(key, (in_dim, num_classes)),
+                "b": jnp.zeros((num_classes,)),
+            },
+            "batch_stats": {},
+        }
+
+    def apply(variables, x, *, train=False):
+        del train
+        p = variables["params"]
+        return Outputs(logits=x @ p["w"] + p["b"], features=x)
+
+    return Network(init, apply, "linear", num_classes, (in_dim,))
+
+
+def _batches(n):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        yield {
+            "forget": {
+                "x": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+                "y": jnp.full((4,), 2 if i == 0 else 1, jnp.int32),  # labels come from batch 0
+            },
+            "retain": {
+                "x": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32),
+                "y": jnp.asarray(rng.integers(0, 4, 8), jnp.int32),
+            },
+        }
+
+
+def _run(steps, **hparams):
+    net = _linear_network(3, 4)
+    variables = net.init(jax.random.key(0))
+    rule = rules.unsir(
+        net.apply, steps_per_epoch=2, input_shape=(3,), noise_batch_size=6, **hparams
+    )
+    state = rule.init(variables, key=jax.random.key(1))
+    update = jax.jit(rule.update)
+    current, history = variables, []
+    for step, batch in enumerate(_batches(steps)):
+        current, state, metrics = update(current, state, batch, key=jax.random.key(step))
+        history.append((current, state, {k: float(v) for k, v in metrics.items()}))
+    return variables, history
+
+
+def _ce(net, variables, x, y):
+    logits = net.apply(variables, x).logits
+    picked = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
+    return float(jnp.mean(jax.nn.logsumexp(logits, axis=-1) - picked))
+
+
+def _same(a, b):
+    return all(
+        np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def test_noise_then_impair_then_repair():
+    variables, history = _run(7, noise_steps=3, impair_epochs=1.0)
+    assert [int(m["phase"]) for _, _, m in history] == [0, 0, 0, 1, 1, 2, 2]
+    for current, _, _ in history[:3]:  # noise phase: the model is untouched
+        assert _same(current, variables)
+    noise_losses = [m["noise_loss"] for _, _, m in history[:3]]
+    assert noise_losses[2] < noise_losses[0]  # the noise is learned
+    state = history[-1][1]
+    assert isinstance(state, PhasesState) and int(state.step.count) == 7
+    noise, impair, repair = state.phases
+    assert isinstance(noise, NoiseState) and isinstance(impair, ImpairState)
+    np.testing.assert_array_equal(noise.labels, [2] * 6)  # the first forget batch's labels
+    # The impair phase trained on the learned noise (handed over, then frozen), not a new draw.
+    assert _same(impair.noise.noise, noise.noise)
+    assert _same(impair.noise.labels, noise.labels)
+    # Each model phase has its own optimizer, started when the phase starts: Adam counts.
+    counts = [int(x) for x in jax.tree.leaves(impair.opt_state) if x.dtype == jnp.int32]
+    assert counts and set(counts) == {2}
+    counts = [int(x) for x in jax.tree.leaves(repair.opt_state) if x.dtype == jnp.int32]
+    assert counts and set(counts) == {2}
+    assert not np.allclose(history[-1][0]["params"]["w"], variables["params"]["w"])
+
+
+def test_the_impair_phase_trains_on_noise_and_retain_the_repair_on_retain():
+    variables, history = _run(5, noise_steps=1, impair_epochs=1.0)
+    net = _linear_network(3, 4)
+    batches = list(_batches(5))
+    impair = history[2][1].phases[1]
+    x = jnp.concatenate([impair.noise.noise, batches[1]["retain"]["x"]])
+    y = jnp.concatenate([impair.noise.labels, batches[1]["retain"]["y"]])
+    np.testing.assert_allclose(history[1][2]["loss"], _ce(net, history[0][0], x, y), rtol=1e-5)
+    retain = batches[3]["retain"]
+    np.testing.assert_allclose(
+        history[3][2]["loss"], _ce(net, history[2][0], retain["x"], retain["y"]), rtol=1e-5
+    )
+
+
+def test_phases_of_zero_updates_are_left_out():
+    # No noise phase: the impair phase draws the noise and takes the first batch's labels.
+    _, history = _run(4, noise_steps=0, impair_epochs=1.0)
+    assert [int(m["phase"]) for _, _, m in history] == [1, 1, 2, 2]
+    impair = history[-1][1].phases[0]
+    np.testing.assert_array_equal(impair.noise.labels, [2] * 6)
+    assert int(impair.noise.seen.count) == 2
+    # No impair phase: noise, then repair.
+    _, history = _run(4, noise_steps=2, impair_epochs=0.0)
+    assert [int(m["phase"]) for _, _, m in history] == [0, 0, 2, 2]
+    _, history = _run(2, noise_steps=0, impair_epochs=0.0)
+    assert [int(m["phase"]) for _, _, m in history] == [2, 2]
+
+
+def test_optimizer_settings_go_through_resolve():
+    net = _linear_network(3, 4)
+    make = lambda **h: rules.make("unsir", net, steps_per_epoch=2, **h)
+    make(optimizer={"weight_decay": 0.1}, noise_optimizer={"name": "sgd"})
+    with pytest.raises(ValueError, match="no setting"):
+        make(noise_optimizer={"momentum": 0.9})  # the reference noise optimizer is Adam
+    with pytest.raises(ValueError, match="positive"):
+        make(noise_learning_rate=0.0)
+
+
+def test_unsir_smoke():
+    smoke_test_rule("unsir", noise_steps=2, impair_epochs=0.5)
