@@ -65,13 +65,7 @@ def squared_cosine(a: PyTree, b: PyTree) -> Array:
     parts=("forget", "retain"),
     paper="Mandal & Gottwald, UNO: Unlearning via Orthogonalization, arXiv 2506.04712",
     task="any",
-    sweepable=(
-        "forget_weight",
-        "retain_weight",
-        "orthogonality_weight",
-        "forget_loss_cap",
-        "learning_rate",
-    ),
+    sweepable=("forget_weight", "retain_weight", "orthogonality_weight", "learning_rate"),
 )
 def gradient_orthogonalization(
     apply: Callable,

@@ -81,7 +81,7 @@ def _hidden_or_features(out) -> tuple[Array, ...]:
     needs_labels=False,
     cost="medium",
     task="regression",
-    sweepable=("proxy_learning_rate", "learning_rate", "at_weight", "forget_weight"),
+    sweepable=("proxy_learning_rate", "learning_rate", "at_weight"),
 )
 def blindspot(
     apply: Callable,
@@ -247,7 +247,7 @@ class GaussianAmnesiacState(NamedTuple):
     paper="Tarun et al., Deep Regression Unlearning, ICML 2023",
     needs_labels=False,
     task="regression",
-    sweepable=("learning_rate", "target_mean", "target_std"),
+    sweepable=("learning_rate",),
 )
 def gaussian_amnesiac(
     apply: Callable,
