@@ -78,3 +78,30 @@ def test_bad_forget_specs_are_rejected(digits, spec, message):
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(ValueError, match="digits"):
         data.load("imagenet-22k")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (data.ForgetSpec("random", count=3.7), "whole number"),
+        (data.ForgetSpec("random", count=True), "whole number"),
+        (data.ForgetSpec("random", fraction="0.1"), "fraction"),
+        (data.ForgetSpec("random", fraction=0.1, classes=(0,)), "does not use `classes`"),
+        (data.ForgetSpec("class", classes=(0,), fraction=0.1), "does not use fraction"),
+        (data.ForgetSpec("class", classes=(0,), count=5), "does not use count"),
+        (data.ForgetSpec("class", classes=(1.5,)), "integer class labels"),
+        (data.ForgetSpec("class", classes=("0",)), "integer class labels"),
+    ],
+)
+def test_non_integral_counts_and_unused_fields_are_rejected(digits, spec, message):
+    with pytest.raises(ValueError, match=message):
+        data.make_split(digits, spec)
+
+
+def test_forget_spec_from_config_rejects_unknown_keys_and_keeps_bad_counts():
+    with pytest.raises(ValueError, match="'fractoin'; did you mean 'fraction'"):
+        data.ForgetSpec.from_config({"kind": "random", "fractoin": 0.1})
+    # A whole number read from a config is an int; 3.7 stays 3.7 (for validate to reject), not 3.
+    assert data.ForgetSpec.from_config({"kind": "random", "count": 40.0}).count == 40
+    assert data.ForgetSpec.from_config({"kind": "random", "count": 3.7}).count == 3.7
+    assert data.ForgetSpec.from_config({"kind": "class", "classes": 1.5}).classes == (1.5,)

@@ -206,3 +206,25 @@ def test_fit_in_train_mode_updates_batch_stats():
     assert not np.allclose(
         result.variables["params"]["linear"]["kernel"], variables["params"]["linear"]["kernel"]
     )
+
+
+@pytest.mark.parametrize(
+    "name, settings, message",
+    [
+        ("mlp", {"num_outputs": 0}, "num_outputs"),
+        ("cnn", {"num_outputs": 0}, "num_outputs"),
+        ("resnet18", {"num_outputs": -1}, "num_outputs"),
+        ("mlp", {"num_outputs": 2.5}, "num_outputs"),
+        ("mlp", {"input_shape": (0, 8, 1)}, "input_shape"),
+        ("mlp", {"input_shape": ()}, "input_shape"),
+        ("resnet18", {"input_shape": (64,)}, r"\(H, W, C\)"),
+        ("mlp", {"hidden": (16, 0)}, "hidden"),
+        ("cnn", {"channels": (0,)}, "channels"),
+        ("resnet18", {"width": 0}, "width"),
+        ("mlp", {"hiden": (16,)}, r"valid options: \['hidden'\]"),
+    ],
+)
+def test_impossible_model_settings_are_rejected(name, settings, message):
+    settings = {"input_shape": INPUT_SHAPE, "num_outputs": NUM_CLASSES, **settings}
+    with pytest.raises(ValueError, match=message):
+        models.make_network(name, **settings)

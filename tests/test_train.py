@@ -310,3 +310,40 @@ def test_ensemble_interrupted_then_resumed_equals_uninterrupted(problem, tmp_pat
     assert _counts(resumed.state)[0] == [12, 12, 12]
     _assert_trees_close(full.variables, resumed.variables, rtol=1e-6, atol=1e-7)
     _assert_trees_close(full.state, resumed.state, rtol=1e-6, atol=1e-7)
+
+
+# Checks before compute ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "y_len, index, message",
+    [
+        (10, {"retain": np.arange(3)}, "x has 12 examples but y has 10"),
+        (12, {"retain": np.array([0, 5, 12])}, r"index\['retain'\] holds indices in \[0, 12\]"),
+        (12, {"forget": np.array([-1, 2])}, r"valid indices are 0..11"),
+        (12, {"retain": np.arange(3.0)}, "integer indices"),
+        (12, {"retain": np.ones(12, bool)}, "flatnonzero"),
+        (12, {"retain": jnp.array([3, 40])}, r"\[3, 40\]"),
+    ],
+)
+def test_make_stream_rejects_bad_indices_and_lengths(y_len, index, message):
+    x = np.zeros((12, 4), np.float32)
+    with pytest.raises(ValueError, match=message):
+        make_stream(x, np.zeros(y_len, np.int32), index)
+
+
+def test_fit_without_a_batch_size_for_a_part_the_rule_reads_says_which():
+    net = models.make_network("mlp", input_shape=(4,), num_outputs=2, hidden=(4,))
+    x, y = np.zeros((12, 4), np.float32), np.arange(12) % 2
+    stream = make_stream(x, y, {"forget": np.arange(4), "retain": np.arange(4, 12)})
+    rule = rules.gradient_ascent(net.apply, learning_rate=0.1)  # reads batch["forget"]
+    with pytest.raises(ValueError, match="batch part 'forget'.*no batch size") as e:
+        fit(
+            rule,
+            net.init(jax.random.key(0)),
+            stream,
+            batch_sizes={"retain": 4},
+            num_steps=1,
+            key=jax.random.key(1),
+        )
+    assert "\n" not in str(e.value)

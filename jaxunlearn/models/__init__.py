@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 
 from jaxunlearn.core.types import Network
 from jaxunlearn.models.cnn import CNN
@@ -23,6 +25,12 @@ _REGISTRY: dict[str, Callable] = {
         input_shape[-1], num_outputs, rngs=rngs, **kw
     ),
 }
+
+# The built-in architectures' module classes: their keyword options are checked by name, and the
+# image models need inputs shaped (H, W, C).
+_CLASSES = {"mlp": MLP, "cnn": CNN, "resnet18": ResNet18}
+_BUILTIN = dict(_REGISTRY)
+_IMAGE_MODELS = ("cnn", "resnet18")
 
 
 def register(name: str, builder: Callable) -> None:
@@ -49,8 +57,13 @@ def make_network(name: str, *, input_shape: tuple[int, ...], num_outputs: int, *
       input_shape: shape of one example, e.g. ``(8, 8, 1)``.
       num_outputs: number of classes (or regression targets).
       **kwargs: architecture options (e.g. ``hidden=(256, 256)`` for the MLP).
+
+    Raises:
+      ValueError: an unknown model or option, or an impossible setting (``num_outputs < 1``, an
+        empty or non-positive ``input_shape``, a layer of width 0), naming it.
     """
     check_name(name)
+    check_settings(name, input_shape=input_shape, num_outputs=num_outputs, **kwargs)
     builder = _REGISTRY[name]
     return from_nnx(
         lambda rngs: builder(tuple(input_shape), num_outputs, rngs, **kwargs),
@@ -58,6 +71,55 @@ def make_network(name: str, *, input_shape: tuple[int, ...], num_outputs: int, *
         num_outputs=num_outputs,
         input_shape=tuple(input_shape),
     )
+
+
+def check_settings(name: str, *, input_shape, num_outputs, **kwargs) -> None:
+    """Rejects settings no model can be built with, before anything is traced.
+
+    ``num_outputs`` must be a positive integer and ``input_shape`` a non-empty tuple of positive
+    integers (``(H, W, C)`` for the image models). For the built-in architectures the options
+    must be ones the model takes, with positive layer widths.
+    """
+    if not _positive_int(num_outputs):
+        raise ValueError(
+            f"Model {name!r}: `num_outputs` must be a positive integer (the number of classes or "
+            f"regression targets); got {num_outputs!r}."
+        )
+    try:
+        dims = None if isinstance(input_shape, str) else tuple(input_shape)
+    except TypeError:  # not iterable
+        dims = None
+    if not dims or not all(_positive_int(d) for d in dims):
+        raise ValueError(
+            f"Model {name!r}: `input_shape` must be a non-empty tuple of positive sizes, e.g. "
+            f"(8, 8, 1); got {input_shape!r}."
+        )
+    if name in _IMAGE_MODELS and len(dims) != 3:
+        raise ValueError(f"Model {name!r} expects images shaped (H, W, C); got input_shape {dims}.")
+    cls = _CLASSES.get(name)
+    if cls is None or _REGISTRY[name] is not _BUILTIN[name]:
+        return  # a user-registered builder checks its own options
+    options = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind == p.KEYWORD_ONLY and p.name != "rngs"
+    ]
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {unknown} for model {name!r}; valid options: {options}."
+        )
+    for option, value in kwargs.items():
+        widths = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        if not all(_positive_int(w) for w in widths):
+            raise ValueError(
+                f"Model {name!r}: option `{option}` must be positive integer width(s); "
+                f"got {value!r}."
+            )
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 __all__ = [
@@ -70,4 +132,5 @@ __all__ = [
     "names",
     "register",
     "check_name",
+    "check_settings",
 ]

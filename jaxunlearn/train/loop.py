@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxunlearn.core.rule import is_step_counter
 from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, PyTree, UnlearningRule, Variables
-from jaxunlearn.train import multihost
+from jaxunlearn.train import multihost, stream_checks
 
 
 class Stream(NamedTuple):
@@ -48,6 +48,7 @@ class Stream(NamedTuple):
 
 def make_stream(x, y, index: Mapping[str, Any]) -> Stream:
     """Builds a :class:`Stream` from NumPy or JAX arrays."""
+    stream_checks.check_stream(x, y, index)  # equal lengths, integer indices in [0, len(x))
     return Stream(
         jnp.asarray(x), jnp.asarray(y), {k: jnp.asarray(v, jnp.int32) for k, v in index.items()}
     )
@@ -373,6 +374,7 @@ def fit(
         )
         return rule.update(v, s, batch, key=k)[2]
 
+    one_update = stream_checks.naming_missing_parts(one_update, batch_sizes)  # no bare KeyError
     index_axes = {k: (0 if per_model_index else None) for k in stream.index}
     shared = _shared_counters(state) if ensemble else ()
 

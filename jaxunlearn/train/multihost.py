@@ -14,12 +14,12 @@ read what the primary wrote (finished records, timing totals).
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import jax
 import numpy as np
+
+from jaxunlearn.train import records
 
 
 def is_primary() -> bool:
@@ -65,11 +65,8 @@ def sync(name: str) -> None:
 
 def write_json(path: str, obj: Any) -> None:
     """Writes ``obj`` to ``path`` as JSON from the primary process only, atomically (a reader
-    never sees half a file); creates the parent directory."""
+    never sees half a file; see :func:`jaxunlearn.train.records.write_json`); creates the parent
+    directory."""
     if not is_primary():
         return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+    records.write_json(path, obj)
