@@ -106,7 +106,10 @@ def phases(*schedule: tuple[int | None, UnlearningRule], restart: bool = True) -
     def init(variables: Variables, *, key: Array) -> PhasesState:
         states, previous = [], None
         for i, rule in enumerate(rules):
-            previous = _init(rule, variables, jax.random.fold_in(key, i), previous)
+            # The first phase starts as the rule alone would; later ones get keys of their own.
+            previous = _init(
+                rule, variables, key if i == 0 else jax.random.fold_in(key, i), previous
+            )
             states.append(previous)
         return PhasesState(StepCounter.zero(), tuple(states))
 

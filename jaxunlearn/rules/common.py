@@ -1,30 +1,12 @@
-"""Pieces shared by rule modules: supervised losses on a batch part and optimizer defaults."""
+"""Pieces shared by rule modules: the supervised loss on a batch part."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import optax
-
-from jaxunlearn.core import losses, optim
+from jaxunlearn.core import losses
 from jaxunlearn.core.rule import BATCH_STATS_KEY
 from jaxunlearn.core.types import Array, Batch, Variables
-
-
-def resolve_optimizer(
-    optimizer: optax.GradientTransformation | None,
-    *,
-    name: str = "sgd",
-    learning_rate: float,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-) -> optax.GradientTransformation:
-    """``optimizer`` if given, else the reference code's SGD (or Adam) with these settings."""
-    if optimizer is not None:
-        return optimizer
-    if name == "sgd":
-        return optim.sgd(learning_rate, momentum=momentum, weight_decay=weight_decay)
-    return optim.make(name, learning_rate, weight_decay=weight_decay)
 
 
 def part_loss(

@@ -202,6 +202,9 @@ def inner_builder(spec: str | Mapping, network: Network, context: Mapping) -> Ca
     check_hparams(inner_name, inner_hparams)
 
     def build(**overrides) -> UnlearningRule:
+        bad = sorted(set(overrides) - {"num_steps", "steps_per_epoch"})
+        if bad:
+            raise ValueError(f"an inner rule's builder overrides only its schedule; got {bad}")
         ctx = {**context, **overrides}
         return make(
             inner_name,

@@ -22,7 +22,7 @@ from jaxunlearn.train import fit, make_stream
 STEPS = 12  # salun and weight_attribution_mask score their mask for 8 of them
 
 # Rules that leave these parameters unchanged on this input, and why.
-NO_OP: dict[str, str] = {}
+NO_OP: dict[str, str] = {"unsir": "its 25 noise-learning updates outlast the 12 of the test"}
 
 
 @functools.cache
