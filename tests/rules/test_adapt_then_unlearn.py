@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from rule_testing import smoke_test_rule
 
 from jaxunlearn import data, models, rules
 from jaxunlearn.rules.adapt_then_unlearn import REPULSIONS, mean_squared_distance, repulsion
@@ -115,7 +114,3 @@ def test_rejects_bad_settings(hparams, match):
     net, _, _ = _untrained()
     with pytest.raises(ValueError, match=match):
         rules.make("adapt_then_unlearn", net, num_steps=10, **hparams)
-
-
-def test_adapt_then_unlearn_smoke():
-    smoke_test_rule("adapt_then_unlearn")
