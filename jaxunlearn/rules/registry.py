@@ -53,7 +53,8 @@ class RuleInfo:
 _REGISTRY: dict[str, RuleInfo] = {}
 
 # Factory arguments that ``make`` fills in, never hyperparameters: the network's initializer,
-# number of outputs and input shape, the run's schedule, the forget set's share of the training
+# number of outputs and input shape, the run's schedule (updates in all, per pass over the epoch
+# part and per pass over the forget set), the forget set's share of the training
 # set ``|D_f| / (|D_f| + |D_r|)`` and, for class-wise forgetting, the forgotten classes.
 CONTEXT = (
     "init_fn",
@@ -61,6 +62,7 @@ CONTEXT = (
     "input_shape",
     "num_steps",
     "steps_per_epoch",
+    "forget_steps_per_epoch",
     "forget_fraction",
     "forget_classes",
 )
@@ -135,6 +137,7 @@ def make(
     *,
     num_steps: int | None = None,
     steps_per_epoch: int | None = None,
+    forget_steps_per_epoch: int | None = None,
     forget_fraction: float | None = None,
     forget_classes: tuple[int, ...] | None = None,
     **hparams,
@@ -146,6 +149,8 @@ def make(
       network: the model; its ``init``, ``num_outputs`` and ``input_shape`` go to factories that
         take ``init_fn``, ``num_classes`` or ``input_shape``.
       num_steps, steps_per_epoch: the run's schedule, for factories that take them.
+      forget_steps_per_epoch: updates in one pass over the forget set,
+        ``ceil(|D_f| / forget_batch_size)``, for factories with passes over the forget set.
       forget_fraction: ``|D_f| / (|D_f| + |D_r|)`` of the forget scenario, for factories that
         weigh forget against full-data statistics (SSD, influence unlearning).
       forget_classes: the classes of a class-wise forget set (``None`` for other forget sets),
@@ -165,6 +170,7 @@ def make(
         "input_shape": network.input_shape,
         "num_steps": num_steps,
         "steps_per_epoch": steps_per_epoch,
+        "forget_steps_per_epoch": forget_steps_per_epoch,
         "forget_fraction": forget_fraction,
         "forget_classes": forget_classes,
     }
@@ -202,7 +208,7 @@ def inner_builder(spec: str | Mapping, network: Network, context: Mapping) -> Ca
     check_hparams(inner_name, inner_hparams)
 
     def build(**overrides) -> UnlearningRule:
-        bad = sorted(set(overrides) - {"num_steps", "steps_per_epoch"})
+        bad = sorted(set(overrides) - {"num_steps", "steps_per_epoch", "forget_steps_per_epoch"})
         if bad:
             raise ValueError(f"an inner rule's builder overrides only its schedule; got {bad}")
         ctx = {**context, **overrides}
@@ -211,6 +217,7 @@ def inner_builder(spec: str | Mapping, network: Network, context: Mapping) -> Ca
             network,
             num_steps=ctx["num_steps"],
             steps_per_epoch=ctx["steps_per_epoch"],
+            forget_steps_per_epoch=ctx["forget_steps_per_epoch"],
             forget_fraction=ctx["forget_fraction"],
             forget_classes=ctx["forget_classes"],
             **inner_hparams,
