@@ -1,7 +1,9 @@
-"""Amnesiac: forget labels are drawn among the wrong classes only."""
+"""Amnesiac: forget labels are wrong, drawn once per example, and BatchNorm runs in train mode."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
 from jaxunlearn import rules
 from jaxunlearn.core.types import Outputs
@@ -14,23 +16,84 @@ def _batch(xf, yf, xr, yr):
     }
 
 
+def _scaled_onehot_apply(margin):
+    def apply(variables, x, *, train=False):
+        del train
+        return Outputs(logits=margin * variables["params"]["s"] * x, features=x)
+
+    return apply
+
+
 def test_amnesiac_labels_are_never_the_true_label():
     # Inputs are one-hot labels and logits = margin * x, so an example's cross-entropy is ~0 if
     # its training label is the true one and ~margin otherwise; a loss of ~margin on the forget
     # half (retain half ~0) means every forget label was wrong.
     num_classes, margin, n = 3, 50.0, 256
+    for fixed in (True, False):
+        rule = rules.amnesiac(
+            _scaled_onehot_apply(margin), num_classes=num_classes, fixed_labels=fixed
+        )
+        variables = {"params": {"s": jnp.ones(())}, "batch_stats": {}}
+        y = jnp.arange(n) % num_classes
+        onehot = jax.nn.one_hot(y, num_classes)
+        batch = _batch(onehot, y, onehot, y)
+        update = jax.jit(rule.update)
+        for seed in range(3):
+            state = rule.init(variables, key=jax.random.key(seed))
+            _, _, metrics = update(variables, state, batch, key=jax.random.key(seed))
+            assert float(metrics["loss"]) > margin / 2 - margin / (4 * n)
+
+
+def _linear_problem():
+    k = jax.random.split(jax.random.key(0), 3)
+    variables = {"params": {"w": jax.random.normal(k[0], (6, 5))}, "batch_stats": {}}
 
     def apply(variables, x, *, train=False):
         del train
-        return Outputs(logits=margin * variables["params"]["s"] * x, features=x)
+        return Outputs(logits=x @ variables["params"]["w"], features=x)
 
-    rule = rules.amnesiac(apply, num_classes=num_classes)
-    variables = {"params": {"s": jnp.ones(())}, "batch_stats": {}}
-    y = jnp.arange(n) % num_classes
-    onehot = jax.nn.one_hot(y, num_classes)
-    batch = _batch(onehot, y, onehot, y)
-    state = rule.init(variables, key=None)
+    x = jax.random.normal(k[1], (16, 6))
+    y = jax.random.randint(k[2], (16,), 0, 5)
+    return apply, variables, _batch(x[:8], y[:8], x[8:], y[8:])
+
+
+def test_amnesiac_draws_each_examples_wrong_label_once():
+    # The same forget batch at two updates (different update keys, shuffled order) gives the same
+    # gradient step: the labels belong to the examples, not to the update. Before, the labels
+    # were redrawn from the update key at every step.
+    apply, variables, batch = _linear_problem()
+    rule = rules.amnesiac(apply, num_classes=5, optimizer=optax.sgd(0.1))
+    state = rule.init(variables, key=jax.random.key(7))
     update = jax.jit(rule.update)
-    for seed in range(4):
-        _, _, metrics = update(variables, state, batch, key=jax.random.key(seed))
-        assert float(metrics["loss"]) > margin / 2 - margin / (4 * n)
+    perm = jnp.asarray([3, 1, 7, 0, 2, 6, 5, 4])
+    shuffled = {
+        "forget": jax.tree.map(lambda a: a[perm], batch["forget"]),
+        "retain": batch["retain"],
+    }
+    a, _, _ = update(variables, state, batch, key=jax.random.key(1))
+    b, _, _ = update(variables, state, shuffled, key=jax.random.key(2))
+    np.testing.assert_allclose(a["params"]["w"], b["params"]["w"], rtol=1e-5, atol=1e-6)
+    # Another seed draws other labels; the redraw option reproduces the old per-update draws.
+    other = rule.init(variables, key=jax.random.key(8))
+    c, _, _ = update(variables, other, batch, key=jax.random.key(1))
+    assert not np.allclose(a["params"]["w"], c["params"]["w"])
+    redraw = rules.amnesiac(apply, num_classes=5, fixed_labels=False, optimizer=optax.sgd(0.1))
+    r_state = redraw.init(variables, key=jax.random.key(7))
+    d, _, _ = jax.jit(redraw.update)(variables, r_state, batch, key=jax.random.key(1))
+    e, _, _ = jax.jit(redraw.update)(variables, r_state, batch, key=jax.random.key(2))
+    assert not np.allclose(d["params"]["w"], e["params"]["w"])
+
+
+def test_amnesiac_uses_the_index_when_the_batch_carries_it():
+    apply, variables, batch = _linear_problem()
+    from jaxunlearn.rules.amnesiac import fixed_wrong_labels
+
+    key = jax.random.key(3)
+    part = dict(batch["forget"])
+    by_content = jax.jit(fixed_wrong_labels, static_argnums=2)(key, part, 5)
+    noisy = {**part, "x": part["x"] + 1.0, "index": jnp.arange(8)}
+    by_index = fixed_wrong_labels(key, noisy, 5)
+    # An augmented input with the same index keeps its label.
+    again = fixed_wrong_labels(key, {**noisy, "x": noisy["x"] * 2.0}, 5)
+    np.testing.assert_array_equal(by_index, again)
+    assert np.all(by_content != part["y"]) and np.all(by_index != part["y"])
