@@ -7,10 +7,20 @@ original teaches it the retain set. The loss is ``KL(target || softmax(student /
 over every element of the ``[batch, classes]`` array, PyTorch's ``kl_div`` default "mean"
 reduction (the batch-mean KL divided by the number of classes).
 
-Each update reads one forget batch and one retain batch and averages the loss over their union;
-the reference shuffles D_f with a random 30% of D_r, so the forget share of a batch is
-``forget_batch_size / (forget_batch_size + retain_batch_size)`` here, and 0.3 epochs of the retain
-set give the reference's one pass.
+Each update reads one forget batch and one retain batch. The reference trains on one shuffled
+loader over D_f and a random 30% of D_r (``random.sample`` once, then one epoch, batches of 256),
+so the expected forget share of its batches is ``s = |D_f| / (|D_f| + 0.3 |D_r|)``. The rule
+weighs the two parts the same way whatever the batch sizes: the loss is ``s * KL_f + (1 - s) *
+KL_r`` (each the per-element mean over its part), with ``s`` from the forget scenario's
+``forget_fraction`` (supplied by the registry) and ``retain_fraction = 0.3``. The amount of retain
+data is the schedule's: one reference epoch is one pass over the forget set and 30% of the retain
+set, so run ``epochs * forget_steps_per_epoch`` updates with a retain batch of about
+``0.3 |D_r| / forget_steps_per_epoch`` examples; the stream's retain permutation then serves a
+fresh random 30% of D_r at every such epoch. ``retain_fraction=None`` weighs the parts by their
+batch sizes instead (the loss over the concatenated batch, this library's behaviour before).
+
+The reference never calls ``model.train()`` on the student (a ``deepcopy`` of the evaluated
+original), so BatchNorm runs in inference mode by default (``train_mode=False``).
 
 References:
   Chundawat et al., "Can Bad Teaching Induce Forgetting? Unlearning in Deep Networks Using an
@@ -30,7 +40,7 @@ import optax
 
 from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
-from jaxunlearn.core.rule import LossRuleState, rule_from_loss
+from jaxunlearn.core.rule import BATCH_STATS_KEY, LossRuleState, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, UnlearningRule, Variables
 from jaxunlearn.rules import registry
 
@@ -52,7 +62,7 @@ class BadTeacherState(NamedTuple):
     parts=("forget", "retain"),
     paper="Chundawat et al., Can Bad Teaching Induce Forgetting?, AAAI 2023",
     needs_labels=False,
-    sweepable=("temperature", "learning_rate"),
+    sweepable=("temperature", "learning_rate", "retain_fraction"),
 )
 def bad_teacher(
     apply: Callable,
@@ -60,6 +70,9 @@ def bad_teacher(
     init_fn: Callable,
     temperature: float = 1.0,
     learning_rate: float = 1e-4,
+    retain_fraction: float | None = 0.3,
+    forget_fraction: float | None = None,
+    train_mode: bool = False,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Bad teaching: match a random teacher on forget examples and the original on retain ones.
@@ -70,6 +83,12 @@ def bad_teacher(
         with the rule's ``init`` key.
       temperature: ``tau``, applied to teachers and student alike.
       learning_rate: Adam step size (SSD's comparison: lr 1e-4, no weight decay).
+      retain_fraction: the share of D_r the reference mixes with D_f (0.3); it sets the forget
+        weight ``s`` above. ``None``: weigh forget and retain examples by their batch sizes.
+      forget_fraction: ``|D_f| / (|D_f| + |D_r|)`` of the forget scenario (supplied by the
+        registry); without it the parts are weighed by their batch sizes.
+      train_mode: run the student's BatchNorm in training mode on the pooled batch; the reference
+        leaves the student in the mode of the evaluated original (inference).
       optimizer: an optax optimizer, or settings over the reference Adam; see
         :func:`~jaxunlearn.core.optim.resolve`.
 
@@ -78,6 +97,16 @@ def bad_teacher(
     """
     if concrete(temperature) and not temperature > 0:
         raise ValueError(f"bad_teacher `temperature` must be positive; got {temperature}")
+    if retain_fraction is not None and concrete(retain_fraction) and not retain_fraction > 0:
+        raise ValueError(f"bad_teacher `retain_fraction` must be positive; got {retain_fraction}")
+    if forget_fraction is not None and not 0.0 < forget_fraction <= 1.0:
+        raise ValueError(f"bad_teacher `forget_fraction` must lie in (0, 1]; got {forget_fraction}")
+    if retain_fraction is None or forget_fraction is None:
+        forget_share = None  # the share of the forget batch in the pooled batch
+    else:
+        forget_share = forget_fraction / (
+            forget_fraction + retain_fraction * (1.0 - forget_fraction)
+        )
     opt = optim.resolve(optimizer, learning_rate=learning_rate, default=optim.REFERENCE_ADAM)
 
     def loss_with(incompetent: Variables):
@@ -91,14 +120,20 @@ def bad_teacher(
             target = jax.lax.stop_gradient(
                 jax.nn.softmax(jnp.concatenate([bad, good]) / temperature, -1)
             )
-            student = apply(variables, x).logits
-            kl = losses.kl_to_target_probs(student / temperature, target)
+            out = apply(variables, x, train=train_mode)
+            student = out.logits
             num_classes = student.shape[-1]
+            forget_kl = losses.kl_to_target_probs(student[:nf] / temperature, target[:nf])
+            if forget_share is None:
+                kl = losses.kl_to_target_probs(student / temperature, target)
+            else:
+                retain_kl = losses.kl_to_target_probs(student[nf:] / temperature, target[nf:])
+                kl = forget_share * forget_kl + (1.0 - forget_share) * retain_kl
+            metrics = {"kl": kl, "forget_kl": forget_kl}
+            if train_mode and out.batch_stats is not None:
+                metrics[BATCH_STATS_KEY] = out.batch_stats
             # Forget labels are never read: the rule works on unlabelled forget data.
-            return kl / num_classes, {
-                "kl": kl,
-                "forget_kl": losses.kl_to_target_probs(student[:nf] / temperature, target[:nf]),
-            }
+            return kl / num_classes, metrics
 
         return loss_fn
 
