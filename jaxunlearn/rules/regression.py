@@ -35,6 +35,7 @@ from jaxunlearn.core.combinators import phases
 from jaxunlearn.core.rule import BATCH_STATS_KEY, LossRuleState, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, UnlearningRule, Variables
 from jaxunlearn.rules import registry
+from jaxunlearn.rules.amnesiac import example_keys
 
 # The reference code's optimizer for the proxy and the unlearning: Adam, no weight decay.
 REGRESSION_ADAM = optim.REFERENCE_ADAM
@@ -95,6 +96,7 @@ def blindspot(
     at_weight: float = 50.0,
     forget_weight: float | None = None,
     loss: str = "l1",
+    train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
     proxy_optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
@@ -121,7 +123,10 @@ def blindspot(
     unlearning epoch is ``epochs=3``.
 
     The proxy is trained from scratch, so it refreshes its own BatchNorm statistics (kept in the
-    state); the model under unlearning runs in inference mode and keeps its statistics.
+    state) and runs in inference mode as a teacher. The model under unlearning runs in training
+    mode, as the reference's ``model.train()``: one forward pass over the forget and retain
+    batches together (the reference's mixed batch), whose refreshed statistics it keeps;
+    ``train_mode=False`` runs it in inference mode with its statistics fixed.
 
     Args:
       apply: the model's functional ``apply`` (the proxy shares the architecture).
@@ -134,6 +139,7 @@ def blindspot(
       at_weight: weight of the attention-transfer term (reference: 50).
       forget_weight: ``c`` in [0, 1]; ``None`` takes the forget share of the batch.
       loss: ``"l1"`` (reference) or ``"mse"``, for the output-matching and retain terms.
+      train_mode: run the model's BatchNorm in training mode in the unlearning phase.
       optimizer: the unlearning optimizer: an optax optimizer, or settings over the reference
         Adam (no weight decay); see :func:`~jaxunlearn.core.optim.resolve`.
       proxy_optimizer: the proxy's optimizer, likewise.
@@ -195,15 +201,29 @@ def blindspot(
         target = apply(reference, forget["x"])
         n_f, n_r = forget["x"].shape[0], retain["x"].shape[0]
         c = n_f / (n_f + n_r) if forget_weight is None else forget_weight
-        out_f = apply(variables, forget["x"])
+        metrics = {}
+        if train_mode:
+            out = apply(variables, jnp.concatenate([forget["x"], retain["x"]]), train=True)
+            out_f = jax.tree.map(lambda a: a[:n_f], out._replace(batch_stats=None))
+            retain_pred = out.logits[n_f:]
+            if out.batch_stats is not None:
+                metrics[BATCH_STATS_KEY] = out.batch_stats
+        else:
+            out_f = apply(variables, forget["x"])
+            retain_pred = apply(variables, retain["x"]).logits
         match = error(out_f.logits, jax.lax.stop_gradient(target.logits))
         at = sum(
             losses.attention_transfer(s, jax.lax.stop_gradient(t))
             for s, t in zip(_hidden_or_features(out_f), _hidden_or_features(target), strict=True)
         )
-        retain_loss = error(apply(variables, retain["x"]).logits, retain["y"])
+        retain_loss = error(retain_pred, retain["y"])
         total = c * (match + at_weight * at) + (1.0 - c) * retain_loss
-        return total, {"forget_loss": match, "at_loss": at, "retain_loss": retain_loss}
+        return total, {
+            **metrics,
+            "forget_loss": match,
+            "at_loss": at,
+            "retain_loss": retain_loss,
+        }
 
     unlearning = rule_from_loss(unlearn_loss, opt)
 
@@ -230,12 +250,16 @@ class GaussianAmnesiacState(NamedTuple):
     Attributes:
       inner: the state of the loss rule on the pooled, relabelled batch (optimizer state and
         step counter).
-      target_count: retain targets seen so far (float, for the running moments).
-      target_sum: their sum.
-      target_sq_sum: the sum of their squares.
+      noise_key: the key each forget example's standard-normal draw is derived from (drawn at
+        ``init``; see :func:`~jaxunlearn.rules.amnesiac.example_keys`).
+      target_count: ``[2]``: forget and retain target entries seen so far (float, for the
+        running moments).
+      target_sum: ``[2]``: their sums.
+      target_sq_sum: ``[2]``: the sums of their squares.
     """
 
     inner: LossRuleState
+    noise_key: Array
     target_count: Array
     target_sum: Array
     target_sq_sum: Array
@@ -255,27 +279,44 @@ def gaussian_amnesiac(
     learning_rate: float = 1e-3,
     target_mean: float | None = None,
     target_std: float | None = None,
+    forget_fraction: float | None = None,
+    fixed_targets: bool = True,
+    train_mode: bool = True,
     loss: str = "l1",
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Gaussian amnesiac: fine-tune on forget examples relabelled with N(mean_y, std_y) draws.
 
-    Each update (no phases) draws fresh targets ``y_f ~ N(mean_y, std_y)`` for the forget batch
-    (the batch carries no example ids, so a forget example revisited later gets a new draw; the
-    reference draws once, and runs a single epoch) and takes one optimizer step on the loss over
-    the forget and retain batches pooled, as the reference's single shuffled loader of D_f
-    (relabelled) and D_r does.
+    The reference relabels the forget set once, before its single epoch, with draws from a
+    Gaussian fitted to all training targets, and fine-tunes on one shuffled loader of the
+    relabelled D_f and D_r with the model in ``train()`` mode. Here each forget example's target
+    is ``mean_y + std_y * z`` with ``z ~ N(0, 1)`` drawn once per example: ``z`` comes from a key
+    of the example (its ``"index"`` in the batch part if present, else a hash of its input; see
+    :func:`~jaxunlearn.rules.amnesiac.example_keys`) folded into a key drawn at ``init``, so a
+    forget example revisited later keeps its target. Each update (no phases) takes one optimizer
+    step on the loss over the forget and retain batches pooled.
 
-    ``mean_y`` and ``std_y`` are ``target_mean`` / ``target_std`` when given (the reference uses
-    the statistics of all training targets); otherwise running estimates over the retain targets
-    seen so far, this batch included (the batch stream gives no other view of the targets; the
-    retain set is most of the training set).
+    ``mean_y`` and ``std_y`` are ``target_mean`` / ``target_std`` when given: pass the mean and
+    standard deviation of all training targets (``y_train``) to reproduce the reference exactly.
+    Otherwise they are running estimates over all targets seen so far, this batch included:
+    forget and retain targets, each part weighed by its share of the training set
+    (``forget_fraction``, supplied by the registry; by the counts seen without it), so the
+    estimate tends to the statistics of all training targets; the draws ``z`` stay fixed.
+
+    ``fixed_targets=False`` reproduces this library's earlier behaviour: fresh targets at every
+    update, from running statistics of the retain targets alone.
 
     Args:
       apply: the model's functional ``apply``.
       learning_rate: the step size (reference: Adam 1e-3, 1 epoch).
-      target_mean: mean of the Gaussian, or ``None`` for the running retain estimate.
-      target_std: standard deviation (non-negative), or ``None`` for the running retain estimate.
+      target_mean: mean of the Gaussian, or ``None`` for the running estimate.
+      target_std: standard deviation (non-negative), or ``None`` for the running estimate.
+      forget_fraction: ``|D_f| / (|D_f| + |D_r|)`` (supplied by the registry), to weigh the
+        running estimate.
+      fixed_targets: draw each forget example's target once (the reference); ``False`` redraws
+        them at every update from retain statistics.
+      train_mode: run BatchNorm in training mode on the pooled batch, as the reference's
+        ``model.train()``; ``False`` keeps its statistics fixed.
       loss: ``"l1"`` (reference) or ``"mse"``.
       optimizer: an optax optimizer, or settings over the reference Adam (no weight decay); see
         :func:`~jaxunlearn.core.optim.resolve`.
@@ -285,36 +326,68 @@ def gaussian_amnesiac(
       is a :class:`GaussianAmnesiacState`.
 
     References:
-      Tarun et al., "Deep Regression Unlearning", ICML 2023 (Gaussian amnesiac, AgeDB notebook).
+      Tarun et al., "Deep Regression Unlearning", ICML 2023 (Gaussian amnesiac, AgeDB notebook
+      of ayushkumartarun/deep-regression-unlearning).
     """
     _check_positive("learning_rate", learning_rate)
     if target_std is not None and concrete(target_std) and not target_std >= 0:
         raise ValueError(f"`target_std` must be non-negative (or None); got {target_std}")
+    if forget_fraction is not None and not 0.0 < forget_fraction <= 1.0:
+        raise ValueError(
+            f"`forget_fraction` must lie in (0, 1] (or be None); got {forget_fraction}"
+        )
     error = _regression_loss(loss)
     opt = optim.resolve(optimizer, learning_rate=learning_rate, default=REGRESSION_ADAM)
 
     def pooled_loss(variables: Variables, batch: Batch, *, reference, step, key):
         del reference, step, key
         pooled = batch["pooled"]
-        return error(apply(variables, pooled["x"]).logits, pooled["y"]), {}
+        out = apply(variables, pooled["x"], train=train_mode)
+        metrics = {}
+        if train_mode and out.batch_stats is not None:
+            metrics[BATCH_STATS_KEY] = out.batch_stats
+        return error(out.logits, pooled["y"]), metrics
 
     fitting = rule_from_loss(pooled_loss, opt, keep_reference=False)
 
-    def init(variables: Variables, *, key: Array | None = None) -> GaussianAmnesiacState:
-        zero = jnp.zeros((), jnp.float32)
-        return GaussianAmnesiacState(fitting.init(variables, key=key), zero, zero, zero)
+    def init(variables: Variables, *, key: Array) -> GaussianAmnesiacState:
+        zero = jnp.zeros((2,), jnp.float32)
+        return GaussianAmnesiacState(
+            fitting.init(variables, key=key), jax.random.fold_in(key, 0x4741), zero, zero, zero
+        )
+
+    def moments(count, total, sq_total):
+        mean = total / jnp.maximum(count, 1.0)
+        return mean, sq_total / jnp.maximum(count, 1.0)
 
     def update(variables: Variables, state: GaussianAmnesiacState, batch: Batch, *, key: Array):
         forget, retain = batch["forget"], batch["retain"]
+        y_f = forget["y"].astype(jnp.float32)
         y_r = retain["y"].astype(jnp.float32)
-        count = state.target_count + y_r.size
-        total = state.target_sum + jnp.sum(y_r)
-        sq_total = state.target_sq_sum + jnp.sum(jnp.square(y_r))
-        running_mean = total / count
-        running_std = jnp.sqrt(jnp.maximum(sq_total / count - jnp.square(running_mean), 0.0))
+        count = state.target_count + jnp.asarray([y_f.size, y_r.size], jnp.float32)
+        total = state.target_sum + jnp.stack([jnp.sum(y_f), jnp.sum(y_r)])
+        sq_total = state.target_sq_sum + jnp.stack(
+            [jnp.sum(jnp.square(y_f)), jnp.sum(jnp.square(y_r))]
+        )
+        if not fixed_targets:
+            # The earlier behaviour: retain statistics, fresh draws from the update key.
+            running_mean, second = moments(count[1], total[1], sq_total[1])
+        elif forget_fraction is None:
+            running_mean, second = moments(jnp.sum(count), jnp.sum(total), jnp.sum(sq_total))
+        else:
+            (mean_f, mean_r), (sq_f, sq_r) = moments(count, total, sq_total)
+            running_mean = forget_fraction * mean_f + (1.0 - forget_fraction) * mean_r
+            second = forget_fraction * sq_f + (1.0 - forget_fraction) * sq_r
+        running_std = jnp.sqrt(jnp.maximum(second - jnp.square(running_mean), 0.0))
         mean = running_mean if target_mean is None else jnp.asarray(target_mean, jnp.float32)
         std = running_std if target_std is None else jnp.asarray(target_std, jnp.float32)
-        noisy = mean + std * jax.random.normal(key, forget["y"].shape, jnp.float32)
+        if fixed_targets:
+            z = jax.vmap(lambda k: jax.random.normal(k, y_f.shape[1:], jnp.float32))(
+                example_keys(state.noise_key, forget)
+            )
+        else:
+            z = jax.random.normal(key, y_f.shape, jnp.float32)
+        noisy = mean + std * z
         pooled = {
             "x": jnp.concatenate([forget["x"], retain["x"]]),
             "y": jnp.concatenate([noisy, y_r]),
@@ -322,7 +395,7 @@ def gaussian_amnesiac(
         variables, inner, metrics = fitting.update(
             variables, state.inner, {"pooled": pooled}, key=key
         )
-        state = GaussianAmnesiacState(inner, count, total, sq_total)
+        state = GaussianAmnesiacState(inner, state.noise_key, count, total, sq_total)
         return variables, state, {**metrics, "target_mean": mean, "target_std": std}
 
     return UnlearningRule(init, update)

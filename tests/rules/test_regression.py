@@ -76,9 +76,12 @@ def test_blindspot_trains_proxy_first_then_pulls_the_model_towards_it():
 
 
 def test_gaussian_amnesiac_running_target_moments_noise_and_forgetting():
-    ds, split, net, original, out, state, metrics, _ = _diabetes_run("gaussian_amnesiac", 12)
-    assert int(state.target_count) == 12 * 32
-    seen_mean = float(state.target_sum / state.target_count)
+    # fixed_targets=False: the earlier mode, fresh draws from running retain statistics.
+    ds, split, net, original, out, state, metrics, _ = _diabetes_run(
+        "gaussian_amnesiac", 12, fixed_targets=False
+    )
+    np.testing.assert_array_equal(state.target_count, [12 * 16, 12 * 32])
+    seen_mean = float(state.target_sum[1] / state.target_count[1])
     assert abs(seen_mean - float(np.mean(ds.y_train[split.retain]))) < 0.3
     assert 0.6 < float(metrics["target_std"][-1]) < 1.4
     x_f, y_f = ds.x_train[split.forget], ds.y_train[split.forget]
@@ -103,7 +106,7 @@ def test_gaussian_amnesiac_step_fits_the_pooled_relabelled_batch():
         "gaussian_amnesiac", net, target_mean=2.0, target_std=0.0, optimizer=optax.sgd(0.1)
     )
     new, _, metrics = jax.jit(rule.update)(
-        variables, rule.init(variables, key=None), batch, key=jax.random.key(0)
+        variables, rule.init(variables, key=jax.random.key(1)), batch, key=jax.random.key(0)
     )
     x = jnp.concatenate([batch["forget"]["x"], batch["retain"]["x"]])
     y = jnp.concatenate([jnp.full((4,), 2.0), batch["retain"]["y"]])
@@ -117,6 +120,49 @@ def test_gaussian_amnesiac_step_fits_the_pooled_relabelled_batch():
     np.testing.assert_allclose(metrics["loss"], loss(variables["params"]), rtol=1e-6)
     for a, b in zip(jax.tree.leaves(new["params"]), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _hand_batch(y_forget, y_retain, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        part: {
+            "x": jnp.asarray(rng.normal(size=(len(y), 10)), jnp.float32),
+            "y": jnp.asarray(y, jnp.float32),
+        }
+        for part, y in (("forget", y_forget), ("retain", y_retain))
+    }
+
+
+def test_gaussian_amnesiac_draws_each_forget_target_once():
+    # The same forget examples at two updates (other update keys, another order) get the same
+    # targets, so the same loss; before, the targets were redrawn from the update key.
+    _, _, net, variables = tiny_problem("random", "diabetes")
+    batch = _hand_batch(np.zeros(4), np.zeros(8))
+    perm = jnp.asarray([2, 0, 3, 1])
+    shuffled = {**batch, "forget": jax.tree.map(lambda a: a[perm], batch["forget"])}
+    rule = rules.make("gaussian_amnesiac", net, target_mean=0.0, target_std=1.0)
+    state = rule.init(variables, key=jax.random.key(5))
+    update = jax.jit(rule.update)
+    _, _, a = update(variables, state, batch, key=jax.random.key(1))
+    _, _, b = update(variables, state, shuffled, key=jax.random.key(2))
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
+    old = rules.make("gaussian_amnesiac", net, target_mean=0.0, target_std=1.0, fixed_targets=False)
+    old_state = old.init(variables, key=jax.random.key(5))
+    _, _, c = jax.jit(old.update)(variables, old_state, batch, key=jax.random.key(1))
+    _, _, d = jax.jit(old.update)(variables, old_state, batch, key=jax.random.key(2))
+    assert abs(float(c["loss"]) - float(d["loss"])) > 1e-4
+
+
+def test_gaussian_amnesiac_statistics_cover_all_training_targets():
+    # Forget targets 10 and retain targets 0 in a training set that is half forget: the targets
+    # of all training data have mean 5 and std 5 (before: the retain targets alone, 0 and 0).
+    _, _, net, variables = tiny_problem("random", "diabetes")
+    batch = _hand_batch(np.full(4, 10.0), np.zeros(8))
+    rule = rules.make("gaussian_amnesiac", net, forget_fraction=0.5)
+    state = rule.init(variables, key=jax.random.key(0))
+    _, _, metrics = jax.jit(rule.update)(variables, state, batch, key=jax.random.key(1))
+    np.testing.assert_allclose(metrics["target_mean"], 5.0, rtol=1e-6)
+    np.testing.assert_allclose(metrics["target_std"], 5.0, rtol=1e-6)
 
 
 def test_regression_rules_take_adam_settings():
