@@ -5,19 +5,30 @@ Phase 1 (adapt) fine-tunes a copy of the model on the forget set (descent on its
 the undesired content. Phase 2 (unlearn) trains the original model on the retain set with a
 repulsion regulariser that pushes its parameters away from ``theta_N``:
 
-    L = L_retain(theta) + gamma * R(d),    d = mean_i (theta_i - theta_N,i)^2
+    L = L_retain(theta) + gamma * R(d),    R(d) = exp(-alpha * d)
 
-with the paper's three repulsion forms: ``"exp"`` (EL2, ``exp(-alpha d)``, the main choice: it is
-bounded, so the push fades once the model is far from ``theta_N``), ``"inverse"`` (IL2,
-``1 / (alpha d)``) and ``"negative"`` (NL2, ``-alpha d``). The distance is the mean squared
-difference over all parameters, as the reference code's MSE between parameter tensors, so that
-``alpha`` does not depend on the model's size.
+with ``d`` the per-layer mean squared distance averaged over layers: for every parameter tensor
+``l`` (a leaf of the parameter tree; PyTorch's ``named_parameters``), ``mse_l = mean((theta_l -
+theta_N,l)^2)``, and ``d = mean_l mse_l``. This is the reference code's repulsion
+(``Unlearning_MNIST/train_different_losses.py``: ``loss = g_loss + 100 * exp(-val / val_factor)``
+with ``val_factor = 1 / args.gamma``, ``val`` built from ``nn.MSELoss`` per parameter tensor and
+averaged over the layers). Naming: the reference's ``--gamma`` (default 1), the scale inside the
+exponential, is ``alpha`` here, and its constant weight 100 is ``gamma`` here (default 100).
+The reference also averages ``val`` over several adapted copies (five runs of the adaptation)
+and, through an operator-precedence slip (``value/2*len(ckpt_gens)``), multiplies it by
+``K / 2`` for ``K`` copies; this rule adapts one copy and uses the plain average, so the
+reference's ``val`` is ``d / 2`` for one copy (fold the factor into ``alpha`` to reproduce it).
+``distance="global"`` takes the mean over all parameters instead (every weight counts once, not
+every layer), this library's behaviour before. The paper's other repulsion forms are available
+as ``repulsion_kind``: ``"inverse"`` (IL2, ``1 / (alpha d)``, the form the released script leaves
+active) and ``"negative"`` (NL2, ``-alpha d``).
 
 The two phases are rules run by :func:`~jaxunlearn.core.combinators.phases`: the first
 ``adapt_fraction`` of the ``num_steps`` updates adapt the copy held in the state and return the
 variables unchanged (the original); the remaining updates train the variables, away from the
 adapted copy that the first phase hands over. Phase 1 reads only ``batch["forget"]``, phase 2
-only ``batch["retain"]``.
+only ``batch["retain"]``. Both train in training mode (BatchNorm on batch statistics, refreshing
+its running averages), as a PyTorch training loop does; ``train_mode=False`` keeps them fixed.
 
 The paper unlearns features from pre-trained GANs (StyleGAN2) with negative samples found by a
 classifier, adapting with an EWC-regularised adversarial loss and unlearning with the adversarial
@@ -35,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -47,12 +59,24 @@ from jaxunlearn.rules import registry
 from jaxunlearn.rules.common import part_loss
 
 REPULSIONS = ("exp", "inverse", "negative")
+DISTANCES = ("per_layer", "global")
 
 
 def mean_squared_distance(params: PyTree, other: PyTree) -> Array:
-    """Mean over all parameters of ``(params - other)^2``."""
+    """Mean over all parameters of ``(params - other)^2`` (every weight counts once)."""
     diff = optax.tree.sub(params, other)
     return optax.tree.vdot(diff, diff) / optax.tree.size(diff)
+
+
+def layer_mean_squared_distance(params: PyTree, other: PyTree) -> Array:
+    """``mean_l mean((params_l - other_l)^2)`` over the leaves ``l`` (every layer counts once).
+
+    The reference's distance: ``nn.MSELoss`` per parameter tensor, averaged over the tensors.
+    """
+    per_layer = jax.tree.leaves(
+        jax.tree.map(lambda a, b: jnp.mean(jnp.square(a - b)), params, other)
+    )
+    return sum(per_layer) / len(per_layer)
 
 
 def repulsion(distance: Array, kind: str, alpha: float) -> Array:
@@ -90,9 +114,11 @@ def adapt_then_unlearn(
     *,
     num_steps: int,
     adapt_fraction: float = 0.2,
-    gamma: float = 1.0,
+    gamma: float = 100.0,
     alpha: float = 1.0,
     repulsion_kind: str = "exp",
+    distance: str = "per_layer",
+    train_mode: bool = True,
     adapt_learning_rate: float = 0.01,
     learning_rate: float = 0.01,
     adapt_optimizer: optax.GradientTransformation | Mapping | None = None,
@@ -109,12 +135,14 @@ def adapt_then_unlearn(
       apply: the model's functional ``apply``.
       num_steps: total number of updates (given by the registry); the phase switch depends on it.
       adapt_fraction: fraction of the updates spent adapting the copy, in (0, 1).
-      gamma: weight of the repulsion term (the reference code's default is 1).
-      alpha: scale of the squared distance inside the repulsion (1 in the reference code). The
-        defaults suit a GAN's large adaptation; a small classifier adapted for a few steps moves
-        its parameters by ~1e-5 in mean square, so it needs ``alpha`` ~1e4 (the `digits` catalog
-        entry uses ``alpha = 1e4, gamma = 3``).
+      gamma: weight of the repulsion term (the reference's constant 100).
+      alpha: scale of the distance inside the repulsion (the reference's ``--gamma``, default 1).
+        The reference's scale suits a GAN's large adaptation; a small classifier adapted for a
+        few steps moves its parameters by ~1e-5 in mean square, so it needs ``alpha`` ~1e4.
       repulsion_kind: ``"exp"`` (EL2, default), ``"inverse"`` (IL2) or ``"negative"`` (NL2).
+      distance: ``"per_layer"`` (the reference: the mean over layers of each layer's mean
+        squared difference) or ``"global"`` (the mean over all weights; the earlier default).
+      train_mode: run BatchNorm in training mode in both phases (``False``: inference mode).
       adapt_learning_rate: learning rate of the adaptation.
       learning_rate: learning rate of the unlearning.
       adapt_optimizer: the adaptation's optimizer: an optax optimizer, or settings over the
@@ -137,6 +165,11 @@ def adapt_then_unlearn(
             f"adapt_then_unlearn `repulsion_kind` must be one of {REPULSIONS}; "
             f"got {repulsion_kind!r}"
         )
+    if distance not in DISTANCES:
+        raise ValueError(
+            f"adapt_then_unlearn `distance` must be one of {DISTANCES}; got {distance!r}"
+        )
+    measure = layer_mean_squared_distance if distance == "per_layer" else mean_squared_distance
     if not 0.0 < adapt_fraction < 1.0:
         raise ValueError(
             f"adapt_then_unlearn `adapt_fraction` must lie in (0, 1); got {adapt_fraction}"
@@ -157,7 +190,7 @@ def adapt_then_unlearn(
 
     def forget_loss(variables: Variables, batch: Batch, *, reference, step, key):
         del reference, step, key
-        return part_loss(apply, variables, batch, "forget")
+        return part_loss(apply, variables, batch, "forget", train=train_mode)
 
     adapting = rule_from_loss(forget_loss, adapt_opt, keep_reference=False)
 
@@ -166,7 +199,7 @@ def adapt_then_unlearn(
 
     def adapt_update(variables: Variables, state: AdaptState, batch: Batch, *, key: Array):
         adapted, inner, metrics = adapting.update(state.adapted, state.inner, batch, key=key)
-        distance = mean_squared_distance(variables["params"], adapted["params"])
+        distance = measure(variables["params"], adapted["params"])
         return (
             variables,
             AdaptState(adapted, inner),
@@ -177,10 +210,11 @@ def adapt_then_unlearn(
 
     def repelled_loss(variables: Variables, batch: Batch, *, reference, step, key):
         del step, key
-        retain_loss, _ = part_loss(apply, variables, batch, "retain")
-        distance = mean_squared_distance(variables["params"], reference["params"])
+        retain_loss, metrics = part_loss(apply, variables, batch, "retain", train=train_mode)
+        distance = measure(variables["params"], reference["params"])
         repel = repulsion(distance, repulsion_kind, alpha)
         return retain_loss + gamma * repel, {
+            **metrics,
             "retain_loss": retain_loss,
             "repulsion": repel,
             "distance": distance,

@@ -9,7 +9,12 @@ import optax
 import pytest
 
 from jaxunlearn import data, models, rules
-from jaxunlearn.rules.adapt_then_unlearn import REPULSIONS, mean_squared_distance, repulsion
+from jaxunlearn.rules.adapt_then_unlearn import (
+    REPULSIONS,
+    layer_mean_squared_distance,
+    mean_squared_distance,
+    repulsion,
+)
 from jaxunlearn.rules.common import part_loss
 
 
@@ -69,10 +74,11 @@ def test_adapts_a_copy_then_unlearns_away_from_it():
     # ...which the unlearning phase received as its anchor.
     assert _same(unlearn_state.reference, adapt_state.adapted)
 
-    # The first unlearning update is one SGD step on retain loss + gamma * exp(-alpha * d).
+    # The first unlearning update is one SGD step on retain loss + gamma * exp(-alpha * d), d the
+    # reference's per-layer mean squared distance averaged over the layers.
     def objective(p):
         retain = part_loss(net.apply, {**variables, "params": p}, batch, "retain")[0]
-        return retain + gamma * repulsion(mean_squared_distance(p, adapted), "exp", alpha)
+        return retain + gamma * repulsion(layer_mean_squared_distance(p, adapted), "exp", alpha)
 
     want = jax.tree.map(
         lambda p, g: p - lr * g, before["params"], jax.grad(objective)(before["params"])
@@ -91,6 +97,29 @@ def test_repulsions_decrease_with_distance():
     tree = {"a": jnp.array([1.0, 3.0]), "b": jnp.array([[2.0]])}
     zero = jax.tree.map(jnp.zeros_like, tree)
     np.testing.assert_allclose(mean_squared_distance(tree, zero), 14.0 / 3.0, rtol=1e-6)
+    # The reference's distance: each layer's mean squared difference, averaged over layers.
+    np.testing.assert_allclose(layer_mean_squared_distance(tree, zero), 4.5, rtol=1e-6)
+
+
+def test_default_repulsion_is_the_references_100_exp_of_the_layer_distance():
+    net, variables, batch = _untrained()
+    moved = {**variables, "params": jax.tree.map(lambda p: p + 0.01, variables["params"])}
+    for distance, measure in (
+        ("per_layer", layer_mean_squared_distance),
+        ("global", mean_squared_distance),
+    ):
+        rule = rules.make("adapt_then_unlearn", net, num_steps=4, distance=distance)
+        state = rule.init(variables, key=jax.random.key(0))
+        adapt_state, unlearn_state = state.phases
+        # Start the unlearning phase from a model 0.01 away from the adapted copy (the original).
+        state = state._replace(step=state.step._replace(count=jnp.asarray(1, jnp.int32)))
+        _, _, metrics = jax.jit(rule.update)(moved, state, batch, key=jax.random.key(1))
+        d = measure(moved["params"], adapt_state.adapted["params"])
+        np.testing.assert_allclose(metrics["distance"], d, rtol=1e-5)
+        np.testing.assert_allclose(metrics["repulsion"], np.exp(-float(d)), rtol=1e-5)
+    # gamma (the weight) defaults to the reference's 100, alpha (its --gamma) to 1.
+    defaults = rules.get("adapt_then_unlearn").factory.__kwdefaults__
+    assert defaults["gamma"] == 100.0 and defaults["alpha"] == 1.0
 
 
 def test_optimizer_settings_go_through_resolve():
