@@ -14,7 +14,22 @@ All three fine-tune copies of the model inside the rule's state and edit the wei
 
 The rule's variables after every update are the edited model as of the data seen so far: the
 copies take one step per update and the edit is recomputed from them, so stopping at any step
-gives a consistent model. The merge arithmetic is exposed as small pure functions
+gives a consistent model.
+
+**Choosing lambda.** The references pick the scale ``lambda`` of the edit on validation data:
+for each candidate (``numpy.linspace(0, 1, 21)`` in the task-arithmetic code that NegMerge
+reuses) they evaluate the edited model and keep the one with the lowest accuracy on the forget
+task's validation split among those whose accuracy on a control task stays at or above 0.95 x the
+original's (``find_optimal_coef(..., minimize=True, control_metric_threshold=0.95 * ...)`` in
+mgradyn/negmerge ``CLIP_MU/src/eval_task_negation.py`` and ``utils.py``). The same criterion is
+:func:`choose_scaling_coef`, over accuracies that :func:`candidate_accuracies` computes for all
+candidates at once (vmapped). With ``scaling_coef=None`` (the default) every rule applies it at
+each update to validation batches carried in the batch as ``batch["val_forget"]`` (held-out
+examples of what is forgotten) and ``batch["val_control"]`` (held-out examples the model must
+keep), and reports the chosen ``scaling_coef``; a batch without them uses ``lambda = 1``, the
+fixed value of this library's earlier versions. A float ``scaling_coef`` fixes ``lambda``.
+
+The merge arithmetic is exposed as small pure functions
 (:func:`sign_consensus_merge`, :func:`ties_trim`, :func:`ties_elect_sign`,
 :func:`ties_disjoint_mean`) over task vectors stacked along a leading member axis.
 
@@ -41,7 +56,7 @@ import optax
 from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import StepCounter, grads_of_loss, optimizer_step
-from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
+from jaxunlearn.core.types import Array, Batch, Metrics, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules import registry
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +152,128 @@ def ties_merge_vectors(stacked: PyTree, density: float) -> PyTree:
 
 
 # ---------------------------------------------------------------------------------------------
+# Choosing lambda on validation data (pure; vmapped over the candidates)
+# ---------------------------------------------------------------------------------------------
+
+# The task-arithmetic / NegMerge candidates: numpy.linspace(0.0, 1.0, 21).
+DEFAULT_SCALING_COEFS = tuple(round(0.05 * i, 2) for i in range(21))
+# The parts of a batch that carry validation data for the choice of lambda.
+VALIDATION_PARTS = ("val_forget", "val_control")
+
+
+def candidate_accuracies(
+    apply: Callable,
+    variables: Variables,
+    direction: PyTree,
+    coefs: Array,
+    forget: Mapping[str, Array],
+    control: Mapping[str, Array],
+) -> tuple[Array, Array]:
+    """Accuracies of the edited models ``theta_0 + lambda * direction`` for every candidate.
+
+    Args:
+      apply: the model's functional ``apply``.
+      variables: the original variables ``theta_0`` (and their ``batch_stats``).
+      direction: the edit per unit of ``lambda``, shaped like ``variables["params"]`` (``-tau``
+        for a negation, the merged task vector for TIES).
+      coefs: ``[C]`` candidate values of ``lambda``.
+      forget: ``{"x", "y"}``: validation examples of what is forgotten.
+      control: ``{"x", "y"}``: validation examples of what must be kept.
+
+    Returns:
+      ``(forget_accuracy [C], control_accuracy [C])``, one model per candidate, evaluated in one
+      vmapped program.
+    """
+    base = variables["params"]
+
+    def accuracies(coef):
+        params = jax.tree.map(lambda b, d: b + coef.astype(b.dtype) * d, base, direction)
+        edited = {**variables, "params": params}
+        x = jnp.concatenate([forget["x"], control["x"]])
+        logits = apply(edited, x).logits
+        nf = forget["x"].shape[0]
+        return (
+            losses.accuracy(logits[:nf], forget["y"]),
+            losses.accuracy(logits[nf:], control["y"]),
+        )
+
+    return jax.vmap(accuracies)(jnp.asarray(coefs, jnp.float32))
+
+
+def choose_scaling_coef(
+    forget_accuracy: Array, control_accuracy: Array, control_threshold: Array | float
+) -> Array:
+    """Index of the reference's choice among candidates (in the order given).
+
+    The candidate with the lowest forget accuracy among those whose control accuracy is at least
+    ``control_threshold`` (the first such on ties, as the reference's strict ``<`` scan keeps);
+    when no candidate qualifies, the one with the highest control accuracy (the reference
+    returns ``None`` there).
+
+    Args:
+      forget_accuracy: ``[C]``, to minimise.
+      control_accuracy: ``[C]``, constrained.
+      control_threshold: e.g. ``0.95 *`` the original model's control accuracy.
+
+    Returns:
+      An int32 scalar index into the candidates.
+    """
+    ok = control_accuracy >= control_threshold
+    best = jnp.argmin(jnp.where(ok, forget_accuracy, jnp.inf))
+    return jnp.where(jnp.any(ok), best, jnp.argmax(control_accuracy)).astype(jnp.int32)
+
+
+def _check_selection(name: str, scaling_coefs: Sequence[float], min_control_ratio: float):
+    coefs = tuple(float(c) for c in scaling_coefs)
+    if not coefs or not all(math.isfinite(c) for c in coefs):
+        raise ValueError(
+            f"{name} `scaling_coefs` must be finite numbers (at least one); got {coefs}"
+        )
+    if concrete(min_control_ratio) and not 0.0 <= min_control_ratio <= 1.0:
+        raise ValueError(f"{name} `min_control_ratio` must lie in [0, 1]; got {min_control_ratio}")
+    return jnp.asarray(coefs, jnp.float32)
+
+
+def _scaled_edit(
+    apply: Callable,
+    reference: Variables,
+    direction: PyTree,
+    batch: Batch,
+    scaling_coef: float | None,
+    coefs: Array,
+    min_control_ratio: float,
+) -> tuple[PyTree, Metrics]:
+    """``theta_0 + lambda * direction``, with ``lambda`` fixed or chosen on the validation parts."""
+    base = reference["params"]
+    metrics: Metrics = {}
+    if scaling_coef is not None:
+        coef = scaling_coef
+    elif all(part in batch for part in VALIDATION_PARTS):
+        forget, control = batch["val_forget"], batch["val_control"]
+        zero = jnp.zeros((1,), jnp.float32)
+        _, original_control = candidate_accuracies(
+            apply, reference, direction, zero, forget, control
+        )
+        forget_acc, control_acc = candidate_accuracies(
+            apply, reference, direction, coefs, forget, control
+        )
+        index = choose_scaling_coef(
+            forget_acc, control_acc, min_control_ratio * original_control[0]
+        )
+        coef = coefs[index]
+        metrics = {
+            "scaling_coef": coef,
+            "val_forget_acc": forget_acc[index],
+            "val_control_acc": control_acc[index],
+        }
+    else:
+        coef = 1.0  # no validation data: the earlier fixed default
+        metrics = {"scaling_coef": jnp.asarray(coef, jnp.float32)}
+    params = jax.tree.map(lambda b, d: b + coef * d, base, direction)
+    return params, metrics
+
+
+# ---------------------------------------------------------------------------------------------
 # Copies trained inside the rule state
 # ---------------------------------------------------------------------------------------------
 
@@ -217,7 +354,7 @@ def _weighted_supervised(logits: Array, targets: Array, weights: Array) -> Array
     return jnp.sum(weights * per_example) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def _forget_finetune_loss(apply: Callable, subsample: float):
+def _forget_finetune_loss(apply: Callable, subsample: float, train_mode: bool = False):
     """Supervised loss on the forget batch, each copy on its own random subset of it."""
 
     def loss_fn(variables, batch, key, coef):
@@ -227,14 +364,14 @@ def _forget_finetune_loss(apply: Callable, subsample: float):
             weights = jax.random.bernoulli(key, subsample, (x.shape[0],)).astype(jnp.float32)
         else:
             weights = jnp.ones((x.shape[0],), jnp.float32)
-        logits = apply(variables, x).logits
+        logits = apply(variables, x, train=train_mode).logits
         return _weighted_supervised(logits, y, weights), {}
 
     return loss_fn
 
 
-def _check_common(name: str, scaling_coef: float, learning_rates: Sequence[float]) -> None:
-    if concrete(scaling_coef) and not math.isfinite(scaling_coef):
+def _check_common(name: str, scaling_coef: float | None, learning_rates: Sequence[float]) -> None:
+    if scaling_coef is not None and concrete(scaling_coef) and not math.isfinite(scaling_coef):
         raise ValueError(f"{name} `scaling_coef` must be finite; got {scaling_coef}")
     if not learning_rates or (
         concrete(learning_rates) and any(not lr > 0 for lr in learning_rates)
@@ -254,13 +391,16 @@ def _check_common(name: str, scaling_coef: float, learning_rates: Sequence[float
     parts=("forget",),
     paper="Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023",
     task="any",
-    sweepable=("scaling_coef", "learning_rate"),
+    sweepable=("learning_rate", "min_control_ratio"),
 )
 def task_vector_negation(
     apply: Callable,
     *,
-    scaling_coef: float = 1.0,
+    scaling_coef: float | None = None,
+    scaling_coefs: Sequence[float] = DEFAULT_SCALING_COEFS,
+    min_control_ratio: float = 0.95,
     learning_rate: float = 0.01,
+    train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Task-vector negation: ``theta_0 - lambda * (theta_ft - theta_0)``.
@@ -269,16 +409,23 @@ def task_vector_negation(
     rule state; every update returns the original minus ``scaling_coef`` times the copy's task
     vector so far.
 
-    Ilharco et al. pick ``lambda`` on held-out validation data from ``{0, 0.05, ..., 1}`` as the
-    largest value keeping control-task accuracy at or above 95% of the original's. No validation
-    data reaches a rule, so the default is the top of that grid, ``1.0``; tune it per problem
-    (the paper fine-tunes CLIP for thousands of steps with AdamW, so its task vectors are far
-    larger than a few epochs on a forget set that the model already fits).
+    ``lambda`` is chosen on validation data as the references do (see the module docstring and
+    :func:`choose_scaling_coef`) when the batch carries ``"val_forget"`` and ``"val_control"``
+    parts; otherwise it is 1. The paper fine-tunes CLIP for thousands of steps with AdamW, so its
+    task vectors are far larger than a few epochs on a forget set that the model already fits:
+    widen ``scaling_coefs`` beyond 1 for small models.
 
     Args:
       apply: the model's functional ``apply``.
-      scaling_coef: ``lambda``, the negation strength.
       learning_rate: step size of the fine-tuned copy.
+      scaling_coef: ``lambda``, fixed; ``None`` (default) chooses it from ``scaling_coefs`` on
+        the batch's validation parts (``lambda = 1`` without them).
+      scaling_coefs: the candidates (the references' ``linspace(0, 1, 21)``).
+      min_control_ratio: the control accuracy a candidate must keep, as a fraction of the
+        original model's on the same validation batch (0.95).
+      train_mode: run BatchNorm in training mode while the copies fine-tune (batch statistics,
+        as the reference's ``model.train()``); the copies' refreshed statistics are not kept,
+        since the edit acts on ``params`` only and keeps the original's ``batch_stats``.
       optimizer: the copy's optimizer: an optax optimizer, or settings over SGD with momentum 0.9
         and no weight decay (so that the task vector carries only the forget task, not
         shrinkage); see :func:`~jaxunlearn.core.optim.resolve`.
@@ -290,8 +437,9 @@ def task_vector_negation(
       Ilharco et al., "Editing Models with Task Arithmetic", ICLR 2023.
     """
     _check_common("task_vector_negation", scaling_coef, (learning_rate,))
+    coefs = _check_selection("task_vector_negation", scaling_coefs, min_control_ratio)
     opt = optim.resolve(optimizer, learning_rate=learning_rate, default=COPY_SGD)
-    finetune_loss = _forget_finetune_loss(apply, 1.0)
+    finetune_loss = _forget_finetune_loss(apply, 1.0, train_mode)
 
     def init(variables: Variables, *, key: Array | None = None) -> TaskVectorState:
         del key
@@ -303,12 +451,24 @@ def task_vector_negation(
         )
         base = state.reference["params"]
         tau = jax.tree.map(lambda m: m[0], task_vectors(members, base))
-        params = jax.tree.map(lambda b, t: b - scaling_coef * t, base, tau)
+        params, chosen = _scaled_edit(
+            apply,
+            state.reference,
+            optax.tree.scale(-1.0, tau),
+            batch,
+            scaling_coef,
+            coefs,
+            min_control_ratio,
+        )
         state = state._replace(members=members, opt_state=opt_state, step=state.step.next())
         return (
             {**variables, "params": params},
             state,
-            {"finetune_loss": metrics["member_loss"], "task_vector_norm": optax.tree.norm(tau)},
+            {
+                "finetune_loss": metrics["member_loss"],
+                "task_vector_norm": optax.tree.norm(tau),
+                **chosen,
+            },
         )
 
     return UnlearningRule(init, update)
@@ -325,14 +485,17 @@ def task_vector_negation(
     paper="Kim et al., NegMerge: Consensual Weight Negation for Strong Machine Unlearning, 2024",
     cost="medium",
     task="any",
-    sweepable=("subsample", "scaling_coef"),
+    sweepable=("subsample", "min_control_ratio"),
 )
 def negmerge(
     apply: Callable,
     *,
     learning_rates: Sequence[float] = (0.005, 0.01, 0.02),
     subsample: float = 1.0,
-    scaling_coef: float = 1.0,
+    scaling_coef: float | None = None,
+    scaling_coefs: Sequence[float] = DEFAULT_SCALING_COEFS,
+    min_control_ratio: float = 0.95,
+    train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """NegMerge: negate the sign-consensual part of several forget-set task vectors.
@@ -346,8 +509,10 @@ def negmerge(
     ``K`` task vectors agree in sign.
 
     The paper's models differ in fine-tuning hyperparameters (augmentation and similar settings
-    of CLIP / ResNet fine-tuning) and ``lambda`` is chosen on validation data like task
-    arithmetic's; without validation data the default is ``1.0``.
+    of CLIP / ResNet fine-tuning) and ``lambda`` is chosen on validation data: the lowest
+    forget accuracy with control accuracy at least 0.95 x the original's (see
+    :func:`choose_scaling_coef`), from the batch's ``"val_forget"`` / ``"val_control"`` parts;
+    without them ``lambda = 1``.
 
     Args:
       apply: the model's functional ``apply``.
@@ -355,7 +520,14 @@ def negmerge(
         consensus).
       subsample: probability that a copy sees each forget example of a batch, in (0, 1] (on
         `digits`, 0.5 made the negation noisier without a better consensus).
-      scaling_coef: ``lambda``, the negation strength.
+      scaling_coef: ``lambda``, fixed; ``None`` (default) chooses it from ``scaling_coefs`` on
+        the batch's validation parts (``lambda = 1`` without them).
+      scaling_coefs: the candidates (the references' ``linspace(0, 1, 21)``).
+      min_control_ratio: the control accuracy a candidate must keep, as a fraction of the
+        original model's on the same validation batch (0.95).
+      train_mode: run BatchNorm in training mode while the copies fine-tune (batch statistics,
+        as the reference's ``model.train()``); the copies' refreshed statistics are not kept,
+        since the edit acts on ``params`` only and keeps the original's ``batch_stats``.
       optimizer: the copies' optimizer: settings over SGD with momentum 0.9 and no weight decay
         (see :func:`~jaxunlearn.core.optim.resolve`), or an optax optimizer, which must run at
         learning rate 1 since each copy's updates are multiplied by its entry of
@@ -369,11 +541,12 @@ def negmerge(
     """
     learning_rates = tuple(float(lr) for lr in learning_rates)
     _check_common("negmerge", scaling_coef, learning_rates)
+    coefs = _check_selection("negmerge", scaling_coefs, min_control_ratio)
     if concrete(subsample) and not 0.0 < subsample <= 1.0:
         raise ValueError(f"negmerge `subsample` must lie in (0, 1]; got {subsample}")
     opt = _unit_optimizer(optimizer)
     scales = jnp.asarray(learning_rates, jnp.float32)
-    finetune_loss = _forget_finetune_loss(apply, subsample)
+    finetune_loss = _forget_finetune_loss(apply, subsample, train_mode)
 
     def init(variables: Variables, *, key: Array | None = None) -> TaskVectorState:
         del key
@@ -385,14 +558,26 @@ def negmerge(
         )
         base = state.reference["params"]
         merged = sign_consensus_merge(task_vectors(members, base))
-        params = jax.tree.map(lambda b, t: b - scaling_coef * t, base, merged)
+        params, chosen = _scaled_edit(
+            apply,
+            state.reference,
+            optax.tree.scale(-1.0, merged),
+            batch,
+            scaling_coef,
+            coefs,
+            min_control_ratio,
+        )
         kept = sum(jnp.sum(t != 0) for t in jax.tree.leaves(merged))
         total = sum(t.size for t in jax.tree.leaves(merged))
         state = state._replace(members=members, opt_state=opt_state, step=state.step.next())
         return (
             {**variables, "params": params},
             state,
-            {"finetune_loss": metrics["member_loss"], "consensus_fraction": kept / total},
+            {
+                "finetune_loss": metrics["member_loss"],
+                "consensus_fraction": kept / total,
+                **chosen,
+            },
         )
 
     return UnlearningRule(init, update)
@@ -404,7 +589,11 @@ def negmerge(
 
 
 def _unlearning_objective(
-    apply: Callable, beta: float, retain_kl_weight: float, retain_ce_weight: float
+    apply: Callable,
+    beta: float,
+    retain_kl_weight: float,
+    retain_ce_weight: float,
+    train_mode: bool = False,
 ):
     """ZJUKLAB's objective for each specialised model, with a per-model forget weight.
 
@@ -417,7 +606,7 @@ def _unlearning_objective(
         xf, yf = batch["forget"]["x"], batch["forget"]["y"]
         xr, yr = batch["retain"]["x"], batch["retain"]["y"]
         x = jnp.concatenate([xf, xr])
-        logits = apply(variables, x).logits
+        logits = apply(variables, x, train=train_mode).logits
         ref_logits = jax.lax.stop_gradient(apply(reference, x).logits)
         nf = xf.shape[0]
         forget_now = losses.per_example_cross_entropy(logits[:nf], yf)
@@ -439,7 +628,7 @@ def _unlearning_objective(
         "Unlearning via Model Merging, arXiv 2503.21088"
     ),
     cost="medium",
-    sweepable=("beta", "retain_kl_weight", "retain_ce_weight", "scaling_coef"),
+    sweepable=("beta", "retain_kl_weight", "retain_ce_weight", "min_control_ratio"),
 )
 def ties_merge(
     apply: Callable,
@@ -450,7 +639,10 @@ def ties_merge(
     retain_kl_weight: float = 1.0,
     retain_ce_weight: float = 1.0,
     density: float = 0.2,
-    scaling_coef: float = 1.0,
+    scaling_coef: float | None = None,
+    scaling_coefs: Sequence[float] = DEFAULT_SCALING_COEFS,
+    min_control_ratio: float = 0.95,
+    train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """TIES-merging of an over-forgetting and an under-forgetting unlearned model.
@@ -467,7 +659,8 @@ def ties_merge(
     ZJUKLAB tune OLMo-7B with LoRA and AdamW; their learning rates and loss weights do not carry
     over to small classifiers, so the learning rates and weights here are ours, chosen on the
     `digits` MLP so that model 0 over-forgets and model 1 under-forgets (the NPO ``beta = 0.1`` is
-    their code's default). ``density = 0.2`` and ``lambda = 1`` are the TIES paper's defaults; on
+    their code's default). ``density = 0.2`` is the TIES paper's default, and ``lambda`` is chosen
+    on the batch's validation parts by NegMerge's criterion (1 without them); on
     small models the trim can remove the small, retain-preserving part of each task vector, so a
     larger density may do better. More than two models may be given (one entry per model in
     ``learning_rates`` and ``forget_weights``).
@@ -480,7 +673,14 @@ def ties_merge(
       retain_kl_weight: weight of the KL to the original model on the retain batch.
       retain_ce_weight: weight of the cross-entropy on the retain batch.
       density: fraction of each task vector kept by the TIES trim, in (0, 1].
-      scaling_coef: ``lambda``, the scale of the merged task vector.
+      scaling_coef: ``lambda``, fixed; ``None`` (default) chooses it from ``scaling_coefs`` on
+        the batch's validation parts (``lambda = 1`` without them).
+      scaling_coefs: the candidates (the references' ``linspace(0, 1, 21)``).
+      min_control_ratio: the control accuracy a candidate must keep, as a fraction of the
+        original model's on the same validation batch (0.95).
+      train_mode: run BatchNorm in training mode while the copies fine-tune (batch statistics,
+        as the reference's ``model.train()``); the copies' refreshed statistics are not kept,
+        since the edit acts on ``params`` only and keeps the original's ``batch_stats``.
       optimizer: the models' optimizer: settings over SGD with momentum 0.9 and no weight decay
         (see :func:`~jaxunlearn.core.optim.resolve`), or an optax optimizer, which must run at
         learning rate 1 since each model's updates are multiplied by its entry of
@@ -497,6 +697,7 @@ def ties_merge(
     learning_rates = tuple(float(lr) for lr in learning_rates)
     forget_weights = tuple(float(w) for w in forget_weights)
     _check_common("ties_merge", scaling_coef, learning_rates)
+    coefs = _check_selection("ties_merge", scaling_coefs, min_control_ratio)
     if len(forget_weights) != len(learning_rates):
         raise ValueError(
             "ties_merge `forget_weights` needs one entry per model of "
@@ -512,7 +713,7 @@ def ties_merge(
     opt = _unit_optimizer(optimizer)
     scales = jnp.asarray(learning_rates, jnp.float32)
     weights = jnp.asarray(forget_weights, jnp.float32)
-    objective = _unlearning_objective(apply, beta, retain_kl_weight, retain_ce_weight)
+    objective = _unlearning_objective(apply, beta, retain_kl_weight, retain_ce_weight, train_mode)
 
     def init(variables: Variables, *, key: Array | None = None) -> TaskVectorState:
         del key
@@ -527,8 +728,10 @@ def ties_merge(
         )
         base = state.reference["params"]
         merged = ties_merge_vectors(task_vectors(members, base), density)
-        params = jax.tree.map(lambda b, t: b + scaling_coef * t, base, merged)
+        params, chosen = _scaled_edit(
+            apply, state.reference, merged, batch, scaling_coef, coefs, min_control_ratio
+        )
         state = state._replace(members=members, opt_state=opt_state, step=state.step.next())
-        return {**variables, "params": params}, state, metrics
+        return {**variables, "params": params}, state, {**metrics, **chosen}
 
     return UnlearningRule(init, update)

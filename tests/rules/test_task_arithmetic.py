@@ -134,3 +134,73 @@ def test_factories_reject_bad_hyperparameters():
         with pytest.raises(ValueError, match="no hyperparameter"):
             rules.make(name, NET, momentum=0.5)
         rules.make(name, NET, optimizer={"momentum": 0.5, "weight_decay": 1e-4})
+
+
+def test_choose_scaling_coef_is_the_references_criterion():
+    choose = jax.jit(task_arithmetic.choose_scaling_coef)
+    forget = jnp.array([0.9, 0.5, 0.2, 0.2, 0.1])
+    control = jnp.array([1.0, 0.97, 0.96, 0.96, 0.8])
+    # Lowest forget accuracy with control >= 0.95: index 2 (the first of the tie), not 4.
+    assert int(choose(forget, control, 0.95)) == 2
+    # No candidate keeps the control accuracy: the one that keeps it best.
+    assert int(choose(forget, control, 0.99)) == 0
+
+
+def test_candidate_accuracies_on_a_hand_built_linear_model():
+    def apply(variables, x, *, train=False):
+        del train
+        logits = x @ variables["params"]["w"]
+        return type("O", (), {"logits": logits})()
+
+    variables = {"params": {"w": jnp.eye(2)}, "batch_stats": {}}
+    # lambda moves class-0 examples to class 1 once it passes 0.5; class 1 is untouched.
+    direction = {"w": jnp.array([[-1.0, 1.0], [0.0, 0.0]])}
+    forget = {"x": jnp.array([[1.0, 0.0]] * 3), "y": jnp.zeros(3, jnp.int32)}
+    control = {"x": jnp.array([[0.0, 1.0]] * 2), "y": jnp.ones(2, jnp.int32)}
+    coefs = jnp.array([0.0, 0.25, 0.75, 1.0])
+    fa, ca = jax.jit(task_arithmetic.candidate_accuracies, static_argnums=0)(
+        apply, variables, direction, coefs, forget, control
+    )
+    np.testing.assert_allclose(fa, [1.0, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(ca, [1.0, 1.0, 1.0, 1.0])
+    assert int(task_arithmetic.choose_scaling_coef(fa, ca, 0.95)) == 2
+
+
+def _with_validation(batch):
+    return {**batch, "val_forget": batch["forget"], "val_control": batch["retain"]}
+
+
+@pytest.mark.parametrize("name", ["task_vector_negation", "negmerge", "ties_merge"])
+def test_merging_rules_choose_lambda_on_the_validation_parts(name):
+    coefs = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+    batches = [_with_validation(b) for b in _batches(2)]
+    rule = rules.make(name, NET, scaling_coefs=coefs)
+    new, state, metrics = _run(rule, batches)
+    chosen = float(metrics["scaling_coef"])
+    assert chosen in coefs
+    # The rule's model is the edit at the chosen lambda, and that lambda is the criterion's
+    # choice on the last update's validation batches.
+    fixed = rules.make(name, NET, scaling_coef=chosen)
+    want, _, _ = _run(fixed, batches)
+    for a, b in zip(jax.tree.leaves(new["params"]), jax.tree.leaves(want["params"]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    base = state.reference["params"]
+    direction = jax.tree.map(lambda n, b: (n - b) / chosen, new["params"], base) if chosen else None
+    if direction is not None:
+        val = batches[-1]
+        fa, ca = task_arithmetic.candidate_accuracies(
+            NET.apply,
+            state.reference,
+            direction,
+            jnp.asarray(coefs),
+            val["val_forget"],
+            val["val_control"],
+        )
+        threshold = 0.95 * float(ca[0])  # coefs[0] = 0 is the original
+        assert int(task_arithmetic.choose_scaling_coef(fa, ca, threshold)) == coefs.index(chosen)
+    # Without validation parts: lambda = 1, the earlier fixed default, bit for bit.
+    plain, _, metrics = _run(rules.make(name, NET), _batches(2))
+    one, _, _ = _run(rules.make(name, NET, scaling_coef=1.0), _batches(2))
+    assert float(metrics["scaling_coef"]) == 1.0
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(one), strict=True):
+        np.testing.assert_array_equal(a, b)
