@@ -6,16 +6,27 @@ Three phases, run one after another by :func:`~jaxunlearn.core.combinators.phase
    ``N`` (``[noise_batch_size, *input_shape]``, drawn from ``N(0, 1)``) that *maximises* the
    model's loss on the forget labels: minimise ``-CE(f(N), c_f) + noise_l2 * mean_i ||N_i||^2``
    with Adam (lr 0.1, 25 steps in the reference).
-2. **Impair** (``impair_epochs`` retain epochs): train the model on the noise batch labelled
-   ``c_f`` together with a retain batch, which damages the weights that carry the forget classes.
-   The phase receives the learned noise from the noise phase (the ``previous=`` hand-off).
-3. **Repair** (the remaining updates): train on retain batches alone, with a fresh optimizer,
-   to restore utility.
+2. **Impair**: train the model on the noise batch labelled ``c_f`` together with retain data,
+   which damages the weights that carry the forget classes. The phase receives the learned noise
+   from the noise phase (the ``previous=`` hand-off).
+3. **Repair**: train on retain batches alone, with a fresh optimizer, to restore utility.
 
-The reference (class-wise) mixes 80 copies of the noise batch with 500 retain images per class
-in shuffled batches of 32, so a third of each impair batch is noise; here every impair update
-uses the whole noise batch plus a retain batch (a retain batch of 64 gives the same third).
-Both model phases use Adam at lr 1e-4 for one epoch each.
+The reference (class-wise) draws a fixed retain subsample, the first ``retain_per_class = 500``
+images of every retained class, mixes it with ``num_noise_batches = 80`` copies of the noise
+batch in one shuffled loader of batches of 32 for one impair epoch, then repairs for one epoch on
+the subsample alone in batches of 128, Adam at lr 1e-4 throughout, the model in ``train()``
+mode. With ``schedule="reference"`` (the default) the rule takes the reference's step counts,
+:func:`reference_steps`: ``ceil((80 * 32 + n_r) / 32)`` impair updates and ``ceil(n_r / 128)``
+repair updates for ``n_r = retain_per_class * (num_classes - len(forget_classes))`` retained
+images (221 and 36 on CIFAR-10), after which the model is left unchanged however long the run.
+Each impair update uses the whole noise batch and a retain batch, weighted as the reference's
+loader mixes them: ``s * CE(noise) + (1 - s) * CE(retain)`` with ``s = 80 * 32 / (80 * 32 +
+n_r)`` the noise share of its batches. The retain subsample is data, not a rule setting: the
+stream must draw the rule's retain batches from it (see :func:`reference_steps`), and on a data
+set with fewer than 500 images per class ``retain_per_class`` is that smaller number (the
+reference's subsample is then every retained image). ``schedule="epochs"`` keeps this library's
+earlier schedule: ``round(impair_epochs * steps_per_epoch)`` impair updates on the pooled noise
+and retain batch (each example weighted equally), then repair until the run ends.
 
 The reference is class-wise: the noise targets the forget class. For forget sets that are not a
 class, the noise labels are the labels of the first forget batch seen (cycled to the noise batch
@@ -25,11 +36,13 @@ forgetting this is exactly the forget class.
 References:
   Tarun, Chundawat, Mandal and Kankanhalli, "Fast Yet Effective Machine Unlearning", IEEE TNNLS
   2023 (code: vikram2000b/Fast-Machine-Unlearning, as used in if-loops/selective-synaptic-dampening
-  ``unlearn.py::UNSIR_noise_train`` and ``forget_full_class_strategies.py::UNSIR``).
+  ``unlearn.py::UNSIR_noise_train``, ``UNSIR_create_noisy_loader``,
+  ``fit_one_unlearning_cycle`` and ``forget_full_class_strategies.py::UNSIR``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -39,7 +52,7 @@ import optax
 
 from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
-from jaxunlearn.core.combinators import phases
+from jaxunlearn.core.combinators import one_shot, phases
 from jaxunlearn.core.rule import StepCounter, optimizer_step, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules import registry
@@ -77,6 +90,66 @@ class ImpairState(NamedTuple):
     opt_state: PyTree
 
 
+SCHEDULES = ("reference", "epochs")
+
+
+class ReferenceSteps(NamedTuple):
+    """UNSIR's reference schedule (:func:`reference_steps`).
+
+    Attributes:
+      impair: impair updates (one epoch over the noise copies and the retain subsample).
+      repair: repair updates (one epoch over the retain subsample).
+      noise_share: the noise's share of the impair loader, ``s``.
+      retain_examples: the size of the retain subsample, ``n_r``.
+    """
+
+    impair: int
+    repair: int
+    noise_share: float
+    retain_examples: int
+
+
+def reference_steps(
+    *,
+    num_classes: int,
+    num_forget_classes: int = 1,
+    retain_per_class: int = 500,
+    num_noise_batches: int = 80,
+    noise_batch_size: int = 32,
+    impair_batch_size: int = 32,
+    repair_batch_size: int = 128,
+) -> ReferenceSteps:
+    """The reference's impair and repair step counts and the noise share of the impair loader.
+
+    A runner reproducing the reference draws the rule's retain batches from a fixed subsample of
+    ``retain_per_class`` examples of each retained class (the first ones, as the reference's
+    ``classwise_train[i][:500]``, or a seeded random choice), and runs at least
+    ``noise_steps + impair + repair`` updates.
+
+    Args:
+      num_classes: classes of the data set.
+      num_forget_classes: forgotten classes (0 when the forget set is not a class).
+      retain_per_class: retained images per class (500, or fewer when a class has fewer).
+      num_noise_batches: copies of the noise batch in the impair loader (80).
+      noise_batch_size: examples per noise batch (32).
+      impair_batch_size: the impair loader's batch size (32).
+      repair_batch_size: the repair loader's batch size (128).
+    """
+    retained = int(retain_per_class) * (int(num_classes) - int(num_forget_classes))
+    if retained < 1:
+        raise ValueError(
+            f"unsir: no retain subsample ({retain_per_class} per class x "
+            f"{num_classes - num_forget_classes} retained classes)"
+        )
+    noise = int(num_noise_batches) * int(noise_batch_size)
+    return ReferenceSteps(
+        impair=math.ceil((noise + retained) / int(impair_batch_size)),
+        repair=math.ceil(retained / int(repair_batch_size)),
+        noise_share=noise / (noise + retained),
+        retain_examples=retained,
+    )
+
+
 @registry.rule(
     "unsir",
     parts=("forget", "retain"),
@@ -88,6 +161,14 @@ def unsir(
     *,
     steps_per_epoch: int,
     input_shape: Sequence[int],
+    num_classes: int | None = None,
+    forget_classes: Sequence[int] | None = None,
+    schedule: str = "reference",
+    retain_per_class: int = 500,
+    num_noise_batches: int = 80,
+    impair_batch_size: int = 32,
+    repair_batch_size: int = 128,
+    train_mode: bool = True,
     noise_batch_size: int = 32,
     noise_steps: int = 25,
     noise_learning_rate: float = 0.1,
@@ -99,23 +180,35 @@ def unsir(
 ) -> UnlearningRule:
     """UNSIR: learn error-maximising noise, impair on noise plus retain data, repair on retain.
 
-    Schedule: ``phases((noise_steps, noise), (round(impair_epochs * steps_per_epoch), impair),
-    (None, repair))``, leaving out a phase of zero updates. The reference's one impair and one
-    repair epoch is therefore ``epochs = 2 + noise_steps / steps_per_epoch``; a shorter run cuts
-    the later phases. The impair and repair phases each start a fresh model optimizer; the noise
-    is drawn at ``init`` from ``fold_in(key, 0)``. The ``"phase"`` metric is 0 (noise), 1
-    (impair) or 2 (repair).
+    Schedule (``schedule="reference"``): ``phases((noise_steps, noise), (impair, impair),
+    (repair, repair), (None, leave the model))`` with the counts of :func:`reference_steps`.
+    With ``schedule="epochs"``: ``phases((noise_steps, noise), (round(impair_epochs *
+    steps_per_epoch), impair), (None, repair))``. A phase of zero updates is left out; a shorter
+    run cuts the later phases. The impair and repair phases each start a fresh model optimizer;
+    the noise is drawn at ``init`` from ``fold_in(key, 0)``. The ``"phase"`` metric is 0 (noise), 1
+    (impair), 2 (repair) or 3 (done).
 
     Args:
       apply: the model's functional ``apply``.
       steps_per_epoch: updates per retain epoch (supplied by the registry).
       input_shape: the shape of one input, e.g. ``(32, 32, 3)``: it sizes the noise batch (the
         rule sees no data at ``init``; the registry supplies the network's).
+      num_classes: classes of the data set (supplied by the registry; needed by the reference
+        schedule).
+      forget_classes: the forgotten classes (supplied by the registry for class forgetting).
+      schedule: ``"reference"`` (the reference's step counts and noise share) or ``"epochs"``
+        (``impair_epochs`` retain epochs on the pooled batch, then repair to the end).
+      retain_per_class: the reference's retain subsample per class (500).
+      num_noise_batches: copies of the noise batch in the reference's impair loader (80).
+      impair_batch_size: the reference's impair batch size (32), for its step count.
+      repair_batch_size: the reference's repair batch size (128), for its step count.
+      train_mode: run BatchNorm in training mode in the impair and repair phases, as the
+        reference's ``model.train()`` (the noise phase runs in inference mode).
       noise_batch_size: number of noise examples (32).
       noise_steps: optimizer steps on the noise (25).
       noise_learning_rate: learning rate of the noise (0.1).
       noise_l2: weight of the noise's mean squared norm (0.1).
-      impair_epochs: length of the impair phase in retain epochs (1).
+      impair_epochs: length of the impair phase in retain epochs with ``schedule="epochs"`` (1).
       learning_rate: learning rate of the model in both model phases (1e-4).
       optimizer: the model's optimizer: an optax optimizer, or settings over the reference Adam
         (no weight decay); see :func:`~jaxunlearn.core.optim.resolve`.
@@ -141,8 +234,25 @@ def unsir(
         raise ValueError(f"unsir `noise_learning_rate` must be positive; got {noise_learning_rate}")
     if concrete(noise_l2) and noise_l2 < 0:
         raise ValueError(f"unsir `noise_l2` must be non-negative; got {noise_l2}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unsir `schedule` must be one of {SCHEDULES}; got {schedule!r}")
     noise_batch_size, noise_steps = int(noise_batch_size), int(noise_steps)
-    impair_steps = int(round(impair_epochs * steps_per_epoch))
+    if schedule == "reference":
+        if num_classes is None:
+            raise ValueError("unsir's reference schedule needs `num_classes`")
+        steps = reference_steps(
+            num_classes=num_classes,
+            num_forget_classes=len(forget_classes or ()),
+            retain_per_class=retain_per_class,
+            num_noise_batches=num_noise_batches,
+            noise_batch_size=noise_batch_size,
+            impair_batch_size=impair_batch_size,
+            repair_batch_size=repair_batch_size,
+        )
+        impair_steps, repair_steps, noise_share = steps.impair, steps.repair, steps.noise_share
+    else:
+        impair_steps = int(round(impair_epochs * steps_per_epoch))
+        repair_steps, noise_share = None, None
     opt = optim.resolve(optimizer, learning_rate=learning_rate, default=UNSIR_ADAM)
     noise_opt = optim.resolve(
         noise_optimizer, learning_rate=noise_learning_rate, default=UNSIR_ADAM
@@ -200,27 +310,39 @@ def unsir(
         y = jnp.concatenate([noise.labels.astype(yr.dtype), yr])
 
         def objective(params):
-            logits = apply({**variables, "params": params}, x).logits
-            return losses.cross_entropy(logits, y)
+            out = apply({**variables, "params": params}, x, train=train_mode)
+            if noise_share is None:
+                loss = losses.cross_entropy(out.logits, y)
+            else:
+                n = noise_batch_size
+                loss = noise_share * losses.cross_entropy(out.logits[:n], y[:n]) + (
+                    1.0 - noise_share
+                ) * losses.cross_entropy(out.logits[n:], y[n:])
+            return loss, out.batch_stats if train_mode else None
 
-        loss, grads = jax.value_and_grad(objective)(variables["params"])
-        variables, opt_state = optimizer_step(opt, grads, state.opt_state, variables)
+        (loss, stats), grads = jax.value_and_grad(objective, has_aux=True)(variables["params"])
+        variables, opt_state = optimizer_step(
+            opt, grads, state.opt_state, variables, batch_stats=stats
+        )
         return variables, ImpairState(noise, opt_state), {"loss": loss}
 
     # ---- phase 3: repair on retain
 
     def repair_loss(variables: Variables, batch: Batch, *, reference, step, key):
         del reference, step, key
-        return part_loss(apply, variables, batch, "retain")
+        return part_loss(apply, variables, batch, "retain", train=train_mode)
 
-    schedule = [
+    plan = [
         (0, noise_steps, UnlearningRule(noise_init, noise_update)),
         (1, impair_steps, UnlearningRule(impair_init, impair_update)),
-        (2, None, rule_from_loss(repair_loss, opt, keep_reference=False)),
+        (2, repair_steps, rule_from_loss(repair_loss, opt, keep_reference=False)),
     ]
-    schedule = [entry for entry in schedule if entry[1] != 0]
-    rule = phases(*((n, phase_rule) for _, n, phase_rule in schedule))
-    ids = jnp.asarray([i for i, _, _ in schedule], jnp.float32)
+    if repair_steps is not None:
+        # The reference stops after its repair epoch: later updates leave the model unchanged.
+        plan.append((3, None, one_shot(lambda variables, batch, *, key: (variables, {}))))
+    plan = [entry for entry in plan if entry[1] != 0]
+    rule = phases(*((n, phase_rule) for _, n, phase_rule in plan))
+    ids = jnp.asarray([i for i, _, _ in plan], jnp.float32)
 
     def update(variables: Variables, state, batch: Batch, *, key: Array):
         variables, state, metrics = rule.update(variables, state, batch, key=key)

@@ -9,7 +9,7 @@ from rule_testing import smoke_test_rule
 from jaxunlearn import rules
 from jaxunlearn.core.combinators import PhasesState
 from jaxunlearn.core.types import Network, Outputs
-from jaxunlearn.rules.unsir import ImpairState, NoiseState
+from jaxunlearn.rules.unsir import ImpairState, NoiseState, reference_steps
 
 
 def _linear_network(in_dim: int, num_classes: int) -> Network:
@@ -50,6 +50,7 @@ def _batches(n):
 def _run(steps, **hparams):
     net = _linear_network(3, 4)
     variables = net.init(jax.random.key(0))
+    hparams = {"schedule": "epochs", **hparams}
     rule = rules.unsir(
         net.apply, steps_per_epoch=2, input_shape=(3,), noise_batch_size=6, **hparams
     )
@@ -137,3 +138,46 @@ def test_optimizer_settings_go_through_resolve():
 
 def test_unsir_smoke():
     smoke_test_rule("unsir", noise_steps=2, impair_epochs=0.5)
+
+
+def test_reference_step_counts():
+    # CIFAR-10, one class forgotten: (80 * 32 + 9 * 500) / 32 impair and 4500 / 128 repair updates.
+    steps = reference_steps(num_classes=10, num_forget_classes=1)
+    assert (steps.impair, steps.repair, steps.retain_examples) == (221, 36, 4500)
+    assert steps.noise_share == pytest.approx(2560 / 7060)
+
+
+def test_reference_schedule_impairs_repairs_then_stops():
+    # 3 retained classes x 4 images and 2 noise copies of 6: impair ceil(24 / 6) = 4 updates with
+    # a noise share of 1/2, repair ceil(12 / 8) = 2, then the model is left as it is.
+    hparams = dict(
+        schedule="reference",
+        num_classes=4,
+        forget_classes=(2,),
+        retain_per_class=4,
+        num_noise_batches=2,
+        impair_batch_size=6,
+        repair_batch_size=8,
+        noise_steps=1,
+    )
+    variables, history = _run(10, **hparams)
+    assert [int(m["phase"]) for _, _, m in history] == [0, 1, 1, 1, 1, 2, 2, 3, 3, 3]
+    assert _same(history[-1][0], history[6][0]) and not _same(history[6][0], history[4][0])
+    net = _linear_network(3, 4)
+    batch = list(_batches(10))[1]
+    noise = history[1][1].phases[1].noise
+    want = 0.5 * _ce(net, history[0][0], noise.noise, noise.labels) + 0.5 * _ce(
+        net, history[0][0], batch["retain"]["x"], batch["retain"]["y"]
+    )
+    np.testing.assert_allclose(history[1][2]["loss"], want, rtol=1e-5)
+
+
+def test_the_registry_gives_the_reference_schedule():
+    net = _linear_network(3, 4)
+    rule = rules.make("unsir", net, steps_per_epoch=2, forget_classes=(0,), retain_per_class=2)
+    # 6 retained images: impair ceil((2560 + 6) / 32) = 81 updates after 25 noise steps.
+    variables = net.init(jax.random.key(0))
+    state = rule.init(variables, key=jax.random.key(0))
+    state = state._replace(step=state.step._replace(count=jnp.asarray(25 + 81, jnp.int32)))
+    _, _, metrics = jax.jit(rule.update)(variables, state, next(_batches(1)), key=jax.random.key(1))
+    assert int(metrics["phase"]) == 2
