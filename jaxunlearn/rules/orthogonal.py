@@ -40,7 +40,7 @@ import optax
 
 from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
-from jaxunlearn.core.rule import rule_from_grads
+from jaxunlearn.core.rule import BATCH_STATS_KEY, rule_from_grads
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules import registry
 from jaxunlearn.rules.common import part_loss
@@ -75,6 +75,7 @@ def gradient_orthogonalization(
     orthogonality_weight: float = 0.0,
     forget_loss_cap: float | None = None,
     learning_rate: float = 0.01,
+    train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Ascent on the forget loss, projected orthogonal to the retain gradient (UNO surgery).
@@ -91,6 +92,9 @@ def gradient_orthogonalization(
       forget_loss_cap: if set, ascend on ``mean(min(loss_i, cap))`` over the forget batch, which
         stops the ascent on examples already past ``cap`` (``None``: plain ascent).
       learning_rate: the step size.
+      train_mode: run BatchNorm in training mode (batch statistics), as UNO's training loop does
+        (``model.train()``); the model keeps the statistics refreshed by the retain pass.
+        ``False``: inference mode, statistics fixed.
       optimizer: an optax optimizer, or settings over the library's reference SGD (momentum 0.9,
         weight decay 5e-4; UNO's own settings are for generative models); see
         :func:`~jaxunlearn.core.optim.resolve`.
@@ -125,24 +129,28 @@ def gradient_orthogonalization(
     def gradients(params, variables, batch):
         def forget_objective(p):
             if forget_loss_cap is None:
-                loss, _ = part_loss(apply, {**variables, "params": p}, batch, "forget")
+                loss, _ = part_loss(
+                    apply, {**variables, "params": p}, batch, "forget", train=train_mode
+                )
                 return -loss, loss
-            logits = apply({**variables, "params": p}, batch["forget"]["x"]).logits
-            per_example = losses.per_example_supervised(logits, batch["forget"]["y"])
+            out = apply({**variables, "params": p}, batch["forget"]["x"], train=train_mode)
+            per_example = losses.per_example_supervised(out.logits, batch["forget"]["y"])
             return -jnp.mean(jnp.minimum(per_example, forget_loss_cap)), jnp.mean(per_example)
 
         def retain_objective(p):
-            loss, _ = part_loss(apply, {**variables, "params": p}, batch, "retain")
-            return loss, loss
+            loss, metrics = part_loss(
+                apply, {**variables, "params": p}, batch, "retain", train=train_mode
+            )
+            return loss, (loss, metrics.get(BATCH_STATS_KEY))
 
         g_f, forget_loss = jax.grad(forget_objective, has_aux=True)(params)
-        g_r, retain_loss = jax.grad(retain_objective, has_aux=True)(params)
-        return g_f, g_r, forget_loss, retain_loss
+        g_r, (retain_loss, stats) = jax.grad(retain_objective, has_aux=True)(params)
+        return g_f, g_r, forget_loss, retain_loss, stats
 
     def direction(variables: Variables, batch: Batch, *, reference, step, key):
         del reference, step, key
         params = variables["params"]
-        g_f, g_r, forget_loss, retain_loss = gradients(params, variables, batch)
+        g_f, g_r, forget_loss, retain_loss, stats = gradients(params, variables, batch)
         cos2 = squared_cosine(g_f, g_r)
         d = optax.tree.scale(forget_weight, project_orthogonal(g_f, g_r))
         if not concrete(retain_weight) or retain_weight:
@@ -150,10 +158,13 @@ def gradient_orthogonalization(
         if not concrete(orthogonality_weight) or orthogonality_weight:
 
             def penalty(p):
-                gf, gr, _, _ = gradients(p, variables, batch)
+                gf, gr, *_ = gradients(p, variables, batch)
                 return squared_cosine(gf, gr)
 
             d = optax.tree.add_scale(d, orthogonality_weight, jax.grad(penalty)(params))
-        return d, {"forget_loss": forget_loss, "retain_loss": retain_loss, "grad_cos2": cos2}
+        metrics = {"forget_loss": forget_loss, "retain_loss": retain_loss, "grad_cos2": cos2}
+        if stats is not None:
+            metrics[BATCH_STATS_KEY] = stats
+        return d, metrics
 
     return rule_from_grads(direction, opt, keep_reference=False)
