@@ -400,7 +400,7 @@ def task_vector_negation(
     scaling_coefs: Sequence[float] = DEFAULT_SCALING_COEFS,
     min_control_ratio: float = 0.95,
     learning_rate: float = 0.01,
-    train_mode: bool = True,
+    copy_train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Task-vector negation: ``theta_0 - lambda * (theta_ft - theta_0)``.
@@ -423,9 +423,10 @@ def task_vector_negation(
       scaling_coefs: the candidates (the references' ``linspace(0, 1, 21)``).
       min_control_ratio: the control accuracy a candidate must keep, as a fraction of the
         original model's on the same validation batch (0.95).
-      train_mode: run BatchNorm in training mode while the copies fine-tune (batch statistics,
-        as the reference's ``model.train()``); the copies' refreshed statistics are not kept,
-        since the edit acts on ``params`` only and keeps the original's ``batch_stats``.
+      copy_train_mode: run BatchNorm in training mode while the copies fine-tune (batch
+        statistics, as the reference's ``model.train()``). The edited model itself keeps the
+        original's ``batch_stats`` (the edit acts on ``params`` only, as task arithmetic does), so
+        this is not the ``train_mode`` of the loss-based rules, whose model refreshes them.
       optimizer: the copy's optimizer: an optax optimizer, or settings over SGD with momentum 0.9
         and no weight decay (so that the task vector carries only the forget task, not
         shrinkage); see :func:`~jaxunlearn.core.optim.resolve`.
@@ -439,7 +440,7 @@ def task_vector_negation(
     _check_common("task_vector_negation", scaling_coef, (learning_rate,))
     coefs = _check_selection("task_vector_negation", scaling_coefs, min_control_ratio)
     opt = optim.resolve(optimizer, learning_rate=learning_rate, default=COPY_SGD)
-    finetune_loss = _forget_finetune_loss(apply, 1.0, train_mode)
+    finetune_loss = _forget_finetune_loss(apply, 1.0, copy_train_mode)
 
     def init(variables: Variables, *, key: Array | None = None) -> TaskVectorState:
         del key
@@ -495,7 +496,7 @@ def negmerge(
     scaling_coef: float | None = None,
     scaling_coefs: Sequence[float] = DEFAULT_SCALING_COEFS,
     min_control_ratio: float = 0.95,
-    train_mode: bool = True,
+    copy_train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """NegMerge: negate the sign-consensual part of several forget-set task vectors.
@@ -525,9 +526,10 @@ def negmerge(
       scaling_coefs: the candidates (the references' ``linspace(0, 1, 21)``).
       min_control_ratio: the control accuracy a candidate must keep, as a fraction of the
         original model's on the same validation batch (0.95).
-      train_mode: run BatchNorm in training mode while the copies fine-tune (batch statistics,
-        as the reference's ``model.train()``); the copies' refreshed statistics are not kept,
-        since the edit acts on ``params`` only and keeps the original's ``batch_stats``.
+      copy_train_mode: run BatchNorm in training mode while the copies fine-tune (batch
+        statistics, as the reference's ``model.train()``). The edited model itself keeps the
+        original's ``batch_stats`` (the edit acts on ``params`` only, as task arithmetic does), so
+        this is not the ``train_mode`` of the loss-based rules, whose model refreshes them.
       optimizer: the copies' optimizer: settings over SGD with momentum 0.9 and no weight decay
         (see :func:`~jaxunlearn.core.optim.resolve`), or an optax optimizer, which must run at
         learning rate 1 since each copy's updates are multiplied by its entry of
@@ -546,7 +548,7 @@ def negmerge(
         raise ValueError(f"negmerge `subsample` must lie in (0, 1]; got {subsample}")
     opt = _unit_optimizer(optimizer)
     scales = jnp.asarray(learning_rates, jnp.float32)
-    finetune_loss = _forget_finetune_loss(apply, subsample, train_mode)
+    finetune_loss = _forget_finetune_loss(apply, subsample, copy_train_mode)
 
     def init(variables: Variables, *, key: Array | None = None) -> TaskVectorState:
         del key
@@ -642,7 +644,7 @@ def ties_merge(
     scaling_coef: float | None = None,
     scaling_coefs: Sequence[float] = DEFAULT_SCALING_COEFS,
     min_control_ratio: float = 0.95,
-    train_mode: bool = True,
+    copy_train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """TIES-merging of an over-forgetting and an under-forgetting unlearned model.
@@ -678,9 +680,10 @@ def ties_merge(
       scaling_coefs: the candidates (the references' ``linspace(0, 1, 21)``).
       min_control_ratio: the control accuracy a candidate must keep, as a fraction of the
         original model's on the same validation batch (0.95).
-      train_mode: run BatchNorm in training mode while the copies fine-tune (batch statistics,
-        as the reference's ``model.train()``); the copies' refreshed statistics are not kept,
-        since the edit acts on ``params`` only and keeps the original's ``batch_stats``.
+      copy_train_mode: run BatchNorm in training mode while the copies fine-tune (batch
+        statistics, as the reference's ``model.train()``). The edited model itself keeps the
+        original's ``batch_stats`` (the edit acts on ``params`` only, as task arithmetic does), so
+        this is not the ``train_mode`` of the loss-based rules, whose model refreshes them.
       optimizer: the models' optimizer: settings over SGD with momentum 0.9 and no weight decay
         (see :func:`~jaxunlearn.core.optim.resolve`), or an optax optimizer, which must run at
         learning rate 1 since each model's updates are multiplied by its entry of
@@ -713,7 +716,9 @@ def ties_merge(
     opt = _unit_optimizer(optimizer)
     scales = jnp.asarray(learning_rates, jnp.float32)
     weights = jnp.asarray(forget_weights, jnp.float32)
-    objective = _unlearning_objective(apply, beta, retain_kl_weight, retain_ce_weight, train_mode)
+    objective = _unlearning_objective(
+        apply, beta, retain_kl_weight, retain_ce_weight, copy_train_mode
+    )
 
     def init(variables: Variables, *, key: Array | None = None) -> TaskVectorState:
         del key
