@@ -12,18 +12,23 @@ the one :func:`jaxunlearn.rules.make` makes from a config's ``inner`` name or
 The wrapper never looks a rule up by name, so no context is lost.
 
 Each factory's first ``mask_steps`` updates score weights on the forget (and retain) batches
-without changing the model; the mask then keeps the top ``mask_fraction`` of weights trainable
-for the rest of the run and the inner rule starts. The reference scores the whole forget set once
-before unlearning: set ``mask_steps`` to ``ceil(|D_f| / forget_batch_size)`` and add those steps
-to the run.
+without changing the model (in inference mode, as the references' ``model.eval()``); the mask
+then keeps the top ``mask_fraction`` of weights trainable for the rest of the run and the inner
+rule starts. The references score the whole forget set once before unlearning, so ``mask_steps``
+defaults to ``forget_steps_per_epoch`` (``ceil(|D_f| / forget_batch_size)``, one pass over the
+forget set) when the rule context gives it, else to 8 batches. The scoring updates count towards
+the run: a runner sizes it as ``mask_steps`` plus the inner rule's updates.
 
 References:
   Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency in Both
   Image Classification and Generation", ICLR 2024 (mask 50%, random labelling, lr 0.013,
-  10 epochs).
+  10 epochs; ``generate_mask.py`` scores the whole forget loader, ``unlearn/RL.py`` runs the
+  sequential epoch on CIFAR-10 / SVHN, of OPTML-Group/Unlearn-Saliency).
   Jia et al., "WAGLE: Strategic Weight Attribution for Effective and Modular Unlearning in Large
   Language Models", NeurIPS 2024 (attribution with a ``mu * I`` Hessian, ``mu = 1e-6`` in the
-  reference configs; composed with gradient difference, i.e. NegGrad+).
+  reference configs; ``configs/unlearn/Tofu/GradDiff+WAGLE.json`` of OPTML-Group/WAGLE composes
+  it with GradDiff, ``-L_forget + 1.0 * L_retain``, on the mask ``tofu_0.95.pt``: 95% of the
+  weights selected for unlearning; its WMDP knowledge-removal config uses 40%).
 """
 
 from __future__ import annotations
@@ -33,12 +38,16 @@ from collections.abc import Callable
 from jaxunlearn.core.combinators import MaskScore, check_mask_fraction, saliency_masked
 from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules import registry
-from jaxunlearn.rules.gradient_ascent import neggrad_plus
+from jaxunlearn.rules.gradient_ascent import grad_diff
 from jaxunlearn.rules.masking import forget_saliency, weight_attribution
 from jaxunlearn.rules.random_label import random_label
 
 # SalUn's README runs random labelling at lr 0.013.
 SALUN_LEARNING_RATE = 0.013
+# WAGLE's GradDiff configuration for forgetting training data (TOFU): 95% of weights selected.
+WAGLE_MASK_FRACTION = 0.95
+# Scoring batches when the context does not say how many make a pass over the forget set.
+FALLBACK_MASK_STEPS = 8
 
 InnerRule = UnlearningRule | Callable[..., UnlearningRule]
 
@@ -57,6 +66,23 @@ def _inner_rule(inner: InnerRule, inner_steps: int | None, owner: str) -> Unlear
     if not isinstance(rule, UnlearningRule):
         raise ValueError(f"{owner} `inner` builder returned {type(rule).__name__}, not a rule")
     return rule
+
+
+def _mask_steps(mask_steps: int | None, forget_steps_per_epoch: int | None) -> int:
+    """``mask_steps``, defaulting to one pass over the forget set when the context gives it."""
+    if mask_steps is not None:
+        return mask_steps
+    return FALLBACK_MASK_STEPS if forget_steps_per_epoch is None else int(forget_steps_per_epoch)
+
+
+def _check_default_inner_options(owner: str, inner: InnerRule | None, **options) -> None:
+    """Options meant for the default inner rule are rejected next to an explicit one."""
+    given = sorted(k for k, v in options.items() if v is not None)
+    if inner is not None and given:
+        raise ValueError(
+            f"{owner} {given} configure the default inner rule; with an explicit `inner`, set "
+            "them on that rule (its hparams)"
+        )
 
 
 def _masked_rule(
@@ -93,9 +119,15 @@ def salun(
     *,
     num_classes: int,
     num_steps: int | None = None,
+    steps_per_epoch: int | None = None,
+    forget_steps_per_epoch: int | None = None,
+    forget_fraction: float | None = None,
     inner: InnerRule | None = None,
     mask_fraction: float = 0.5,
-    mask_steps: int = 8,
+    mask_steps: int | None = None,
+    mode: str | None = None,
+    forget_weight: float | None = None,
+    train_mode: bool | None = None,
 ) -> UnlearningRule:
     """SalUn: run ``inner`` on the weights with the most salient forget-loss gradients.
 
@@ -104,6 +136,9 @@ def salun(
       num_classes: number of classes (for the default inner rule; supplied by the registry).
       num_steps: total updates of the run; the inner rule is built for the
         ``num_steps - mask_steps`` updates left after scoring.
+      steps_per_epoch, forget_steps_per_epoch, forget_fraction: the run's passes over the
+        retain and forget sets and the forget set's share (supplied by the registry) for the
+        default inner rule and the default ``mask_steps``.
       inner: the rule run under the mask, or a builder called as
         ``inner(num_steps=num_steps - mask_steps)``; ``None`` (default) is SalUn's random
         labelling at lr 0.013 (:func:`~jaxunlearn.rules.random_label.random_label`). A config
@@ -111,7 +146,17 @@ def salun(
         :func:`jaxunlearn.rules.make` builds it with this rule's context; a named rule keeps its
         own defaults.
       mask_fraction: fraction of weights kept trainable, in (0, 1] (SalUn's ``with_0.5``).
-      mask_steps: leading updates that only accumulate the saliency over forget batches.
+      mask_steps: leading updates that only accumulate the saliency over forget batches;
+        ``None`` = ``forget_steps_per_epoch`` (the whole forget set, as the reference), or 8
+        when the context does not give it.
+      mode: the default inner rule's ``mode``: ``"concatenated"`` (``None``) or
+        ``"sequential"``, the reference's CIFAR-10 epoch (a pass over the forget set with random
+        labels, then a pass over the retain set; ``num_steps - mask_steps`` must then be
+        :func:`~jaxunlearn.rules.random_label.random_label_num_steps` of whole epochs).
+      forget_weight: the default inner rule's ``forget_weight`` (concatenated mode; ``None`` =
+        its default 0.5).
+      train_mode: the default inner rule's ``train_mode`` (``None`` = its default, ``True``,
+        the reference's ``model.train()``).
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and the inner rule's parts (a
@@ -120,14 +165,30 @@ def salun(
     >>> rule = rules.make("salun", net, num_steps=100, forget_fraction=0.01,
     ...                   inner="ssd")  # doctest: +SKIP
     """
+    _check_default_inner_options(
+        "salun", inner, mode=mode, forget_weight=forget_weight, train_mode=train_mode
+    )
     if inner is None:
-        inner = random_label(apply, num_classes=num_classes, learning_rate=SALUN_LEARNING_RATE)
+        options = {"mode": mode, "forget_weight": forget_weight, "train_mode": train_mode}
+
+        def inner(*, num_steps):
+            return random_label(
+                apply,
+                num_classes=num_classes,
+                steps_per_epoch=steps_per_epoch,
+                forget_steps_per_epoch=forget_steps_per_epoch,
+                num_steps=num_steps,
+                forget_fraction=forget_fraction,
+                learning_rate=SALUN_LEARNING_RATE,
+                **{k: v for k, v in options.items() if v is not None},
+            )
+
     return _masked_rule(
         forget_saliency(apply),
         inner=inner,
         num_steps=num_steps,
         mask_fraction=mask_fraction,
-        mask_steps=mask_steps,
+        mask_steps=_mask_steps(mask_steps, forget_steps_per_epoch),
         owner="salun",
     )
 
@@ -142,10 +203,12 @@ def weight_attribution_mask(
     apply: Callable,
     *,
     num_steps: int | None = None,
+    forget_steps_per_epoch: int | None = None,
     inner: InnerRule | None = None,
-    mask_fraction: float = 0.5,
-    mask_steps: int = 8,
+    mask_fraction: float = WAGLE_MASK_FRACTION,
+    mask_steps: int | None = None,
     hessian_scale: float = 1e-6,
+    train_mode: bool | None = None,
 ) -> UnlearningRule:
     """WAGLE: run ``inner`` on the weights with the largest forget/retain weight attribution.
 
@@ -153,24 +216,33 @@ def weight_attribution_mask(
       apply: the model's functional ``apply``.
       num_steps: total updates of the run; the inner rule is built for the
         ``num_steps - mask_steps`` updates left after scoring.
+      forget_steps_per_epoch: updates in a pass over the forget set (supplied by the registry),
+        the default ``mask_steps``.
       inner: the rule run under the mask, or a builder called as
-        ``inner(num_steps=num_steps - mask_steps)``; ``None`` (default) is gradient difference
-        (:func:`~jaxunlearn.rules.gradient_ascent.neggrad_plus` with its defaults). See
+        ``inner(num_steps=num_steps - mask_steps)``; ``None`` (default) is GradDiff as in
+        WAGLE's configs, ``-L_forget + L_retain`` with equal weights
+        (:func:`~jaxunlearn.rules.gradient_ascent.grad_diff` with its defaults). See
         :func:`salun`.
-      mask_fraction: fraction of weights kept trainable, in (0, 1].
-      mask_steps: leading updates that only accumulate forget and retain gradients.
+      mask_fraction: fraction of weights kept trainable, in (0, 1]; 0.95, WAGLE's GradDiff
+        configuration for forgetting training data (TOFU; 0.4 for WMDP knowledge removal).
+        This library's default was 0.5 before.
+      mask_steps: leading updates that only accumulate forget and retain gradients; ``None`` =
+        ``forget_steps_per_epoch`` (a pass over the forget set, as the reference), or 8 when the
+        context does not give it.
       hessian_scale: ``mu`` of the diagonal Hessian approximation ``mu * I``.
+      train_mode: the default inner rule's ``train_mode`` (``None`` = its default, ``True``).
 
     Returns:
       An :class:`UnlearningRule` reading ``batch["forget"]`` and ``batch["retain"]``.
     """
+    _check_default_inner_options("weight_attribution_mask", inner, train_mode=train_mode)
     if inner is None:
-        inner = neggrad_plus(apply)
+        inner = grad_diff(apply, **({} if train_mode is None else {"train_mode": train_mode}))
     return _masked_rule(
         weight_attribution(apply, hessian_scale=hessian_scale),
         inner=inner,
         num_steps=num_steps,
         mask_fraction=mask_fraction,
-        mask_steps=mask_steps,
+        mask_steps=_mask_steps(mask_steps, forget_steps_per_epoch),
         owner="weight_attribution_mask",
     )

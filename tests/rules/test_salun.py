@@ -175,13 +175,64 @@ def test_salun_takes_a_rule_object():
         rules.salun(NET.apply, num_classes=NUM_CLASSES, inner="ssd")
 
 
-def test_weight_attribution_mask_default_inner_is_neggrad_plus():
+def test_weight_attribution_mask_default_inner_is_grad_diff_with_equal_weights():
+    # WAGLE's configs run GradDiff, -L_forget + 1.0 * L_retain; the old default was NegGrad+
+    # with beta = 0.999, which barely forgets.
     batches = _batches(5)
     wagle = rules.make("weight_attribution_mask", NET, num_steps=5, mask_fraction=1.0, mask_steps=2)
     w_vars, _, _ = _run(wagle, batches)
-    plain = rules.make("neggrad_plus", NET)
-    p_vars, _, _ = _run(plain, batches[2:])
+    plain = rules.make("grad_diff", NET)
+    p_vars, _, history = _run(plain, batches[2:])
     _assert_equal(w_vars, p_vars)
+    np.testing.assert_allclose(
+        float(history[0]["loss"]),
+        float(history[0]["retain_loss"] - history[0]["forget_loss"]),
+        rtol=1e-6,
+    )
+
+
+def test_weight_attribution_mask_keeps_wagles_fraction_of_weights():
+    rule = rules.make("weight_attribution_mask", NET, num_steps=4, mask_steps=2)
+    _, state, _ = _run(rule, _batches(4))
+    mask = _leaves(state.phases[1].mask)
+    assert sum(m.sum() for m in mask) == int(0.95 * sum(m.size for m in mask))
+
+
+@pytest.mark.parametrize("name", ["salun", "weight_attribution_mask"])
+def test_mask_is_scored_over_one_pass_of_the_forget_set_by_default(name):
+    # The references score the whole forget set; the old default was 8 batches whatever its size.
+    rule = rules.make(name, NET, num_steps=6, forget_steps_per_epoch=3, **CONTEXT)
+    _, _, history = _run(rule, _batches(6))
+    assert [float(h["phase"]) for h in history] == [0, 0, 0, 1, 1, 1]
+    fallback = rules.make(name, NET, num_steps=10, **CONTEXT)
+    _, _, history = _run(fallback, _batches(10))
+    assert [float(h["phase"]) for h in history] == [0] * 8 + [1, 1]
+
+
+def test_salun_sequential_mode_runs_the_reference_epoch_after_scoring():
+    # One scoring pass over the forget set (1 update), then two sequential RL epochs of a forget
+    # pass (1 update) and a retain pass (2 updates), with the full mask equal to plain RL.
+    context = dict(steps_per_epoch=2, forget_steps_per_epoch=1, **CONTEXT)
+    batches = _batches(7)
+    salun = rules.make("salun", NET, num_steps=7, mask_fraction=1.0, mode="sequential", **context)
+    s_vars, _, history = _run(salun, batches)
+    assert [float(h["forget_pass"]) for h in history[1:]] == [1, 0, 0, 1, 0, 0]
+    plain = rules.make("random_label", NET, num_steps=6, mode="sequential",
+                       learning_rate=0.013, **context)  # fmt: skip
+    state = plain.init(VARIABLES, key=None)
+    p_vars, update = VARIABLES, jax.jit(plain.update)
+    for i, batch in enumerate(batches[1:], start=1):
+        p_vars, state, _ = update(p_vars, state, batch, key=jax.random.fold_in(KEY, i))
+    _assert_equal(s_vars, p_vars)
+    with pytest.raises(ValueError, match="whole number of epochs"):
+        rules.make("salun", NET, num_steps=8, mode="sequential", **context)
+
+
+def test_default_inner_options_are_rejected_next_to_an_explicit_inner():
+    with pytest.raises(ValueError, match="default inner rule"):
+        rules.make("salun", NET, num_steps=10, inner="finetune", mode="sequential")
+    with pytest.raises(ValueError, match="default inner rule"):
+        rules.make("weight_attribution_mask", NET, num_steps=10, inner="finetune", train_mode=False)
 
 
 def test_bad_settings_are_rejected():
