@@ -10,7 +10,10 @@
 
 Both fine-tune on the forget set only (the reference: 10 epochs, SGD with momentum 0.9 and weight
 decay 5e-4; the Boundary Unlearning and SalUn scripts use learning rates from 1e-6 to 4e-5 on
-CIFAR-10 / SVHN ResNets; the default here is 1e-5).
+CIFAR-10 / SVHN ResNets; the default here is 1e-5). The model being fine-tuned runs in training
+mode by default (``train_mode=True``: BatchNorm batch statistics, refreshed running averages), as
+the reference's ``model.train()``; the frozen original that boundary shrink attacks runs in
+inference mode (``test_model.eval()``).
 
 References:
   Chen et al., "Boundary Unlearning: Rapid Forgetting of Deep Networks via Shifting the Decision
@@ -29,7 +32,7 @@ import optax
 
 from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
-from jaxunlearn.core.rule import StepCounter, optimizer_step, rule_from_loss
+from jaxunlearn.core.rule import BATCH_STATS_KEY, StepCounter, optimizer_step, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules import registry
 
@@ -83,6 +86,7 @@ def boundary_shrink(
     learning_rate: float = 1e-5,
     input_range: tuple[float, float] | None = (0.0, 1.0),
     levels: int | None = 255,
+    train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Boundary shrink: fine-tune on ``CE(f(x_f), argmax f_0(FGSM_{f_0}(x_f)))``.
@@ -98,6 +102,8 @@ def boundary_shrink(
       input_range: clip range of the perturbed inputs (images in [0, 1]); ``None`` for data that
         is not bounded, such as standardised features.
       levels: quantisation of the perturbed inputs (255 for 8-bit images; ``None`` to skip).
+      train_mode: run the fine-tuned model's BatchNorm in training mode, as the reference
+        (``unlearn/boundary_sh.py``: ``model.train()``); ``False`` keeps its statistics frozen.
       optimizer: an optax optimizer, or settings over the reference SGD (momentum 0.9, weight
         decay 5e-4); see :func:`~jaxunlearn.core.optim.resolve`.
 
@@ -116,11 +122,14 @@ def boundary_shrink(
         x, y = batch["forget"]["x"], batch["forget"]["y"]
         x_adv = fgsm(apply, reference, x, y, bound=bound, input_range=input_range, levels=levels)
         targets = jnp.argmax(apply(reference, x_adv).logits, -1).astype(y.dtype)
-        logits = apply(variables, x).logits
-        return losses.cross_entropy(logits, targets), {
-            "forget_acc": losses.accuracy(logits, y),
+        out = apply(variables, x, train=train_mode)
+        metrics = {
+            "forget_acc": losses.accuracy(out.logits, y),
             "relabelled": jnp.mean(targets != y),
         }
+        if out.batch_stats is not None:
+            metrics[BATCH_STATS_KEY] = out.batch_stats
+        return losses.cross_entropy(out.logits, targets), metrics
 
     return rule_from_loss(loss_fn, opt, keep_reference=True)
 
@@ -169,6 +178,7 @@ def boundary_expand(
     num_classes: int,
     learning_rate: float = 1e-5,
     feature_dim: int | None = None,
+    train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """Boundary expand: train the forget set into an extra shadow class, then prune it.
@@ -187,6 +197,8 @@ def boundary_expand(
       learning_rate: step size.
       feature_dim: width of ``Outputs.features``; inferred from the output layer's kernel when
         ``None``.
+      train_mode: run BatchNorm in training mode, as the reference
+        (``unlearn/boundary_ex.py``: ``model.train()``); ``False`` keeps its statistics frozen.
       optimizer: an optax optimizer, or settings over the reference SGD (momentum 0.9, weight
         decay 5e-4, which also applies to the shadow neuron, as in the reference); see
         :func:`~jaxunlearn.core.optim.resolve`.
@@ -224,22 +236,29 @@ def boundary_expand(
         x, y = batch["forget"]["x"], batch["forget"]["y"]
 
         def objective(trainable):
-            out = apply({**variables, "params": trainable["params"]}, x)
+            out = apply({**variables, "params": trainable["params"]}, x, train=train_mode)
             shadow = trainable["shadow"]
             extra = out.features @ shadow["kernel"] + shadow["bias"]
             wide = jnp.concatenate([out.logits, extra[:, None].astype(out.logits.dtype)], -1)
             targets = jnp.full(y.shape, num_classes, jnp.int32)
-            return losses.cross_entropy(wide, targets), {
-                "forget_acc": losses.accuracy(out.logits, y),
-                "shadow_prob": jnp.mean(jax.nn.softmax(wide, -1)[:, -1]),
-            }
+            return losses.cross_entropy(wide, targets), (
+                {
+                    "forget_acc": losses.accuracy(out.logits, y),
+                    "shadow_prob": jnp.mean(jax.nn.softmax(wide, -1)[:, -1]),
+                },
+                out.batch_stats,
+            )
 
         # The optimizer steps the model's params and the shadow neuron together.
         trainable = {"params": {"params": variables["params"], "shadow": state.shadow}}
-        (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(trainable["params"])
+        (loss, (metrics, stats)), grads = jax.value_and_grad(objective, has_aux=True)(
+            trainable["params"]
+        )
         trainable, opt_state = optimizer_step(opt, grads, state.opt_state, trainable)
         new_state = BoundaryExpandState(trainable["params"]["shadow"], opt_state, state.step.next())
         new_variables = {**variables, "params": trainable["params"]["params"]}
+        if stats is not None:
+            new_variables[BATCH_STATS_KEY] = stats
         return new_variables, new_state, {**metrics, "loss": loss}
 
     return UnlearningRule(init, update)

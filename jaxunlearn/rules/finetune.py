@@ -28,7 +28,10 @@ from jaxunlearn.rules.common import part_loss
 @registry.rule(
     "finetune",
     parts=("retain",),
-    paper="Warnecke et al., NDSS 2023; Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023",
+    paper=(
+        "Warnecke et al., NDSS 2023; "
+        "Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023"
+    ),
     task="any",
     sweepable=("learning_rate",),
 )
@@ -36,7 +39,7 @@ def finetune(
     apply: Callable,
     *,
     learning_rate: float = 0.01,
-    train_mode: bool = False,
+    train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """FT: minimise the supervised loss on the retain set.
@@ -44,8 +47,9 @@ def finetune(
     Args:
       apply: the model's functional ``apply``.
       learning_rate: SGD step size (Jia et al. defaults).
-      train_mode: run BatchNorm in training mode (refreshing its statistics), as the PyTorch
-        reference does with ``model.train()``; inference mode keeps them fixed.
+      train_mode: run BatchNorm in training mode (batch statistics, refreshed running
+        averages), as the reference does (``unlearn/FT.py``: ``model.train()``); ``False``
+        keeps them fixed.
       optimizer: an optax optimizer, or settings over the reference SGD (momentum 0.9,
         weight decay 5e-4); see :func:`~jaxunlearn.core.optim.resolve`.
 

@@ -49,6 +49,7 @@ def l1_sparse(
     alpha: float = 1e-4,
     no_l1_epochs: int = 0,
     learning_rate: float = 0.01,
+    train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """l1-sparse: ``CE(retain) + alpha_t * ||theta||_1``, ``alpha_t`` decaying linearly per epoch.
@@ -61,6 +62,8 @@ def l1_sparse(
         default 0.2 is shared with other methods; its run scripts use 1e-4.
       no_l1_epochs: trailing epochs without the penalty.
       learning_rate: SGD step size (reference defaults).
+      train_mode: run BatchNorm in training mode (batch statistics, refreshed running
+        averages), as the reference's ``FT_l1`` (``model.train()``); ``False`` keeps them fixed.
       optimizer: an optax optimizer, or settings over the reference SGD (momentum 0.9,
         weight decay 5e-4); see :func:`~jaxunlearn.core.optim.resolve`.
 
@@ -91,7 +94,7 @@ def l1_sparse(
 
     def loss_fn(variables, batch, *, reference, step, key):
         del reference, key
-        ce, metrics = part_loss(apply, variables, batch, "retain")
+        ce, metrics = part_loss(apply, variables, batch, "retain", train=train_mode)
         current = alpha_at(step)
         penalty = l1_norm(variables["params"])
         return ce + current * penalty, {
