@@ -75,6 +75,28 @@ def _mask_steps(mask_steps: int | None, forget_steps_per_epoch: int | None) -> i
     return FALLBACK_MASK_STEPS if forget_steps_per_epoch is None else int(forget_steps_per_epoch)
 
 
+def masked_num_steps(
+    inner_num_steps: int,
+    *,
+    forget_steps_per_epoch: int | None = None,
+    mask_steps: int | None = None,
+) -> int:
+    """Updates of a :func:`salun` or :func:`weight_attribution_mask` run: scoring, then the inner
+    rule's ``inner_num_steps``.
+
+    A runner passes this as ``num_steps``: e.g. ``masked_num_steps(epochs * steps_per_epoch,
+    forget_steps_per_epoch=f)`` for a concatenated inner rule, or
+    ``masked_num_steps(random_label_num_steps(epochs, steps_per_epoch, f),
+    forget_steps_per_epoch=f)`` for SalUn's ``mode="sequential"``.
+
+    Args:
+      inner_num_steps: updates of the inner rule.
+      forget_steps_per_epoch: updates in a pass over the forget set (the default scoring).
+      mask_steps: the rule's ``mask_steps`` hyperparameter, if set.
+    """
+    return _mask_steps(mask_steps, forget_steps_per_epoch) + int(inner_num_steps)
+
+
 def _check_default_inner_options(owner: str, inner: InnerRule | None, **options) -> None:
     """Options meant for the default inner rule are rejected next to an explicit one."""
     given = sorted(k for k, v in options.items() if v is not None)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from jaxunlearn import models, rules
+from jaxunlearn.rules.random_label import random_label_num_steps
+from jaxunlearn.rules.salun import masked_num_steps
 
 NUM_CLASSES, IN_DIM = 4, 6
 NET = models.make_network("mlp", input_shape=(IN_DIM,), num_outputs=NUM_CLASSES, hidden=(8,))
@@ -207,6 +209,13 @@ def test_mask_is_scored_over_one_pass_of_the_forget_set_by_default(name):
     fallback = rules.make(name, NET, num_steps=10, **CONTEXT)
     _, _, history = _run(fallback, _batches(10))
     assert [float(h["phase"]) for h in history] == [0] * 8 + [1, 1]
+
+
+def test_masked_num_steps_adds_the_scoring_pass_to_the_inner_run():
+    assert masked_num_steps(100, forget_steps_per_epoch=9) == 109
+    assert masked_num_steps(100, forget_steps_per_epoch=9, mask_steps=2) == 102
+    assert masked_num_steps(100) == 108  # no context: 8 scoring batches
+    assert masked_num_steps(random_label_num_steps(2, 2, 1), forget_steps_per_epoch=1) == 7
 
 
 def test_salun_sequential_mode_runs_the_reference_epoch_after_scoring():
