@@ -23,10 +23,22 @@ next:
    cross-entropy on retain data while the extractor stays fixed.
 
 The VAEs are tiny pure-JAX MLPs held as parameter dicts in the rule state, with their optimizer
-states. Deviations from the reference code: its decoder ends in a sigmoid, while ours is linear
-because our embeddings are unbounded ReLU features; its notebook fits the "retain" VAE on the whole
-training set, ours on the retain set as the paper describes; and the stages are fractions of one
-stream of updates (each update gets one forget and one retain batch) instead of epoch loops.
+states. Their decoder ends in a sigmoid as in the reference (``Model.py::CNN_VAE_Decoder``,
+``ResNet_VAE_Decoder``); ``decoder_output="linear"`` drops it (this library's earlier choice).
+
+The embedding. The reference's models return as embedding the output of a linear layer
+(``fc1``) that no activation follows, and classify it with a further linear head. The functional
+view of our models exposes only ``Outputs.features``, the head's input, which the built-in MLP
+and CNN take *after* a ReLU (ResNet-18: the pooled output of a ReLU block); their pre-activation
+is not returned, so this rule reads ``Outputs.features`` (the default ``embedding=None``). Pass
+``embedding=fn``, ``fn(apply, variables, x, train) -> [batch, dim]``, to use another
+representation, e.g. the last dense layer's pre-activation of a model that returns it in
+``Outputs.hidden``. A sigmoid decoder reconstructs embeddings only within (0, 1): as in the
+reference, embeddings outside that range keep a reconstruction error, which ``L_UE`` bounds.
+
+Further deviations: the reference's notebook fits the "retain" VAE on the whole training set,
+ours on the retain set as the paper describes; and the stages are fractions of one stream of
+updates (each update gets one forget and one retain batch) instead of epoch loops.
 
 References:
   Shen et al., "Label-Agnostic Forgetting: A Supervision-Free Unlearning in Deep Models",
@@ -94,10 +106,17 @@ def _dense(layer: dict, x: Array) -> Array:
     return x @ layer["w"] + layer["b"]
 
 
-def apply_vae(params: dict, x: Array, noise: Array) -> tuple[Array, Array, Array]:
+DECODER_OUTPUTS = ("sigmoid", "linear")
+
+
+def apply_vae(
+    params: dict, x: Array, noise: Array, output: str = "sigmoid"
+) -> tuple[Array, Array, Array]:
     """``(reconstruction, mu, logvar)`` of ``x``, decoding the latent ``mu + sigma * noise``.
 
-    ``noise`` is standard normal, ``[batch, latent_dim]`` (the reparameterisation sample).
+    ``noise`` is standard normal, ``[batch, latent_dim]`` (the reparameterisation sample);
+    ``output`` is the decoder's last activation: ``"sigmoid"`` (the reference's
+    ``torch.sigmoid``) or ``"linear"`` (none).
     """
     h = x
     for i in range(len(params["encoder"])):
@@ -109,12 +128,18 @@ def apply_vae(params: dict, x: Array, noise: Array) -> tuple[Array, Array, Array
         h = _dense(params["decoder"][str(i)], h)
         if i < n - 1:
             h = jax.nn.relu(h)
+    if output == "sigmoid":
+        h = jax.nn.sigmoid(h)
+    elif output != "linear":
+        raise ValueError(f"Unknown decoder output {output!r}; valid: {DECODER_OUTPUTS}")
     return h, mu, logvar
 
 
-def vae_loss(params: dict, x: Array, noise: Array, kl_weight: float = 0.025) -> Array:
+def vae_loss(
+    params: dict, x: Array, noise: Array, kl_weight: float = 0.025, output: str = "sigmoid"
+) -> Array:
     """LAF's VAE loss: summed squared error / batch + ``kl_weight`` * KL / batch."""
-    recon, mu, logvar = apply_vae(params, x, noise)
+    recon, mu, logvar = apply_vae(params, x, noise, output)
     batch = x.shape[0]
     mse = jnp.sum(jnp.square(recon - x)) / batch
     kl = -0.5 * jnp.sum(logvar + 1.0 - jnp.square(mu) - jnp.exp(logvar)) / batch
@@ -252,6 +277,9 @@ def label_agnostic_forgetting(
     repair_fraction: float = 0.2,
     repair_learning_rate: float = 1e-3,
     feature_dim: int | None = None,
+    decoder_output: str = "sigmoid",
+    embedding: Callable | None = None,
+    train_mode: bool = False,
     vae_optimizer: OptimizerSpec = None,
     ue_optimizer: OptimizerSpec = None,
     ra_optimizer: OptimizerSpec = None,
@@ -291,6 +319,13 @@ def label_agnostic_forgetting(
       repair_learning_rate: learning rate of the repair (not given in the reference
         hyperparameters; our choice).
       feature_dim: embedding size; inferred from the head's kernel when ``None``.
+      decoder_output: ``"sigmoid"`` (the reference's decoder) or ``"linear"``.
+      embedding: ``fn(apply, variables, x, train) -> [batch, dim]``, the representation the VAEs
+        model, or ``None`` for ``Outputs.features`` (see the module docstring).
+      train_mode: run BatchNorm in training mode in the extractor's forward passes (one per
+        part, as the reference's separate retain and forget passes, whose refreshed
+        statistics the model keeps). The reference never sets the mode (its model stays in
+        whatever mode training left it), so the default is inference mode.
       vae_optimizer, ue_optimizer, ra_optimizer, repair_optimizer: the four optimizers: each an
         optax optimizer, or settings over the reference Adam (no weight decay); see
         :func:`~jaxunlearn.core.optim.resolve`.
@@ -319,6 +354,11 @@ def label_agnostic_forgetting(
         raise ValueError(
             f"label_agnostic_forgetting `temperature` must be positive; got {temperature}"
         )
+    if decoder_output not in DECODER_OUTPUTS:
+        raise ValueError(
+            f"label_agnostic_forgetting `decoder_output` must be one of {DECODER_OUTPUTS}; "
+            f"got {decoder_output!r}"
+        )
     if latent_dim < 1:
         raise ValueError(
             f"label_agnostic_forgetting `latent_dim` must be positive; got {latent_dim}"
@@ -334,12 +374,28 @@ def label_agnostic_forgetting(
     ra_opt = _flat_adam(ra_optimizer, ra_learning_rate)
     head_opt = _flat_adam(repair_optimizer, repair_learning_rate)
 
+    def embed(variables, x, train):
+        if embedding is not None:
+            return embedding(apply, variables, x, train), None
+        out = apply(variables, x, train=train)
+        return out.features, out.batch_stats if train else None
+
     def features(variables, batch):
         # One forward pass over retain and forget inputs together (inference mode, so the
         # examples do not interact): half the model code to compile of two separate passes.
         x_r, x_f = batch["retain"]["x"], batch["forget"]["x"]
-        e = apply(variables, jnp.concatenate([x_r, x_f])).features
+        e, _ = embed(variables, jnp.concatenate([x_r, x_f]), False)
         return e[: x_r.shape[0]], e[x_r.shape[0] :]
+
+    def student_features(variables, batch):
+        """``(e_r, e_f, batch_stats)``: in train mode, retain then forget in separate passes."""
+        if not train_mode:
+            return (*features(variables, batch), None)
+        e_r, stats = embed(variables, batch["retain"]["x"], True)
+        if stats is not None:
+            variables = {**variables, "batch_stats": stats}
+        e_f, stats_f = embed(variables, batch["forget"]["x"], True)
+        return e_r, e_f, stats_f if stats_f is not None else stats
 
     def with_params(variables, params):
         return {**variables, "params": params}
@@ -380,8 +436,8 @@ def label_agnostic_forgetting(
         noise_r, noise_f = latent_noise(key, batch)
 
         def objective(vaes):
-            return vae_loss(vaes["retain"], e_r, noise_r, kl_weight) + vae_loss(
-                vaes["forget"], e_f, noise_f, kl_weight
+            return vae_loss(vaes["retain"], e_r, noise_r, kl_weight, decoder_output) + vae_loss(
+                vaes["forget"], e_f, noise_f, kl_weight, decoder_output
             )
 
         loss, grads = jax.value_and_grad(objective)(state.vaes)
@@ -403,26 +459,31 @@ def label_agnostic_forgetting(
         noise_r, noise_f = latent_noise(key, batch)
 
         def ue_objective(params):
-            e_r, e_f = features(with_params(variables, params), batch)
-            rec_r, _, _ = apply_vae(state.vaes["retain"], e_r, noise_r)
-            rec_f, _, _ = apply_vae(state.vaes["forget"], e_f, noise_f)
-            return reconstruction_energy(rec_r, e_r) - reconstruction_energy(rec_f, e_f)
+            e_r, e_f, stats = student_features(with_params(variables, params), batch)
+            rec_r, _, _ = apply_vae(state.vaes["retain"], e_r, noise_r, decoder_output)
+            rec_f, _, _ = apply_vae(state.vaes["forget"], e_f, noise_f, decoder_output)
+            energy = reconstruction_energy(rec_r, e_r) - reconstruction_energy(rec_f, e_f)
+            return energy, stats
 
-        ue_loss, grads = jax.value_and_grad(ue_objective)(variables["params"])
+        (ue_loss, stats), grads = jax.value_and_grad(ue_objective, has_aux=True)(
+            variables["params"]
+        )
         moved, ue_opt_state = optimizer_step(
-            ue_opt, zero_head(grads), state.ue_opt_state, variables
+            ue_opt, zero_head(grads), state.ue_opt_state, variables, batch_stats=stats
         )
         variables = keep_head(moved, variables)
 
         teacher_r, teacher_f = jax.lax.stop_gradient(features(state.reference, batch))
 
         def ra_objective(params):
-            e_r, e_f = features(with_params(variables, params), batch)
-            return representation_alignment(e_r, teacher_r, e_f, teacher_f, temperature)
+            e_r, e_f, stats = student_features(with_params(variables, params), batch)
+            return representation_alignment(e_r, teacher_r, e_f, teacher_f, temperature), stats
 
-        ra_loss, grads = jax.value_and_grad(ra_objective)(variables["params"])
+        (ra_loss, stats), grads = jax.value_and_grad(ra_objective, has_aux=True)(
+            variables["params"]
+        )
         moved, ra_opt_state = optimizer_step(
-            ra_opt, zero_head(grads), state.ra_opt_state, variables
+            ra_opt, zero_head(grads), state.ra_opt_state, variables, batch_stats=stats
         )
         variables = keep_head(moved, variables)
         state = state._replace(ue_opt_state=ue_opt_state, ra_opt_state=ra_opt_state)

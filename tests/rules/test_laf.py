@@ -91,6 +91,42 @@ def test_never_reads_labels():
     assert _same(with_labels, without_labels)
 
 
+@pytest.mark.parametrize("output", ["sigmoid", "linear"])
+def test_the_vae_phase_fits_the_references_sigmoid_decoder(output):
+    # The default decoder ends in a sigmoid as the reference's; "linear" is the earlier one.
+    net, variables, batch = _untrained()
+    hparams = {} if output == "sigmoid" else {"decoder_output": "linear"}
+    rule = rules.make("label_agnostic_forgetting", net, num_steps=4, **hparams)
+    state = rule.init(variables, key=jax.random.key(0))
+    key = jax.random.key(3)
+    _, _, metrics = jax.jit(rule.update)(variables, state, batch, key=key)
+    vaes = state.phases[0].vaes
+    n_r = batch["retain"]["x"].shape[0]
+    e = net.apply(variables, jnp.concatenate([batch["retain"]["x"], batch["forget"]["x"]]))
+    noise = jax.random.normal(key, (e.features.shape[0], 8))
+    want = laf.vae_loss(
+        vaes["retain"], e.features[:n_r], noise[:n_r], 0.025, output
+    ) + laf.vae_loss(vaes["forget"], e.features[n_r:], noise[n_r:], 0.025, output)
+    np.testing.assert_allclose(float(metrics["vae_loss"]), float(want), rtol=1e-5)
+    recon, _, _ = laf.apply_vae(vaes["retain"], e.features, noise, output)
+    if output == "sigmoid":
+        assert float(jnp.min(recon)) > 0 and float(jnp.max(recon)) < 1
+
+
+def test_an_embedding_function_replaces_the_features():
+    net, variables, batch = _untrained()
+
+    def pre_activation(apply, variables, x, train):
+        # The hidden layer's pre-activation of the one-layer MLP: x @ W + b.
+        layer = variables["params"]["layers"]["0"]
+        return x.reshape(x.shape[0], -1) @ layer["kernel"] + layer["bias"]
+
+    rule = rules.make("label_agnostic_forgetting", net, num_steps=4, embedding=pre_activation)
+    history = _run(rule, variables, batch, 4)
+    assert all(np.isfinite(float(m["vae_loss"] + m["ue_loss"])) for _, _, m in history)
+    assert not _same(history[-1][0], variables)
+
+
 def test_vae_loss_and_reconstruction_energy_on_hand_made_inputs():
     params = laf.init_vae(jax.random.key(0), 4, hidden=(3,), latent_dim=2)
     x, noise = jnp.ones((5, 4)), jnp.zeros((5, 2))
