@@ -10,7 +10,7 @@ two ensembles example by example:
   (``epsilon_mean``, ``epsilon_median``, ``forget_score`` F, ``competition_score``
   F * RA_u/RA_r * TA_u/TA_r);
 * ``klom``: KLoM of margins on forget, retain and test examples (``klom_<part>_mean`` / ``_p95``);
-* U-LiRA on the random-forgetting scenario for two rules: 16 shadow models each train on the
+* ``ulira``: U-LiRA on the random-forgetting scenario for two rules: 16 shadow models each train on the
   retain set plus a random half of the forget set and unlearn that half (``ulira_auc``,
   ``ulira_tpr_at_1pct_fpr``; on the ``original`` row: the attack on shadows that never unlearned).
 
@@ -51,13 +51,16 @@ PER_MODEL_AUDITS = ("accuracy", "mia_efficacy", "mia_auc", "runtime", "represent
                     "relearn_retain", "zrf")
 
 
+VARIANTS = ("", "tiny")
+
+
 def get_config(arg=None):
-    if arg not in (None, "", "tiny"):
+    if arg not in (None, *VARIANTS):
         raise ValueError(f"Unknown variant {arg!r} of the gold config; valid: 'tiny'")
     c = default.get_config()
     c.seeds = 32
     c.audits = PER_MODEL_AUDITS
-    c.ensemble_audits = ("competition", "klom")
+    c.ensemble_audits = ("competition", "klom", "ulira")
     c.ulira_shadows = 16
     c.ulira_rules = ("finetune", "random_label")
     c.ulira_scenarios = ("random_10pct",)
