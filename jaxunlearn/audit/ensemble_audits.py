@@ -97,7 +97,7 @@ def _sample_part(ctx: EnsembleContext, part: str) -> tuple[str, np.ndarray]:
     rows = _sample(n, KLOM_SAMPLE_SIZE)
     name = f"{part}@klom_sample"
     if not ctx.predictions.has_part(name):
-        ctx.predictions.add_part(name, ctx.data(part)[0][rows])
+        ctx.predictions.add_subset(name, part, rows)
     return name, rows
 
 

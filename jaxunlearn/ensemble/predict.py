@@ -23,6 +23,7 @@ import numpy as np
 from jaxunlearn.core.types import Network, Variables
 
 EVAL_BATCH = 512
+PAD_GRANULE = 64
 
 
 def _num_models(variables: Variables) -> int:
@@ -71,9 +72,11 @@ class Predictor:
         for i in range(0, len(x), self.batch_size):
             chunk = x[i : i + self.batch_size]
             n = len(chunk)
-            # A short last chunk is zero-padded to a power of two: every part of every size
-            # then runs one of a few compiled shapes instead of compiling its own.
-            padded = min(self.batch_size, 1 << (n - 1).bit_length())
+            # A short last chunk is zero-padded to a power of two up to 64 rows, to a multiple
+            # of 64 beyond: parts of every size then share a few compiled shapes (at most 7 +
+            # batch_size / 64) while padding wastes little compute on large parts.
+            granule = min(1 << (n - 1).bit_length(), PAD_GRANULE)
+            padded = min(self.batch_size, -(-n // granule) * granule)
             if padded != n:
                 chunk = np.concatenate([chunk, np.zeros((padded - n, *chunk.shape[1:]), x.dtype)])
             out = fn(variables, jnp.asarray(chunk))
@@ -119,6 +122,7 @@ class Predictions:
     ):
         self.predictor = predictor
         self._parts: dict[str, np.ndarray] = {}
+        self._subsets: dict[str, tuple[str, np.ndarray]] = {}
         self._groups: dict[str, Variables] = {}
         self._logits: dict[tuple[str, str], np.ndarray] = {}
         self._features: dict[tuple[str, str], np.ndarray] = {}
@@ -132,6 +136,14 @@ class Predictions:
         if name in self._parts:
             raise ValueError(f"Data part {name!r} is already defined")
         self._parts[name] = np.asarray(x)
+
+    def add_subset(self, name: str, of: str, rows) -> None:
+        """Adds the data part ``name``: rows ``rows`` of part ``of``. Its outputs are sliced from
+        ``of``'s when those are computed already, and computed for the rows alone otherwise."""
+        self._check_part(of)
+        rows = np.asarray(rows)
+        self.add_part(name, self._parts[of][rows])
+        self._subsets[name] = (of, rows)
 
     def add_group(self, name: str, variables: Variables) -> None:
         """Adds the model group ``name`` (variables with a leading model axis)."""
@@ -162,14 +174,29 @@ class Predictions:
     def _check(self, group: str, part: str | None) -> None:
         if group not in self._groups:
             raise ValueError(f"Unknown model group {group!r}; defined: {sorted(self._groups)}")
-        if part is not None and part not in self._parts:
+        if part is not None:
+            self._check_part(part)
+
+    def _check_part(self, part: str) -> None:
+        if part not in self._parts:
             raise ValueError(f"Unknown data part {part!r}; defined: {sorted(self._parts)}")
+
+    def _from_superset(self, cache: dict, group: str, part: str) -> np.ndarray | None:
+        if part in self._subsets:
+            of, rows = self._subsets[part]
+            if (group, of) in cache:
+                return cache[(group, of)][:, rows]
+        return None
 
     def logits(self, group: str, part: str) -> np.ndarray:
         """``[N, n, C]`` logits of every model of ``group`` on ``part`` (computed once)."""
         key = (group, part)
         if key not in self._logits:
             self._check(group, part)
+            sliced = self._from_superset(self._logits, group, part)
+            if sliced is not None:
+                self._logits[key] = sliced
+                return sliced
             self._logits[key], _ = self.predictor(
                 self._groups[group], self._parts[part], features=False
             )
@@ -180,6 +207,10 @@ class Predictions:
         key = (group, part)
         if key not in self._features:
             self._check(group, part)
+            sliced = self._from_superset(self._features, group, part)
+            if sliced is not None:
+                self._features[key] = sliced
+                return sliced
             logits, self._features[key] = self.predictor(self._groups[group], self._parts[part])
             # Logits read before stay what they were (no audit sees two versions of them).
             self._logits.setdefault(key, logits)

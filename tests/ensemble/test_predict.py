@@ -57,7 +57,12 @@ def test_predictions_are_computed_once_per_group_and_part(problem):
     feats = predictions.features("a", "test")
     assert feats.shape == (3, 40, 16) and predictions.features("a", "test") is feats
     assert predictions.logits("a", "test") is first  # features did not replace the logits
+    # A subset part is sliced from its part's cached outputs, or computed alone: the same values.
+    rows = np.array([3, 0, 17])
+    predictions.add_subset("test@rows", "test", rows)
+    np.testing.assert_array_equal(predictions.logits("a", "test@rows"), first[:, rows])
     predictions.add_group("b", variables)
+    np.testing.assert_allclose(predictions.logits("b", "test@rows"), first[:, rows], atol=1e-6)
     np.testing.assert_array_equal(predictions.logits("b", "test"), first)
     predictions.drop_group("b")
     with pytest.raises(ValueError, match="Unknown model group 'b'"):
