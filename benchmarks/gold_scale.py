@@ -25,7 +25,7 @@ import numpy as np
 
 from experiments.configs import default
 from jaxunlearn import audit, ensemble
-from jaxunlearn.scenarios import Artefacts, build_rule, plan, train_from_scratch
+from jaxunlearn.scenarios import Artefacts, build_rule, plan
 
 SCENARIO = "random_10pct"
 
@@ -72,7 +72,7 @@ def main() -> None:
     original = timed(
         "1 original model",
         lambda: ensemble.select(
-            train_from_scratch(p, all_train, art.keys("original", 1)).variables, 0
+            art.train_from_scratch(all_train, art.keys("original", 1)).variables, 0
         ),
     )
 
@@ -82,8 +82,7 @@ def main() -> None:
     oracles = timed(
         f"{args.models} oracles",
         lambda: groups(
-            lambda g: train_from_scratch(
-                p,
+            lambda g: art.train_from_scratch(
                 split.retain,
                 art.keys("oracle", group, start=g),
                 entry=p.entry(SCENARIO, "retrain"),

@@ -424,8 +424,9 @@ KNN_TEMPERATURE = 0.07
 # Queries beyond this many (a CIFAR-sized retain set) are subsampled with a fixed seed: the
 # accuracy estimate is already tight, and the cost grows with queries x memory.
 MAX_QUERIES = 4096
-# The runner derives the originals', oracles' and unlearning runs' keys from seed + 0, 10_000 and
-# 20_000; the incompetent teacher gets its own range.
+# The incompetent teacher of seed s is initialised from key(ZRF_SEED_OFFSET + s). The experiment's
+# models take fold_in keys of their root (scenarios.artefacts.role_keys), a different derivation;
+# the audit sees only the seed, not the experiment's root.
 ZRF_SEED_OFFSET = 30_000
 
 

@@ -117,6 +117,7 @@ def train_shadows(
     chunk_size: int | None = None,
     checkpoint_dir: str | None = None,
     progress: Callable | None = None,
+    init_program: Callable | None = None,
 ) -> tuple[Shadows, FitResult]:
     """Trains ``num_shadows`` models from scratch, model ``m`` on ``base`` plus its in set.
 
@@ -130,7 +131,7 @@ def train_shadows(
         the experiment derives them from its root key (``scenarios.artefacts.role_keys``).
       epochs, batch_size: the training recipe (as for the originals).
       seed: seeds the membership design.
-      mesh, chunk_size, checkpoint_dir, progress: as in :func:`vmapped.train`.
+      mesh, chunk_size, checkpoint_dir, progress, init_program: as in :func:`vmapped.train`.
 
     Returns:
       ``(shadows, fit_result)``.
@@ -160,6 +161,7 @@ def train_shadows(
         chunk_size=chunk_size,
         checkpoint_dir=checkpoint_dir,
         progress=progress,
+        init_program=init_program,
     )
     return shadows._replace(variables=res.variables), res
 

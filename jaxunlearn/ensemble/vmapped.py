@@ -71,6 +71,14 @@ def select(tree, models) -> Variables:
     return jax.tree.map(lambda x: x[models], tree)
 
 
+def rule_initializer(rule: UnlearningRule) -> Callable:
+    """``(variables [N], keys [N]) -> state``: the rule's ``init`` vmapped and compiled. Keep it
+    with the rule and pass it as ``init_program`` to :func:`train` / :func:`unlearn`, so that
+    ensembles trained by the same rule object compile its ``init`` once (``fit`` compiles it on
+    every call otherwise; ``retrain``'s init builds a whole network)."""
+    return jax.jit(jax.vmap(lambda v, k: rule.init(v, key=k)))
+
+
 @functools.lru_cache(maxsize=16)
 def _initializer(init: Callable) -> Callable:
     """``init`` vmapped over keys and compiled once per network. Run eagerly, building N modules
@@ -136,8 +144,10 @@ def _fit_ensemble(
     chunk_size,
     checkpoint_dir,
     progress,
+    init_program=None,
 ) -> FitResult:
     arrays, per_model = _per_model_index(index, num_models(keys))
+    state = None if init_program is None else init_program(variables, keys)
     stream = make_stream(x, y, arrays)
     # fit resumes from the checkpoints but times only what it ran; keep a running total beside
     # them so an interrupted and resumed ensemble reports its whole cost.
@@ -159,6 +169,7 @@ def _fit_ensemble(
         chunk_size=chunk_size,
         checkpoint_dir=checkpoint_dir,
         progress=progress,
+        state=state,
     )
     if path is None:
         return res
@@ -186,6 +197,7 @@ def train(
     checkpoint_dir: str | None = None,
     progress: Callable | None = None,
     min_models: int = MIN_MODELS,
+    init_program: Callable | None = None,
 ) -> FitResult:
     """Trains one model from scratch per key, all in one vmapped program.
 
@@ -211,6 +223,8 @@ def train(
       progress: ``fit``'s per-chunk callback.
       min_models: the smallest ensemble accepted (the experiment runner passes 1 to train a single
         seed the same way).
+      init_program: the rule's compiled ``init`` (:func:`rule_initializer`), reused across calls;
+        by default ``fit`` compiles it for this call.
 
     Returns:
       fit's :class:`~jaxunlearn.train.FitResult`; ``variables`` has a leading ``[N]`` axis and
@@ -240,6 +254,7 @@ def train(
         chunk_size=chunk_size,
         checkpoint_dir=checkpoint_dir,
         progress=progress,
+        init_program=init_program,
     )
 
 
@@ -258,6 +273,7 @@ def unlearn(
     checkpoint_dir: str | None = None,
     progress: Callable | None = None,
     min_models: int = MIN_MODELS,
+    init_program: Callable | None = None,
 ) -> FitResult:
     """Runs an unlearning rule from each of N starting models, all in one vmapped program.
 
@@ -271,7 +287,7 @@ def unlearn(
       keys: ``[N]`` typed PRNG keys: batch order and the rule's randomness of each run.
       batch_sizes: ``{part: batch size}``.
       num_steps: updates per run.
-      mesh, chunk_size, checkpoint_dir, progress, min_models: as in :func:`train`.
+      mesh, chunk_size, checkpoint_dir, progress, min_models, init_program: as in :func:`train`.
 
     Returns:
       fit's :class:`~jaxunlearn.train.FitResult` with ``[N]``-leading variables.
@@ -297,4 +313,5 @@ def unlearn(
         chunk_size=chunk_size,
         checkpoint_dir=checkpoint_dir,
         progress=progress,
+        init_program=init_program,
     )

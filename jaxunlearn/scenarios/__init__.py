@@ -5,7 +5,7 @@ shadow models: keyed, checkpointed, shared), ``runner`` (rules and audits -> rec
 (records -> files, tables, plots) and ``sweep`` (a hyperparameter grid as one program).
 """
 
-from jaxunlearn.scenarios.artefacts import Artefacts, role_keys, train_from_scratch
+from jaxunlearn.scenarios.artefacts import Artefacts, role_keys
 from jaxunlearn.scenarios.plan import Plan, build_rule, plan, scenario_entry
 from jaxunlearn.scenarios.report import Record, load_results, plot, summarize, table, write_all
 from jaxunlearn.scenarios.runner import run_experiment
@@ -25,6 +25,5 @@ __all__ = [
     "scenario_entry",
     "summarize",
     "table",
-    "train_from_scratch",
     "write_all",
 ]

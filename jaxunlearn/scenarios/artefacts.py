@@ -15,6 +15,7 @@ models differ across scenarios and rules only by their data and rule.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 
@@ -52,46 +53,6 @@ def role_keys(root_seed: int, role: str, count: int, *, start: int = 0) -> Array
     return jax.vmap(lambda m: jax.random.fold_in(base, m))(jnp.arange(start, start + count))
 
 
-def train_from_scratch(
-    p: Plan,
-    index,
-    keys: Array,
-    *,
-    entry: dict | None = None,
-    label: str = "",
-    checkpoint_dir: str | None = None,
-    verbose: bool = False,
-) -> FitResult:
-    """One model per key trained from scratch on ``index`` by the ``retrain`` rule, in one
-    vmapped program (:func:`jaxunlearn.ensemble.train`).
-
-    Args:
-      p: the plan (network, data, mesh).
-      index: int ``[n]`` (every model) or ``[N, n]`` (one set per model) training indices.
-      keys: ``[N]`` keys (:func:`role_keys`): initialisation, batch order.
-      entry: the ``retrain`` entry to use (default: the plan's training recipe).
-      label, checkpoint_dir, verbose: progress label, orbax checkpoints, progress output.
-    """
-    entry = retrain_entry(p.train, {}) if entry is None else entry
-    n = np.shape(index)[-1]
-    rule, batch_sizes, _ = build_rule(RETRAIN, p.network, entry, {"retain": n})
-    return ensemble_lib.train(
-        p.network,
-        rule,
-        p.dataset.x_train,
-        p.dataset.y_train,
-        index,
-        keys=keys,
-        epochs=int(entry["epochs"]),
-        batch_size=batch_sizes["retain"],
-        mesh=p.mesh,
-        chunk_size=int(p.train["chunk_size"]) or None,
-        checkpoint_dir=checkpoint_dir,
-        progress=Progress(label, enabled=verbose),
-        min_models=1,
-    )
-
-
 class Artefacts:
     """Originals, oracles and shadows of a plan: built on first use, checkpointed, cached.
 
@@ -110,6 +71,58 @@ class Artefacts:
         self._ckpt = None if workdir is None else os.path.join(workdir, "checkpoints")
         self.verbose = verbose
         self._cache: dict[tuple, object] = {}
+        self._trainers: dict[str, tuple] = {}
+
+    def _trainer(self, entry: dict):
+        """``(retrain rule, batch size, compiled init)`` of a ``retrain`` entry, built once per
+        distinct entry: every ensemble trained with it reuses the compiled ``init`` (which draws
+        a whole network; ``fit`` would compile it again on every call)."""
+        key = json.dumps(entry, sort_keys=True, default=str)
+        if key not in self._trainers:
+            # The data size only sets steps per epoch, which ensemble.train recomputes.
+            sizes = {"retain": len(self.plan.dataset.y_train)}
+            rule, batch_sizes, _ = build_rule(RETRAIN, self.plan.network, entry, sizes)
+            self._trainers[key] = (rule, batch_sizes["retain"], ensemble_lib.rule_initializer(rule))
+        return self._trainers[key]
+
+    def train_from_scratch(
+        self,
+        index,
+        keys: Array,
+        *,
+        entry: dict | None = None,
+        label: str = "",
+        checkpoint_dir: str | None = None,
+    ) -> FitResult:
+        """One model per key trained from scratch on ``index`` by the ``retrain`` rule, in one
+        vmapped program (:func:`jaxunlearn.ensemble.train`); not cached (see :meth:`originals`,
+        :meth:`oracles` for the cached artefacts).
+
+        Args:
+          index: int ``[n]`` (every model) or ``[N, n]`` (one set per model) training indices.
+          keys: ``[N]`` keys (:meth:`keys`): initialisation, batch order.
+          entry: the ``retrain`` entry to use (default: the plan's training recipe).
+          label, checkpoint_dir: progress label, orbax checkpoints.
+        """
+        p = self.plan
+        entry = retrain_entry(p.train, {}) if entry is None else entry
+        rule, batch_size, init_program = self._trainer(entry)
+        return ensemble_lib.train(
+            p.network,
+            rule,
+            p.dataset.x_train,
+            p.dataset.y_train,
+            index,
+            keys=keys,
+            epochs=int(entry["epochs"]),
+            batch_size=batch_size,
+            mesh=p.mesh,
+            chunk_size=int(p.train["chunk_size"]) or None,
+            checkpoint_dir=checkpoint_dir,
+            progress=Progress(label, enabled=self.verbose),
+            min_models=1,
+            init_program=init_program,
+        )
 
     def keys(self, role: str, count: int | None = None, *, start: int = 0) -> Array:
         """``[count]`` (default: the plan's seeds) keys of ``role`` (see :func:`role_keys`)."""
@@ -128,13 +141,11 @@ class Artefacts:
         p = self.plan
         return self._cached(
             ("original",),
-            lambda: train_from_scratch(
-                p,
+            lambda: self.train_from_scratch(
                 np.arange(len(p.dataset.y_train), dtype=np.int32),
                 self.keys("original"),
                 label="original",
                 checkpoint_dir=self._dir("original"),
-                verbose=self.verbose,
             ),
         )
 
@@ -143,14 +154,12 @@ class Artefacts:
         p = self.plan
         return self._cached(
             ("oracle", scenario),
-            lambda: train_from_scratch(
-                p,
+            lambda: self.train_from_scratch(
                 p.splits[scenario].retain,
                 self.keys("oracle"),
                 entry=p.entry(scenario, RETRAIN),
                 label=f"{scenario}/{RETRAIN}",
                 checkpoint_dir=self._dir(scenario, RETRAIN),
-                verbose=self.verbose,
             ),
         )
 
@@ -164,8 +173,7 @@ class Artefacts:
             split = p.splits[scenario]
             targets = ensemble_lib.choose_targets(split.forget, p.ulira["targets"] or None)
             entry = retrain_entry(p.train, {})
-            sizes = {"retain": len(split.retain) + len(targets) // 2}
-            rule, batch_sizes, _ = build_rule(RETRAIN, p.network, entry, sizes)
+            rule, batch_size, init_program = self._trainer(entry)
             shadows, _ = ensemble_lib.ulira.train_shadows(
                 p.network,
                 rule,
@@ -175,10 +183,11 @@ class Artefacts:
                 targets,
                 keys=self.keys("shadow", p.ulira["shadows"]),
                 epochs=int(entry["epochs"]),
-                batch_size=batch_sizes["retain"],
+                batch_size=batch_size,
                 mesh=p.mesh,
                 chunk_size=int(p.train["chunk_size"]) or None,
                 checkpoint_dir=self._dir(scenario, "ulira_shadows"),
+                init_program=init_program,
                 progress=Progress(f"{scenario}/ulira_shadows", enabled=self.verbose),
             )
             return shadows
