@@ -15,7 +15,6 @@ learning rates and epoch counts scaled to this small problem.
 
 import ml_collections
 
-
 # Every `--config=...:variant` this file accepts ("" is the plain config); a test plans each.
 VARIANTS = ("", "tiny", "smoke")
 

@@ -18,7 +18,6 @@ References:
 
 import ml_collections
 
-
 VARIANTS = ("",)
 
 
