@@ -256,6 +256,11 @@ def plan(config) -> Plan:
                 raise ValueError(f"Scenario {sname!r}: {e}") from None
             if float(entry.get("epochs", ENTRY_DEFAULTS["epochs"])) <= 0:
                 raise ValueError(f"Rule {name!r}: `epochs` must be positive (scenario {sname!r})")
+            if name == RETRAIN and float(entry["epochs"]) != int(entry["epochs"]):
+                raise ValueError(
+                    f"Rule {name!r} trains whole epochs from scratch; got epochs="
+                    f"{entry['epochs']} (scenario {sname!r})"
+                )
     dataset = data_lib.load(cfg["dataset"], **plain(cfg["data_kwargs"]))
     audit_lib.check_names(audits, dataset.task)
     audit_lib.check_ensemble_names(ensemble_audits, dataset.task)

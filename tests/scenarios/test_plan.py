@@ -147,6 +147,8 @@ def test_the_oracle_is_the_retrain_rule_with_the_training_recipe():
         plan(_tiny(**{"rules.retrain": {"retain_batch_size": 100_000}}))
     with pytest.raises(ValueError, match="'retrain'.*positive"):
         plan(_tiny(**{"rules.retrain": {"epochs": 0}}))
+    with pytest.raises(ValueError, match="'retrain' trains whole epochs"):
+        plan(_tiny(**{"rules.retrain": {"epochs": 2.5}}))
     with pytest.raises(ValueError, match="`train` has unknown keys"):
         plan(_tiny(**{"train.lr": 0.1}))
 
