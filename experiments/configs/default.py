@@ -15,9 +15,12 @@ learning rates and epoch counts scaled to this small problem.
 
 import ml_collections
 
+# Every `--config=...:variant` this file accepts ("" is the plain config); a test plans each.
+VARIANTS = ("", "tiny", "smoke")
+
 
 def get_config(arg=None):
-    if arg not in (None, "", "tiny", "smoke"):
+    if arg not in (None, *VARIANTS):
         raise ValueError(f"Unknown variant {arg!r} of the default config; valid: 'tiny', 'smoke'")
     c = ml_collections.ConfigDict()
     c.dataset = "digits"

@@ -18,9 +18,12 @@ References:
 
 import ml_collections
 
+VARIANTS = ("",)
+
 
 def get_config(arg=None):
-    del arg
+    if arg not in (None, *VARIANTS):
+        raise ValueError(f"Unknown variant {arg!r} of the regression config; it has none")
     c = ml_collections.ConfigDict()
     c.dataset = "diabetes"
     c.data_kwargs = {}

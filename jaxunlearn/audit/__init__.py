@@ -1,13 +1,13 @@
 """Audits: does the unlearned model behave like one retrained without the forget set?
 
-Pure metric functions over model outputs, and a registry of named audits (``suite``) that the
+Pure metric functions over model outputs, and a registry of named audits (``registry``) that the
 experiment runner applies to every model.
 """
 
 from jaxunlearn.audit import (
-    gold,  # noqa: F401,E402  (ensemble audits "competition", "klom")
+    ensemble_audits,  # noqa: F401,E402  (ensemble audits "competition", "klom", "ulira")
     regression,  # noqa: F401,E402  (registers "regression_error")
-    representation_audits,  # noqa: F401,E402  (+ "representation", "zrf")
+    representation,  # noqa: F401,E402  (+ "representation", "linear_probe", "zrf")
 )
 from jaxunlearn.audit.classification import (
     accuracy_percent,
@@ -24,22 +24,22 @@ from jaxunlearn.audit.competition import (
 )
 from jaxunlearn.audit.klom import klom, margins
 from jaxunlearn.audit.membership import roc_auc, tpr_at_fpr, ulira, zrf_score
-from jaxunlearn.audit.relearn import RelearnResult, relearn_steps  # noqa: E402  (+ "relearn")
-from jaxunlearn.audit.representation import linear_cka, linear_probe_accuracy, weighted_knn_accuracy
-from jaxunlearn.audit.suite import (
+from jaxunlearn.audit.registry import (
     AuditContext,
     EnsembleContext,
     check_ensemble_names,
     check_names,
     ensemble_names,
     gap_metrics,
+    make_predictions,
     names,
-    predict,
     register,
     register_ensemble,
     run,
     run_ensemble,
 )
+from jaxunlearn.audit.relearn import RelearnResult, relearn_steps  # noqa: E402  (+ "relearn")
+from jaxunlearn.audit.representation import linear_cka, linear_probe_accuracy, weighted_knn_accuracy
 
 __all__ = [
     "AuditContext",
@@ -55,7 +55,7 @@ __all__ = [
     "loss_membership_auc",
     "mia_efficacy",
     "names",
-    "predict",
+    "make_predictions",
     "register",
     "run",
     "true_class_probability",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxunlearn.audit import suite
+from jaxunlearn.audit import registry
 
 
 def _errors(predictions, targets) -> tuple[np.ndarray, np.ndarray]:
@@ -42,12 +42,12 @@ def mae(predictions, targets) -> float:
     return float(np.mean(np.abs(pred - y))) if y.size else float("nan")
 
 
-def regression_error_audit(ctx: suite.AuditContext) -> dict[str, float]:
+def regression_error_audit(ctx: registry.AuditContext) -> dict[str, float]:
     """``forget_mse``, ``retain_mse`` and ``test_mse`` of the audited model."""
     return {
-        f"{part}_mse": mse(ctx.outputs(part)[0], ctx.data(part)[1])
+        f"{part}_mse": mse(ctx.logits(part), ctx.data(part)[1])
         for part in ("forget", "retain", "test")
     }
 
 
-suite.register("regression_error", regression_error_audit, task="regression")
+registry.register("regression_error", regression_error_audit, task="regression")

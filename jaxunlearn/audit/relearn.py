@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn.audit import suite
+from jaxunlearn.audit import registry
 from jaxunlearn.core import losses
 from jaxunlearn.core.types import Array, UnlearningRule, Variables
 from jaxunlearn.rules.finetune import finetune
@@ -186,7 +186,7 @@ def _attack_program(apply: Callable, max_steps: int, learning_rate: float, batch
     return jax.jit(run)
 
 
-def _attack_split(ctx: suite.AuditContext, source: str):
+def _attack_split(ctx: registry.AuditContext, source: str):
     """``(relearn indices into the training set, eval positions within the forget part)``.
 
     The forget set is shuffled with a fixed seed; the attacker gets the first half (at most
@@ -215,7 +215,7 @@ def relearn_audit_fn(
     batch_size: int = RELEARN_BATCH_SIZE,
     report_at=REPORT_AT,
     prefix: str = "relearn",
-) -> suite.Audit:
+) -> registry.Audit:
     """Builds a relearning audit (register it with :func:`jaxunlearn.audit.register`).
 
     The attacker fine-tunes on a fixed random half of the forget set (at most
@@ -249,13 +249,13 @@ def relearn_audit_fn(
         *(f"{prefix}_acc@{int(k)}" for k in report_at),
     ]
 
-    def audit(ctx: suite.AuditContext) -> dict[str, float]:
+    def audit(ctx: registry.AuditContext) -> dict[str, float]:
         if not len(ctx.split.forget):
             return {name: float("nan") for name in names}
         relearn_idx, eval_pos = _attack_split(ctx, source)
         ds = ctx.dataset
         eval_x, eval_y = ctx.data("forget")[0][eval_pos], ctx.data("forget")[1][eval_pos]
-        original_logits = ctx.outputs("forget", "original")[0][eval_pos]
+        original_logits = ctx.logits("forget", "original")[eval_pos]
         target = float(np.mean(np.argmax(original_logits, -1) == eval_y))
         stacked = jax.tree.map(
             lambda a, b: jnp.stack([a, b]), ctx.model("unlearned"), ctx.model("oracle")
@@ -282,8 +282,8 @@ def relearn_audit_fn(
     return audit
 
 
-suite.register("relearn", relearn_audit_fn(), task="classification")
-suite.register(
+registry.register("relearn", relearn_audit_fn(), task="classification")
+registry.register(
     "relearn_retain",
     relearn_audit_fn(source="retain", prefix="relearn_retain"),
     task="classification",

@@ -1,10 +1,47 @@
-"""Representation-level audits: does unlearning change the features, not just the classifier head?
+"""Representations: does unlearning change the features, not just the classifier head?
+
+Metrics over feature matrices:
 
 * :func:`linear_cka` compares two feature matrices of the same inputs (e.g. unlearned vs retrained
   penultimate features), as in "Are We Truly Forgetting?" (Kim, Cha, Kim, 2025).
 * :func:`weighted_knn_accuracy` and :func:`linear_probe_accuracy` measure how much class information
   frozen features still carry, with the weighted k-NN of DINO / solo-learn and a scaled-down version
   of the solo-learn frozen-backbone linear probe.
+
+The audits registered on them (at the end of this module). A method can reach the retrained
+model's accuracy on the forget set by editing only the classifier head, leaving the features,
+and everything the forget set taught them, untouched. These audits compare representations:
+
+* ``"representation"``: linear CKA of the audited model's penultimate features to the original's
+  and to the oracle's, on forget and on retain data, and weighted k-NN accuracy of its features.
+* ``"linear_probe"`` (slower, not in the default config): accuracy of a linear classifier trained
+  on the frozen features.
+* ``"zrf"``: Zero Retrain Forgetting, closeness of the forget-set predictions to those of a
+  randomly initialised ("incompetent") network.
+
+k-NN and probe protocol. Both classify the *queries* (the forget set, and the retain set) with a
+*labelled memory* that no model trained on: the whole test split (``test`` plus
+``test_forget``), embedded by the audited model itself. The memory holds every class, including
+forgotten ones, and is the same for the original, the oracle and every method, so the numbers
+are comparable in both scenarios:
+
+* class forgetting: a model whose forget-class features still cluster with held-out examples of
+  that class (the original, or a method that only changed the head) scores high; the oracle
+  never learned the class, so its features for it need not cluster and it scores lower. (A
+  memory made of retain data would not contain the forgotten class at all and give 0 for every
+  model; splitting the forget set itself into memory and queries, as UUEF's 80/20 split does,
+  is trivially 100% for a single forgotten class.)
+* random forgetting: forget examples are ordinary members of their classes; an oracle classifies
+  them like test data, the original like memorised training data.
+
+References:
+  Kim, Cha, Kim, "Are We Truly Forgetting? A Critical Re-examination of Machine Unlearning
+  Evaluation Protocols", arXiv 2503.06991 (2025); yongwookim1/UUEF (CKA, k-NN on frozen features).
+  Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019.
+  Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021 (weighted
+  k-NN, k = 20, T = 0.07).
+  Chundawat et al., "Can Bad Teaching Induce Forgetting? Unlearning in Deep Networks Using an
+  Incompetent Teacher", AAAI 2023 (ZRF).
 """
 
 from __future__ import annotations
@@ -16,6 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxunlearn.audit import registry
+from jaxunlearn.audit.membership import zrf_score
 from jaxunlearn.core.types import Array
 
 
@@ -115,8 +154,8 @@ def linear_cka(x, y, *, batch_size: int | None = None) -> float:
     Args:
       x: ``[n, d1]`` features of ``n`` inputs (trailing dimensions beyond the first are flattened).
       y: ``[n, d2]`` features of the same ``n`` inputs from another model or layer.
-      batch_size: if given, CKA is computed on consecutive batches of this many rows and averaged (the
-        per-batch protocol of the UUEF code); a final batch of fewer than 2 rows is skipped.
+      batch_size: if given, CKA is computed on consecutive batches of this many rows and averaged
+        (the per-batch protocol of the UUEF code); a final batch of fewer than 2 rows is skipped.
 
     Returns:
       CKA in ``[0, 1]`` as a Python float; 0 when either representation is constant over the inputs.
@@ -214,9 +253,7 @@ def weighted_knn_accuracy(
       CVPR 2018. Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO),
       ICCV 2021, ``eval_knn.py``; da Costa et al., solo-learn (JMLR 2022), ``solo/utils/knn.py``.
     """
-    train, ytr, test, yte = _train_test(
-        train_features, train_labels, test_features, test_labels
-    )
+    train, ytr, test, yte = _train_test(train_features, train_labels, test_features, test_labels)
     if int(k) != k or k < 1:
         raise ValueError(f"k must be a positive integer, got {k}.")
     if not temperature > 0:
@@ -316,11 +353,12 @@ def linear_probe_accuracy(
 
     Protocol (the solo-learn frozen-backbone linear evaluation, scaled down to pre-extracted
     features): features are standardised with the training set's per-dimension mean and standard
-    deviation (constant dimensions are left unscaled); a zero-initialised linear layer is trained with
-    cross-entropy by SGD with momentum 0.9 on shuffled mini-batches (the last one partial), with the
-    learning rate divided by 10 at 60% and 80% of training (solo-learn: epochs 60 and 80 of 100) and
-    optional coupled L2 weight decay. solo-learn uses lr 0.3 on raw backbone features; standardised
-    features make 0.1 the default here. The whole training loop is one jitted ``lax.scan``.
+    deviation (constant dimensions are left unscaled); a zero-initialised linear layer is trained
+    with cross-entropy by SGD with momentum 0.9 on shuffled mini-batches (the last one partial),
+    with the learning rate divided by 10 at 60% and 80% of training (solo-learn: epochs 60 and 80
+    of 100) and optional coupled L2 weight decay. solo-learn uses lr 0.3 on raw backbone
+    features; standardised features make 0.1 the default here. The whole training loop is one
+    jitted ``lax.scan``.
 
     Args:
       train_features: ``[n_train, d]`` frozen features.
@@ -345,9 +383,7 @@ def linear_probe_accuracy(
       CVPR 2019 (linear evaluation protocol). da Costa et al., solo-learn (JMLR 2022),
       ``scripts/linear/imagenet-100/*.yaml``.
     """
-    train, ytr, test, yte = _train_test(
-        train_features, train_labels, test_features, test_labels
-    )
+    train, ytr, test, yte = _train_test(train_features, train_labels, test_features, test_labels)
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs}.")
     if int(batch_size) != batch_size or batch_size < 1:
@@ -378,3 +414,118 @@ def linear_probe_accuracy(
     logits = jnp.asarray(test) @ params["w"] + params["b"]
     pred = np.asarray(jnp.argmax(logits, axis=-1))
     return float(100.0 * np.mean(pred == yte))
+
+
+# --------------------------------------------------------------------------------------------------
+# The registered audits: "representation", "linear_probe", "zrf".
+
+KNN_K = 20
+KNN_TEMPERATURE = 0.07
+# Queries beyond this many (a CIFAR-sized retain set) are subsampled with a fixed seed: the
+# accuracy estimate is already tight, and the cost grows with queries x memory.
+MAX_QUERIES = 4096
+# The incompetent teacher of seed s is initialised from key(ZRF_SEED_OFFSET + s). The experiment's
+# models take fold_in keys of their root (scenarios.artefacts.role_keys), a different derivation;
+# the audit sees only the seed, not the experiment's root.
+ZRF_SEED_OFFSET = 30_000
+
+
+def _queries(ctx: registry.AuditContext, part: str):
+    """``(features, labels)`` of ``part``, at most ``MAX_QUERIES`` rows (fixed subsample)."""
+    feats = ctx.features(part)
+    labels = ctx.data(part)[1]
+    if len(labels) > MAX_QUERIES:
+        keep = np.sort(np.random.default_rng(0).choice(len(labels), MAX_QUERIES, replace=False))
+        feats, labels = feats[keep], labels[keep]
+    return feats, labels
+
+
+def _memory(ctx: registry.AuditContext):
+    """Features and labels of the whole test split under the audited model (the k-NN memory)."""
+    parts = [p for p in ("test", "test_forget") if len(getattr(ctx.split, p))]
+    feats = np.concatenate([ctx.features(p) for p in parts])
+    labels = np.concatenate([ctx.data(p)[1] for p in parts])
+    return feats, labels
+
+
+def _cka_percent(ctx: registry.AuditContext, part: str, which: str) -> float:
+    feats = ctx.features(part)
+    if len(feats) < 2:
+        return float("nan")
+    return 100.0 * linear_cka(feats, ctx.features(part, which))
+
+
+def representation_audit(ctx: registry.AuditContext) -> dict[str, float]:
+    """Linear CKA to the original and the oracle, and weighted k-NN accuracy (all percent).
+
+    ``CKA_{orig,oracle}_{forget,retain}``: CKA (x 100, as UUEF reports it) between the audited
+    model's penultimate features and the original's / the oracle's on the same inputs, over the
+    whole part. A method that only edits the head keeps ``CKA_orig_forget`` at 100.
+    ``kNN_forget`` / ``kNN_retain``: accuracy of the temperature-weighted cosine k-NN
+    (k = 20, T = 0.07) classifying forget / retain examples against the test split as memory
+    (see the module docstring). k-NN needs labels and is skipped for regression.
+    """
+    out = {}
+    for part in ("forget", "retain"):
+        out[f"CKA_orig_{part}"] = _cka_percent(ctx, part, "original")
+        out[f"CKA_oracle_{part}"] = _cka_percent(ctx, part, "oracle")
+    if ctx.dataset.task == "classification":
+        memory, memory_labels = _memory(ctx)
+        for part in ("forget", "retain"):
+            feats, labels = _queries(ctx, part)
+            out[f"kNN_{part}"] = (
+                weighted_knn_accuracy(
+                    memory, memory_labels, feats, labels, k=KNN_K, temperature=KNN_TEMPERATURE
+                )
+                if len(labels)
+                else float("nan")
+            )
+    return out
+
+
+def linear_probe_audit(ctx: registry.AuditContext) -> dict[str, float]:
+    """``probe_forget`` / ``probe_retain``: a linear probe trained on the test split's frozen
+    features (the k-NN memory), evaluated on forget / retain features (percent)."""
+    memory, memory_labels = _memory(ctx)
+    out = {}
+    for part in ("forget", "retain"):
+        feats, labels = _queries(ctx, part)
+        out[f"probe_{part}"] = (
+            linear_probe_accuracy(memory, memory_labels, feats, labels)
+            if len(labels)
+            else float("nan")
+        )
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _teacher(init, seed: int):
+    # Every method of a seed is scored against the same teacher: initialise it once.
+    return init(jax.random.key(ZRF_SEED_OFFSET + seed))
+
+
+def zrf_teacher(network, seed: int):
+    """The incompetent teacher of seed ``seed``: a freshly initialised network (fixed key)."""
+    return _teacher(network.init, int(seed))
+
+
+def _one(variables):
+    return jax.tree.map(lambda x: x[None], variables)
+
+
+def zrf_audit(ctx: registry.AuditContext) -> dict[str, float]:
+    """``ZRF``: 1 - mean Jensen-Shannon divergence between the audited model's and a randomly
+    initialised network's forget-set predictions (1 = as uninformed as a random network; see
+    :func:`~jaxunlearn.audit.membership.zrf_score`). The teacher depends only on the seed, so
+    every method of a seed is scored against the same network."""
+    if not len(ctx.split.forget):
+        return {"ZRF": float("nan")}
+    teacher = zrf_teacher(ctx.network, ctx.extra.get("seed", 0))
+    predictor = ctx.predictions.predictor
+    teacher_logits, _ = predictor(_one(teacher), ctx.data("forget")[0], features=False)
+    return {"ZRF": zrf_score(ctx.logits("forget"), teacher_logits[0])}
+
+
+registry.register("representation", representation_audit)
+registry.register("linear_probe", linear_probe_audit, task="classification")
+registry.register("zrf", zrf_audit, task="classification")

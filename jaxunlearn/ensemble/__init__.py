@@ -8,22 +8,40 @@
 ...                         batch_sizes={"forget": 32, "retain": 64},
 ...                         num_steps=200)                                   # doctest: +SKIP
 
-U-LiRA's shadow models (trained on random halves of the audited examples, then unlearned) are in
+Their outputs come from one cached, vmapped predict path (:class:`Predictor`,
+:class:`Predictions`: ``[N, n, C]`` logits per model group and data part). U-LiRA's shadow
+models (trained on random halves of the audited examples, then unlearned) are in
 :mod:`jaxunlearn.ensemble.ulira`.
 """
 
 from jaxunlearn.ensemble import ulira
+from jaxunlearn.ensemble.predict import Predictions, Predictor, predictor_for
 from jaxunlearn.ensemble.ulira import Shadows, choose_targets, membership_design
 from jaxunlearn.ensemble.vmapped import (
-                                         MIN_MODELS,
-                                         num_models,
-                                         predict_logits,
-                                         replicate,
-                                         seed_keys,
-                                         select,
-                                         train,
-                                         unlearn,
+    MIN_MODELS,
+    num_models,
+    replicate,
+    rule_initializer,
+    seed_keys,
+    select,
+    train,
+    unlearn,
 )
 
-__all__ = ["MIN_MODELS", "Shadows", "choose_targets", "membership_design", "num_models",
-           "predict_logits", "replicate", "seed_keys", "select", "train", "ulira", "unlearn"]
+__all__ = [
+    "MIN_MODELS",
+    "Predictions",
+    "Predictor",
+    "Shadows",
+    "choose_targets",
+    "membership_design",
+    "num_models",
+    "predictor_for",
+    "replicate",
+    "rule_initializer",
+    "seed_keys",
+    "select",
+    "train",
+    "ulira",
+    "unlearn",
+]

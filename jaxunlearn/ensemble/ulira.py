@@ -13,7 +13,7 @@ index sets.
 Shadows come in complementary pairs (one holds a random half, the other the rest), so every target
 is "in" for exactly half of the models: with any one model left out as the attacked target, each
 example still has both kinds of shadows. The attack itself (Gaussian likelihood ratios, ROC) is
-:func:`jaxunlearn.audit.gold.ulira_attack`; this module only builds and runs the models.
+:func:`jaxunlearn.audit.ensemble_audits.ulira_attack`; this module only builds and runs the models.
 
 References:
   Hayes et al., "Inexact Unlearning Needs More Careful Evaluations to Avoid a False Sense of
@@ -34,10 +34,6 @@ from jaxunlearn.core.types import Network, UnlearningRule, Variables
 from jaxunlearn.ensemble import vmapped
 from jaxunlearn.train import FitResult
 
-# Key offsets, so that shadows never share a seed with the experiment's originals (0...),
-# oracles (10_000...), unlearning runs (20_000...) or ZRF teachers (30_000...).
-_TRAIN_SEED_OFFSET = 50_000
-_UNLEARN_SEED_OFFSET = 60_000
 MIN_SHADOWS = 6
 
 
@@ -75,8 +71,9 @@ def membership_design(num_shadows: int, num_targets: int, *, seed: int = 0) -> n
         a kind is 0), or ``num_targets`` is odd or below 2.
     """
     if int(num_shadows) != num_shadows or num_shadows < MIN_SHADOWS or num_shadows % 2:
-        raise ValueError(f"`num_shadows` must be an even number >= {MIN_SHADOWS}; got "
-                         f"{num_shadows}")
+        raise ValueError(
+            f"`num_shadows` must be an even number >= {MIN_SHADOWS}; got {num_shadows}"
+        )
     if int(num_targets) != num_targets or num_targets < 2 or num_targets % 2:
         raise ValueError(f"`num_targets` must be an even number >= 2; got {num_targets}")
     rng = np.random.default_rng(seed)
@@ -88,24 +85,40 @@ def membership_design(num_shadows: int, num_targets: int, *, seed: int = 0) -> n
     return member[rng.permutation(num_shadows)]
 
 
-def choose_targets(forget: np.ndarray, num_targets: int | None = None, *,
-                   seed: int = 0) -> np.ndarray:
+def choose_targets(
+    forget: np.ndarray, num_targets: int | None = None, *, seed: int = 0
+) -> np.ndarray:
     """The audited examples: ``num_targets`` of the forget set (all of it, rounded down to an even
     count, when ``None``), in a fixed random order."""
     forget = np.asarray(forget)
     limit = len(forget) - len(forget) % 2
     count = limit if num_targets is None else int(num_targets)
     if count < 2 or count % 2 or count > len(forget):
-        raise ValueError(f"`num_targets` must be an even number in [2, {limit}] (the forget set "
-                         f"has {len(forget)} examples); got {count}")
+        raise ValueError(
+            f"`num_targets` must be an even number in [2, {limit}] (the forget set "
+            f"has {len(forget)} examples); got {count}"
+        )
     return np.random.default_rng(seed).permutation(forget)[:count]
 
 
-def train_shadows(network: Network, rule: UnlearningRule, x, y, base, targets, *,
-                  num_shadows: int, epochs: int, batch_size: int, seed: int = 0,
-                  mesh: Mesh | None = None, chunk_size: int | None = None,
-                  checkpoint_dir: str | None = None,
-                  progress: Callable | None = None) -> tuple[Shadows, FitResult]:
+def train_shadows(
+    network: Network,
+    rule: UnlearningRule,
+    x,
+    y,
+    base,
+    targets,
+    *,
+    keys,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    mesh: Mesh | None = None,
+    chunk_size: int | None = None,
+    checkpoint_dir: str | None = None,
+    progress: Callable | None = None,
+    init_program: Callable | None = None,
+) -> tuple[Shadows, FitResult]:
     """Trains ``num_shadows`` models from scratch, model ``m`` on ``base`` plus its in set.
 
     Args:
@@ -114,47 +127,81 @@ def train_shadows(network: Network, rule: UnlearningRule, x, y, base, targets, *
       x, y: the training inputs and targets.
       base: int ``[n]`` indices every shadow trains on (the scenario's retain set).
       targets: int ``[k]`` indices of the audited examples, disjoint from ``base``, ``k`` even.
-      num_shadows: N, even and at least ``MIN_SHADOWS``.
+      keys: ``[N]`` typed PRNG keys, one per shadow (N even and at least ``MIN_SHADOWS``);
+        the experiment derives them from its root key (``scenarios.artefacts.role_keys``).
       epochs, batch_size: the training recipe (as for the originals).
-      seed: seeds the membership design and the models' keys.
-      mesh, chunk_size, checkpoint_dir, progress: as in :func:`vmapped.train`.
+      seed: seeds the membership design.
+      mesh, chunk_size, checkpoint_dir, progress, init_program: as in :func:`vmapped.train`.
 
     Returns:
       ``(shadows, fit_result)``.
     """
     base, targets = np.asarray(base), np.asarray(targets)
     if np.intersect1d(base, targets).size:
-        raise ValueError("`targets` must not overlap `base` (a target in the base set is "
-                         "trained on by every shadow)")
+        raise ValueError(
+            "`targets` must not overlap `base` (a target in the base set is "
+            "trained on by every shadow)"
+        )
+    num_shadows = vmapped.num_models(keys)
     member = membership_design(num_shadows, len(targets), seed=seed)
     shadows = Shadows(None, member, targets, base)
-    index = np.concatenate([np.broadcast_to(base, (num_shadows, len(base))), shadows.in_sets()],
-                           axis=1).astype(np.int32)
-    keys = vmapped.seed_keys(num_shadows, _TRAIN_SEED_OFFSET + 1000 * seed)
-    res = vmapped.train(network, rule, x, y, index, keys=keys, epochs=epochs,
-                        batch_size=batch_size, mesh=mesh, chunk_size=chunk_size,
-                        checkpoint_dir=checkpoint_dir, progress=progress)
+    index = np.concatenate(
+        [np.broadcast_to(base, (num_shadows, len(base))), shadows.in_sets()], axis=1
+    ).astype(np.int32)
+    res = vmapped.train(
+        network,
+        rule,
+        x,
+        y,
+        index,
+        keys=keys,
+        epochs=epochs,
+        batch_size=batch_size,
+        mesh=mesh,
+        chunk_size=chunk_size,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        init_program=init_program,
+    )
     return shadows._replace(variables=res.variables), res
 
 
-def unlearn_shadows(shadows: Shadows, rule: UnlearningRule, x, y, *,
-                    batch_sizes: Mapping[str, int], num_steps: int, seed: int = 0,
-                    mesh: Mesh | None = None, chunk_size: int | None = None,
-                    progress: Callable | None = None) -> tuple[Shadows, FitResult]:
+def unlearn_shadows(
+    shadows: Shadows,
+    rule: UnlearningRule,
+    x,
+    y,
+    *,
+    keys,
+    batch_sizes: Mapping[str, int],
+    num_steps: int,
+    mesh: Mesh | None = None,
+    chunk_size: int | None = None,
+    progress: Callable | None = None,
+) -> tuple[Shadows, FitResult]:
     """Each shadow runs ``rule`` to forget its in set, with ``base`` as its retain set.
 
     The rule is built for forget sets of ``k / 2`` examples and a retain set of ``len(base)``
-    (e.g. ``num_steps`` from epochs over those sizes).
+    (e.g. ``num_steps`` from epochs over those sizes). ``keys``: ``[N]`` PRNG keys of the runs.
 
     Returns:
       ``(unlearned shadows, fit_result)``.
     """
-    count = len(shadows.member)
-    keys = vmapped.seed_keys(count, _UNLEARN_SEED_OFFSET + 1000 * seed)
-    index = {"forget": shadows.in_sets().astype(np.int32),
-             "retain": np.asarray(shadows.base, np.int32)}
-    res = vmapped.unlearn(rule, shadows.variables, x, y,
-                          {part: index[part] for part in batch_sizes}, keys=keys,
-                          batch_sizes=batch_sizes, num_steps=num_steps, mesh=mesh,
-                          chunk_size=chunk_size, progress=progress)
+    index = {
+        "forget": shadows.in_sets().astype(np.int32),
+        "retain": np.asarray(shadows.base, np.int32),
+    }
+    res = vmapped.unlearn(
+        rule,
+        shadows.variables,
+        x,
+        y,
+        {part: index[part] for part in batch_sizes},
+        keys=keys,
+        batch_sizes=batch_sizes,
+        num_steps=num_steps,
+        mesh=mesh,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
     return shadows._replace(variables=res.variables), res

@@ -71,6 +71,14 @@ def select(tree, models) -> Variables:
     return jax.tree.map(lambda x: x[models], tree)
 
 
+def rule_initializer(rule: UnlearningRule) -> Callable:
+    """``(variables [N], keys [N]) -> state``: the rule's ``init`` vmapped and compiled. Keep it
+    with the rule and pass it as ``init_program`` to :func:`train` / :func:`unlearn`, so that
+    ensembles trained by the same rule object compile its ``init`` once (``fit`` compiles it on
+    every call otherwise; ``retrain``'s init builds a whole network)."""
+    return jax.jit(jax.vmap(lambda v, k: rule.init(v, key=k)))
+
+
 @functools.lru_cache(maxsize=16)
 def _initializer(init: Callable) -> Callable:
     """``init`` vmapped over keys and compiled once per network. Run eagerly, building N modules
@@ -81,15 +89,18 @@ def _initializer(init: Callable) -> Callable:
 
 def _check_count(count: int, name: str, min_models: int) -> None:
     if count < min_models:
-        raise ValueError(f"`{name}` holds {count} model(s); an ensemble needs at least "
-                         f"{min_models}.")
+        raise ValueError(
+            f"`{name}` holds {count} model(s); an ensemble needs at least {min_models}."
+        )
 
 
 def _check_keys(keys, min_models: int) -> int:
     shape = jnp.shape(keys)
     if not (hasattr(keys, "dtype") and jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)):
-        raise ValueError("`keys` must be typed PRNG keys, one per model (see `seed_keys`); got "
-                         f"an array of dtype {getattr(keys, 'dtype', type(keys))}")
+        raise ValueError(
+            "`keys` must be typed PRNG keys, one per model (see `seed_keys`); got "
+            f"an array of dtype {getattr(keys, 'dtype', type(keys))}"
+        )
     if len(shape) != 1:
         raise ValueError(f"`keys` must have shape [num_models] (one key per model); got {shape}")
     _check_count(shape[0], "keys", min_models)
@@ -102,22 +113,41 @@ def _per_model_index(index: Mapping[str, object], count: int) -> tuple[dict, boo
     arrays = {name: np.asarray(ix) for name, ix in index.items()}
     for name, ix in arrays.items():
         if ix.ndim not in (1, 2) or not np.issubdtype(ix.dtype, np.integer):
-            raise ValueError(f"`index[{name!r}]` must be integer indices shaped [n] (shared) or "
-                             f"[num_models, n] (one set per model); got {ix.dtype} {ix.shape}")
+            raise ValueError(
+                f"`index[{name!r}]` must be integer indices shaped [n] (shared) or "
+                f"[num_models, n] (one set per model); got {ix.dtype} {ix.shape}"
+            )
         if ix.ndim == 2 and ix.shape[0] != count:
-            raise ValueError(f"`index[{name!r}]` has sets for {ix.shape[0]} models but the "
-                             f"ensemble has {count}")
+            raise ValueError(
+                f"`index[{name!r}]` has sets for {ix.shape[0]} models but the ensemble has {count}"
+            )
     per_model = any(ix.ndim == 2 for ix in arrays.values())
     if per_model:
-        arrays = {name: np.broadcast_to(ix, (count, ix.shape[-1])) if ix.ndim == 1 else ix
-                  for name, ix in arrays.items()}
+        arrays = {
+            name: np.broadcast_to(ix, (count, ix.shape[-1])) if ix.ndim == 1 else ix
+            for name, ix in arrays.items()
+        }
     return arrays, per_model
 
 
-def _fit_ensemble(rule: UnlearningRule, variables: Variables, x, y, index, *, keys,
-                  batch_sizes: Mapping[str, int], num_steps: int, mesh, chunk_size,
-                  checkpoint_dir, progress) -> FitResult:
+def _fit_ensemble(
+    rule: UnlearningRule,
+    variables: Variables,
+    x,
+    y,
+    index,
+    *,
+    keys,
+    batch_sizes: Mapping[str, int],
+    num_steps: int,
+    mesh,
+    chunk_size,
+    checkpoint_dir,
+    progress,
+    init_program=None,
+) -> FitResult:
     arrays, per_model = _per_model_index(index, num_models(keys))
+    state = None if init_program is None else init_program(variables, keys)
     stream = make_stream(x, y, arrays)
     # fit resumes from the checkpoints but times only what it ran; keep a running total beside
     # them so an interrupted and resumed ensemble reports its whole cost.
@@ -126,22 +156,49 @@ def _fit_ensemble(rule: UnlearningRule, variables: Variables, x, y, index, *, ke
     if path is not None and os.path.exists(path):
         with open(path) as f:
             timing = json.load(f)
-    res = fit(rule, variables, stream, batch_sizes=batch_sizes, num_steps=num_steps, key=keys,
-              ensemble=True, per_model_index=per_model, mesh=mesh, chunk_size=chunk_size,
-              checkpoint_dir=checkpoint_dir, progress=progress)
+    res = fit(
+        rule,
+        variables,
+        stream,
+        batch_sizes=batch_sizes,
+        num_steps=num_steps,
+        key=keys,
+        ensemble=True,
+        per_model_index=per_model,
+        mesh=mesh,
+        chunk_size=chunk_size,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        state=state,
+    )
     if path is None:
         return res
-    timing = {"runtime_s": timing["runtime_s"] + res.runtime_s,
-              "compile_s": timing["compile_s"] + res.compile_s}
+    timing = {
+        "runtime_s": timing["runtime_s"] + res.runtime_s,
+        "compile_s": timing["compile_s"] + res.compile_s,
+    }
     multihost.sync(f"read {path}")  # every process has read the old total before it is replaced
     multihost.write_json(path, timing)
     return res._replace(runtime_s=timing["runtime_s"], compile_s=timing["compile_s"])
 
 
-def train(network: Network, rule: UnlearningRule, x, y, index, *, keys: Array, epochs: int,
-          batch_size: int, mesh: Mesh | None = None, chunk_size: int | None = None,
-          checkpoint_dir: str | None = None, progress: Callable | None = None,
-          min_models: int = MIN_MODELS) -> FitResult:
+def train(
+    network: Network,
+    rule: UnlearningRule,
+    x,
+    y,
+    index,
+    *,
+    keys: Array,
+    epochs: int,
+    batch_size: int,
+    mesh: Mesh | None = None,
+    chunk_size: int | None = None,
+    checkpoint_dir: str | None = None,
+    progress: Callable | None = None,
+    min_models: int = MIN_MODELS,
+    init_program: Callable | None = None,
+) -> FitResult:
     """Trains one model from scratch per key, all in one vmapped program.
 
     Model ``m`` starts from ``network.init(keys[m])`` and runs ``rule`` (a training rule, e.g.
@@ -166,6 +223,8 @@ def train(network: Network, rule: UnlearningRule, x, y, index, *, keys: Array, e
       progress: ``fit``'s per-chunk callback.
       min_models: the smallest ensemble accepted (the experiment runner passes 1 to train a single
         seed the same way).
+      init_program: the rule's compiled ``init`` (:func:`rule_initializer`), reused across calls;
+        by default ``fit`` compiles it for this call.
 
     Returns:
       fit's :class:`~jaxunlearn.train.FitResult`; ``variables`` has a leading ``[N]`` axis and
@@ -182,16 +241,40 @@ def train(network: Network, rule: UnlearningRule, x, y, index, *, keys: Array, e
         raise ValueError(f"`epochs` must be non-negative; got {epochs}")
     num_steps = epochs * steps_per_epoch(arrays["retain"].shape[-1], int(batch_size))
     variables = _initializer(network.init)(keys)
-    return _fit_ensemble(rule, variables, x, y, {"retain": index}, keys=keys,
-                         batch_sizes={"retain": int(batch_size)}, num_steps=num_steps, mesh=mesh,
-                         chunk_size=chunk_size, checkpoint_dir=checkpoint_dir, progress=progress)
+    return _fit_ensemble(
+        rule,
+        variables,
+        x,
+        y,
+        {"retain": index},
+        keys=keys,
+        batch_sizes={"retain": int(batch_size)},
+        num_steps=num_steps,
+        mesh=mesh,
+        chunk_size=chunk_size,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        init_program=init_program,
+    )
 
 
-def unlearn(rule: UnlearningRule, variables: Variables, x, y, index: Mapping[str, object], *,
-            keys: Array, batch_sizes: Mapping[str, int], num_steps: int,
-            mesh: Mesh | None = None, chunk_size: int | None = None,
-            checkpoint_dir: str | None = None, progress: Callable | None = None,
-            min_models: int = MIN_MODELS) -> FitResult:
+def unlearn(
+    rule: UnlearningRule,
+    variables: Variables,
+    x,
+    y,
+    index: Mapping[str, object],
+    *,
+    keys: Array,
+    batch_sizes: Mapping[str, int],
+    num_steps: int,
+    mesh: Mesh | None = None,
+    chunk_size: int | None = None,
+    checkpoint_dir: str | None = None,
+    progress: Callable | None = None,
+    min_models: int = MIN_MODELS,
+    init_program: Callable | None = None,
+) -> FitResult:
     """Runs an unlearning rule from each of N starting models, all in one vmapped program.
 
     Args:
@@ -204,7 +287,7 @@ def unlearn(rule: UnlearningRule, variables: Variables, x, y, index: Mapping[str
       keys: ``[N]`` typed PRNG keys: batch order and the rule's randomness of each run.
       batch_sizes: ``{part: batch size}``.
       num_steps: updates per run.
-      mesh, chunk_size, checkpoint_dir, progress, min_models: as in :func:`train`.
+      mesh, chunk_size, checkpoint_dir, progress, min_models, init_program: as in :func:`train`.
 
     Returns:
       fit's :class:`~jaxunlearn.train.FitResult` with ``[N]``-leading variables.
@@ -217,29 +300,18 @@ def unlearn(rule: UnlearningRule, variables: Variables, x, y, index: Mapping[str
     models = num_models(variables)
     if models != count:
         raise ValueError(f"`variables` holds {models} models but `keys` has {count} keys")
-    return _fit_ensemble(rule, variables, x, y, index, keys=keys, batch_sizes=dict(batch_sizes),
-                         num_steps=int(num_steps), mesh=mesh, chunk_size=chunk_size,
-                         checkpoint_dir=checkpoint_dir, progress=progress)
-
-
-_LOGITS_CACHE: dict[int, Callable] = {}
-
-
-def predict_logits(network: Network, variables: Variables, x, *,
-                   batch_size: int = 512) -> np.ndarray:
-    """``[N, n, outputs]`` logits of every model of an ensemble on ``x`` (inference mode).
-
-    The models run vmapped, over ``batch_size`` examples at a time.
-    """
-    key = id(network.apply)
-    if key not in _LOGITS_CACHE:
-        _LOGITS_CACHE[key] = jax.jit(jax.vmap(lambda v, xb: network.apply(v, xb).logits,
-                                              in_axes=(0, None)))
-    apply = _LOGITS_CACHE[key]
-    count = num_models(variables)
-    x = np.asarray(x)
-    out = [np.asarray(apply(variables, jnp.asarray(x[i:i + batch_size])))
-           for i in range(0, len(x), batch_size)]
-    if not out:
-        return np.zeros((count, 0, network.num_outputs), np.float32)
-    return np.concatenate(out, axis=1)
+    return _fit_ensemble(
+        rule,
+        variables,
+        x,
+        y,
+        index,
+        keys=keys,
+        batch_sizes=dict(batch_sizes),
+        num_steps=int(num_steps),
+        mesh=mesh,
+        chunk_size=chunk_size,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        init_program=init_program,
+    )

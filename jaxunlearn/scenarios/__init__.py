@@ -1,17 +1,28 @@
-"""Experiments: validated plans, the runner that produces records, and reports."""
+"""Experiments: the validated plan, its artefacts, the runner that produces records, reports.
 
-from jaxunlearn.scenarios.report import plot, table, write_all
-from jaxunlearn.scenarios.runner import Plan, Record, load_results, plan, run_experiment, summarize
+``plan`` (config -> :class:`Plan`, every default and check), ``artefacts`` (originals, oracles,
+shadow models: keyed, checkpointed, shared), ``runner`` (rules and audits -> records), ``report``
+(records -> files, tables, plots) and ``sweep`` (a hyperparameter grid as one program).
+"""
+
+from jaxunlearn.scenarios.artefacts import Artefacts, role_keys
+from jaxunlearn.scenarios.plan import Plan, build_rule, plan, scenario_entry
+from jaxunlearn.scenarios.report import Record, load_results, plot, summarize, table, write_all
+from jaxunlearn.scenarios.runner import run_experiment
 from jaxunlearn.scenarios.sweep import run_sweep
 
 __all__ = [
+    "Artefacts",
     "Plan",
     "Record",
+    "build_rule",
     "load_results",
     "plan",
     "plot",
+    "role_keys",
     "run_experiment",
     "run_sweep",
+    "scenario_entry",
     "summarize",
     "table",
     "write_all",

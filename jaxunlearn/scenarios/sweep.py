@@ -55,7 +55,7 @@ from jaxunlearn.audit import classification as cls
 from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data import Dataset, Split
-from jaxunlearn.scenarios.runner import build_rule
+from jaxunlearn.scenarios.plan import build_rule
 from jaxunlearn.train import Stream, make_stream, multihost, scan_steps
 
 # Audits whose metrics make up each task's Avg. Gap (see ``audit.gap_metrics``).
@@ -150,7 +150,7 @@ def grid_variables(
       keys: one PRNG key per seed (as :func:`~jaxunlearn.train.fit` takes them).
       rule, param, values: the rule's registry name, the swept hyperparameter and its grid.
       rule_config: the rule's config entry (``epochs``, ``<part>_batch_size``, ``hparams``),
-        scheduled and built as the experiment runner does (:func:`~jaxunlearn.scenarios.runner.
+        scheduled and built as the experiment runner does (:func:`~jaxunlearn.scenarios.plan.
         build_rule`) for the index sets of ``stream``; ``param`` in its ``hparams`` is replaced.
       forget_classes: the forgotten classes of a class-wise scenario (``Split.classes``).
 
@@ -229,15 +229,28 @@ def validation_split(
     return np.sort(val).astype(np.int32), np.sort(rest).astype(np.int32)
 
 
-def _audit(
-    network, dataset, split, audits, variables, *, on: np.ndarray, test_forget: bool
-) -> dict[str, float] | None:
-    """The audits' metrics, or ``None`` for a model whose outputs are not finite (diverged)."""
+def _evaluations(network, dataset, split, audits, groups, *, on: np.ndarray, test_forget: bool):
+    """``evaluate(group, seed) -> metrics or None`` over one shared
+    :class:`~jaxunlearn.ensemble.Predictions` of the model ``groups`` on the split with ``on`` as
+    its test set (``None``: the model's outputs are not finite, i.e. it diverged)."""
     part = split._replace(
         test=on, test_forget=split.test_forget if test_forget else split.test_forget[:0]
     )
-    ctx = audit_lib.AuditContext(network=network, dataset=dataset, split=part, variables=variables)
-    return audit_lib.run(audits, ctx) if ctx.outputs_finite() else None
+    predictions = audit_lib.make_predictions(network, dataset, part, groups)
+
+    def evaluate(group: str, s: int):
+        ctx = audit_lib.AuditContext(
+            network=network,
+            dataset=dataset,
+            split=part,
+            variables=_seed(predictions.variables(group), s),
+            predictions=predictions,
+            groups={"unlearned": group},
+            index=s,
+        )
+        return audit_lib.run(audits, ctx) if ctx.outputs_finite() else None
+
+    return evaluate
 
 
 def _stats(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -328,19 +341,18 @@ def sweep(
         forget_classes=split.classes,
     )
     seeds = int(jax.tree.leaves(keys)[0].shape[0])
-
-    def evaluate(v, *, on, test_forget=False):
-        return _audit(network, dataset, split, audits, v, on=on, test_forget=test_forget)
-
-    oracle_val = [evaluate(_seed(oracles, s), on=val_idx) for s in range(seeds)]
-    original_val = [evaluate(_seed(originals, s), on=val_idx) for s in range(seeds)]
+    groups = {"oracle": oracles, "original": originals}
+    groups.update({f"value{k}": _seed(variables, k) for k in range(len(grid))})
+    evaluate = _evaluations(network, dataset, split, audits, groups, on=val_idx, test_forget=False)
+    oracle_val = [evaluate("oracle", s) for s in range(seeds)]
+    original_val = [evaluate("original", s) for s in range(seeds)]
     for s, r in enumerate(original_val):
         r["Avg_gap"] = cls.avg_gap(r, oracle_val[s], gap_keys)
     rows_grid, gaps = [], []
     for k, value in enumerate(grid):
         rows = []
         for s in range(seeds):
-            r = evaluate(_seed(variables, k, s), on=val_idx) if run_info["finite"][k, s] else None
+            r = evaluate(f"value{k}", s) if run_info["finite"][k, s] else None
             if r is None:  # diverged: non-finite parameters or outputs
                 continue
             r["Avg_gap"] = cls.avg_gap(r, oracle_val[s], gap_keys)
@@ -379,12 +391,14 @@ def sweep(
         "grid": rows_grid,
     }
     if math.isfinite(gaps[best]):
-        oracle_test = [
-            evaluate(_seed(oracles, s), on=test_idx, test_forget=True) for s in range(seeds)
-        ]
+        test_groups = {"oracle": oracles, "best": _seed(variables, best)}
+        evaluate = _evaluations(
+            network, dataset, split, audits, test_groups, on=test_idx, test_forget=True
+        )
+        oracle_test = [evaluate("oracle", s) for s in range(seeds)]
         chosen = []
         for s in range(seeds):
-            r = evaluate(_seed(variables, best, s), on=test_idx, test_forget=True)
+            r = evaluate("best", s)
             if r is not None:  # finite on the validation half, so almost surely here too
                 r["Avg_gap"] = cls.avg_gap(r, oracle_test[s], gap_keys)
                 chosen.append(r)
@@ -543,40 +557,30 @@ def run_sweep(
     """
     import ml_collections
 
-    from jaxunlearn.scenarios import runner
+    from jaxunlearn.scenarios.artefacts import Artefacts
+    from jaxunlearn.scenarios.plan import RETRAIN, plain, plan, scenario_entry
 
     check_grid(rule, param, values)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"`val_fraction` must lie in (0, 1); got {val_fraction}")
-    scenarios = runner._plain(config.scenarios)
+    scenarios = plain(config.scenarios)
     if scenario not in scenarios:
         raise ValueError(f"Unknown scenario {scenario!r}; the config has {sorted(scenarios)}")
-    cfg = ml_collections.ConfigDict(runner._plain(config))
+    cfg = ml_collections.ConfigDict(plain(config))
     cfg.scenarios = {scenario: scenarios[scenario]}
-    cfg.rules = {rule: runner.scenario_entry(runner._plain(config.rules).get(rule) or {}, scenario)}
-    p = runner.plan(cfg)
+    rule_cfgs = plain(config.rules)
+    cfg.rules = {
+        name: scenario_entry(rule_cfgs.get(name) or {}, scenario)
+        for name in dict.fromkeys((RETRAIN, rule))
+    }
+    p = plan(cfg)
     split = p.splits[scenario]
     verbose = verbose and multihost.is_primary()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
     log(f"sweep: {rule}.{param} over {list(values)} on {cfg.dataset}/{scenario}, {p.seeds} seeds")
-    ckpt = os.path.join(workdir, "checkpoints")
-    all_train = np.arange(len(p.dataset.y_train), dtype=np.int32)
-    orig = runner.train_models(
-        p,
-        all_train,
-        runner._seed_keys(p.seeds, 0),
-        label="original",
-        checkpoint_dir=os.path.join(ckpt, runner.ORIGINAL),
-        verbose=verbose,
-    )
-    oracle = runner.train_models(
-        p,
-        split.retain,
-        runner._seed_keys(p.seeds, 10_000),
-        label=f"{scenario}/retrain",
-        checkpoint_dir=os.path.join(ckpt, scenario, runner.RETRAIN),
-        verbose=verbose,
-    )
+    # The experiment's artefacts (restored from its checkpoints in the same workdir) and keys.
+    art = Artefacts(p, workdir, verbose=verbose)
+    orig, oracle = art.originals(), art.oracles(scenario)
     # The originals and oracles train on the data mesh over every process's devices; the grid is
     # small, so each process runs it on its own copies (the same program, the same results) and
     # process 0 writes the report.
@@ -587,7 +591,7 @@ def run_sweep(
         split,
         local(orig.variables),
         local(oracle.variables),
-        runner._seed_keys(p.seeds, 20_000),
+        art.keys("unlearn"),
         rule=rule,
         param=param,
         values=values,

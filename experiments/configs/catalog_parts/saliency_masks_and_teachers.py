@@ -3,9 +3,9 @@
 Tuned on class-0 forgetting and a random 10% forget set (3 seeds): SalUn, SCRUB and bad teaching
 reach UA 99-100 on class 0 with TA within ~1.5 points of the original (97.3).
 
-- ``salun`` / ``weight_attribution_mask``: 9 scoring steps of 16 forget examples cover the ~143-example forget set
-  once before unlearning, as the reference scores the whole forget set; then random labelling
-  at SalUn's lr 0.013 on the top 50% of weights.
+- ``salun`` / ``weight_attribution_mask``: 9 scoring steps of 16 forget examples cover the
+  ~143-example forget set once before unlearning, as the reference scores the whole forget set;
+  then random labelling at SalUn's lr 0.013 on the top 50% of weights.
 - ``l1_sparse``: the reference's alpha (1e-4) leaves this small MLP unchanged; 2e-2 forgets
   class 0 but over-forgets a random 10% (membership-inference efficacy well above retrain's).
 - ``scrub``: the small-scale settings with no weight decay and two max epochs of five (three max

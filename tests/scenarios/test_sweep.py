@@ -108,7 +108,13 @@ def test_grid_runs_in_one_program_vmapped_or_unrolled(rule, param, values, mode)
     if rule == "unsir":
         config["hparams"] = {"noise_steps": 1}
     variables, _, info = sweep_lib.grid_variables(
-        net, stream, _stack(original), keys, rule=rule, param=param, values=values,
+        net,
+        stream,
+        _stack(original),
+        keys,
+        rule=rule,
+        param=param,
+        values=values,
         rule_config=config,
     )
     assert info["mode"] == mode and info["finite"].shape == (2, 1)

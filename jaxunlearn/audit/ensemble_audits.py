@@ -1,4 +1,4 @@
-"""Gold-standard audits: distributions over many unlearned models against many retrained oracles.
+"""Ensemble (gold-standard) audits: distributions over many unlearned models against many oracles.
 
 A single unlearned model that scores like a single oracle proves little: two oracles trained with
 different seeds already differ. The audits here compare the N runs of a method with N oracles
@@ -13,14 +13,17 @@ retrained without the forget set, example by example:
   the oracle ensembles, per forget example and on fixed samples of retain and test examples
   (``klom_<part>_mean`` / ``klom_<part>_p95``: mean and 95th percentile over examples).
 
-Both are registered with :func:`jaxunlearn.audit.register_ensemble`; the experiment runner calls
-them with an :class:`~jaxunlearn.audit.EnsembleContext`. Their per-example arrays (epsilons,
-confidences, KLoM values) are kept on the context and handed out by :func:`per_example_arrays`, so
-that the runner can store them for plots without computing anything twice.
+* ``"ulira"``: U-LiRA, a per-example likelihood-ratio attack against unlearning, on shadow models
+  trained on random halves of the audited examples and then unlearned by the method
+  (``ulira_auc``, ``ulira_tpr_at_1pct_fpr``). The shadows come from the context
+  (``EnsembleContext.shadows``: the experiment's artefacts build them with
+  :mod:`jaxunlearn.ensemble.ulira`); :func:`ulira_attack` scores them.
 
-U-LiRA (a per-example likelihood-ratio attack against unlearning) needs shadow models of its own,
-trained on random halves of the audited examples and then unlearned: :func:`run_ulira` builds them
-with :mod:`jaxunlearn.ensemble.ulira` (two vmapped programs) and :func:`ulira_attack` scores them.
+All three are registered with :func:`jaxunlearn.audit.register_ensemble`; the experiment runner
+calls them with an :class:`~jaxunlearn.audit.EnsembleContext`, whose shared predictions give every
+audit the same ``[N, n, C]`` logits. Their per-example arrays (epsilons, confidences, KLoM values,
+U-LiRA scores) are kept on the context and handed out by :func:`per_example_arrays`, so that the
+runner can store them for plots without computing anything twice.
 
 References:
   Triantafillou et al., "Are we making progress in unlearning? Findings from the first NeurIPS
@@ -33,18 +36,12 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
 from jaxunlearn import ensemble
-from jaxunlearn.audit import classification as cls
 from jaxunlearn.audit import competition, membership
 from jaxunlearn.audit.klom import klom as klom_divergence
-from jaxunlearn.audit.suite import EnsembleContext, register_ensemble
-from jaxunlearn.core.types import Network, UnlearningRule
-from jaxunlearn.data.datasets import Dataset
-from jaxunlearn.data.forget import Split
+from jaxunlearn.audit.registry import EnsembleContext, register_ensemble
 
 # KLoM on retain and test data uses a fixed sample of at most this many examples per part, so
 # that its cost does not grow with the dataset (data-unlearning-bench also audits subsets).
@@ -62,19 +59,25 @@ def _check_ensembles(ctx: EnsembleContext, audit: str, *, same_size: bool) -> tu
     for which in ("unlearned", "oracle"):
         count = ensemble.num_models(getattr(ctx, which))
         if count < ensemble.MIN_MODELS:
-            raise ValueError(f"Ensemble audit {audit!r} needs at least {ensemble.MIN_MODELS} "
-                             f"{which} models (method {ctx.method!r}); got {count}")
+            raise ValueError(
+                f"Ensemble audit {audit!r} needs at least {ensemble.MIN_MODELS} "
+                f"{which} models (method {ctx.method!r}); got {count}"
+            )
         sizes.append(count)
     if same_size and sizes[0] != sizes[1]:
-        raise ValueError(f"Ensemble audit {audit!r} compares equally many unlearned and oracle "
-                         f"models (method {ctx.method!r}); got {sizes[0]} and {sizes[1]}")
+        raise ValueError(
+            f"Ensemble audit {audit!r} compares equally many unlearned and oracle "
+            f"models (method {ctx.method!r}); got {sizes[0]} and {sizes[1]}"
+        )
     return sizes[0], sizes[1]
 
 
 def _checked(logits: np.ndarray, which: str, part: str, method: str) -> np.ndarray:
     if not np.all(np.isfinite(logits)):
-        raise ValueError(f"The {which} ensemble of method {method!r} has NaN or inf logits on "
-                         f"the {part} data; a distributional audit needs finite confidences")
+        raise ValueError(
+            f"The {which} ensemble of method {method!r} has NaN or inf logits on "
+            f"the {part} data; a distributional audit needs finite confidences"
+        )
     return logits
 
 
@@ -84,44 +87,43 @@ def _sample(n: int, size: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, size, replace=False))
 
 
-def _margins(ctx: EnsembleContext, part: str, which: str) -> np.ndarray:
-    """``[N, n]`` logit-scaled confidences (= margins) of ``which`` on ``part`` (cached).
+def _sample_part(ctx: EnsembleContext, part: str) -> tuple[str, np.ndarray]:
+    """``(name, rows)``: the fixed sample of ``part`` that KLoM audits (the forget set whole,
+    retain and test data sampled, see ``KLOM_SAMPLE_SIZE``), defined once on the shared
+    predictions."""
+    n = len(ctx.data(part)[1])
+    if part == "forget" or n <= KLOM_SAMPLE_SIZE:
+        return part, np.arange(n)
+    rows = _sample(n, KLOM_SAMPLE_SIZE)
+    name = f"{part}@klom_sample"
+    if not ctx.predictions.has_part(name):
+        ctx.predictions.add_subset(name, part, rows)
+    return name, rows
 
-    The forget set is used whole; retain and test data are sampled (see ``KLOM_SAMPLE_SIZE``).
-    """
-    key = ("gold", "margins", part, which)
-    if key not in ctx._cache:
-        x, y = ctx.data(part)
-        if part == "forget":
-            logits = ctx.logits(part, which)
-        else:
-            rows = _sample(len(y), KLOM_SAMPLE_SIZE)
-            x, y = x[rows], y[rows]
-            logits = ensemble.predict_logits(ctx.network, getattr(ctx, which), x)
-        ctx._cache[key] = competition.logit_scaled_confidence(
-            _checked(logits, which, part, ctx.method), y)
-    return ctx._cache[key]
+
+def _margins(ctx: EnsembleContext, part: str, which: str) -> np.ndarray:
+    """``[N, n]`` logit-scaled confidences (= margins) of ``which`` on ``part``'s sample."""
+    name, rows = _sample_part(ctx, part)
+    logits = _checked(ctx.logits(name, which), which, part, ctx.method)
+    return competition.logit_scaled_confidence(logits, ctx.data(part)[1][rows])
 
 
 def _keep(ctx: EnsembleContext, name: str, value: np.ndarray) -> np.ndarray:
-    ctx._cache[("gold", "array", name)] = np.asarray(value)
+    ctx.arrays[name] = np.asarray(value)
     return value
 
 
 def per_example_arrays(ctx: EnsembleContext) -> dict[str, np.ndarray]:
-    """The per-example arrays behind the gold audits that ran on ``ctx`` (for plots and files).
+    """The per-example arrays behind the ensemble audits that ran on ``ctx`` (for plots, files).
 
     Keys present after ``"competition"``: ``epsilon`` ``[n_forget]``, ``confidence_unlearned``
     and ``confidence_oracle`` ``[N, n_forget]``; after ``"klom"``: ``klom_forget``,
     ``klom_retain``, ``klom_test`` (one value per audited example) and ``retain_sample`` /
     ``test_sample`` (which retain / test examples those are, as positions in the split's index
-    sets). ``forget_index`` (training-set indices of the forget set) is always there.
+    sets); after ``"ulira"``: ``ulira_scores`` and ``ulira_member`` ``[shadows, targets]`` and
+    ``ulira_targets``. ``forget_index`` (training-set indices of the forget set) is always there.
     """
-    out = {"forget_index": np.asarray(ctx.split.forget)}
-    for key, value in ctx._cache.items():
-        if isinstance(key, tuple) and key[:2] == ("gold", "array"):
-            out[key[2]] = value
-    return out
+    return {"forget_index": np.asarray(ctx.split.forget), **ctx.arrays}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,9 +138,10 @@ def _mean_accuracy(ctx: EnsembleContext, which: str, metric: str) -> float:
     if records and len(values) == len(records):
         return float(np.mean(values))
     part = {"RA": "retain", "TA": "test"}[metric]
-    logits = ctx.logits(part, which)
-    y = ctx.data(part)[1]
-    return float(np.mean([cls.accuracy_percent(logits[m], y) for m in range(len(logits))]))
+    logits, y = ctx.logits(part, which), ctx.data(part)[1]
+    if len(y) == 0:
+        return float("nan")
+    return float(100.0 * np.mean(np.argmax(logits, -1) == y))
 
 
 def competition_audit(ctx: EnsembleContext) -> dict[str, float]:
@@ -151,8 +154,12 @@ def competition_audit(ctx: EnsembleContext) -> dict[str, float]:
     ra_u, ra_r = _mean_accuracy(ctx, "unlearned", "RA"), _mean_accuracy(ctx, "oracle", "RA")
     ta_u, ta_r = _mean_accuracy(ctx, "unlearned", "TA"), _mean_accuracy(ctx, "oracle", "TA")
     final = score * (ra_u / ra_r) * (ta_u / ta_r) if ra_r > 0 and ta_r > 0 else float("nan")
-    return {"epsilon_mean": float(np.mean(eps)), "epsilon_median": float(np.median(eps)),
-            "forget_score": float(score), "competition_score": float(final)}
+    return {
+        "epsilon_mean": float(np.mean(eps)),
+        "epsilon_median": float(np.median(eps)),
+        "forget_score": float(score),
+        "competition_score": float(final),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,8 +173,11 @@ def klom_audit(ctx: EnsembleContext) -> dict[str, float]:
     for part in KLOM_PARTS:
         if len(ctx.data(part)[1]) == 0:
             continue
-        values = _keep(ctx, f"klom_{part}", klom_divergence(_margins(ctx, part, "unlearned"),
-                                                       _margins(ctx, part, "oracle")))
+        values = _keep(
+            ctx,
+            f"klom_{part}",
+            klom_divergence(_margins(ctx, part, "unlearned"), _margins(ctx, part, "oracle")),
+        )
         out[f"klom_{part}_mean"] = float(np.mean(values))
         out[f"klom_{part}_p95"] = float(np.percentile(values, 95))
         if part != "forget":
@@ -177,13 +187,6 @@ def klom_audit(ctx: EnsembleContext) -> dict[str, float]:
 
 # --------------------------------------------------------------------------------------------------
 # U-LiRA.
-
-
-def shadow_confidences(network: Network, shadows: ensemble.Shadows, dataset: Dataset) -> np.ndarray:
-    """``[N, k]`` logit-scaled confidences of every shadow model on every target example."""
-    x, y = dataset.x_train[shadows.targets], dataset.y_train[shadows.targets]
-    logits = ensemble.predict_logits(network, shadows.variables, x)
-    return competition.logit_scaled_confidence(_checked(logits, "shadow", "target", "ulira"), y)
 
 
 def ulira_attack(confidences, member, *, fpr: float = ULIRA_FPR) -> dict:
@@ -210,11 +213,15 @@ def ulira_attack(confidences, member, *, fpr: float = ULIRA_FPR) -> dict:
     conf = np.asarray(confidences, np.float64)
     member = np.asarray(member, bool)
     if conf.ndim != 2 or conf.shape != member.shape:
-        raise ValueError(f"`confidences` and `member` must both be [num_models, num_examples]; "
-                         f"got {conf.shape} and {member.shape}")
+        raise ValueError(
+            f"`confidences` and `member` must both be [num_models, num_examples]; "
+            f"got {conf.shape} and {member.shape}"
+        )
     if conf.shape[0] < 3:
-        raise ValueError(f"`confidences` holds {conf.shape[0]} models; leave-one-out U-LiRA "
-                         "needs at least 3 (2 shadows per target)")
+        raise ValueError(
+            f"`confidences` holds {conf.shape[0]} models; leave-one-out U-LiRA "
+            "needs at least 3 (2 shadows per target)"
+        )
     if not np.all(np.isfinite(conf)):
         raise ValueError("`confidences` contains NaN or inf")
     scores = np.empty_like(conf)
@@ -223,59 +230,39 @@ def ulira_attack(confidences, member, *, fpr: float = ULIRA_FPR) -> dict:
         shadow_in = np.where(member[others], conf[others], np.nan)
         shadow_out = np.where(~member[others], conf[others], np.nan)
         scores[target] = membership.ulira(conf[target], shadow_in, shadow_out)["scores"]
-    return {"auc": membership.roc_auc(scores, member),
-            "tpr_at_fpr": membership.tpr_at_fpr(scores, member, fpr), "scores": scores}
+    return {
+        "auc": membership.roc_auc(scores, member),
+        "tpr_at_fpr": membership.tpr_at_fpr(scores, member, fpr),
+        "scores": scores,
+    }
 
 
-def ulira_metrics(network: Network, shadows: ensemble.Shadows, dataset: Dataset) -> dict:
-    """``{"ulira_auc", "ulira_tpr_at_1pct_fpr"}`` of a set of (unlearned) shadows."""
-    result = ulira_attack(shadow_confidences(network, shadows, dataset), shadows.member)
-    return {"ulira_auc": result["auc"], "ulira_tpr_at_1pct_fpr": result["tpr_at_fpr"]}
+def ulira_audit(ctx: EnsembleContext) -> dict[str, float]:
+    """U-LiRA of the method's shadows (``ctx.shadows()``): ``ulira_auc`` and
+    ``ulira_tpr_at_1pct_fpr``; nothing where the experiment gives this method no shadows.
 
-
-def run_ulira(network: Network, dataset: Dataset, split: Split, *, train_rule: UnlearningRule,
-              train_epochs: int, train_batch_size: int, rule: UnlearningRule,
-              batch_sizes: Mapping[str, int], num_steps: int, num_shadows: int = 16,
-              num_targets: int | None = None, seed: int = 0, mesh=None,
-              checkpoint_dir: str | None = None) -> dict:
-    """U-LiRA end to end: train shadows, unlearn their in sets, attack.
-
-    Targets are ``num_targets`` examples of ``split.forget`` (all of it, rounded down to an even
-    count, by default). Each of the ``num_shadows`` models trains from scratch on ``split.retain``
-    plus a random half of the targets (one vmapped program), then runs ``rule`` to forget that
-    half with ``split.retain`` as its retain set (a second program). Build ``rule`` and
-    ``num_steps`` for forget sets of ``num_targets // 2`` examples.
-
-    Args:
-      network, dataset, split: the problem.
-      train_rule, train_epochs, train_batch_size: the training recipe of the shadows (the same as
-        the original model's).
-      rule, batch_sizes, num_steps: the unlearning run of every shadow.
-      num_shadows: N, even and at least 6; LiRA's public demo uses 16.
-      num_targets: how many forget examples to audit.
-      seed: design, targets and keys.
-      mesh: data-parallel mesh for both programs.
-      checkpoint_dir: orbax checkpoints of the trained shadows.
-
-    Returns:
-      ``{"auc", "tpr_at_1pct_fpr"}`` after unlearning, ``{"auc_before",
-      "tpr_at_1pct_fpr_before"}`` of the trained shadows before unlearning (the attack's strength
-      without any unlearning), and the arrays ``scores``, ``member``, ``targets``.
+    The shadows come from the experiment's artefacts: trained on the retain set plus a random
+    half of the audited forget examples, then unlearned by the method (for the original: as
+    trained, the attack's full strength). Their logits on the audited examples come from the
+    shared predictions, as every other audit's.
     """
-    targets = ensemble.choose_targets(split.forget, num_targets, seed=seed)
-    shadows, _ = ensemble.ulira.train_shadows(
-        network, train_rule, dataset.x_train, dataset.y_train, split.retain, targets,
-        num_shadows=num_shadows, epochs=train_epochs, batch_size=train_batch_size, seed=seed,
-        mesh=mesh, checkpoint_dir=checkpoint_dir)
-    before = ulira_attack(shadow_confidences(network, shadows, dataset), shadows.member)
-    unlearned, _ = ensemble.ulira.unlearn_shadows(
-        shadows, rule, dataset.x_train, dataset.y_train, batch_sizes=batch_sizes,
-        num_steps=num_steps, seed=seed, mesh=mesh)
-    after = ulira_attack(shadow_confidences(network, unlearned, dataset), shadows.member)
-    return {"auc": after["auc"], "tpr_at_1pct_fpr": after["tpr_at_fpr"],
-            "auc_before": before["auc"], "tpr_at_1pct_fpr_before": before["tpr_at_fpr"],
-            "scores": after["scores"], "member": shadows.member, "targets": targets}
+    shadows = ctx.shadows() if ctx.shadows is not None else None
+    if shadows is None:
+        return {}
+    group, part = f"ulira_shadows/{ctx.method}", "ulira_targets"
+    if not ctx.predictions.has_part(part):
+        ctx.predictions.add_part(part, ctx.dataset.x_train[shadows.targets])
+    if not ctx.predictions.has_group(group):
+        ctx.predictions.add_group(group, shadows.variables)
+    logits = _checked(ctx.predictions.logits(group, part), "shadow", part, ctx.method)
+    confidences = competition.logit_scaled_confidence(logits, ctx.dataset.y_train[shadows.targets])
+    result = ulira_attack(confidences, shadows.member)
+    _keep(ctx, "ulira_scores", result["scores"])
+    _keep(ctx, "ulira_member", shadows.member)
+    _keep(ctx, "ulira_targets", shadows.targets)
+    return {"ulira_auc": result["auc"], "ulira_tpr_at_1pct_fpr": result["tpr_at_fpr"]}
 
 
 register_ensemble("competition", competition_audit, task="classification")
 register_ensemble("klom", klom_audit, task="classification")
+register_ensemble("ulira", ulira_audit, task="classification")

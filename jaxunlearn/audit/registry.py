@@ -1,14 +1,15 @@
 """The audit registry: named audits that turn a model (and its references) into metrics.
 
-An audit is ``fn(ctx: AuditContext) -> {metric name: float}``. The context evaluates models
-lazily and caches their outputs on each part of the data (``forget``, ``retain``, ``test``,
-``test_forget``), so ten audits cost one forward pass per model and part.
+An audit is ``fn(ctx: AuditContext) -> {metric name: float}``. Every model's outputs
+come from one :class:`~jaxunlearn.ensemble.Predictions` per run: ``[N, n, C]`` logits and
+features per (model group, data part), computed once by a vmapped program over the N models; a
+per-model audit reads its model's row, an ensemble audit the whole arrays.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -19,37 +20,49 @@ from jaxunlearn.audit import classification as cls
 from jaxunlearn.core.types import Network, Variables
 from jaxunlearn.data.datasets import Dataset
 from jaxunlearn.data.forget import Split
+from jaxunlearn.ensemble.predict import Predictions, Predictor, predictor_for
 
 Audit = Callable[["AuditContext"], dict[str, float]]
-EVAL_BATCH = 1024
+DATA_PARTS = ("forget", "retain", "test", "test_forget")
 
 
-def predict(network: Network, variables: Variables, x, *, batch_size: int = EVAL_BATCH):
-    """``(logits, features)`` as NumPy arrays, evaluated in jitted batches."""
-    apply = _jitted_apply(network)
-    logits, feats = [], []
-    for i in range(0, len(x), batch_size):
-        out = apply(variables, jnp.asarray(x[i : i + batch_size]))
-        logits.append(np.asarray(out.logits))
-        feats.append(np.asarray(out.features))
-    if not logits:
-        return np.zeros((0, network.num_outputs), np.float32), np.zeros((0, 0), np.float32)
-    return np.concatenate(logits), np.concatenate(feats)
+def part_data(dataset: Dataset, split: Split, part: str):
+    """``(x, y)`` of a part: ``forget``, ``retain``, ``test`` or ``test_forget``."""
+    if part in ("forget", "retain"):
+        idx = getattr(split, part)
+        return dataset.x_train[idx], dataset.y_train[idx]
+    if part in ("test", "test_forget"):
+        idx = getattr(split, part)
+        return dataset.x_test[idx], dataset.y_test[idx]
+    raise ValueError(f"Unknown data part {part!r}; valid: {list(DATA_PARTS)}")
 
 
-_APPLY_CACHE: dict[int, Callable] = {}
+def make_predictions(
+    network: Network,
+    dataset: Dataset,
+    split: Split,
+    groups: Mapping[str, Variables] | None = None,
+    *,
+    predictor: Predictor | None = None,
+) -> Predictions:
+    """A :class:`~jaxunlearn.ensemble.Predictions` over the split's four data parts, for model
+    groups ``{name: variables [N, ...]}`` (more can be added)."""
+    parts = {part: part_data(dataset, split, part)[0] for part in DATA_PARTS}
+    return Predictions(predictor or predictor_for(network), parts, groups)
 
 
-def _jitted_apply(network: Network) -> Callable:
-    key = id(network.apply)
-    if key not in _APPLY_CACHE:
-        _APPLY_CACHE[key] = jax.jit(network.apply)
-    return _APPLY_CACHE[key]
+def _one(variables: Variables) -> Variables:
+    return jax.tree.map(lambda x: jnp.asarray(x)[None], variables)
 
 
 @dataclasses.dataclass
 class AuditContext:
     """Everything an audit may look at.
+
+    The models' outputs come from a :class:`~jaxunlearn.ensemble.Predictions` shared by every
+    model of a run: ``predictions`` holds the groups named in ``groups`` (``{"unlearned",
+    "original", "oracle"}`` -> group name) and the model under audit is row ``index`` of each.
+    Without ``predictions`` the context builds its own over the one model of each kind.
 
     Attributes:
       network: the functional model.
@@ -60,6 +73,7 @@ class AuditContext:
       oracle: a model retrained on the retain set (or ``None``).
       runtime_s, compile_s: the unlearning run's wall-clock time and compile time.
       extra: anything else an audit needs (e.g. ``seed``).
+      predictions, groups, index: the shared outputs, as above.
     """
 
     network: Network
@@ -71,32 +85,44 @@ class AuditContext:
     runtime_s: float = float("nan")
     compile_s: float = float("nan")
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    predictions: Predictions | None = None
+    groups: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    index: int = 0
+
+    def __post_init__(self):
+        if self.predictions is None:
+            self.predictions = make_predictions(self.network, self.dataset, self.split)
+            self.groups, self.index = {}, 0
+            for which in ("unlearned", "original", "oracle"):
+                variables = self.model(which, required=False)
+                if variables is not None:
+                    self.predictions.add_group(which, _one(variables))
+                    self.groups[which] = which
 
     def data(self, part: str):
         """``(x, y)`` of a part: ``forget``, ``retain``, ``test`` or ``test_forget``."""
-        ds, sp = self.dataset, self.split
-        if part in ("forget", "retain"):
-            idx = getattr(sp, part)
-            return ds.x_train[idx], ds.y_train[idx]
-        if part in ("test", "test_forget"):
-            idx = getattr(sp, part)
-            return ds.x_test[idx], ds.y_test[idx]
-        raise ValueError(f"Unknown data part {part!r}")
+        return part_data(self.dataset, self.split, part)
 
-    def model(self, which: str) -> Variables:
+    def model(self, which: str, *, required: bool = True) -> Variables:
         """The variables of ``which``: ``unlearned``, ``original`` or ``oracle``."""
         v = {"unlearned": self.variables, "original": self.original, "oracle": self.oracle}[which]
-        if v is None:
+        if v is None and required:
             raise ValueError(f"This audit needs the {which} model, which the context lacks")
         return v
 
-    def outputs(self, part: str, which: str = "unlearned"):
-        """Cached ``(logits, features)`` of model ``which`` on ``part``."""
-        key = (which, part)
-        if key not in self._cache:
-            self._cache[key] = predict(self.network, self.model(which), self.data(part)[0])
-        return self._cache[key]
+    def _group(self, which: str) -> str:
+        if which not in self.groups:
+            self.model(which)  # names the missing model
+            raise ValueError(f"No model group holds the {which} model")
+        return self.groups[which]
+
+    def logits(self, part: str, which: str = "unlearned") -> np.ndarray:
+        """``[n, C]`` logits of model ``which`` on ``part`` (its row of the shared arrays)."""
+        return self.predictions.logits(self._group(which), part)[self.index]
+
+    def features(self, part: str, which: str = "unlearned") -> np.ndarray:
+        """``[n, F]`` penultimate features of model ``which`` on ``part``."""
+        return self.predictions.features(self._group(which), part)[self.index]
 
     def outputs_finite(self, which: str = "unlearned") -> bool:
         """Whether the model's outputs on the forget, retain and test data are all finite.
@@ -105,13 +131,13 @@ class AuditContext:
         model is diverged, and the runner records it so instead of auditing it.
         """
         return all(
-            bool(np.all(np.isfinite(self.outputs(part, which)[0])))
+            bool(np.all(np.isfinite(self.logits(part, which))))
             for part in ("forget", "retain", "test")
         )
 
     def per_example_loss(self, part: str, which: str = "unlearned") -> np.ndarray:
         """Cross-entropy (classification) or squared error (regression) per example."""
-        logits, _ = self.outputs(part, which)
+        logits = self.logits(part, which)
         y = self.data(part)[1]
         if self.dataset.task == "classification":
             return -np.log(np.maximum(cls.true_class_probability(logits, y), 1e-45))
@@ -131,6 +157,14 @@ class EnsembleContext:
         aligned with the model axis.
       oracle_records: the oracles' per-model metrics.
       method: the method's name.
+      predictions, groups: the shared outputs (``{"unlearned", "oracle", "original"}`` -> group
+        name); built from the variables above when not given.
+      shadows: ``() -> Shadows | None``, U-LiRA's shadow models as they audit this method
+        (trained, then unlearned by the method), from the experiment's artefacts.
+      rows: which models of the groups to audit (e.g. the runs that did not diverge); all when
+        ``None``.
+      arrays: per-example arrays the audits leave for plots and files (see
+        :func:`jaxunlearn.audit.ensemble_audits.per_example_arrays`).
     """
 
     network: Network
@@ -142,24 +176,32 @@ class EnsembleContext:
     records: list[dict[str, float]] = dataclasses.field(default_factory=list)
     oracle_records: list[dict[str, float]] = dataclasses.field(default_factory=list)
     method: str = ""
-    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    predictions: Predictions | None = None
+    groups: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    shadows: Callable[[], Any] | None = None
+    rows: np.ndarray | None = None
+    arrays: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.predictions is None:
+            self.predictions = make_predictions(self.network, self.dataset, self.split)
+            self.groups = {}
+            for which in ("unlearned", "oracle", "original"):
+                variables = getattr(self, which)
+                if variables is not None:
+                    self.predictions.add_group(which, variables)
+                    self.groups[which] = which
 
     def data(self, part: str):
-        return AuditContext(self.network, self.dataset, self.split, self.unlearned).data(part)
+        """``(x, y)`` of a part: ``forget``, ``retain``, ``test`` or ``test_forget``."""
+        return part_data(self.dataset, self.split, part)
 
     def logits(self, part: str, which: str = "unlearned") -> np.ndarray:
-        """Cached ``[N, n, C]`` logits of every model of ``which`` on ``part`` (vmapped)."""
-        key = (which, part)
-        if key not in self._cache:
-            variables = {
-                "unlearned": self.unlearned,
-                "oracle": self.oracle,
-                "original": self.original,
-            }[which]
-            x = jnp.asarray(self.data(part)[0])
-            apply = jax.jit(jax.vmap(lambda v: self.network.apply(v, x).logits))
-            self._cache[key] = np.asarray(apply(variables))
-        return self._cache[key]
+        """``[N, n, C]`` logits of every model of ``which`` on ``part`` (shared, cached)."""
+        if which not in self.groups:
+            raise ValueError(f"This ensemble audit needs the {which} models, which it lacks")
+        logits = self.predictions.logits(self.groups[which], part)
+        return logits if self.rows is None else logits[self.rows]
 
 
 EnsembleAudit = Callable[[EnsembleContext], dict[str, float]]
@@ -194,11 +236,11 @@ def accuracy_audit(ctx: AuditContext) -> dict[str, float]:
     """UA = 100 - forget accuracy, RA, TA (percent); TA_forget on forgotten classes' test data."""
     out = {}
     for part, name in (("forget", "UA"), ("retain", "RA"), ("test", "TA")):
-        acc = cls.accuracy_percent(ctx.outputs(part)[0], ctx.data(part)[1])
+        acc = cls.accuracy_percent(ctx.logits(part), ctx.data(part)[1])
         out[name] = 100.0 - acc if name == "UA" else acc
     if len(ctx.split.test_forget):
         out["TA_forget"] = cls.accuracy_percent(
-            ctx.outputs("test_forget")[0], ctx.data("test_forget")[1]
+            ctx.logits("test_forget"), ctx.data("test_forget")[1]
         )
     return out
 
@@ -206,7 +248,7 @@ def accuracy_audit(ctx: AuditContext) -> dict[str, float]:
 def mia_efficacy_audit(ctx: AuditContext) -> dict[str, float]:
     """MIA-Efficacy of the SalUn code (see :func:`classification.mia_efficacy`)."""
     conf = {
-        p: cls.true_class_probability(ctx.outputs(p)[0], ctx.data(p)[1])
+        p: cls.true_class_probability(ctx.logits(p), ctx.data(p)[1])
         for p in ("retain", "test", "forget")
     }
     return {"MIA_efficacy": cls.mia_efficacy(conf["retain"], conf["test"], conf["forget"])}

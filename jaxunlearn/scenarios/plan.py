@@ -1,0 +1,405 @@
+"""The plan of an experiment: every config default and every check, resolved before any compute.
+
+:func:`plan` turns an experiment config (``ml_collections.ConfigDict`` or a plain mapping) into a
+:class:`Plan`: the dataset, the network, the forget splits, one resolved entry per (scenario,
+rule), the audits and the U-LiRA options. Everything that can be wrong with a config (an unknown
+name, a batch larger than its data, a rule that needs labels a scenario withholds) raises a
+``ValueError`` naming the setting here, so that nothing is trained for a config that cannot run.
+
+The defaults of every optional config key live in :data:`DEFAULTS` (top level),
+:data:`TRAIN_DEFAULTS` (the training recipe of originals, oracles and shadow models) and
+:data:`ENTRY_DEFAULTS` (a rule entry); nothing downstream reads the config again.
+
+The training recipe is the registered ``retrain`` rule's entry: originals, oracles and U-LiRA
+shadows are all trained from scratch by that rule (:mod:`jaxunlearn.scenarios.artefacts`), so the
+oracle is checked and scheduled like every other rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+
+from jaxunlearn import audit as audit_lib
+from jaxunlearn import data as data_lib
+from jaxunlearn import ensemble as ensemble_lib
+from jaxunlearn import models as models_lib
+from jaxunlearn import rules as rules_lib
+from jaxunlearn.core.types import Network
+from jaxunlearn.train import data_mesh, steps_per_epoch
+from jaxunlearn.train.loop import check_batch_sizes
+
+ORIGINAL, RETRAIN = "original", "retrain"
+
+# Optional top-level config keys and their defaults.
+DEFAULTS: dict[str, Any] = {
+    "data_kwargs": {},
+    "model_kwargs": {},
+    "forget_seed": 0,  # the forget sets' random draw
+    "root_seed": 0,  # every model's key derives from jax.random.key(root_seed) (see artefacts)
+    "data_parallel": True,
+    "distributed": False,
+    "ensemble_audits": (),
+    "ulira_shadows": 0,  # 0: U-LiRA off
+    "ulira_rules": (),
+    "ulira_scenarios": (),  # empty: every scenario
+    "ulira_targets": 0,  # 0: the whole forget set (rounded down to an even count)
+}
+# The training recipe (`config.train`) of originals, oracles and shadows.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 30,
+    "batch_size": 64,
+    "learning_rate": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "chunk_size": 0,  # steps per compiled chunk; 0: fit's default
+}
+# Keys of a rule's config entry (and of its `per_scenario` overrides), with their defaults.
+ENTRY_DEFAULTS: dict[str, Any] = {
+    "epochs": 1,
+    "forget_batch_size": 64,
+    "retain_batch_size": 64,
+    "hparams": {},
+}
+_TRAIN_HPARAMS = ("learning_rate", "momentum", "weight_decay")
+
+
+def plain(cfg) -> dict:
+    """A ConfigDict, a mapping or ``None`` as a plain dict."""
+    if cfg is None:
+        return {}
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+
+
+@dataclasses.dataclass
+class Plan:
+    """A validated experiment: everything needed, checked before any compute.
+
+    Attributes:
+      dataset, network: the data and the functional model.
+      scenarios, splits: forget specs and their index sets, by scenario name.
+      rules: the config's rule names, in order (``retrain``, the oracle, always among them).
+      audits, ensemble_audits: the per-model and ensemble audits.
+      seeds: N, models per ensemble (originals, oracles, runs of each rule).
+      train: the resolved training recipe (:data:`TRAIN_DEFAULTS` filled in).
+      mesh: the data-parallel mesh, or ``None``.
+      ulira: ``{"shadows", "rules", "scenarios", "targets"}``; empty when U-LiRA is off.
+      entries: ``{scenario: {rule: resolved entry}}`` (``per_scenario`` merged, defaults filled).
+      root_seed, forget_seed: the root of every model key, and the forget sets' draw.
+    """
+
+    dataset: data_lib.Dataset
+    network: Network
+    scenarios: dict[str, data_lib.ForgetSpec]
+    splits: dict[str, data_lib.Split]
+    rules: tuple[str, ...]
+    audits: tuple[str, ...]
+    seeds: int
+    train: dict
+    mesh: Any
+    ensemble_audits: tuple[str, ...] = ()
+    ulira: dict = dataclasses.field(default_factory=dict)
+    entries: dict = dataclasses.field(default_factory=dict)
+    root_seed: int = 0
+    forget_seed: int = 0
+
+    def entry(self, scenario: str, name: str) -> dict:
+        """Rule ``name``'s resolved config entry as it applies to ``scenario``."""
+        return self.entries[scenario][name]
+
+    @property
+    def num_devices(self) -> int:
+        """Devices each batch is split over (1 without a mesh)."""
+        return 1 if self.mesh is None else self.mesh.devices.size
+
+
+def retrain_entry(train: Mapping, rule_config: Mapping) -> dict:
+    """The ``retrain`` rule's entry: the training recipe, overridden by the config's entry."""
+    base = {
+        "epochs": train["epochs"],
+        "retain_batch_size": train["batch_size"],
+        "hparams": {k: train[k] for k in _TRAIN_HPARAMS},
+    }
+    rc = plain(rule_config)
+    merged = {**base, **{k: v for k, v in rc.items() if k != "hparams"}}
+    merged["hparams"] = {**base["hparams"], **plain(rc.get("hparams"))}
+    return merged
+
+
+def scenario_entry(rule_config: Mapping, scenario: str) -> dict:
+    """A rule's config entry for ``scenario``: ``per_scenario[scenario]`` overrides the entry's
+    epochs and batch sizes and is merged into its hyperparameters (the reference codebases tune
+    class-wise and random forgetting separately)."""
+    base = plain(rule_config)
+    override = plain(plain(base.pop("per_scenario", None)).get(scenario))
+    merged = {**base, **{k: v for k, v in override.items() if k != "hparams"}}
+    hparams = {**plain(base.get("hparams")), **plain(override.get("hparams"))}
+    if hparams:
+        merged["hparams"] = hparams
+    return merged
+
+
+def rule_batch_sizes(name: str, rule_config: Mapping) -> dict[str, int]:
+    """``{part: batch size}`` of a rule's config entry for the parts the rule reads."""
+    return {
+        part: int(rule_config.get(f"{part}_batch_size", ENTRY_DEFAULTS[f"{part}_batch_size"]))
+        for part in rules_lib.get(name).parts
+    }
+
+
+def rule_schedule(name: str, rule_config: Mapping, sizes: Mapping[str, int]):
+    """``(batch sizes, steps per epoch, number of steps)`` of a rule's config entry for
+    forget/retain sets of ``sizes``: ``epochs`` passes over the rule's epoch part (retain if it
+    reads it, else forget)."""
+    info = rules_lib.get(name)
+    bs = rule_batch_sizes(name, rule_config)
+    spe = steps_per_epoch(sizes[info.epoch_part], bs[info.epoch_part])
+    epochs = float(rule_config.get("epochs", ENTRY_DEFAULTS["epochs"]))
+    num_steps = max(1, int(math.ceil(epochs * spe)))
+    return bs, spe, num_steps
+
+
+def forget_fraction(sizes: Mapping[str, int]) -> float:
+    """``|D_f| / (|D_f| + |D_r|)`` for forget/retain sets of ``sizes``."""
+    return sizes["forget"] / (sizes["forget"] + sizes["retain"])
+
+
+def build_rule(
+    name: str,
+    network,
+    rule_config: Mapping,
+    sizes: Mapping[str, int],
+    *,
+    forget_classes: tuple[int, ...] = (),
+    **overrides,
+):
+    """Rule ``name`` built from its config entry for forget/retain sets of ``sizes``: ``(rule,
+    batch sizes, number of steps)``, the steps being ``epochs`` passes over its epoch part.
+
+    The registry also gets the run's schedule, the forget set's share of the training set and
+    the forgotten classes of a class-wise scenario (``Split.classes``); ``overrides`` replace
+    hyperparameters of the entry (a sweep's grid value)."""
+    bs, spe, num_steps = rule_schedule(name, rule_config, sizes)
+    hparams = {**plain(rule_config.get("hparams")), **overrides}
+    rule = rules_lib.make(
+        name,
+        network,
+        num_steps=num_steps,
+        steps_per_epoch=spe,
+        forget_fraction=forget_fraction(sizes) if "forget" in sizes else None,
+        forget_classes=tuple(forget_classes) or None,
+        **hparams,
+    )
+    return rule, bs, num_steps
+
+
+def plan(config) -> Plan:
+    """Validates ``config`` and resolves names and defaults; raises ``ValueError`` before any
+    compute."""
+    cfg = {**DEFAULTS, **plain(config)}
+    data_lib.check_name(cfg["dataset"])
+    models_lib.check_name(cfg["model"])
+    seeds = int(cfg["seeds"])
+    if seeds < 1:
+        raise ValueError(f"`seeds` must be at least 1; got {seeds}")
+    unknown_train = set(plain(cfg.get("train"))) - set(TRAIN_DEFAULTS)
+    if unknown_train:
+        raise ValueError(
+            f"`train` has unknown keys {sorted(unknown_train)}; valid: {sorted(TRAIN_DEFAULTS)}"
+        )
+    train = {**TRAIN_DEFAULTS, **plain(cfg.get("train"))}
+    if int(train["epochs"]) < 1:
+        raise ValueError(f"`train.epochs` must be at least 1; got {train['epochs']}")
+    rule_cfgs = {name: plain(rc) for name, rc in plain(cfg["rules"]).items()}
+    rule_cfgs.setdefault(RETRAIN, {})  # the oracle: every audit's reference
+    valid_keys = sorted({*ENTRY_DEFAULTS, "per_scenario"})
+    for name, rc in rule_cfgs.items():
+        rules_lib.get(name)
+        unknown = set(rc) - set(valid_keys)
+        if unknown:
+            raise ValueError(
+                f"Rule config {name!r} has unknown keys {sorted(unknown)}; valid: {valid_keys}"
+            )
+    audits = tuple(cfg["audits"])
+    ensemble_audits = tuple(cfg["ensemble_audits"])
+    scenario_cfg = {n: plain(s) for n, s in plain(cfg.get("scenarios")).items()}
+    if not scenario_cfg:
+        raise ValueError("The config names no forget `scenarios`")
+    entries: dict[str, dict[str, dict]] = {sname: {} for sname in scenario_cfg}
+    for name, rc in rule_cfgs.items():
+        overrides = plain(rc.get("per_scenario"))
+        if set(overrides) - set(scenario_cfg):
+            raise ValueError(
+                f"Rule {name!r}: `per_scenario` names scenarios "
+                f"{sorted(set(overrides) - set(scenario_cfg))}; the config has "
+                f"{sorted(scenario_cfg)}"
+            )
+        for sname, override in overrides.items():
+            unknown = set(plain(override)) - set(ENTRY_DEFAULTS)
+            if unknown:
+                raise ValueError(
+                    f"Rule {name!r}, `per_scenario.{sname}` has unknown keys "
+                    f"{sorted(unknown)}; valid: {list(ENTRY_DEFAULTS)}"
+                )
+        for sname in scenario_cfg:
+            entry = scenario_entry(rc, sname)
+            if name == RETRAIN:
+                entry = retrain_entry(train, entry)
+            entries[sname][name] = entry
+            try:
+                rules_lib.registry.check_hparams(name, plain(entry.get("hparams")))
+            except ValueError as e:
+                raise ValueError(f"Scenario {sname!r}: {e}") from None
+            if float(entry.get("epochs", ENTRY_DEFAULTS["epochs"])) <= 0:
+                raise ValueError(f"Rule {name!r}: `epochs` must be positive (scenario {sname!r})")
+            if name == RETRAIN and float(entry["epochs"]) != int(entry["epochs"]):
+                raise ValueError(
+                    f"Rule {name!r} trains whole epochs from scratch; got epochs="
+                    f"{entry['epochs']} (scenario {sname!r})"
+                )
+    dataset = data_lib.load(cfg["dataset"], **plain(cfg["data_kwargs"]))
+    audit_lib.check_names(audits, dataset.task)
+    audit_lib.check_ensemble_names(ensemble_audits, dataset.task)
+    if ensemble_audits and seeds < 2:
+        raise ValueError(
+            f"Ensemble audits {list(ensemble_audits)} need `seeds` >= 2 (one model "
+            f"per seed); got {seeds}"
+        )
+    for name in rule_cfgs:
+        task = rules_lib.get(name).task
+        if task not in ("any", dataset.task):
+            raise ValueError(
+                f"Rule {name!r} is for {task} tasks; {cfg['dataset']!r} is {dataset.task}"
+            )
+    for sname, scfg in scenario_cfg.items():
+        _check_availability(sname, scfg, entries[sname])
+        scfg.pop("retain_available", None)
+        scfg.pop("labels_available", None)
+    scenarios = {n: data_lib.ForgetSpec.from_config(s) for n, s in scenario_cfg.items()}
+    forget_seed = int(cfg["forget_seed"])
+    splits = {n: data_lib.make_split(dataset, s, seed=forget_seed) for n, s in scenarios.items()}
+    n_dev = jax.device_count()
+    data_parallel = bool(cfg["data_parallel"])
+    if not data_parallel and jax.process_count() > 1:
+        raise ValueError(
+            f"`data_parallel=False` keeps every model on one device, but this job has "
+            f"{jax.process_count()} processes: a multi-process job runs on the data "
+            "mesh over all of their devices."
+        )
+    mesh = data_mesh(n_dev) if data_parallel and n_dev > 1 else None
+    devices = n_dev if mesh is not None else 1
+    n_train = len(dataset.y_train)
+    try:
+        check_batch_sizes({"retain": int(train["batch_size"])}, {"retain": n_train}, devices)
+    except ValueError as e:
+        raise ValueError(f"`train.batch_size`: {e}") from None
+    for sname, split in splits.items():
+        sizes = {"forget": len(split.forget), "retain": len(split.retain)}
+        for name, rc in entries[sname].items():
+            try:
+                check_batch_sizes(rule_batch_sizes(name, rc), sizes, devices)
+            except ValueError as e:
+                raise ValueError(f"Scenario {sname!r}, rule {name!r}: {e}") from None
+    ulira = _ulira_plan(cfg, dataset, splits, entries, ensemble_audits, devices)
+    network = models_lib.make_network(
+        cfg["model"],
+        input_shape=dataset.input_shape,
+        num_outputs=dataset.num_outputs,
+        **plain(cfg["model_kwargs"]),
+    )
+    return Plan(
+        dataset=dataset,
+        network=network,
+        scenarios=scenarios,
+        splits=splits,
+        rules=tuple(rule_cfgs),
+        audits=audits,
+        seeds=seeds,
+        train=train,
+        mesh=mesh,
+        ensemble_audits=ensemble_audits,
+        ulira=ulira,
+        entries=entries,
+        root_seed=int(cfg["root_seed"]),
+        forget_seed=forget_seed,
+    )
+
+
+def _ulira_plan(
+    cfg: Mapping, dataset, splits: dict, entries: dict, ensemble_audits, num_devices: int
+) -> dict:
+    """Validates the options of the ``ulira`` ensemble audit (``ulira_shadows``, ``ulira_rules``,
+    ``ulira_scenarios``, ``ulira_targets``); returns them resolved, or ``{}`` when it is off."""
+    shadows = int(cfg["ulira_shadows"])
+    listed = "ulira" in ensemble_audits
+    if listed != bool(shadows):
+        raise ValueError(
+            "U-LiRA runs when `ensemble_audits` names 'ulira' and `ulira_shadows` is positive; "
+            f"got ensemble_audits={list(ensemble_audits)}, ulira_shadows={shadows}"
+        )
+    if not shadows:
+        return {}
+    if shadows < ensemble_lib.ulira.MIN_SHADOWS or shadows % 2:
+        raise ValueError(
+            f"`ulira_shadows` must be 0 (off) or an even number >= "
+            f"{ensemble_lib.ulira.MIN_SHADOWS}; got {shadows}"
+        )
+    rules = next(iter(entries.values()))
+    unlearning = sorted(n for n in rules if n != RETRAIN)
+    names = tuple(cfg["ulira_rules"])
+    for name in names:
+        if name not in unlearning:
+            raise ValueError(
+                f"`ulira_rules` names {name!r}, which is not an unlearning rule of "
+                f"this config; valid: {unlearning}"
+            )
+    scenarios = tuple(cfg["ulira_scenarios"]) or tuple(splits)
+    for sname in scenarios:
+        if sname not in splits:
+            raise ValueError(f"`ulira_scenarios` names {sname!r}; the config has {sorted(splits)}")
+    targets = int(cfg["ulira_targets"])
+    for sname in scenarios:
+        split = splits[sname]
+        try:
+            k = len(ensemble_lib.choose_targets(split.forget, targets or None))
+        except ValueError as e:
+            raise ValueError(f"Scenario {sname!r}, `ulira_targets`: {e}") from None
+        sizes = {"forget": k // 2, "retain": len(split.retain)}
+        for name in names:
+            try:
+                check_batch_sizes(rule_batch_sizes(name, entries[sname][name]), sizes, num_devices)
+            except ValueError as e:
+                raise ValueError(
+                    f"U-LiRA shadows of scenario {sname!r} forget {k // 2} examples "
+                    f"each; rule {name!r}: {e}"
+                ) from None
+    return {"shadows": shadows, "rules": names, "scenarios": scenarios, "targets": targets}
+
+
+def _check_availability(sname: str, scfg: dict, rules: dict) -> None:
+    """Rejects rules that need data a scenario withholds (its retain set, or its labels)."""
+    retain = bool(scfg.get("retain_available", True))
+    labels = bool(scfg.get("labels_available", True))
+    for name, rc in rules.items():
+        info = rules_lib.get(name)
+        # The retrain oracle is the audits' reference, trained on the split's retain set whatever
+        # the scenario gives the methods.
+        if name == RETRAIN:
+            continue
+        if not retain and "retain" in info.parts:
+            raise ValueError(
+                f"Scenario {sname!r} gives no retain set (retain_available=False), "
+                f"but rule {name!r} needs one."
+            )
+        hp = plain(rc.get("hparams"))
+        wants_labels = info.needs_labels or bool(hp.get("repair", False))
+        if not labels and wants_labels:
+            raise ValueError(
+                f"Scenario {sname!r} gives no labels (labels_available=False), but "
+                f"rule {name!r} needs them"
+                + (" for its `repair` stage." if not info.needs_labels else ".")
+            )

@@ -1,0 +1,9 @@
+"""Puts the parent ``tests/`` directory on ``sys.path`` for the shared helpers
+(``rule_testing``, ``report_testing``)."""
+
+import os
+import sys
+
+_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)

@@ -1,0 +1,160 @@
+"""The plan: every config check fails before compute, entries resolve, every config plans."""
+
+import glob
+import importlib
+import os
+
+import jax
+import pytest
+
+from experiments.configs import default
+from jaxunlearn import rules
+from jaxunlearn.scenarios import build_rule, plan, scenario_entry
+from jaxunlearn.scenarios.plan import DEFAULTS, RETRAIN, TRAIN_DEFAULTS, rule_schedule
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _tiny(**overrides):
+    c = default.get_config("tiny")
+    c.data_parallel = False
+    for k, v in overrides.items():
+        node, *path = k.split(".")
+        target = c
+        for part in [node, *path][:-1]:
+            target = target[part]
+        target[[node, *path][-1]] = v
+    return c
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"dataset": "imagenet"}, "valid datasets"),
+        ({"model": "transformer-xxl"}, "valid models"),
+        ({"audits": ("accuracy", "vibes")}, "valid audits"),
+        ({"scenarios.random_10pct.fraction": 1.5}, "fraction"),
+        ({"scenarios.class_0.classes": (42,)}, "classes"),
+        ({"rules.finetune.retain_batch_size": 100_000}, "larger than"),
+        ({"rules.finetune.hparams": {"lr": 0.1}}, "valid"),
+        ({"seeds": 0}, "seeds"),
+        ({"rules.finetune.per_scenario": {"class_9": {"epochs": 2}}}, "per_scenario.*class_0"),
+        ({"rules.finetune.per_scenario": {"class_0": {"lr": 0.1}}}, "unknown keys"),
+        (
+            {"rules.finetune.per_scenario": {"class_0": {"hparams": {"lr": 0.1}}}},
+            "Scenario 'class_0'.*valid",
+        ),
+        ({"rules.finetune.per_scenario": {"class_0": {"epochs": 0}}}, "positive"),
+    ],
+)
+def test_bad_config_fails_before_compute(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        plan(_tiny(**overrides))
+
+
+def test_per_scenario_entries_override_the_rule_entry():
+    # One entry per rule, with overrides for a scenario (the reference codebases tune class-wise
+    # and random forgetting separately): epochs and batch sizes replace, hparams merge.
+    base = {"epochs": 1, "hparams": {"learning_rate": 0.01, "momentum": 0.5}}
+    override = {"class_0": {"epochs": 3, "hparams": {"learning_rate": 0.1}}}
+    assert scenario_entry({**base, "per_scenario": override}, "class_0") == {
+        "epochs": 3,
+        "hparams": {"learning_rate": 0.1, "momentum": 0.5},
+    }
+    assert scenario_entry({**base, "per_scenario": override}, "random_10pct") == base
+    p = plan(_tiny(**{"rules.finetune": {**base, "per_scenario": override}}))
+    steps = {}
+    for sname, split in p.splits.items():
+        sizes = {"forget": len(split.forget), "retain": len(split.retain)}
+        steps[sname] = build_rule("finetune", p.network, p.entry(sname, "finetune"), sizes)[2]
+    # class_0 runs 3 retain epochs, random_10pct 1 (retain sets of 1295 and 1293 examples).
+    assert steps["class_0"] == 3 * (1295 // 64) and steps["random_10pct"] == 1293 // 64
+
+
+def test_unknown_rule_and_missing_retain_are_rejected():
+    c = _tiny()
+    c.rules = {"forget_it_all": {}}
+    with pytest.raises(ValueError, match="valid rules"):
+        plan(c)
+    c = _tiny()
+    c.scenarios = {"forget_only": {"kind": "class", "classes": (0,), "retain_available": False}}
+    c.rules = {"gradient_ascent": {"epochs": 1, "forget_batch_size": 32}, "finetune": {"epochs": 1}}
+    with pytest.raises(ValueError, match="no retain set"):
+        plan(c)
+
+
+def test_rules_that_need_labels_are_rejected_when_a_scenario_has_none():
+    c = _tiny()
+    c.scenarios = {"unlabelled": {"kind": "class", "classes": (0,), "labels_available": False}}
+    c.rules = {
+        "retrain": {},
+        "label_agnostic_forgetting": {"epochs": 1, "hparams": {"repair": True}},
+    }
+    with pytest.raises(ValueError, match="repair"):
+        plan(c)
+    c.rules = {"retrain": {}, "random_label": {"epochs": 1}}
+    with pytest.raises(ValueError, match="no labels"):
+        plan(c)
+    c.rules = {"retrain": {}, "label_agnostic_forgetting": {"epochs": 1}}
+    plan(c)  # label-free unlearning is fine
+
+
+def _config_modules():
+    paths = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py")))
+    names = [os.path.basename(p)[:-3] for p in paths if not p.endswith("__init__.py")]
+    return [importlib.import_module(f"experiments.configs.{n}") for n in names]
+
+
+@pytest.mark.parametrize(
+    "module, variant",
+    [(m, v) for m in _config_modules() for v in m.VARIANTS],
+    ids=lambda x: getattr(x, "__name__", x).rsplit(".", 1)[-1] or "plain",
+)
+def test_every_config_variant_plans(module, variant):
+    # Plan only (data, splits, rule entries, schedules, mesh): no model is trained. The tests
+    # run on 8 CPU devices, so every batch size must also split over them.
+    p = plan(module.get_config(variant))
+    assert RETRAIN in p.rules and p.seeds >= 1
+    for sname, split in p.splits.items():
+        sizes = {"forget": len(split.forget), "retain": len(split.retain)}
+        for name in p.rules:
+            batch_sizes, _, num_steps = rule_schedule(name, p.entry(sname, name), sizes)
+            assert num_steps >= 1 and set(batch_sizes) == set(rules.get(name).parts)
+    with pytest.raises(ValueError, match="variant"):
+        module.get_config("no-such-variant")
+
+
+def test_the_oracle_is_the_retrain_rule_with_the_training_recipe():
+    c = _tiny()
+    del c.rules["retrain"]  # the oracle is planned whether or not the config lists it
+    c.train.learning_rate = 0.07
+    del c.train["momentum"]  # a default of TRAIN_DEFAULTS
+    p = plan(c)
+    entry = p.entry("class_0", RETRAIN)
+    assert entry["epochs"] == c.train.epochs and entry["retain_batch_size"] == c.train.batch_size
+    assert entry["hparams"] == {
+        "learning_rate": 0.07,
+        "momentum": TRAIN_DEFAULTS["momentum"],
+        "weight_decay": c.train.weight_decay,
+    }
+    assert p.root_seed == DEFAULTS["root_seed"] and p.mesh is None
+    # A config's retrain entry overrides the recipe for the oracles only.
+    p = plan(_tiny(**{"rules.retrain": {"hparams": {"learning_rate": 0.2}}}))
+    assert p.entry("class_0", RETRAIN)["hparams"]["learning_rate"] == 0.2
+    assert p.train["learning_rate"] == 0.05
+    # Checked like every rule: its batch size, its epochs.
+    with pytest.raises(ValueError, match="rule 'retrain'.*larger than"):
+        plan(_tiny(**{"rules.retrain": {"retain_batch_size": 100_000}}))
+    with pytest.raises(ValueError, match="'retrain'.*positive"):
+        plan(_tiny(**{"rules.retrain": {"epochs": 0}}))
+    with pytest.raises(ValueError, match="'retrain' trains whole epochs"):
+        plan(_tiny(**{"rules.retrain": {"epochs": 2.5}}))
+    with pytest.raises(ValueError, match="`train` has unknown keys"):
+        plan(_tiny(**{"train.lr": 0.1}))
+
+
+def test_a_plan_is_built_on_the_data_mesh_of_every_device():
+    p = plan(_tiny(data_parallel=True))
+    assert p.num_devices == jax.device_count() == 8
+    with pytest.raises(ValueError, match="divisible"):
+        plan(_tiny(data_parallel=True, **{"rules.finetune.retain_batch_size": 60}))

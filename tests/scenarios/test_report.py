@@ -1,0 +1,40 @@
+"""Reports: records to results.json, a table of mean ± std over seeds, and plots."""
+
+import numpy as np
+from report_testing import assert_png_with_content
+
+from jaxunlearn.scenarios import Record, load_results, report
+
+
+def _records():
+    out = []
+    for seed, (ua, ra) in enumerate([(10.0, 90.0), (20.0, 80.0)]):
+        out.append(Record("class_0", "finetune", seed, "ok", {"UA": ua, "RA": ra}))
+        out.append(Record("class_0", "retrain", seed, "ok", {"UA": 100.0, "RA": 99.0}))
+    out.append(Record("class_0", "finetune", 2, "diverged", {"runtime_s": 1.0}))
+    return out
+
+
+def test_summary_and_table_average_the_finished_seeds_only():
+    summary = report.summarize(_records())
+    stats = summary[("class_0", "finetune")]
+    assert stats["n"] == 3 and stats["diverged"] == 1
+    assert stats["stats"]["UA"] == (15.0, 5.0, 2)
+    text = report.table(_records())
+    lines = text.splitlines()
+    assert lines[0].split()[:5] == ["scenario", "method", "ok/n", "UA", "RA"]
+    assert "2/3" in lines[2] and "15.00±5.00" in lines[2] and "85.00±5.00" in lines[2]
+
+
+def test_write_all_round_trips_and_draws(tmp_path):
+    paths = report.write_all(_records(), str(tmp_path), title="t", stream=open("/dev/null", "w"))
+    assert load_results(paths["json"]) == _records()
+    assert open(paths["table"]).read().strip() == report.table(_records())
+    assert_png_with_content(paths["plot"])
+    # No ensemble arrays in the workdir: no per-example plot.
+    assert report.per_example_plot(_records(), str(tmp_path)) is None
+    eps = np.linspace(0, 50, 20)
+    (tmp_path / "ensemble" / "class_0").mkdir(parents=True)
+    np.savez(tmp_path / "ensemble" / "class_0" / "finetune.npz", epsilon=eps, models=np.arange(8))
+    path = report.per_example_plot(_records(), str(tmp_path))
+    assert_png_with_content(path)
