@@ -15,7 +15,7 @@ The reference (class-wise) draws a fixed retain subsample, the first ``retain_pe
 images of every retained class, mixes it with ``num_noise_batches = 80`` copies of the noise
 batch in one shuffled loader of batches of 32 for one impair epoch, then repairs for one epoch on
 the subsample alone in batches of 128, Adam at lr 1e-4 throughout, the model in ``train()``
-mode. With ``schedule="reference"`` (the default) the rule takes the reference's step counts,
+mode. By default (``impair_epochs=None``) the rule takes the reference's step counts,
 :func:`reference_steps`: ``ceil((80 * 32 + n_r) / 32)`` impair updates and ``ceil(n_r / 128)``
 repair updates for ``n_r = retain_per_class * (num_classes - len(forget_classes))`` retained
 images (221 and 36 on CIFAR-10), after which the model is left unchanged however long the run.
@@ -24,9 +24,9 @@ loader mixes them: ``s * CE(noise) + (1 - s) * CE(retain)`` with ``s = 80 * 32 /
 n_r)`` the noise share of its batches. The retain subsample is data, not a rule setting: the
 stream must draw the rule's retain batches from it (see :func:`reference_steps`), and on a data
 set with fewer than 500 images per class ``retain_per_class`` is that smaller number (the
-reference's subsample is then every retained image). ``schedule="epochs"`` keeps this library's
-earlier schedule: ``round(impair_epochs * steps_per_epoch)`` impair updates on the pooled noise
-and retain batch (each example weighted equally), then repair until the run ends.
+reference's subsample is then every retained image). A number ``impair_epochs`` keeps this
+library's earlier schedule: ``round(impair_epochs * steps_per_epoch)`` impair updates on the
+pooled noise and retain batch (each example weighted equally), then repair until the run ends.
 
 The reference is class-wise: the noise targets the forget class. For forget sets that are not a
 class, the noise labels are the labels of the first forget batch seen (cycled to the noise batch
@@ -88,9 +88,6 @@ class ImpairState(NamedTuple):
 
     noise: NoiseState
     opt_state: PyTree
-
-
-SCHEDULES = ("reference", "epochs")
 
 
 class ReferenceSteps(NamedTuple):
@@ -163,7 +160,6 @@ def unsir(
     input_shape: Sequence[int],
     num_classes: int | None = None,
     forget_classes: Sequence[int] | None = None,
-    schedule: str = "reference",
     retain_per_class: int = 500,
     num_noise_batches: int = 80,
     impair_batch_size: int = 32,
@@ -173,16 +169,16 @@ def unsir(
     noise_steps: int = 25,
     noise_learning_rate: float = 0.1,
     noise_l2: float = 0.1,
-    impair_epochs: float = 1.0,
+    impair_epochs: float | None = None,
     learning_rate: float = 1e-4,
     optimizer: optax.GradientTransformation | Mapping | None = None,
     noise_optimizer: optax.GradientTransformation | Mapping | None = None,
 ) -> UnlearningRule:
     """UNSIR: learn error-maximising noise, impair on noise plus retain data, repair on retain.
 
-    Schedule (``schedule="reference"``): ``phases((noise_steps, noise), (impair, impair),
+    Schedule (``impair_epochs=None``): ``phases((noise_steps, noise), (impair, impair),
     (repair, repair), (None, leave the model))`` with the counts of :func:`reference_steps`.
-    With ``schedule="epochs"``: ``phases((noise_steps, noise), (round(impair_epochs *
+    With a number ``impair_epochs``: ``phases((noise_steps, noise), (round(impair_epochs *
     steps_per_epoch), impair), (None, repair))``. A phase of zero updates is left out; a shorter
     run cuts the later phases. The impair and repair phases each start a fresh model optimizer;
     the noise is drawn at ``init`` from ``fold_in(key, 0)``. The ``"phase"`` metric is 0 (noise), 1
@@ -196,8 +192,6 @@ def unsir(
       num_classes: classes of the data set (supplied by the registry; needed by the reference
         schedule).
       forget_classes: the forgotten classes (supplied by the registry for class forgetting).
-      schedule: ``"reference"`` (the reference's step counts and noise share) or ``"epochs"``
-        (``impair_epochs`` retain epochs on the pooled batch, then repair to the end).
       retain_per_class: the reference's retain subsample per class (500).
       num_noise_batches: copies of the noise batch in the reference's impair loader (80).
       impair_batch_size: the reference's impair batch size (32), for its step count.
@@ -208,7 +202,9 @@ def unsir(
       noise_steps: optimizer steps on the noise (25).
       noise_learning_rate: learning rate of the noise (0.1).
       noise_l2: weight of the noise's mean squared norm (0.1).
-      impair_epochs: length of the impair phase in retain epochs with ``schedule="epochs"`` (1).
+      impair_epochs: ``None`` (default): the reference's schedule (:func:`reference_steps`); a
+        number: the earlier schedule, an impair phase of that many retain epochs on the pooled
+        batch, then repair until the run ends (1 was the earlier default).
       learning_rate: learning rate of the model in both model phases (1e-4).
       optimizer: the model's optimizer: an optax optimizer, or settings over the reference Adam
         (no weight decay); see :func:`~jaxunlearn.core.optim.resolve`.
@@ -228,16 +224,14 @@ def unsir(
         raise ValueError(f"unsir `noise_batch_size` must be at least 1; got {noise_batch_size}")
     if int(noise_steps) < 0:
         raise ValueError(f"unsir `noise_steps` must be non-negative; got {noise_steps}")
-    if concrete(impair_epochs) and impair_epochs < 0:
+    if impair_epochs is not None and concrete(impair_epochs) and impair_epochs < 0:
         raise ValueError(f"unsir `impair_epochs` must be non-negative; got {impair_epochs}")
     if concrete(noise_learning_rate) and not noise_learning_rate > 0:
         raise ValueError(f"unsir `noise_learning_rate` must be positive; got {noise_learning_rate}")
     if concrete(noise_l2) and noise_l2 < 0:
         raise ValueError(f"unsir `noise_l2` must be non-negative; got {noise_l2}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unsir `schedule` must be one of {SCHEDULES}; got {schedule!r}")
     noise_batch_size, noise_steps = int(noise_batch_size), int(noise_steps)
-    if schedule == "reference":
+    if impair_epochs is None:
         if num_classes is None:
             raise ValueError("unsir's reference schedule needs `num_classes`")
         steps = reference_steps(

@@ -50,7 +50,7 @@ def _batches(n):
 def _run(steps, **hparams):
     net = _linear_network(3, 4)
     variables = net.init(jax.random.key(0))
-    hparams = {"schedule": "epochs", **hparams}
+    hparams = {"impair_epochs": 1.0, **hparams}
     rule = rules.unsir(
         net.apply, steps_per_epoch=2, input_shape=(3,), noise_batch_size=6, **hparams
     )
@@ -151,7 +151,7 @@ def test_reference_schedule_impairs_repairs_then_stops():
     # 3 retained classes x 4 images and 2 noise copies of 6: impair ceil(24 / 6) = 4 updates with
     # a noise share of 1/2, repair ceil(12 / 8) = 2, then the model is left as it is.
     hparams = dict(
-        schedule="reference",
+        impair_epochs=None,
         num_classes=4,
         forget_classes=(2,),
         retain_per_class=4,
