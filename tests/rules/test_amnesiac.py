@@ -1,4 +1,4 @@
-"""Amnesiac: forget labels are wrong, drawn once per example, and BatchNorm runs in train mode."""
+"""Amnesiac: forget labels are wrong and drawn once per forget example (not per update)."""
 
 import jax
 import jax.numpy as jnp
