@@ -14,14 +14,16 @@ theta_N,l)^2)``, and ``d = mean_l mse_l``. This is the reference code's repulsio
 with ``val_factor = 1 / args.gamma``, ``val`` built from ``nn.MSELoss`` per parameter tensor and
 averaged over the layers). Naming: the reference's ``--gamma`` (default 1), the scale inside the
 exponential, is ``alpha`` here, and its constant weight 100 is ``gamma`` here (default 100).
-The reference also averages ``val`` over several adapted copies (five runs of the adaptation)
-and, through an operator-precedence slip (``value/2*len(ckpt_gens)``), multiplies it by
-``K / 2`` for ``K`` copies; this rule adapts one copy and uses the plain average, so the
-reference's ``val`` is ``d / 2`` for one copy (fold the factor into ``alpha`` to reproduce it).
-``distance="global"`` takes the mean over all parameters instead (every weight counts once, not
-every layer), this library's behaviour before. The paper's other repulsion forms are available
-as ``repulsion_kind``: ``"inverse"`` (IL2, ``1 / (alpha d)``, the form the released script leaves
-active) and ``"negative"`` (NL2, ``-alpha d``).
+The reference also averages ``val`` over several adapted copies (five runs of the adaptation):
+with ``num_adapted = K > 1`` this rule adapts ``K`` copies, each on its own random subset of the
+forget batches (``adapt_subsample``), and ``d`` is averaged over them too. The reference's
+normalisation has an operator-precedence slip (``value/2*len(ckpt_gens)`` multiplies by ``K``
+where a division was meant), so its ``val`` is ``(K^2 / 2) * d``; this rule uses the plain
+average ``d`` (multiply ``alpha`` by ``K^2 / 2``, 1/2 for one copy, to reproduce the reference's
+scale). ``distance="global"`` takes the mean over all parameters instead (every weight counts
+once, not every layer), this library's behaviour before. The paper's other repulsion forms are
+available as ``repulsion_kind``: ``"inverse"`` (IL2, ``1 / (alpha d)``, the form the released
+script leaves active) and ``"negative"`` (NL2, ``-alpha d``).
 
 The two phases are rules run by :func:`~jaxunlearn.core.combinators.phases`: the first
 ``adapt_fraction`` of the ``num_steps`` updates adapt the copy held in the state and return the
@@ -50,10 +52,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxunlearn.core import optim
+from jaxunlearn.core import losses, optim
 from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.combinators import phases
-from jaxunlearn.core.rule import LossRuleState, rule_from_loss
+from jaxunlearn.core.rule import BATCH_STATS_KEY, LossRuleState, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules import registry
 from jaxunlearn.rules.common import part_loss
@@ -118,6 +120,8 @@ def adapt_then_unlearn(
     alpha: float = 1.0,
     repulsion_kind: str = "exp",
     distance: str = "per_layer",
+    num_adapted: int = 1,
+    adapt_subsample: float = 1.0,
     train_mode: bool = True,
     adapt_learning_rate: float = 0.01,
     learning_rate: float = 0.01,
@@ -142,6 +146,11 @@ def adapt_then_unlearn(
       repulsion_kind: ``"exp"`` (EL2, default), ``"inverse"`` (IL2) or ``"negative"`` (NL2).
       distance: ``"per_layer"`` (the reference: the mean over layers of each layer's mean
         squared difference) or ``"global"`` (the mean over all weights; the earlier default).
+      num_adapted: number of adapted copies ``K``; the distance is averaged over them as the
+        reference averages over its adapted runs (five in its scripts). The copies adapt in one
+        vmapped step per update, each on its own random subset of every forget batch.
+      adapt_subsample: probability that a copy sees each forget example of a batch, in (0, 1];
+        below 1 with ``num_adapted > 1`` (identical copies otherwise).
       train_mode: run BatchNorm in training mode in both phases (``False``: inference mode).
       adapt_learning_rate: learning rate of the adaptation.
       learning_rate: learning rate of the unlearning.
@@ -170,6 +179,26 @@ def adapt_then_unlearn(
             f"adapt_then_unlearn `distance` must be one of {DISTANCES}; got {distance!r}"
         )
     measure = layer_mean_squared_distance if distance == "per_layer" else mean_squared_distance
+    num_adapted = int(num_adapted)
+    if num_adapted < 1:
+        raise ValueError(f"adapt_then_unlearn `num_adapted` must be positive; got {num_adapted}")
+    if not 0.0 < adapt_subsample <= 1.0:
+        raise ValueError(
+            f"adapt_then_unlearn `adapt_subsample` must lie in (0, 1]; got {adapt_subsample}"
+        )
+    if num_adapted > 1 and adapt_subsample == 1.0:
+        raise ValueError(
+            "adapt_then_unlearn: several adapted copies need `adapt_subsample` < 1 (each copy "
+            "adapts on its own random subset of the forget batches; otherwise they are identical)"
+        )
+    stacked = num_adapted > 1
+
+    def copy_distance(params: PyTree, adapted: PyTree) -> Array:
+        """The distance to the adapted copy, averaged over the copies when there are several."""
+        if not stacked:
+            return measure(params, adapted)
+        return jnp.mean(jax.vmap(lambda a: measure(params, a))(adapted))
+
     if not 0.0 < adapt_fraction < 1.0:
         raise ValueError(
             f"adapt_then_unlearn `adapt_fraction` must lie in (0, 1); got {adapt_fraction}"
@@ -189,17 +218,38 @@ def adapt_then_unlearn(
     # ---- phase 1: adapt a copy to the forget set (the variables are returned unchanged)
 
     def forget_loss(variables: Variables, batch: Batch, *, reference, step, key):
-        del reference, step, key
-        return part_loss(apply, variables, batch, "forget", train=train_mode)
+        del reference, step
+        if adapt_subsample == 1.0:
+            return part_loss(apply, variables, batch, "forget", train=train_mode)
+        forget = batch["forget"]
+        out = apply(variables, forget["x"], train=train_mode)
+        keep = jax.random.bernoulli(key, adapt_subsample, (forget["x"].shape[0],))
+        per_example = losses.per_example_supervised(out.logits, forget["y"])
+        weights = keep.astype(per_example.dtype)
+        loss = jnp.sum(weights * per_example) / jnp.maximum(jnp.sum(weights), 1.0)
+        metrics = {}
+        if train_mode and out.batch_stats is not None:
+            metrics[BATCH_STATS_KEY] = out.batch_stats
+        return loss, metrics
 
     adapting = rule_from_loss(forget_loss, adapt_opt, keep_reference=False)
 
     def adapt_init(variables: Variables, *, key: Array) -> AdaptState:
-        return AdaptState(variables, adapting.init(variables, key=key))
+        if not stacked:
+            return AdaptState(variables, adapting.init(variables, key=key))
+        copies = jax.tree.map(lambda x: jnp.repeat(x[None], num_adapted, axis=0), variables)
+        return AdaptState(copies, jax.vmap(lambda v: adapting.init(v, key=key))(copies))
 
     def adapt_update(variables: Variables, state: AdaptState, batch: Batch, *, key: Array):
-        adapted, inner, metrics = adapting.update(state.adapted, state.inner, batch, key=key)
-        distance = measure(variables["params"], adapted["params"])
+        if not stacked:
+            adapted, inner, metrics = adapting.update(state.adapted, state.inner, batch, key=key)
+        else:
+            keys = jax.random.split(key, num_adapted)
+            adapted, inner, metrics = jax.vmap(lambda v, s, k: adapting.update(v, s, batch, key=k))(
+                state.adapted, state.inner, keys
+            )
+            metrics = jax.tree.map(jnp.mean, metrics)
+        distance = copy_distance(variables["params"], adapted["params"])
         return (
             variables,
             AdaptState(adapted, inner),
@@ -211,7 +261,7 @@ def adapt_then_unlearn(
     def repelled_loss(variables: Variables, batch: Batch, *, reference, step, key):
         del step, key
         retain_loss, metrics = part_loss(apply, variables, batch, "retain", train=train_mode)
-        distance = measure(variables["params"], reference["params"])
+        distance = copy_distance(variables["params"], reference["params"])
         repel = repulsion(distance, repulsion_kind, alpha)
         return retain_loss + gamma * repel, {
             **metrics,

@@ -122,6 +122,40 @@ def test_default_repulsion_is_the_references_100_exp_of_the_layer_distance():
     assert defaults["gamma"] == 100.0 and defaults["alpha"] == 1.0
 
 
+def test_several_adapted_copies_and_the_distance_averaged_over_them():
+    net, variables, batch = _untrained()
+    rule = rules.make(
+        "adapt_then_unlearn", net, num_steps=6, num_adapted=3, adapt_subsample=0.5, alpha=1e4
+    )
+    update = jax.jit(rule.update)
+    state = rule.init(variables, key=jax.random.key(0))
+    current = variables
+    for i in range(3):  # one adapt update (round(0.2 * 6)), then unlearning
+        current, state, metrics = update(current, state, batch, key=jax.random.key(i))
+    adapt_state, unlearn_state = state.phases
+    copies = adapt_state.adapted["params"]
+    assert all(x.shape[0] == 3 for x in jax.tree.leaves(copies))
+    # Each copy adapted on its own subset of the forget batch: they differ.
+    first = jax.tree.leaves(copies)[0]
+    assert not np.allclose(first[0], first[1])
+    assert _same(unlearn_state.reference, adapt_state.adapted)
+    # The last update's distance is the mean over the copies of the per-layer distance.
+    _, _, again = jax.jit(rule.update)(current, state, batch, key=jax.random.key(9))
+    want = np.mean(
+        [
+            float(
+                layer_mean_squared_distance(
+                    current["params"], jax.tree.map(lambda c, k=k: c[k], copies)
+                )
+            )
+            for k in range(3)
+        ]
+    )
+    np.testing.assert_allclose(float(again["distance"]), want, rtol=1e-5)
+    with pytest.raises(ValueError, match="adapt_subsample"):
+        rules.make("adapt_then_unlearn", net, num_steps=6, num_adapted=2)
+
+
 def test_optimizer_settings_go_through_resolve():
     net, _, _ = _untrained()
     for retired in ("momentum", "weight_decay"):
