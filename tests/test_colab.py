@@ -29,6 +29,4 @@ def test_notebook_runs_top_to_bottom(name, expected):
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
     assert all(text in outputs for text in expected)
-    assert not any(
-        o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", [])
-    )
+    assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))

@@ -61,7 +61,8 @@ def get_config(arg=None):
             "epochs": 5,
             "forget_batch_size": 32,
             "retain_batch_size": 64,
-            "hparams": {"learning_rate": 0.01},
+            # The forget batch's share of the concatenated batch (32 of 96), stated explicitly.
+            "hparams": {"learning_rate": 0.01, "forget_weight": 1 / 3},
         },
     }
     c.audits = (

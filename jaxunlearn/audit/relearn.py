@@ -132,7 +132,10 @@ def relearn_steps(
         raise ValueError("relearn_x/relearn_y and eval_x/eval_y must have matching lengths")
     eval_x, eval_y = jnp.asarray(eval_x), jnp.asarray(eval_y)
     rule = finetune(
-        apply, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay
+        apply,
+        learning_rate=learning_rate,
+        optimizer={"momentum": momentum, "weight_decay": weight_decay},
+        train_mode=False,
     )
     rule = _with_eval_accuracy(rule, apply, eval_x, eval_y)
     stream = make_stream(relearn_x, relearn_y, {"retain": jnp.arange(n)})

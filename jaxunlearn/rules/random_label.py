@@ -30,6 +30,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import jax
@@ -48,6 +49,14 @@ MODES = ("concatenated", "sequential")
 def random_label_num_steps(epochs: int, steps_per_epoch: int, forget_steps_per_epoch: int) -> int:
     """Updates in ``epochs`` sequential RL epochs: ``epochs * (forget + retain steps)``."""
     return passes.sequential_num_steps(epochs, steps_per_epoch, forget_steps_per_epoch)
+
+
+def _run_length(epochs, *, steps_per_epoch, forget_steps_per_epoch, hparams) -> int:
+    """The registry's run length of a random-label entry: sequential epochs are two passes."""
+    if registry.default("random_label", "mode", hparams) != "sequential":
+        return max(1, math.ceil(float(epochs) * steps_per_epoch))
+    epochs = registry.whole_epochs("random_label", epochs)
+    return random_label_num_steps(epochs, steps_per_epoch, forget_steps_per_epoch)
 
 
 def _random_labels(key, y, num_classes: int, exclude_true: bool):
@@ -152,6 +161,7 @@ def sequential_random_label_loss(
     parts=("forget", "retain"),
     paper="Golatkar et al., Eternal Sunshine of the Spotless Net, CVPR 2020",
     sweepable=("learning_rate", "forget_weight"),
+    run_length=_run_length,
 )
 def random_label(
     apply: Callable,

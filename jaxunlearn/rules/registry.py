@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Callable, Mapping
 
 from jaxunlearn.core.types import Network, UnlearningRule
@@ -32,6 +33,10 @@ class RuleInfo:
       sweepable: the hyperparameters that may be traced values, so a sweep vmaps over a grid of
         them in one program (tested for every rule); the others fix a phase length, a mask size
         or a count and are swept one compiled run per value.
+      run_length: ``(epochs, *, steps_per_epoch, forget_steps_per_epoch, hparams) -> updates``
+        for a rule whose epoch is not one pass over its epoch part (SCRUB's max pass over the
+        forget set, sequential random labels, a scoring pass before masked unlearning); ``None``
+        = ``ceil(epochs * steps_per_epoch)``. See :func:`num_steps`.
     """
 
     name: str
@@ -43,6 +48,7 @@ class RuleInfo:
     cost: str = "low"
     task: str = "classification"
     sweepable: tuple[str, ...] = ()
+    run_length: Callable[..., int] | None = None
 
     @property
     def epoch_part(self) -> str:
@@ -94,6 +100,55 @@ def rule(name: str, *, parts: tuple[str, ...], paper: str, **info) -> Callable:
         return factory
 
     return decorate
+
+
+def num_steps(
+    name: str,
+    epochs: float,
+    *,
+    steps_per_epoch: int,
+    forget_steps_per_epoch: int | None = None,
+    hparams: Mapping | None = None,
+) -> int:
+    """Updates of a run of rule ``name`` lasting ``epochs`` epochs (what ``fit`` is given).
+
+    An epoch is one pass over the rule's epoch part (``steps_per_epoch`` updates) unless the rule
+    declares its own ``run_length`` (e.g. SCRUB: a max pass over the forget set, then a min pass
+    over the retain set, in its first ``msteps`` epochs).
+
+    Args:
+      name: registry name.
+      epochs: the run's epochs (rules with passes of their own need whole epochs).
+      steps_per_epoch: updates in one pass over the epoch part.
+      forget_steps_per_epoch: updates in one pass over the forget set, if the rule reads it.
+      hparams: the rule's hyperparameters (a schedule may depend on them).
+    """
+    info = get(name)
+    if info.run_length is None or forget_steps_per_epoch is None:
+        return max(1, int(math.ceil(float(epochs) * int(steps_per_epoch))))
+    return int(
+        info.run_length(
+            epochs,
+            steps_per_epoch=int(steps_per_epoch),
+            forget_steps_per_epoch=int(forget_steps_per_epoch),
+            hparams=dict(hparams or {}),
+        )
+    )
+
+
+def whole_epochs(name: str, epochs: float) -> int:
+    """``epochs`` as an int, or a ``ValueError`` for a rule whose passes need whole epochs."""
+    if float(epochs) != int(epochs) or int(epochs) < 1:
+        raise ValueError(f"Rule {name!r} runs whole epochs of its own passes; got epochs={epochs}")
+    return int(epochs)
+
+
+def default(name: str, hparam: str, hparams: Mapping | None = None):
+    """Hyperparameter ``hparam`` of rule ``name``: the given value, else the factory's default."""
+    hparams = hparams or {}
+    if hparam in hparams:
+        return hparams[hparam]
+    return (get(name).factory.__kwdefaults__ or {}).get(hparam)
 
 
 def sweepable(name: str) -> tuple[str, ...]:

@@ -33,7 +33,8 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 
 from jaxunlearn.core.combinators import MaskScore, check_mask_fraction, saliency_masked
 from jaxunlearn.core.types import UnlearningRule
@@ -97,6 +98,36 @@ def masked_num_steps(
     return _mask_steps(mask_steps, forget_steps_per_epoch) + int(inner_num_steps)
 
 
+def _masked_run_length(owner: str, default_inner: str):
+    """The registry's run length of a masked entry: a scoring pass, then the inner rule's run."""
+
+    def run_length(epochs, *, steps_per_epoch, forget_steps_per_epoch, hparams) -> int:
+        inner = hparams.get("inner")
+        if inner is None:
+            inner_name = default_inner
+            inner_hparams = {k: hparams[k] for k in ("mode",) if hparams.get(k) is not None}
+        elif isinstance(inner, str):
+            inner_name, inner_hparams = inner, {}
+        elif isinstance(inner, Mapping):
+            inner_name, inner_hparams = inner["name"], dict(inner.get("hparams") or {})
+        else:  # a rule object: its schedule is the caller's
+            return max(1, math.ceil(float(epochs) * steps_per_epoch))
+        inner_steps = registry.num_steps(
+            inner_name,
+            epochs,
+            steps_per_epoch=steps_per_epoch,
+            forget_steps_per_epoch=forget_steps_per_epoch,
+            hparams=inner_hparams,
+        )
+        return masked_num_steps(
+            inner_steps,
+            forget_steps_per_epoch=forget_steps_per_epoch,
+            mask_steps=registry.default(owner, "mask_steps", hparams),
+        )
+
+    return run_length
+
+
 def _check_default_inner_options(owner: str, inner: InnerRule | None, **options) -> None:
     """Options meant for the default inner rule are rejected next to an explicit one."""
     given = sorted(k for k, v in options.items() if v is not None)
@@ -135,6 +166,7 @@ def _masked_rule(
     "salun",
     parts=("forget", "retain"),
     paper="Fan et al., SalUn: Gradient-based Weight Saliency, ICLR 2024",
+    run_length=_masked_run_length("salun", "random_label"),
 )
 def salun(
     apply: Callable,
@@ -220,6 +252,7 @@ def salun(
     parts=("forget", "retain"),
     paper="Jia et al., WAGLE: Strategic Weight Attribution for Unlearning, NeurIPS 2024",
     sweepable=("hessian_scale",),
+    run_length=_masked_run_length("weight_attribution_mask", "grad_diff"),
 )
 def weight_attribution_mask(
     apply: Callable,

@@ -34,6 +34,7 @@ References:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
@@ -73,6 +74,18 @@ def scrub_num_steps(
     return passes.sequential_num_steps(epochs, steps_per_epoch, forget_steps_per_epoch, msteps)
 
 
+def _run_length(epochs, *, steps_per_epoch, forget_steps_per_epoch, hparams) -> int:
+    """The registry's run length of a SCRUB entry (see :func:`scrub_num_steps`)."""
+    if registry.default("scrub", "schedule", hparams) == "interleaved":
+        return max(1, math.ceil(float(epochs) * steps_per_epoch))
+    return scrub_num_steps(
+        registry.whole_epochs("scrub", epochs),
+        steps_per_epoch,
+        forget_steps_per_epoch,
+        registry.default("scrub", "msteps", hparams),
+    )
+
+
 class ScrubState(NamedTuple):
     """State of :func:`scrub`.
 
@@ -94,6 +107,7 @@ class ScrubState(NamedTuple):
     needs_labels=False,
     cost="medium",
     sweepable=("alpha", "gamma", "temperature", "learning_rate", "lr_decay_rate"),
+    run_length=_run_length,
 )
 def scrub(
     apply: Callable,

@@ -18,7 +18,6 @@ oracle is checked and scheduled like every other rule.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,7 +64,8 @@ ENTRY_DEFAULTS: dict[str, Any] = {
     "retain_batch_size": 64,
     "hparams": {},
 }
-_TRAIN_HPARAMS = ("learning_rate", "momentum", "weight_decay")
+# The recipe's SGD settings, given to the retrain rule as its optimizer settings.
+_TRAIN_OPTIMIZER = ("momentum", "weight_decay")
 
 
 def plain(cfg) -> dict:
@@ -122,7 +122,10 @@ def retrain_entry(train: Mapping, rule_config: Mapping) -> dict:
     base = {
         "epochs": train["epochs"],
         "retain_batch_size": train["batch_size"],
-        "hparams": {k: train[k] for k in _TRAIN_HPARAMS},
+        "hparams": {
+            "learning_rate": train["learning_rate"],
+            "optimizer": {k: train[k] for k in _TRAIN_OPTIMIZER},
+        },
     }
     rc = plain(rule_config)
     merged = {**base, **{k: v for k, v in rc.items() if k != "hparams"}}
@@ -152,15 +155,24 @@ def rule_batch_sizes(name: str, rule_config: Mapping) -> dict[str, int]:
 
 
 def rule_schedule(name: str, rule_config: Mapping, sizes: Mapping[str, int]):
-    """``(batch sizes, steps per epoch, number of steps)`` of a rule's config entry for
-    forget/retain sets of ``sizes``: ``epochs`` passes over the rule's epoch part (retain if it
-    reads it, else forget)."""
+    """``(batch sizes, steps per epoch, forget steps per epoch, number of steps)`` of a rule's
+    config entry for forget/retain sets of ``sizes``: ``epochs`` epochs, an epoch being a pass
+    over the rule's epoch part (retain if it reads it, else forget) unless the rule declares its
+    own passes (:func:`jaxunlearn.rules.num_steps`). The forget steps per epoch are ``None`` for
+    a rule that reads no forget data."""
     info = rules_lib.get(name)
     bs = rule_batch_sizes(name, rule_config)
     spe = steps_per_epoch(sizes[info.epoch_part], bs[info.epoch_part])
+    fspe = steps_per_epoch(sizes["forget"], bs["forget"]) if "forget" in bs else None
     epochs = float(rule_config.get("epochs", ENTRY_DEFAULTS["epochs"]))
-    num_steps = max(1, int(math.ceil(epochs * spe)))
-    return bs, spe, num_steps
+    num_steps = rules_lib.num_steps(
+        name,
+        epochs,
+        steps_per_epoch=spe,
+        forget_steps_per_epoch=fspe,
+        hparams=plain(rule_config.get("hparams")),
+    )
+    return bs, spe, fspe, num_steps
 
 
 def forget_fraction(sizes: Mapping[str, int]) -> float:
@@ -183,13 +195,14 @@ def build_rule(
     The registry also gets the run's schedule, the forget set's share of the training set and
     the forgotten classes of a class-wise scenario (``Split.classes``); ``overrides`` replace
     hyperparameters of the entry (a sweep's grid value)."""
-    bs, spe, num_steps = rule_schedule(name, rule_config, sizes)
+    bs, spe, fspe, num_steps = rule_schedule(name, rule_config, sizes)
     hparams = {**plain(rule_config.get("hparams")), **overrides}
     rule = rules_lib.make(
         name,
         network,
         num_steps=num_steps,
         steps_per_epoch=spe,
+        forget_steps_per_epoch=fspe,
         forget_fraction=forget_fraction(sizes) if "forget" in sizes else None,
         forget_classes=tuple(forget_classes) or None,
         **hparams,

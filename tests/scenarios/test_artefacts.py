@@ -37,8 +37,7 @@ def test_originals_are_the_retrain_rule_and_restore_from_their_checkpoint(tmp_pa
     finetune = rules.finetune(
         p.network.apply,
         learning_rate=t["learning_rate"],
-        momentum=t["momentum"],
-        weight_decay=t["weight_decay"],
+        optimizer={"momentum": t["momentum"], "weight_decay": t["weight_decay"]},
         train_mode=True,
     )
     by_hand = ensemble.train(

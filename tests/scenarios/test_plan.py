@@ -55,11 +55,11 @@ def test_bad_config_fails_before_compute(overrides, message):
 def test_per_scenario_entries_override_the_rule_entry():
     # One entry per rule, with overrides for a scenario (the reference codebases tune class-wise
     # and random forgetting separately): epochs and batch sizes replace, hparams merge.
-    base = {"epochs": 1, "hparams": {"learning_rate": 0.01, "momentum": 0.5}}
+    base = {"epochs": 1, "hparams": {"learning_rate": 0.01, "optimizer": {"momentum": 0.5}}}
     override = {"class_0": {"epochs": 3, "hparams": {"learning_rate": 0.1}}}
     assert scenario_entry({**base, "per_scenario": override}, "class_0") == {
         "epochs": 3,
-        "hparams": {"learning_rate": 0.1, "momentum": 0.5},
+        "hparams": {"learning_rate": 0.1, "optimizer": {"momentum": 0.5}},
     }
     assert scenario_entry({**base, "per_scenario": override}, "random_10pct") == base
     p = plan(_tiny(**{"rules.finetune": {**base, "per_scenario": override}}))
@@ -118,7 +118,7 @@ def test_every_config_variant_plans(module, variant):
     for sname, split in p.splits.items():
         sizes = {"forget": len(split.forget), "retain": len(split.retain)}
         for name in p.rules:
-            batch_sizes, _, num_steps = rule_schedule(name, p.entry(sname, name), sizes)
+            batch_sizes, _, _, num_steps = rule_schedule(name, p.entry(sname, name), sizes)
             assert num_steps >= 1 and set(batch_sizes) == set(rules.get(name).parts)
     with pytest.raises(ValueError, match="variant"):
         module.get_config("no-such-variant")
@@ -134,8 +134,10 @@ def test_the_oracle_is_the_retrain_rule_with_the_training_recipe():
     assert entry["epochs"] == c.train.epochs and entry["retain_batch_size"] == c.train.batch_size
     assert entry["hparams"] == {
         "learning_rate": 0.07,
-        "momentum": TRAIN_DEFAULTS["momentum"],
-        "weight_decay": c.train.weight_decay,
+        "optimizer": {
+            "momentum": TRAIN_DEFAULTS["momentum"],
+            "weight_decay": c.train.weight_decay,
+        },
     }
     assert p.root_seed == DEFAULTS["root_seed"] and p.mesh is None
     # A config's retrain entry overrides the recipe for the oracles only.
