@@ -51,6 +51,7 @@ def test_rule_runs_jitted_and_vmapped_over_seeds(name):
         net,
         num_steps=STEPS,
         steps_per_epoch=4,
+        forget_steps_per_epoch=2,  # SCRUB's reference epochs: 2 * 4 + 2 * 2 = STEPS updates
         forget_fraction=fraction,
         forget_classes=split.classes or None,
     )

@@ -55,7 +55,13 @@ def test_float_hyperparameter_traces_under_vmap(name, param, default):
 
     def first_update(value):
         rule = registry.make(
-            name, net, num_steps=20, steps_per_epoch=5, forget_fraction=0.1, **{param: value}
+            name,
+            net,
+            num_steps=20,  # two SCRUB epochs of the reference: 2 * 5 + 2 * 5
+            steps_per_epoch=5,
+            forget_steps_per_epoch=5,
+            forget_fraction=0.1,
+            **{param: value},
         )
         state = rule.init(variables, key=jax.random.key(1))
         return rule.update(variables, state, batch, key=jax.random.key(2))[2]
