@@ -71,28 +71,19 @@ _VALIDATION_NAMES = {"TA": "TA_val", "test_mse": "val_mse"}
 # Validation of the request (before any compute).
 
 
-def _is_numeric(param: inspect.Parameter) -> bool:
-    default = param.default
-    if isinstance(default, bool):
-        return False
-    if isinstance(default, int | float):
-        return True
-    annotation = str(param.annotation)
-    return (
-        default is None
-        and ("float" in annotation or "int" in annotation)
-        and ("bool" not in annotation)
-    )
-
-
 def sweepable_hyperparameters(rule: str) -> list[str]:
-    """The numeric keyword-only hyperparameters of rule ``rule``'s factory."""
+    """The hyperparameters of rule ``rule`` a sweep takes: those it declares sweepable (traced,
+    one vmapped program) and the other keywords with a number as default (one run per value)."""
     params = inspect.signature(rules_lib.get(rule).factory).parameters
-    return sorted(
+    numeric = {
         k
         for k, p in params.items()
-        if p.kind is p.KEYWORD_ONLY and k not in rules_lib.CONTEXT and _is_numeric(p)
-    )
+        if p.kind is p.KEYWORD_ONLY
+        and k not in rules_lib.CONTEXT
+        and isinstance(p.default, int | float)
+        and not isinstance(p.default, bool)
+    }
+    return sorted(numeric | set(rules_lib.sweepable(rule)))
 
 
 def check_grid(rule: str, param: str, values: Sequence[Any]) -> tuple[float, ...]:
@@ -182,13 +173,13 @@ def grid_variables(
     per_seed = jax.vmap(run, in_axes=(None, 0, 0, None))
     grid = jnp.asarray(values, jnp.float32)
     t0 = time.perf_counter()
-    try:
+    if param in rules_lib.sweepable(rule):  # declared traceable: one vmap over the grid
         program = jax.jit(jax.vmap(per_seed, in_axes=(0, None, None, None)))
         compiled = program.lower(grid, originals, keys, stream).compile()
         mode = "vmap"
-    except jax.errors.JAXTypeError:
-        # The factory needs a concrete value (a Python-side check, an int count): one program
-        # with one run per value instead of a vmap over them.
+    else:
+        # A value that fixes a phase length, a count or a shape: one program with one run per
+        # value instead of a vmap over them.
         def unrolled(grid, originals, keys, stream):
             del grid
             outs = [per_seed(_typed(rule, param, v), originals, keys, stream) for v in values]
