@@ -107,14 +107,19 @@ def _stats_moved(a, b) -> float:
 
 
 def test_the_rules_of_the_references_that_train_in_train_mode_take_the_option():
-    # model.train() in the references: SCRUB, RL, GA, FT, l1-sparse, boundary shrink/expand;
-    # SalUn and WAGLE pass it to their default inner rule.
+    # model.train() in the references: SCRUB, RL, GA, FT, l1-sparse, boundary shrink/expand,
+    # amnesiac (SSD's code), UNSIR, Adapt-then-Unlearn, the regression methods, UNO; SalUn and
+    # WAGLE pass it to their default inner rule. Bad teaching and LAF never call model.train().
     for name in ("scrub", "random_label", "gradient_ascent", "neggrad_plus", "grad_diff",
                  "finetune", "retrain", "l1_sparse", "boundary_shrink", "boundary_expand",
-                 "salun", "weight_attribution_mask"):  # fmt: skip
+                 "salun", "weight_attribution_mask", "amnesiac", "unsir", "adapt_then_unlearn",
+                 "gaussian_amnesiac", "blindspot", "gradient_orthogonalization"):  # fmt: skip
         assert name in TRAIN_MODE_RULES, name
         default = inspect.signature(rules.get(name).factory).parameters["train_mode"].default
         assert default in (True, None), f"{name} must default to the reference's train mode"
+    for name in ("bad_teacher", "label_agnostic_forgetting"):
+        default = inspect.signature(rules.get(name).factory).parameters["train_mode"].default
+        assert default is False, f"{name}: its reference never switches to train mode"
 
 
 @pytest.mark.parametrize("name", TRAIN_MODE_RULES)

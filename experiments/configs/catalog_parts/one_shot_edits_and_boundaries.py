@@ -71,7 +71,10 @@ RULES = {
         "epochs": 3.25,
         "forget_batch_size": 32,
         "retain_batch_size": 64,
-        "hparams": {"learning_rate": 7e-3},
+        # The schedule this entry was tuned with (the rule's default is now the reference's
+        # step counts, which need ~169 updates on this problem and the reference's retain
+        # subsample; not re-tuned yet).
+        "hparams": {"learning_rate": 7e-3, "impair_epochs": 1.0},
     },
     "amnesiac": {
         # 16 + 112: the forget set's 10% share of each batch of 128.

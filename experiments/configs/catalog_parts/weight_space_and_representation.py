@@ -41,7 +41,9 @@ RULES = {
         "epochs": 3,
         "forget_batch_size": 16,
         "retain_batch_size": 64,
-        "hparams": {"alpha": 1e4, "gamma": 3.0},
+        # Tuned with the mean squared distance over all weights; the rule's default is now the
+        # reference's per-layer mean (a different scale of d), not re-tuned yet.
+        "hparams": {"alpha": 1e4, "gamma": 3.0, "distance": "global"},
     },
     "label_agnostic_forgetting": {
         "epochs": 4,
