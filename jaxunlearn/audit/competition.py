@@ -56,8 +56,8 @@ def logit_scaled_confidence(logits, labels) -> np.ndarray:
 
     The softmax normaliser cancels, so this equals ``z_y - logsumexp_{j != y} z_j`` and is computed
     that way in float64. It agrees with the reference definition
-    ``log(p_y + 1e-45) - log(sum_{j != y} p_j + 1e-45)`` wherever neither probability underflows, and
-    stays finite (no NaN, no 1e-45 plateau) for extremely confident logits.
+    ``log(p_y + 1e-45) - log(sum_{j != y} p_j + 1e-45)`` wherever neither probability underflows,
+    and stays finite (no NaN, no 1e-45 plateau) for extremely confident logits.
 
     Args:
       logits: ``[..., n, C]`` pre-softmax scores with ``C >= 2`` (e.g. ``[n, C]`` for one model or
@@ -133,7 +133,8 @@ def _is_peaky(pos_range: float, neg_range: float) -> bool:
 
 
 def _single_thresholds(lo: float, hi: float):
-    """Yield ``np.linspace(lo, hi, ceil((hi - lo) * 100))`` in blocks of at most _THRESHOLD_BLOCK."""
+    """Yield ``np.linspace(lo, hi, ceil((hi - lo) * 100))`` in blocks of at most
+    _THRESHOLD_BLOCK."""
     num = max(int(math.ceil((hi - lo) * THRESHOLDS_PER_UNIT)), 0)
     if num == 0:  # Equal extremes: the sweep is empty (np.linspace with 0 points).
         return
@@ -199,10 +200,10 @@ def _finalise(kept_max: float) -> float:
 class _CountEpsilon:
     """Per-threshold epsilon as a function of packed counts ``tp * (n + 1) + fp``.
 
-    Every threshold's rates are ``count / n`` with ``n`` models per sample, so epsilon depends on the
-    two integer counts only. For moderate ``n`` all ``(n + 1)^2`` values are tabulated once per call
-    with the same arithmetic as the direct method; discarded thresholds map to ``-inf`` so that a
-    plain ``max`` skips them.
+    Every threshold's rates are ``count / n`` with ``n`` models per sample, so epsilon depends on
+    the two integer counts only. For moderate ``n`` all ``(n + 1)^2`` values are tabulated once per
+    call with the same arithmetic as the direct method; discarded thresholds map to ``-inf`` so
+    that a plain ``max`` skips them.
     """
 
     def __init__(self, n: int, delta: float):
@@ -236,9 +237,9 @@ def _epsilon_one_fast(pos: np.ndarray, neg: np.ndarray, lookup: _CountEpsilon) -
     best = -np.inf
 
     # Both rule families only need, for a threshold x, how many positive and how many negative
-    # values lie below x. One binary search over the pooled sorted sample gives the number m of pooled
-    # values below x; ``code[m] = (#positive among them) * stride + (#negative among them)`` packs
-    # both counts into one integer whose differences are again packed counts (table indices).
+    # values lie below x. One binary search over the pooled sorted sample gives the number m of
+    # pooled values below x; ``code[m] = (#positive among them) * stride + (#negative among them)``
+    # packs both counts into one integer whose differences are again packed counts (table indices).
     def packed_prefix(first: np.ndarray, second: np.ndarray):
         pooled = np.concatenate([first, second])
         order = np.argsort(pooled, kind="stable")
@@ -294,8 +295,8 @@ def epsilon_per_example(
     4. Per threshold: ``inf`` when FPR = FNR = 0; discarded when exactly one of them is 0; else
        ``max(0, log(1 - delta - FPR) - log FNR, log(1 - delta - FNR) - log FPR)`` (a NaN candidate,
        from ``log`` of a negative number, is ignored; if both are NaN the threshold is discarded).
-    5. ``eps_i`` = max over kept thresholds clipped to ``[0, 50]``; **0** if none is kept (the samples
-       cannot be told apart by any usable rule, e.g. identical constant samples).
+    5. ``eps_i`` = max over kept thresholds clipped to ``[0, 50]``; **0** if none is kept (the
+       samples cannot be told apart by any usable rule, e.g. identical constant samples).
 
     Rates are counted exactly: each sample is sorted once and every threshold is located by binary
     search (``np.searchsorted``), so the cost per example is ``O((N + T) log N)`` instead of the
@@ -357,7 +358,8 @@ def epsilon_per_example(
 
 
 def _rates(pos_pred: np.ndarray, neg_pred: np.ndarray):
-    """Rates over the models axis from ``[n_models, n_thresholds]`` predicted-positive indicators."""
+    """Rates over the models axis from ``[n_models, n_thresholds]`` predicted-positive
+    indicators."""
     tpr = np.mean(pos_pred, axis=0)
     fnr = np.mean(~pos_pred, axis=0)
     fpr = np.mean(neg_pred, axis=0)
@@ -366,7 +368,8 @@ def _rates(pos_pred: np.ndarray, neg_pred: np.ndarray):
 
 
 def _epsilon_direct(unlearned, retrained, *, delta: float = DELTA) -> np.ndarray:
-    """Literal, slow transcription of the per-example epsilon (compares every model with every rule).
+    """Literal, slow transcription of the per-example epsilon (compares every model with every
+    rule).
 
     Used to test :func:`epsilon_per_example`; same inputs, same output, ``O(N T)`` per example.
     """
@@ -423,14 +426,15 @@ def _epsilon_direct(unlearned, retrained, *, delta: float = DELTA) -> np.ndarray
 def forgetting_score(epsilons, *, num_models: int) -> float:
     """Bucketed forgetting quality ``F`` of the competition, in ``[0, 1]``.
 
-    Buckets of width 0.5 start at 0 and are worth ``1, 1/2, 1/4, ...``; only buckets whose upper edge
-    is ``<= ceil(ln(num_models - 1))`` exist (14 buckets for 512 models, so ``eps >= 7`` earns 0). An
-    example earns the points of the bucket containing its epsilon (``[0.5 k, 0.5 k + 0.5)``), and
-    ``F`` is the mean over examples. With ``num_models = 2`` there are no buckets and ``F = 0``.
+    Buckets of width 0.5 start at 0 and are worth ``1, 1/2, 1/4, ...``; only buckets whose upper
+    edge is ``<= ceil(ln(num_models - 1))`` exist (14 buckets for 512 models, so ``eps >= 7`` earns
+    0). An example earns the points of the bucket containing its epsilon (``[0.5 k, 0.5 k +
+    0.5)``), and ``F`` is the mean over examples. With ``num_models = 2`` there are no buckets and
+    ``F = 0``.
 
     Args:
-      epsilons: ``[n_examples]`` per-example epsilons (e.g. from :func:`epsilon_per_example`); ``inf``
-        is allowed and earns 0.
+      epsilons: ``[n_examples]`` per-example epsilons (e.g. from :func:`epsilon_per_example`);
+        ``inf`` is allowed and earns 0.
       num_models: ``N``, the number of unlearned (= retrained) models the epsilons came from.
 
     Returns:

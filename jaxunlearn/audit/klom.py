@@ -47,7 +47,8 @@ def margins(logits, labels) -> np.ndarray:
 def _histogram_counts(
     values: np.ndarray, lo: np.ndarray, hi: np.ndarray, edges: np.ndarray, bins: int
 ) -> np.ndarray:
-    """``np.histogram`` counts of each column of ``values`` [m, n] on its own edges [n, bins + 1]."""
+    """``np.histogram`` counts of each column of ``values`` [m, n] on its own edges [n, bins +
+    1]."""
     m, n = values.shape
     width = hi - lo
     # First guess by arithmetic, then an exact fix against the edges so that bin k is exactly
@@ -65,7 +66,8 @@ def _histogram_counts(
 
 
 def _edges(lo: np.ndarray, hi: np.ndarray, bins: int) -> np.ndarray:
-    """Per-example ``np.linspace(lo, hi, bins + 1)``, rounded as scalar ``linspace``: [n, bins+1]."""
+    """Per-example ``np.linspace(lo, hi, bins + 1)``, rounded as scalar ``linspace``: [n,
+    bins+1]."""
     delta = hi - lo
     step = delta / bins
     k = np.arange(bins + 1, dtype=np.float64)[None, :]
@@ -92,8 +94,9 @@ def klom(
     Args:
       unlearned_margins: ``[n_unlearned_models, n_examples]`` margins (see :func:`margins`) of the
         unlearned models. ``+-inf`` is clipped like any other value.
-      oracle_margins: ``[n_oracle_models, n_examples]`` margins of the oracle (retrained) models; the
-        number of models may differ from the unlearned ensemble's, the number of examples may not.
+      oracle_margins: ``[n_oracle_models, n_examples]`` margins of the oracle (retrained) models;
+        the number of models may differ from the unlearned ensemble's, the number of examples may
+        not.
       bins: number of equal-width bins (20 in the reference).
       clip: margins are clipped to ``[-clip, clip]`` before binning (100 in the reference).
       floor: the smallest oracle probability used where the unlearned histogram is non-zero.

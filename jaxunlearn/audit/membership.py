@@ -121,17 +121,17 @@ def zrf_score(
 ) -> float:
     """Zero Retrain Forgetting score: 1 - mean Jensen-Shannon divergence to an incompetent teacher.
 
-    ``ZRF = 1 - (1 / n) sum_i JS(p_i, q_i)`` where ``p_i`` and ``q_i`` are the softmax outputs of the
-    unlearned model and of a randomly initialised (incompetent) teacher on forget example ``i``, and
-    ``JS(p, q) = KL(p || m) / 2 + KL(q || m) / 2`` with ``m = (p + q) / 2``, in nats. Since
-    ``0 <= JS <= ln 2``, ``ZRF`` lies in ``[1 - ln 2, 1]``, and 1 means the unlearned model answers
-    like a random network on the forget set.
+    ``ZRF = 1 - (1 / n) sum_i JS(p_i, q_i)`` where ``p_i`` and ``q_i`` are the softmax outputs of
+    the unlearned model and of a randomly initialised (incompetent) teacher on forget example
+    ``i``, and ``JS(p, q) = KL(p || m) / 2 + KL(q || m) / 2`` with ``m = (p + q) / 2``, in nats.
+    Since ``0 <= JS <= ln 2``, ``ZRF`` lies in ``[1 - ln 2, 1]``, and 1 means the unlearned model
+    answers like a random network on the forget set.
 
-    ``match_reference_code=True`` instead reproduces the public ``JSDiv`` of the bad-teaching and SSD
-    repositories, ``1 - [KL(m || p) / 2 + KL(m || q) / 2]`` averaged over examples *and classes*
+    ``match_reference_code=True`` instead reproduces the public ``JSDiv`` of the bad-teaching and
+    SSD repositories, ``1 - [KL(m || p) / 2 + KL(m || q) / 2]`` averaged over examples *and classes*
     (``F.kl_div(log p, m)`` with its default element-wise mean). That is not the Jensen-Shannon
-    divergence (the KL arguments are reversed) and it shrinks with the number of classes; use it only
-    to compare with numbers reported by those papers. It is not bounded to ``[0, 1]``.
+    divergence (the KL arguments are reversed) and it shrinks with the number of classes; use it
+    only to compare with numbers reported by those papers. It is not bounded to ``[0, 1]``.
 
     Args:
       unlearned_logits: ``[n, C]`` (or ``[..., n, C]``, leading axes flattened) forget-set logits of
@@ -221,18 +221,18 @@ def ulira(
     """Per-example U-LiRA: a likelihood-ratio membership attack against unlearning.
 
     For each example ``j``, Gaussians are fitted to the logit-scaled confidences of shadow models
-    that were trained on ``j`` and then unlearned it ("in", ``shadow_unlearned``) and of shadow models
-    that never trained on ``j`` ("out", ``shadow_never_seen``). A target observation ``phi`` of
-    example ``j`` scores ``log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out)``: positive means it
-    looks like an example that was learned and then unlearned, i.e. the unlearning left a trace. For
-    a perfect unlearning algorithm the two Gaussians coincide and the AUC is 0.5.
+    that were trained on ``j`` and then unlearned it ("in", ``shadow_unlearned``) and of shadow
+    models that never trained on ``j`` ("out", ``shadow_never_seen``). A target observation ``phi``
+    of example ``j`` scores ``log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out)``: positive means
+    it looks like an example that was learned and then unlearned, i.e. the unlearning left a trace.
+    For a perfect unlearning algorithm the two Gaussians coincide and the AUC is 0.5.
 
     Centres are per-example medians (as in LiRA) or means. With ``fixed_variance=True`` (the
     default, better with few shadows) each group gets one standard deviation pooled over examples:
     the RMS deviation of every shadow confidence from its example's centre. (LiRA's public
     ``plot.py`` instead takes the raw standard deviation of all "in" confidences, between-example
-    spread included, and reuses it for "out".) With ``fixed_variance=False`` each example gets its own
-    two standard deviations. Standard deviations are floored at ``min_std``.
+    spread included, and reuses it for "out".) With ``fixed_variance=False`` each example gets its
+    own two standard deviations. Standard deviations are floored at ``min_std``.
 
     Args:
       target_confidences: ``[n_targets, n_examples]`` (or ``[n_examples]``) logit-scaled confidences
@@ -240,11 +240,11 @@ def ulira(
       shadow_unlearned: ``[n_in_models, n_examples]`` confidences of shadow models trained on the
         example and then unlearned it. NaN marks "this shadow did not train-then-unlearn this
         example" and is ignored; every example needs at least one non-NaN entry.
-      shadow_never_seen: ``[n_out_models, n_examples]`` confidences of shadow models never trained on
-        the example; NaN masks entries as above.
-      target_is_member: optional boolean array shaped like ``target_confidences``: True = that target
-        was trained on the example and then unlearned it, False = it never saw it. Needed for the AUC
-        and TPR summaries.
+      shadow_never_seen: ``[n_out_models, n_examples]`` confidences of shadow models never trained
+        on the example; NaN masks entries as above.
+      target_is_member: optional boolean array shaped like ``target_confidences``: True = that
+        target was trained on the example and then unlearned it, False = it never saw it. Needed
+        for the AUC and TPR summaries.
       fixed_variance: pool one standard deviation per group over examples (see above).
       center: ``"median"`` or ``"mean"`` for the Gaussian centres.
       min_std: floor on the standard deviations (guards constant shadow confidences).

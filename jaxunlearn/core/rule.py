@@ -179,6 +179,7 @@ def rule_from_loss(
 
     >>> rule = rule_from_loss(my_loss, optax.sgd(1e-2))  # doctest: +SKIP
     >>> state = rule.init(variables, key=key)  # doctest: +SKIP
-    >>> variables, state, metrics = jax.jit(rule.update)(variables, state, batch, key=key)  # doctest: +SKIP
+    >>> update = jax.jit(rule.update)  # doctest: +SKIP
+    >>> variables, state, metrics = update(variables, state, batch, key=key)  # doctest: +SKIP
     """
     return rule_from_grads(grads_of_loss(loss_fn), optimizer, keep_reference=keep_reference)

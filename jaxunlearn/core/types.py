@@ -26,8 +26,8 @@ class Outputs(NamedTuple):
     Attributes:
       logits: ``[batch, num_outputs]`` pre-softmax scores (or regression outputs).
       features: ``[batch, dim]`` penultimate-layer features (the representation).
-      batch_stats: refreshed BatchNorm statistics when called with ``train=True`` on a model that has
-        them, else ``None``.
+      batch_stats: refreshed BatchNorm statistics when called with ``train=True`` on a model that
+        has them, else ``None``.
       hidden: optional tuple of intermediate activations (used by attention-transfer style losses).
     """
 
@@ -61,8 +61,8 @@ class UnlearningRule(NamedTuple):
 
     Attributes:
       init: ``(variables, *, key) -> state``.
-      update: ``(variables, state, batch, *, key) -> (variables, state, metrics)`` where ``batch`` is
-        ``{"forget": {"x", "y"}, "retain": {"x", "y"}}`` (a rule reads the parts it uses) and
+      update: ``(variables, state, batch, *, key) -> (variables, state, metrics)`` where ``batch``
+        is ``{"forget": {"x", "y"}, "retain": {"x", "y"}}`` (a rule reads the parts it uses) and
         ``metrics`` is a dict of scalars.
     """
 

@@ -101,6 +101,7 @@ def check_name(name: str) -> None:
 
 
 def load(name: str, **kwargs) -> Dataset:
-    """Loads a registered dataset by name (``digits``, ``diabetes``, ``mnist``, ``cifar10``, ...)."""
+    """Loads a registered dataset by name (``digits``, ``diabetes``, ``mnist``, ``cifar10``,
+    ...)."""
     check_name(name)
     return _REGISTRY[name](**kwargs)

@@ -257,7 +257,8 @@ def inner_builder(spec: str | Mapping, network: Network, context: Mapping) -> Ca
     unknown = sorted(set(spec) - {"name", "hparams"})
     if unknown or "name" not in spec:
         raise ValueError(
-            f"an inner rule is a name or {{'name': ..., 'hparams': {{...}}}}; got keys {sorted(spec)}"
+            "an inner rule is a name or {'name': ..., 'hparams': {...}}; "
+            f"got keys {sorted(spec)}"
         )
     inner_name, inner_hparams = spec["name"], dict(spec.get("hparams") or {})
     check_hparams(inner_name, inner_hparams)

@@ -219,7 +219,8 @@ def test_epsilon_bad_delta():
 
 
 def test_forgetting_score_buckets_for_512_models():
-    # ceil(ln 511) = 7: 14 buckets [0, 0.5), ..., [6.5, 7) worth 1, 1/2, ..., 2^-13; eps >= 7 earns 0.
+    # ceil(ln 511) = 7: 14 buckets [0, 0.5), ..., [6.5, 7) worth 1, 1/2, ..., 2^-13; eps >= 7 earns
+    # 0.
     cases = {
         0.0: 1.0,
         0.49: 1.0,
