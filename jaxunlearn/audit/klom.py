@@ -47,8 +47,7 @@ def margins(logits, labels) -> np.ndarray:
 def _histogram_counts(
     values: np.ndarray, lo: np.ndarray, hi: np.ndarray, edges: np.ndarray, bins: int
 ) -> np.ndarray:
-    """``np.histogram`` counts of each column of ``values`` [m, n] on its own edges [n, bins +
-    1]."""
+    """``np.histogram`` counts of each column of ``values`` [m, n] on its edges [n, bins + 1]."""
     m, n = values.shape
     width = hi - lo
     # First guess by arithmetic, then an exact fix against the edges so that bin k is exactly
@@ -66,8 +65,7 @@ def _histogram_counts(
 
 
 def _edges(lo: np.ndarray, hi: np.ndarray, bins: int) -> np.ndarray:
-    """Per-example ``np.linspace(lo, hi, bins + 1)``, rounded as scalar ``linspace``: [n,
-    bins+1]."""
+    """Per-example ``np.linspace(lo, hi, bins + 1)``, [n, bins + 1], rounded as ``linspace``."""
     delta = hi - lo
     step = delta / bins
     k = np.arange(bins + 1, dtype=np.float64)[None, :]
