@@ -1,14 +1,13 @@
 """Audits: does the unlearned model behave like one retrained without the forget set?
 
 Pure metric functions over model outputs, and a registry of named audits (``registry``) that the
-experiment runner applies to every model.
+experiment runner applies to every model. Every module of this package is imported here, so an
+audit module that registers its audits (``register``, ``register_ensemble``) needs no other edit.
 """
 
-from jaxunlearn.audit import (
-    ensemble_audits,  # noqa: F401,E402  (ensemble audits "competition", "klom", "ulira")
-    regression,  # noqa: F401,E402  (registers "regression_error")
-    representation,  # noqa: F401,E402  (+ "representation", "linear_probe", "zrf")
-)
+import importlib
+import pkgutil
+
 from jaxunlearn.audit.classification import (
     accuracy_percent,
     avg_gap,
@@ -40,6 +39,9 @@ from jaxunlearn.audit.registry import (
 )
 from jaxunlearn.audit.relearn import RelearnResult, relearn_steps  # noqa: E402  (+ "relearn")
 from jaxunlearn.audit.representation import linear_cka, linear_probe_accuracy, weighted_knn_accuracy
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "AuditContext",
