@@ -23,8 +23,10 @@ import jax
 import numpy as np
 
 from experiments.configs import default
-from jaxunlearn import audit, data, ensemble, models, rules
+from jaxunlearn import audit, data, ensemble, models, rules, xla_flags
 from jaxunlearn.scenarios import runner
+
+xla_flags.set_cpu_flags()  # before JAX's first computation (jaxunlearn/xla_flags.py)
 
 
 def _concat(trees):
