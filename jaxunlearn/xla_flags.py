@@ -81,6 +81,19 @@ def set_cpu_flags(environ: MutableMapping[str, str] | None = None) -> str:
     return merged
 
 
+def initializer_compiler_options(environ: Mapping[str, str] | None = None) -> dict:
+    """Compiler options for programs that only draw initial parameters (``ensemble.train``).
+
+    Their threefry code takes LLVM's -O3 seconds to compile; -O1 compiles it 1.3-6x faster on
+    2 CPU cores and gave bit-identical parameters for the MLP, the CNN and ResNet-18. An
+    ``XLA_FLAGS`` that sets ``--xla_backend_optimization_level`` itself (the tests use 0) wins.
+    """
+    environ = os.environ if environ is None else environ
+    if "xla_backend_optimization_level" in flag_names(environ.get("XLA_FLAGS", "")):
+        return {}
+    return {"xla_backend_optimization_level": 1}
+
+
 def _backend_started() -> bool:
     if "jax" not in sys.modules:
         return False

@@ -44,3 +44,9 @@ def test_the_test_process_runs_with_the_flags():
     if os.environ.get(xla_flags.OPT_OUT_ENV, "1") in ("0", "false", "no", "off"):
         pytest.skip("run with XLA's defaults")
     assert f"--{YNN}=" in os.environ["XLA_FLAGS"].split()  # set by conftest.py
+
+
+def test_initializer_options_respect_a_users_optimization_level():
+    assert xla_flags.initializer_compiler_options({}) == {"xla_backend_optimization_level": 1}
+    env = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    assert xla_flags.initializer_compiler_options(env) == {}
