@@ -125,7 +125,9 @@ def run_jax(models, rule_names, use_flags: bool) -> dict:
         variables = net.init(jax.random.key(0))
         full = jax.tree.map(jax.numpy.asarray, batch_arrays(model))
         for name in rule_names:
-            rule = rules.make(name, net, num_steps=100, steps_per_epoch=10)
+            # One long epoch: SCRUB stays in its max-step epochs for every timed step, as the
+            # PyTorch side's step (a max step and a min step) does.
+            rule = rules.make(name, net, num_steps=10_000, steps_per_epoch=10_000)
             batch = {"forget": full["forget"]} if name == "gradient_ascent" else full
             out[f"{model}/{name}"] = _time_jax_rule(jax, rule, variables, batch, model)
     return out
