@@ -17,7 +17,10 @@ import time
 
 import numpy as np
 
+from jaxunlearn import xla_flags
 from jaxunlearn.audit.competition import _epsilon_direct, epsilon_per_example
+
+xla_flags.set_cpu_flags()  # before JAX's first computation (jaxunlearn/xla_flags.py)
 
 
 def main() -> None:

@@ -24,10 +24,12 @@ import jax
 import numpy as np
 
 from experiments.configs import default
-from jaxunlearn import audit, ensemble
+from jaxunlearn import audit, ensemble, xla_flags
 from jaxunlearn.scenarios import Artefacts, build_rule, plan
 
 SCENARIO = "random_10pct"
+
+xla_flags.set_cpu_flags()  # before JAX's first computation (jaxunlearn/xla_flags.py)
 
 
 def _concat(trees):

@@ -17,6 +17,12 @@ import os
 
 from absl import app, flags, logging
 
+from jaxunlearn import xla_flags
+
+# The library's XLA:CPU settings (jaxunlearn/xla_flags.py), before JAX creates its backend: the
+# binaries import this module first. A user's own XLA_FLAGS setting of a flag wins.
+xla_flags.set_cpu_flags()
+
 _DEFAULT_CACHE = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
     os.path.expanduser("~"), ".cache", "jaxunlearn", "xla"
 )
