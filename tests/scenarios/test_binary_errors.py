@@ -1,0 +1,68 @@
+"""The binaries end a configuration or I/O error with one line naming the setting or path.
+
+Every case fails before any compute (flag parsing, the plan, the workdir checks), so the
+subprocesses run side by side in seconds.
+"""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = "--config=experiments/configs/default.py:tiny"
+
+
+def _start(binary, *args, **env):
+    return subprocess.Popen(
+        [sys.executable, "-m", f"experiments.{binary}", *args],
+        cwd=ROOT,
+        env={**os.environ, "JAXUNLEARN_VERBOSE": "", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def test_configuration_and_io_errors_are_one_line(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    work = f"--workdir={tmp_path / 'work'}"
+    sweep = ("--scenario=class_0", "--rule=gradient_ascent")
+    cases = {
+        # (binary, args): what the one line names
+        ("main", TINY, work, "--config.sedds=3"): ["'sedds'", '"seeds"'],
+        ("main", TINY, work, "--config.scenarios.class_0.fractoin=0.1"): ["'fractoin'"],
+        ("main", "--config=experiments/configs/nope.py", work): ["--config", "nope.py"],
+        ("main", TINY, f"--workdir={a_file}"): [f"--workdir={a_file}", "is a file"],
+        ("main", TINY, work, "--config.train.learning_rate=nan"): ["'retrain'", "nan"],
+        ("main", TINY, work, "--config.train.epochs=0"): ["train.epochs", "at least 1"],
+        ("sweep", TINY, work, *sweep, "--values=1e-3,nan"): ["finite", "learning_rate"],
+        ("sweep", TINY, work, "--scenario=class_9", "--rule=finetune", "--values=1e-3"): [
+            "class_9"
+        ],
+    }
+    procs = {case: _start(case[0], *case[1:]) for case in cases}
+    for case, proc in procs.items():
+        rc, out, err = _finish(proc)
+        lines = err.strip().splitlines()
+        assert rc == 1, (case, err[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("error: "), (case, err[-2000:])
+        for word in cases[case]:
+            assert word in lines[0], (case, lines[0])
+        assert "Traceback" not in err and not os.path.exists(tmp_path / "work" / "checkpoints")
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    work = f"--workdir={tmp_path}"
+    procs = [
+        _start("main", TINY, work, "--config.train.epochs=0", "--verbose"),
+        _start("main", TINY, work, "--config.train.epochs=0", JAXUNLEARN_VERBOSE="1"),
+    ]
+    for proc in procs:
+        rc, _, err = _finish(proc)
+        assert rc != 0 and "Traceback" in err and "train.epochs" in err, err[-2000:]
