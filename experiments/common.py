@@ -47,7 +47,8 @@ VERBOSE = flags.DEFINE_boolean(
     "Show the traceback of a configuration or I/O error (or JAXUNLEARN_VERBOSE=1).",
 )
 # Errors a binary reports in one line: configuration (ValueError; KeyError and AttributeError of
-# an unknown ml_collections key) and I/O (OSError: missing files, workdir, lock, checkpoints).
+# an unknown ml_collections key) and I/O (OSError: missing files, workdir, lock, checkpoints; a
+# TFDS dataset not prepared under `data_dir`).
 USER_ERRORS = (ValueError, OSError, KeyError, AttributeError)
 _HINT = "(--verbose or JAXUNLEARN_VERBOSE=1 shows the traceback)"
 
@@ -107,8 +108,12 @@ def run(main) -> None:
     def guarded(argv):
         try:
             return main(argv)
-        except USER_ERRORS as e:
-            fail(e)
+        except Exception as e:
+            from jaxunlearn.data.tfds_datasets import DatasetNotPreparedError
+
+            if isinstance(e, (*USER_ERRORS, DatasetNotPreparedError)):
+                fail(e)
+            raise
 
     app.run(guarded, flags_parser=parse_flags)
 

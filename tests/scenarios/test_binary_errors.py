@@ -4,7 +4,9 @@ Every case fails before any compute (flag parsing, the plan, the workdir checks)
 subprocesses run side by side in seconds.
 """
 
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -46,10 +48,15 @@ def test_configuration_and_io_errors_are_one_line(tmp_path):
             "class_9"
         ],
     }
+    if importlib.util.find_spec("tensorflow_datasets"):  # the README's TFDS route
+        tfds_dir = str(tmp_path / "tfds")
+        case = ("main", TINY, work, "--config.dataset=mnist", f"--config.data_dir={tfds_dir}")
+        cases[case] = [f"data_dir='{tfds_dir}'", "not prepared"]
     procs = {case: _start(case[0], *case[1:]) for case in cases}
     for case, proc in procs.items():
         rc, out, err = _finish(proc)
-        lines = err.strip().splitlines()
+        # absl log lines of the libraries (a TFDS warning) are not part of the error
+        lines = [ln for ln in err.strip().splitlines() if not re.match(r"[IWE]\d{4} ", ln)]
         assert rc == 1, (case, err[-2000:])
         assert len(lines) == 1 and lines[0].startswith("error: "), (case, err[-2000:])
         for word in cases[case]:
