@@ -128,9 +128,10 @@ _BETTER = {
     "test_mse": "lower (error on the test set)",
     "MIA_efficacy": "closer to the oracle (share of forget examples a membership attack calls "
     "non-members)",
-    "MIA_AUC": "closer to the oracle (membership AUC, forget vs. test; 50 = as unfamiliar as "
-    "unseen data; on class forgetting the oracle is near 0: its test set holds class 0, its "
-    "forget set nothing the oracle knows)",
+    "MIA_AUC": "closer to the oracle (loss-threshold membership AUC, forget vs. test; 50 = as "
+    "unfamiliar as unseen data; on class forgetting the oracle is near 0: nothing of the class "
+    "remains to be a member, the test examples are the remaining classes', and the never-seen "
+    "class has the higher loss)",
     "Avg_gap": "lower (mean |metric - oracle's| over the gap metrics)",
     "runtime_s": "lower (seconds per model)",
 }
