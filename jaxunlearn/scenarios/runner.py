@@ -59,6 +59,10 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
 
     Returns:
       The records: one per (scenario, method, seed), ``original`` and ``retrain`` included.
+
+    Raises:
+      ValueError: the config cannot run (before any compute; see :func:`plan`).
+      WorkdirLockedError: (an ``OSError``) another live process runs in ``workdir``.
     """
     p = plan(config)
     verbose = verbose and multihost.is_primary()

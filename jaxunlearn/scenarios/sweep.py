@@ -614,6 +614,18 @@ def _run_sweep(p, workdir, scenario, rule, param, values, val_fraction, val_seed
         val_seed=val_seed,
     )
     result["scenario"] = scenario
+    # What the numbers depend on: the artefacts' and the rule entry's config fields, the request.
+    from jaxunlearn.scenarios import fingerprint as fp_lib
+
+    result["fingerprint"] = fp_lib.digest(
+        {
+            "original": fp_lib.original_fields(p),
+            "oracle": fp_lib.oracle_fields(p, scenario),
+            "rule": {"name": rule, **fp_lib.resolved_entry(p.entry(scenario, rule))},
+            "request": {"param": param, "values": list(values), "val_fraction": val_fraction},
+            "val_seed": val_seed,
+        }
+    )
     if multihost.is_primary():
         write_sweep(result, workdir, stream=None if verbose else io.StringIO())
     return result

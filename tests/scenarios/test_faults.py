@@ -161,3 +161,30 @@ def test_a_diverged_original_stops_its_scenario(tmp_path, capsys):
     assert "0/1†" in table and "0/1‡" in table
     assert "original on class_0: diverged on seeds [0]" in table
     assert "neggrad_plus on class_0: not run on seeds [0] (the original diverged)" in table
+
+
+def test_without_flock_the_lock_file_names_a_live_or_dead_holder(tmp_path, monkeypatch):
+    # On a filesystem without flock the lock file's contents decide: a holder on this host whose
+    # pid is not alive is stale (taken over, with a warning); a live one blocks.
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "no locks")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    path = tmp_path / LOCK_NAME
+    path.write_text(json.dumps({"pid": dead.pid, "host": host}))
+    with pytest.warns(StaleLockWarning, match=f"pid {dead.pid}"), workdir_lock(str(tmp_path)):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    path.write_text(json.dumps({"pid": os.getppid(), "host": host}))
+    with pytest.raises(WorkdirLockedError, match=f"pid {os.getppid()} on host {host}"):
+        with workdir_lock(str(tmp_path)):
+            pass
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))  # another host: cannot tell
+    with pytest.raises(WorkdirLockedError, match="elsewhere"):
+        with workdir_lock(str(tmp_path)):
+            pass
