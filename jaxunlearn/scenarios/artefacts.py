@@ -173,7 +173,7 @@ class Artefacts:
             state = 1 if ok else 2
         state = int(multihost.agree(state))
         if state == 1:
-            self.log(f"  {label}: fingerprint {digest} matches; restoring {directory}")
+            self.log(f"  {label}: fingerprint {digest} matches; restoring or resuming {directory}")
         elif state == 2:
             old = stored.get("fields") if isinstance(stored, dict) else None
             self.log(
@@ -205,7 +205,7 @@ class Artefacts:
                 np.arange(len(p.dataset.y_train), dtype=np.int32),
                 self.keys("original"),
                 label="original",
-                checkpoint_dir=self.checked_dir("original", fp_lib.original_fields(p), "original"),
+                checkpoint_dir=self.checked_dir("originals", fp_lib.original_fields(p), "original"),
             ),
         )
 

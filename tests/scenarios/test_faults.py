@@ -86,7 +86,7 @@ def test_changed_configs_recompute_exactly_what_changed_and_match_a_clean_run(tm
     # More seeds: no shape error, everything recomputed.
     c.seeds = 2
     rerun, lines = _run(c, work, capsys)
-    assert any("seeds: 1 -> 2" in ln for ln in _said(lines, "original:")), lines
+    assert any("seeds: 1 -> 2" in ln for ln in _said(lines, "originals:")), lines
 
     clean, _ = _run(c, tmp_path / "clean", capsys)
     assert _values(rerun) == _values(clean)
