@@ -305,7 +305,9 @@ def _add_ensemble_metrics(
         return
     path = os.path.join(workdir, "ensemble", sname, f"{method}.npz")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez_compressed(path, models=ok, **arrays)
+    tmp = f"{path}.{os.getpid()}.tmp.npz"  # written whole, then renamed: never half a file
+    np.savez_compressed(tmp, models=ok, **arrays)
+    os.replace(tmp, path)
 
 
 def _add_gaps(records: list[Record], keys) -> None:
