@@ -9,11 +9,17 @@ if set, else ``~/.cache/jaxunlearn/xla``); an empty value turns the cache off.
 A job over several processes (hosts) sets ``--config.distributed=True`` in every process: on TPU
 VMs, Slurm and Open MPI JAX finds the others itself; elsewhere each process also gets
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``.
+
+Errors of configuration and I/O (a missing or broken config file, an unknown config key, a bad
+value, a workdir that is a file, not writable or in use, a damaged checkpoint) end a binary with
+one line naming the setting or path and exit status 1 (:func:`run`); ``--verbose`` or
+``JAXUNLEARN_VERBOSE=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app, flags, logging
 
@@ -41,6 +47,97 @@ COMPILATION_CACHE_DIR = flags.DEFINE_string(
 COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Coordinator host:port.")
 NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id, 0 to num_processes-1.")
+VERBOSE = flags.DEFINE_boolean(
+    "verbose",
+    False,
+    "Show the traceback of a configuration or I/O error (or JAXUNLEARN_VERBOSE=1).",
+)
+# Errors a binary reports in one line: configuration (ValueError; KeyError and AttributeError of
+# an unknown ml_collections key) and I/O (OSError: missing files, workdir, lock, checkpoints; a
+# TFDS dataset not prepared under `data_dir`).
+USER_ERRORS = (ValueError, OSError, KeyError, AttributeError)
+_HINT = "(--verbose or JAXUNLEARN_VERBOSE=1 shows the traceback)"
+
+
+def verbose(argv=None) -> bool:
+    """Whether tracebacks are wanted: ``--verbose`` or ``JAXUNLEARN_VERBOSE`` set (not 0)."""
+    env = os.environ.get("JAXUNLEARN_VERBOSE", "").strip().lower()
+    if env not in ("", "0", "false", "no"):
+        return True
+    if flags.FLAGS.is_parsed():
+        return VERBOSE.value
+    return any(a in ("--verbose", "--verbose=true", "--verbose=1") for a in argv or sys.argv)
+
+
+def one_line(error: BaseException) -> str:
+    """``error``'s message on one line (an ml_collections key error's "did you mean" kept; a
+    config file's traceback cut to its last line)."""
+    key_error = isinstance(error, KeyError | AttributeError)
+    inner: object = error
+    while isinstance(inner, BaseException) and inner.args:  # ConfigDict wraps its KeyError
+        inner = inner.args[0]
+    text = str(inner) if key_error else str(error)
+    lines = [ln.strip() for ln in (text or type(error).__name__).splitlines() if ln.strip()]
+    if "Failed loading config file" in text:  # ml_collections: the attempted paths, then why
+        return f"--config: cannot load the config file: {lines[-1]}"
+    if any(ln.startswith("Traceback") for ln in lines):  # a config file raised: its own error
+        lines = [lines[0], lines[-1]]
+    if key_error:
+        return f"unknown config key {'; '.join(lines)}"
+    return " ".join(lines)
+
+
+def fail(error: BaseException, argv=None):
+    """Exits with one line about ``error`` (or re-raises it when :func:`verbose`)."""
+    if verbose(argv):
+        raise error
+    print(f"error: {one_line(error)} {_HINT}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with a config file that cannot be loaded or an unknown or badly
+    typed ``--config.*`` key reported in one line."""
+    try:
+        args = flags.FLAGS(argv)
+        for name in ("config",):
+            if name in flags.FLAGS:
+                getattr(flags.FLAGS, name)  # a config file that failed to load raises here
+        return args
+    except Exception as e:  # noqa: BLE001  (every error here comes from the flags or the file)
+        fail(e, argv)
+
+
+def run(main) -> None:
+    """``app.run(main)`` with configuration and I/O errors reported in one line."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except Exception as e:
+            from jaxunlearn.data.tfds_datasets import DatasetNotPreparedError
+
+            if isinstance(e, (*USER_ERRORS, DatasetNotPreparedError)):
+                fail(e)
+            raise
+
+    app.run(guarded, flags_parser=parse_flags)
+
+
+def check_workdir(path: str) -> str:
+    """``path`` as a workdir: created if missing; a ``ValueError`` naming it when it is a file
+    or not writable."""
+    if not path:
+        raise ValueError("--workdir is empty; give a directory for checkpoints and results")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--workdir={path} is a file, not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--workdir={path} cannot be created ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"--workdir={path} is not writable")
+    return path
 
 
 def set_up(config) -> None:

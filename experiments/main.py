@@ -7,7 +7,9 @@ r"""The experiment binary: train originals and oracles, run unlearning rules, au
 Writes ``results.json`` (one record per scenario, method and seed), ``results.txt`` (the table
 also printed here) and ``results.png`` into ``--workdir``. Rerunning with the same workdir
 resumes: trained originals and oracles are restored from their checkpoints, finished rules are
-skipped.
+skipped, as long as their config fingerprints match (what changed is recomputed, one line each).
+A configuration or I/O error ends it with one line (``--verbose`` or ``JAXUNLEARN_VERBOSE=1``:
+the traceback).
 
 One job over several processes (hosts): start the same command on each with
 ``--config.distributed=True``; on TPU VMs, Slurm and Open MPI that is all (see ``launch/``),
@@ -15,7 +17,7 @@ elsewhere add ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I
 ``launch/local.sh 2 experiments/configs/default.py:smoke /tmp/ju_mp`` does this on one machine.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
@@ -30,10 +32,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     common.set_up(_CONFIG.value)
+    common.check_workdir(_WORKDIR.value)
     from jaxunlearn.scenarios import run_experiment
 
     run_experiment(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

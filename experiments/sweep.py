@@ -13,7 +13,7 @@ epochs, batch sizes and other hyperparameters come from the config's entry for i
 reused from an ``experiments.main`` run in the same workdir).
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
@@ -33,6 +33,7 @@ flags.mark_flags_as_required(["config", "workdir", "scenario", "rule", "values"]
 def main(argv):
     del argv
     common.set_up(_CONFIG.value)
+    common.check_workdir(_WORKDIR.value)
     from jaxunlearn.scenarios.sweep import run_sweep
 
     run_sweep(
@@ -47,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -25,6 +25,9 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.dataset = "digits"
     c.data_kwargs = {}
+    # Where TFDS datasets (mnist, cifar10, ...) are prepared: --config.data_dir=/path ("": TFDS's
+    # default, ~/tensorflow_datasets); unused by in-memory data such as digits.
+    c.data_dir = ""
     c.model = "mlp"
     c.model_kwargs = {"hidden": (128, 128)}
     c.seeds = 3

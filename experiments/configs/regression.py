@@ -27,6 +27,9 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.dataset = "diabetes"
     c.data_kwargs = {}
+    # Where TFDS datasets (mnist, cifar10, ...) are prepared: --config.data_dir=/path ("": TFDS's
+    # default, ~/tensorflow_datasets); unused by in-memory data such as digits.
+    c.data_dir = ""
     c.model = "mlp"
     # Two hidden layers, so blindspot's attention transfer has more than one layer to match.
     c.model_kwargs = {"hidden": (32, 32)}

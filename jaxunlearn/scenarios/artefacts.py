@@ -11,12 +11,19 @@ Every model's PRNG key derives from one root, ``jax.random.key(plan.root_seed)``
 the same key in an ensemble of any size, and no two roles can share a key by a clash of offsets.
 Oracles of different scenarios share keys (as the unlearning runs of different rules do): a seed's
 models differ across scenarios and rules only by their data and rule.
+
+Each artefact's checkpoint directory holds ``fingerprint.json``: the config fields that determine
+it and their digest (:mod:`jaxunlearn.scenarios.fingerprint`). A rerun resumes or restores the
+checkpoints only when the digest matches; otherwise it removes them, retrains, and says which
+fields changed (one line per artefact).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from collections.abc import Callable
 
 import jax
@@ -26,8 +33,11 @@ import numpy as np
 from jaxunlearn import ensemble as ensemble_lib
 from jaxunlearn.core.types import Array
 from jaxunlearn.ensemble import Shadows
+from jaxunlearn.scenarios import fingerprint as fp_lib
 from jaxunlearn.scenarios.plan import ORIGINAL, RETRAIN, Plan, build_rule, retrain_entry
-from jaxunlearn.train import FitResult, Progress
+from jaxunlearn.train import FitResult, Progress, multihost, records
+
+FINGERPRINT_FILE = "fingerprint.json"
 
 # The roles a model key can have; the value is folded into the root key.
 ROLES = {
@@ -64,12 +74,25 @@ class Artefacts:
       p: the plan.
       workdir: checkpoints go to ``workdir/checkpoints``; ``None`` keeps everything in memory.
       verbose: print training progress.
+      log: where the one line per artefact (restored, trained, retrained because its config
+        changed) goes; default: stderr when ``verbose`` (process 0 only).
     """
 
-    def __init__(self, p: Plan, workdir: str | None = None, *, verbose: bool = False):
+    def __init__(
+        self,
+        p: Plan,
+        workdir: str | None = None,
+        *,
+        verbose: bool = False,
+        log: Callable[[str], None] | None = None,
+    ):
         self.plan = p
         self._ckpt = None if workdir is None else os.path.join(workdir, "checkpoints")
         self.verbose = verbose
+        if log is None:
+            on = verbose and multihost.is_primary()
+            log = (lambda m: print(m, file=sys.stderr, flush=True)) if on else (lambda m: None)
+        self.log = log
         self._cache: dict[tuple, object] = {}
         self._trainers: dict[str, tuple] = {}
 
@@ -131,6 +154,43 @@ class Artefacts:
     def _dir(self, *parts: str) -> str | None:
         return None if self._ckpt is None else os.path.join(self._ckpt, *parts)
 
+    def checked_dir(self, label: str, fields: dict, *parts: str) -> str | None:
+        """The checkpoint directory ``parts`` of the artefact ``label`` determined by ``fields``:
+        kept when its stored fingerprint matches, emptied (with a line saying which fields
+        changed) when not; the fingerprint is written before training starts."""
+        directory = self._dir(*parts)
+        if directory is None:
+            return None
+        digest = fp_lib.digest(fields)
+        path = os.path.join(directory, FINGERPRINT_FILE)
+        state, stored = 0, None  # 0: nothing there, 1: matches, 2: stale
+        if multihost.is_primary() and os.path.isdir(directory) and os.listdir(directory):
+            try:
+                stored = records.read_json(path, default=None)
+            except (records.DamagedFileError, OSError):
+                stored = None
+            ok = isinstance(stored, dict) and stored.get("fingerprint") == digest
+            state = 1 if ok else 2
+        state = int(multihost.agree(state))
+        if state == 1:
+            self.log(f"  {label}: fingerprint {digest} matches; restoring or resuming {directory}")
+        elif state == 2:
+            old = stored.get("fields") if isinstance(stored, dict) else None
+            self.log(
+                f"  {label}: config changed ({fp_lib.changes(old, fields)}); retraining "
+                f"(stale checkpoints in {directory} removed)"
+            )
+            multihost.sync(f"jaxunlearn_stale_{directory}")
+            if multihost.is_primary():
+                shutil.rmtree(directory)
+        else:
+            self.log(f"  {label}: training (fingerprint {digest})")
+        multihost.sync(f"jaxunlearn_checked_{directory}")
+        if state != 1 and multihost.is_primary():
+            records.write_json(path, {"fingerprint": digest, "fields": fp_lib.canonical(fields)})
+        multihost.sync(f"jaxunlearn_fingerprinted_{directory}")
+        return directory
+
     def _cached(self, key: tuple, build: Callable):
         if key not in self._cache:
             self._cache[key] = build()
@@ -145,7 +205,7 @@ class Artefacts:
                 np.arange(len(p.dataset.y_train), dtype=np.int32),
                 self.keys("original"),
                 label="original",
-                checkpoint_dir=self._dir("original"),
+                checkpoint_dir=self.checked_dir("originals", fp_lib.original_fields(p), "original"),
             ),
         )
 
@@ -159,7 +219,9 @@ class Artefacts:
                 self.keys("oracle"),
                 entry=p.entry(scenario, RETRAIN),
                 label=f"{scenario}/{RETRAIN}",
-                checkpoint_dir=self._dir(scenario, RETRAIN),
+                checkpoint_dir=self.checked_dir(
+                    f"{scenario}/oracles", fp_lib.oracle_fields(p, scenario), scenario, RETRAIN
+                ),
             ),
         )
 
@@ -186,7 +248,12 @@ class Artefacts:
                 batch_size=batch_size,
                 mesh=p.mesh,
                 chunk_size=int(p.train["chunk_size"]) or None,
-                checkpoint_dir=self._dir(scenario, "ulira_shadows"),
+                checkpoint_dir=self.checked_dir(
+                    f"{scenario}/ulira_shadows",
+                    fp_lib.shadow_fields(p, scenario),
+                    scenario,
+                    "ulira_shadows",
+                ),
                 init_program=init_program,
                 progress=Progress(f"{scenario}/ulira_shadows", enabled=self.verbose),
             )

@@ -18,6 +18,7 @@ oracle is checked and scheduled like every other rule.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,7 @@ ORIGINAL, RETRAIN = "original", "retrain"
 # Optional top-level config keys and their defaults.
 DEFAULTS: dict[str, Any] = {
     "data_kwargs": {},
+    "data_dir": "",  # where TFDS datasets are prepared ("": TFDS's default); not for in-memory data
     "model_kwargs": {},
     "forget_seed": 0,  # the forget sets' random draw
     "root_seed": 0,  # every model's key derives from jax.random.key(root_seed) (see artefacts)
@@ -48,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "ulira_scenarios": (),  # empty: every scenario
     "ulira_targets": 0,  # 0: the whole forget set (rounded down to an even count)
 }
+# Top-level config keys without a default.
+REQUIRED = ("dataset", "model", "seeds", "scenarios", "rules", "audits")
 # The training recipe (`config.train`) of originals, oracles and shadows.
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 30,
@@ -64,8 +68,21 @@ ENTRY_DEFAULTS: dict[str, Any] = {
     "retain_batch_size": 64,
     "hparams": {},
 }
+# Scenario keys besides the forget spec's: what the scenario gives the methods.
+_AVAILABILITY_KEYS = ("retain_available", "labels_available")
 # The recipe's SGD settings, given to the retrain rule as its optimizer settings.
 _TRAIN_OPTIMIZER = ("momentum", "weight_decay")
+
+
+def unknown_keys(where: str, keys, valid) -> None:
+    """Raises a ``ValueError`` naming the first of ``keys`` not in ``valid``, with the closest
+    valid key ("did you mean") and the valid ones."""
+    valid = sorted(valid)
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise ValueError(f"{where} has an unknown key {key!r}{hint} Valid keys: {valid}")
 
 
 def plain(cfg) -> dict:
@@ -90,6 +107,8 @@ class Plan:
       ulira: ``{"shadows", "rules", "scenarios", "targets"}``; empty when U-LiRA is off.
       entries: ``{scenario: {rule: resolved entry}}`` (``per_scenario`` merged, defaults filled).
       root_seed, forget_seed: the root of every model key, and the forget sets' draw.
+      sources: the config's ``dataset``, ``data_kwargs``, ``model``, ``model_kwargs`` as given
+        (what :mod:`jaxunlearn.scenarios.fingerprint` records of the data and model).
     """
 
     dataset: data_lib.Dataset
@@ -106,6 +125,7 @@ class Plan:
     entries: dict = dataclasses.field(default_factory=dict)
     root_seed: int = 0
     forget_seed: int = 0
+    sources: dict = dataclasses.field(default_factory=dict)
 
     def entry(self, scenario: str, name: str) -> dict:
         """Rule ``name``'s resolved config entry as it applies to ``scenario``."""
@@ -213,17 +233,18 @@ def build_rule(
 def plan(config) -> Plan:
     """Validates ``config`` and resolves names and defaults; raises ``ValueError`` before any
     compute."""
-    cfg = {**DEFAULTS, **plain(config)}
+    given = plain(config)
+    unknown_keys("The config", given, {*REQUIRED, *DEFAULTS, "train"})
+    missing = [k for k in REQUIRED if k not in given]
+    if missing:
+        raise ValueError(f"The config has no {missing}; every config sets {list(REQUIRED)}")
+    cfg = {**DEFAULTS, **given}
     data_lib.check_name(cfg["dataset"])
     models_lib.check_name(cfg["model"])
     seeds = int(cfg["seeds"])
     if seeds < 1:
         raise ValueError(f"`seeds` must be at least 1; got {seeds}")
-    unknown_train = set(plain(cfg.get("train"))) - set(TRAIN_DEFAULTS)
-    if unknown_train:
-        raise ValueError(
-            f"`train` has unknown keys {sorted(unknown_train)}; valid: {sorted(TRAIN_DEFAULTS)}"
-        )
+    unknown_keys("`train`", plain(cfg.get("train")), TRAIN_DEFAULTS)
     train = {**TRAIN_DEFAULTS, **plain(cfg.get("train"))}
     if int(train["epochs"]) < 1:
         raise ValueError(f"`train.epochs` must be at least 1; got {train['epochs']}")
@@ -232,11 +253,7 @@ def plan(config) -> Plan:
     valid_keys = sorted({*ENTRY_DEFAULTS, "per_scenario"})
     for name, rc in rule_cfgs.items():
         rules_lib.get(name)
-        unknown = set(rc) - set(valid_keys)
-        if unknown:
-            raise ValueError(
-                f"Rule config {name!r} has unknown keys {sorted(unknown)}; valid: {valid_keys}"
-            )
+        unknown_keys(f"Rule config {name!r}", rc, valid_keys)
     audits = tuple(cfg["audits"])
     ensemble_audits = tuple(cfg["ensemble_audits"])
     scenario_cfg = {n: plain(s) for n, s in plain(cfg.get("scenarios")).items()}
@@ -252,12 +269,7 @@ def plan(config) -> Plan:
                 f"{sorted(scenario_cfg)}"
             )
         for sname, override in overrides.items():
-            unknown = set(plain(override)) - set(ENTRY_DEFAULTS)
-            if unknown:
-                raise ValueError(
-                    f"Rule {name!r}, `per_scenario.{sname}` has unknown keys "
-                    f"{sorted(unknown)}; valid: {list(ENTRY_DEFAULTS)}"
-                )
+            unknown_keys(f"Rule {name!r}, `per_scenario.{sname}`", plain(override), ENTRY_DEFAULTS)
         for sname in scenario_cfg:
             entry = scenario_entry(rc, sname)
             if name == RETRAIN:
@@ -274,7 +286,7 @@ def plan(config) -> Plan:
                     f"Rule {name!r} trains whole epochs from scratch; got epochs="
                     f"{entry['epochs']} (scenario {sname!r})"
                 )
-    dataset = data_lib.load(cfg["dataset"], **plain(cfg["data_kwargs"]))
+    dataset = _load(cfg["dataset"], plain(cfg["data_kwargs"]), str(cfg["data_dir"] or ""))
     audit_lib.check_names(audits, dataset.task)
     audit_lib.check_ensemble_names(ensemble_audits, dataset.task)
     if ensemble_audits and seeds < 2:
@@ -289,6 +301,7 @@ def plan(config) -> Plan:
                 f"Rule {name!r} is for {task} tasks; {cfg['dataset']!r} is {dataset.task}"
             )
     for sname, scfg in scenario_cfg.items():
+        unknown_keys(f"Scenario {sname!r}", scfg, {*data_lib.forget.FIELDS, *_AVAILABILITY_KEYS})
         _check_availability(sname, scfg, entries[sname])
         scfg.pop("retain_available", None)
         scfg.pop("labels_available", None)
@@ -324,6 +337,13 @@ def plan(config) -> Plan:
         num_outputs=dataset.num_outputs,
         **plain(cfg["model_kwargs"]),
     )
+    for sname, split in splits.items():  # every factory's own checks (finite positive rates)
+        sizes = {"forget": len(split.forget), "retain": len(split.retain)}
+        for name, entry in entries[sname].items():
+            try:
+                build_rule(name, network, entry, sizes, forget_classes=split.classes)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"Scenario {sname!r}, rule {name!r}: {e}") from None
     return Plan(
         dataset=dataset,
         network=network,
@@ -339,7 +359,33 @@ def plan(config) -> Plan:
         entries=entries,
         root_seed=int(cfg["root_seed"]),
         forget_seed=forget_seed,
+        sources={
+            "dataset": cfg["dataset"],
+            "data_kwargs": {k: v for k, v in plain(cfg["data_kwargs"]).items() if k != "data_dir"},
+            "model": cfg["model"],
+            "model_kwargs": plain(cfg["model_kwargs"]),
+        },
     )
+
+
+def _load(name: str, kwargs: dict, data_dir: str):
+    """The dataset; ``data_dir`` (the config's top-level key) goes to a TFDS loader."""
+    if data_dir:
+        if "data_dir" in kwargs and kwargs["data_dir"] != data_dir:
+            raise ValueError(
+                f"`data_dir` is set twice: data_dir={data_dir!r} and "
+                f"data_kwargs.data_dir={kwargs['data_dir']!r}; set `data_dir` only"
+            )
+        kwargs = {**kwargs, "data_dir": data_dir}
+    try:
+        return data_lib.load(name, **kwargs)
+    except TypeError as e:
+        if "data_dir" in kwargs and "data_dir" in str(e):
+            raise ValueError(
+                f"`data_dir` is where TFDS datasets are prepared; dataset {name!r} is not one "
+                "(it is built in memory): leave `data_dir` unset"
+            ) from None
+        raise ValueError(f"`data_kwargs` of dataset {name!r}: {e}") from None
 
 
 def _ulira_plan(

@@ -2,12 +2,16 @@
 
 A :class:`Record` is one audited model (scenario, method, seed); the runner produces them, this
 module writes, reads, summarises and draws them. It imports nothing from the runner.
+
+A record's ``status`` is ``ok``, ``diverged`` (non-finite parameters or outputs: not audited) or
+``skipped`` (a rule not run because the original it starts from diverged). The table counts the
+``ok`` ones (``ok/n``) and marks the others with a footnote; the plot hatches the bars of a method
+with diverged seeds and labels a method with none audited.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -15,6 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from jaxunlearn.train import records as records_lib
 
 
 @dataclasses.dataclass
@@ -26,15 +32,41 @@ class Record:
     seed: int
     status: str
     metrics: dict[str, float]
+    fingerprint: str = ""  # of the config fields that determine it (scenarios.fingerprint)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def load_results(path: str) -> list[Record]:
-    """Reads ``results.json`` (or a finished rule's records file) back into records."""
-    with open(path) as f:
-        return [Record(**r) for r in json.load(f)]
+    """Reads ``results.json`` (or a finished rule's records file) back into records.
+
+    Raises:
+      DamagedFileError: (a ``ValueError``) the file is not valid JSON; the message names it.
+    """
+    data = records_lib.read_json(path)
+    if isinstance(data, dict):  # a records file: {"fingerprint", "fields", "records"}
+        data = data["records"]
+    return [Record(**r) for r in data]
+
+
+def _not_ok(records) -> dict[tuple[str, str, str], list[int]]:
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for r in records:
+        if r.status != "ok":
+            groups.setdefault((r.method, r.scenario, r.status), []).append(r.seed)
+    return groups
+
+
+def _describe(method: str, scen: str, status: str, seeds: list[int]) -> str:
+    if status == "skipped":
+        return f"{method} on {scen}: not run on seeds {seeds} (the original diverged)"
+    return f"{method} on {scen}: {status} on seeds {seeds}"
+
+
+def divergence_lines(records) -> list[str]:
+    """One line per (method, scenario) with seeds that diverged or were skipped."""
+    return [_describe(*key, seeds) for key, seeds in _not_ok(records).items()]
 
 
 def summarize(records: list[Record]) -> Mapping:
@@ -50,7 +82,13 @@ def summarize(records: list[Record]) -> Mapping:
         for m in metrics:
             vals = np.array([r.metrics[m] for r in ok if m in r.metrics], float)
             stats[m] = (float(np.mean(vals)), float(np.std(vals)), len(vals))
-        out[key] = {"stats": stats, "n": len(recs), "diverged": len(recs) - len(ok)}
+        out[key] = {
+            "stats": stats,
+            "n": len(recs),
+            "diverged": len(recs) - len(ok),
+            "diverged_seeds": [r.seed for r in recs if r.status == "diverged"],
+            "skipped_seeds": [r.seed for r in recs if r.status == "skipped"],
+        }
     return out
 
 
@@ -80,8 +118,52 @@ def _fmt(stat) -> str:
     return f"{mean:.2f}±{std:.2f}" if n > 1 else f"{mean:.2f}"
 
 
-def table(records, metrics=TABLE_METRICS) -> str:
-    """Mean ± std over seeds per (scenario, method) as aligned text."""
+# Which direction is better, per metric, for the legend.
+_BETTER = {
+    "UA": "closer to the oracle (100 - forget accuracy: the oracle's is what unseen data gets)",
+    "RA": "higher (accuracy on the retain set)",
+    "TA": "higher (accuracy on the test set)",
+    "forget_mse": "closer to the oracle (error on the forget set)",
+    "retain_mse": "lower (error on the retain set)",
+    "test_mse": "lower (error on the test set)",
+    "MIA_efficacy": "closer to the oracle (share of forget examples a membership attack calls "
+    "non-members)",
+    "MIA_AUC": "closer to the oracle (loss-threshold membership AUC, forget vs. test; 50 = as "
+    "unfamiliar as unseen data; on class forgetting the oracle is near 0: nothing of the class "
+    "remains to be a member, the test examples are the remaining classes', and the never-seen "
+    "class has the higher loss)",
+    "Avg_gap": "lower (mean |metric - oracle's| over the gap metrics)",
+    "runtime_s": "lower (seconds per model)",
+}
+DIVERGED_MARK, SKIPPED_MARK = "†", "‡"
+
+
+def legend(cols) -> str:
+    """The table's legend: ``ok/n``, ``±``, the markers, and which direction is better per
+    column shown."""
+    lines = [
+        "ok/n: seeds audited / seeds run; "
+        f"{DIVERGED_MARK} some diverged (non-finite parameters or outputs; not audited), "
+        f"{SKIPPED_MARK} not run (the original diverged).",
+        "mean±std over the ok seeds (std: population std over seeds; no ± with one seed). "
+        "original = before unlearning, retrain = the oracle retrained without the forget set.",
+    ]
+    lines += [f"  {c}: better = {_BETTER[c]}" for c in cols if c in _BETTER]
+    return "\n".join(lines)
+
+
+def footnotes(records) -> list[str]:
+    """The table's footnotes: which seeds diverged or were skipped, per method and scenario."""
+    return [
+        f"{SKIPPED_MARK if key[2] == 'skipped' else DIVERGED_MARK} {_describe(*key, seeds)}"
+        for key, seeds in _not_ok(records).items()
+    ]
+
+
+def table(records, metrics=TABLE_METRICS, *, with_legend: bool = False) -> str:
+    """Mean ± std over seeds per (scenario, method) as aligned text; methods with diverged or
+    skipped seeds are marked, with a footnote naming the seeds. ``with_legend`` adds
+    :func:`legend` below."""
     summary = summarize(records)
     present = {m for v in summary.values() for m in v["stats"]}
     cols = [m for m in metrics if m in present]
@@ -93,7 +175,9 @@ def table(records, metrics=TABLE_METRICS) -> str:
             [
                 scen,
                 method,
-                f"{v['n'] - v['diverged']}/{v['n']}",
+                f"{v['n'] - v['diverged']}/{v['n']}"
+                + (DIVERGED_MARK if v["diverged_seeds"] else "")
+                + (SKIPPED_MARK if v["skipped_seeds"] else ""),
                 *[_fmt(v["stats"].get(c)) for c in cols],
             ]
         )
@@ -109,6 +193,11 @@ def table(records, metrics=TABLE_METRICS) -> str:
             out.append("")
         out.append(line(r))
         last = r[0]
+    notes = footnotes(records)
+    if notes:
+        out += ["", *notes]
+    if with_legend:
+        out += ["", legend(cols)]
     return "\n".join(out)
 
 
@@ -131,7 +220,7 @@ def plot(records, path: str, *, title: str = "", metrics=PLOT_METRICS) -> str:
         xs = np.arange(len(methods))
         for j, metric in enumerate(metrics):
             stats = [summary[(scen, m)]["stats"].get(metric, (np.nan, 0.0, 0)) for m in methods]
-            ax.bar(
+            bars = ax.bar(
                 xs + j * width - 0.4 + width / 2,
                 [s[0] for s in stats],
                 width,
@@ -139,6 +228,25 @@ def plot(records, path: str, *, title: str = "", metrics=PLOT_METRICS) -> str:
                 label=metric,
                 capsize=2,
             )
+            for bar, m in zip(bars, methods, strict=True):
+                if summary[(scen, m)]["diverged"]:  # partly diverged: hatched
+                    bar.set_hatch("//")
+        for x, m in zip(xs, methods, strict=True):
+            v = summary[(scen, m)]
+            if v["diverged"]:
+                ok = v["n"] - v["diverged"]
+                text = "not run" if v["skipped_seeds"] and not v["diverged_seeds"] else "diverged"
+                text = text if not ok else f"{ok}/{v['n']} ok"
+                ax.text(
+                    x,
+                    2 if percent else 0,
+                    text,
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    color="crimson",
+                )
         ax.set_xticks(xs)
         ax.set_xticklabels(methods, rotation=30, ha="right")
         ax.set_title(scen)
@@ -146,7 +254,8 @@ def plot(records, path: str, *, title: str = "", metrics=PLOT_METRICS) -> str:
             ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("percent" if percent else "mean squared error")
-    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if metrics:
+        axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -236,9 +345,8 @@ def write_all(records, workdir: str, *, title: str = "", stream=None) -> dict[st
         "table": os.path.join(workdir, "results.txt"),
         "plot": os.path.join(workdir, "results.png"),
     }
-    with open(paths["json"], "w") as f:
-        json.dump([r.to_json() for r in records], f, indent=1, default=float)
-    text = table(records)
+    records_lib.write_json(paths["json"], [r.to_json() for r in records], indent=1)
+    text = table(records, with_legend=True)
     with open(paths["table"], "w") as f:
         f.write(text + "\n")
     plot(records, paths["plot"], title=title)

@@ -7,6 +7,17 @@ the unlearning runs of a rule. Every model of a scenario is evaluated through on
 part): per-model audits read their model's row, ensemble audits the whole arrays. Originals,
 oracles and shadows are checkpointed under ``workdir``; each audited method writes its records so
 a rerun skips it.
+
+Nothing stale is reused: the records of each (scenario, method) are stored with the fingerprint of
+the config fields that determine them (:mod:`jaxunlearn.scenarios.fingerprint`), and a rerun
+restores them only when it matches; the artefacts' checkpoints are checked the same way
+(:mod:`jaxunlearn.scenarios.artefacts`). One line per artefact and method says what was restored
+and what is recomputed, and why. A damaged records file is recomputed with a warning naming it.
+The workdir is locked for the run (:mod:`jaxunlearn.scenarios.lock`).
+
+Nothing silent: every diverged (method, scenario, seeds) is printed, and marked in the table and
+the plot. When an original diverges, its scenario's rules are not run (they would start from a
+broken model): their records get the status ``skipped`` and the rest of the run finishes.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 
 import jax
 import numpy as np
@@ -22,11 +34,20 @@ from jaxunlearn import audit as audit_lib
 from jaxunlearn import ensemble as ensemble_lib
 from jaxunlearn.audit import classification as cls
 from jaxunlearn.audit import ensemble_audits
+from jaxunlearn.scenarios import fingerprint as fp_lib
 from jaxunlearn.scenarios import report
 from jaxunlearn.scenarios.artefacts import Artefacts
+from jaxunlearn.scenarios.lock import workdir_lock
 from jaxunlearn.scenarios.plan import ORIGINAL, RETRAIN, Plan, build_rule, plan
 from jaxunlearn.scenarios.report import Record
 from jaxunlearn.train import FitResult, Progress, multihost
+from jaxunlearn.train import records as records_lib
+
+SKIPPED = "skipped"  # a rule not run because the original it would start from diverged
+
+
+class DamagedRecordsWarning(UserWarning):
+    """A records file could not be read and is recomputed."""
 
 
 def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record]:
@@ -38,21 +59,32 @@ def run_experiment(config, workdir: str, *, verbose: bool = True) -> list[Record
 
     Returns:
       The records: one per (scenario, method, seed), ``original`` and ``retrain`` included.
+
+    Raises:
+      ValueError: the config cannot run (before any compute; see :func:`plan`).
+      WorkdirLockedError: (an ``OSError``) another live process runs in ``workdir``.
     """
     p = plan(config)
     verbose = verbose and multihost.is_primary()
     os.makedirs(workdir, exist_ok=True)
+    with workdir_lock(workdir):
+        return _run(p, workdir, verbose)
+
+
+def _run(p: Plan, workdir: str, verbose: bool) -> list[Record]:
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
     log(
         f"jaxunlearn: {p.dataset.name} / {p.network.name}, {p.seeds} seeds, "
         f"scenarios {list(p.scenarios)}, rules {list(p.rules)}"
     )
-    art = Artefacts(p, workdir, verbose=verbose)
+    art = Artefacts(p, workdir, verbose=verbose, log=log)
     predictor = ensemble_lib.Predictor(p.network)
     records: list[Record] = []
     for sname, split in p.splits.items():
         log(f"scenario {sname}: forget {len(split.forget)}, retain {len(split.retain)}")
         records += _run_scenario(p, art, predictor, sname, workdir, log)
+    for line in report.divergence_lines(records):
+        log(f"diverged: {line}")
     if not multihost.is_primary():
         return records
     title = f"{p.dataset.name} / {p.network.name}"
@@ -73,28 +105,91 @@ def _run_scenario(p: Plan, art: Artefacts, predictor, sname: str, workdir: str, 
     methods = (RETRAIN, ORIGINAL, *(n for n in p.rules if n != RETRAIN))
     for method in methods:
         cache = os.path.join(workdir, "records", sname, f"{method}.json")
-        if multihost.agree(os.path.exists(cache)):  # all processes skip, or none
-            by_method[method] = report.load_results(cache)
-            log(f"  {method}: restored finished records")
+        fields = fp_lib.record_fields(p, sname, method)
+        digest = fp_lib.digest(fields)
+        stored, why = _stored_records(cache, digest, fields)
+        broken = [] if method in (ORIGINAL, RETRAIN) else _diverged_seeds(by_method[ORIGINAL])
+        if multihost.agree(stored is not None):  # all processes restore, or none
+            recs = by_method[method] = stored
+            log(f"  {method}: fingerprint {digest} matches; restored its records")
+        elif broken:  # every rule starts from the originals: none runs from a broken model
+            log(f"  {method}: not run, the original diverged on seeds {broken}")
+            by_method[method] = [
+                Record(sname, method, s, SKIPPED, {}, digest) for s in range(p.seeds)
+            ]
             continue
-        result = _result(p, art, sname, method, verbose=art.verbose)
-        for name, res in ((ORIGINAL, art.originals()), (RETRAIN, art.oracles(sname))):
-            if not predictions.has_group(name):
-                predictions.add_group(name, res.variables)
-        if not predictions.has_group(method):
-            predictions.add_group(method, result.variables)
-        recs = _audit_all(p, sname, method, result, art, predictions)
-        if method != RETRAIN:  # the oracles are the ensemble audits' reference
-            _add_ensemble_metrics(
-                p, art, sname, method, recs, result, predictions, by_method[RETRAIN], workdir
+        else:
+            log(f"  {method}: {why}")
+            recs = by_method[method] = _compute(
+                p, art, predictions, sname, method, digest, by_method, workdir
             )
-        if method not in (ORIGINAL, RETRAIN):
-            predictions.drop_group(method)
-        multihost.write_json(cache, [r.to_json() for r in recs])
-        by_method[method] = recs
+            if multihost.is_primary():
+                records_lib.write_json(
+                    cache,
+                    {
+                        "fingerprint": digest,
+                        "fields": fp_lib.canonical(fields),
+                        "records": [r.to_json() for r in recs],
+                    },
+                )
+        bad = _diverged_seeds(recs)
+        if bad:
+            log(f"  DIVERGED: {method} on {sname}, seeds {bad}")
+        if method == ORIGINAL and bad and methods[2:]:
+            log(
+                f"  scenario {sname}: the original diverged on seeds {bad}, so its rules "
+                f"{list(methods[2:])} are not run (status {SKIPPED!r}); check the training "
+                "recipe (`train`)"
+            )
     records = [r for m in (ORIGINAL, RETRAIN, *methods[2:]) for r in by_method[m]]
     _add_gaps(records, audit_lib.gap_metrics(p.dataset.task))
     return records
+
+
+def _compute(p, art, predictions, sname, method, digest, by_method, workdir) -> list[Record]:
+    """Runs ``method`` on ``sname`` (or takes the originals/oracles) and audits it."""
+    result = _result(p, art, sname, method, verbose=art.verbose)
+    for name, res in ((ORIGINAL, art.originals()), (RETRAIN, art.oracles(sname))):
+        if not predictions.has_group(name):
+            predictions.add_group(name, res.variables)
+    if not predictions.has_group(method):
+        predictions.add_group(method, result.variables)
+    recs = _audit_all(p, sname, method, result, art, predictions, digest)
+    if method != RETRAIN:  # the oracles are the ensemble audits' reference
+        _add_ensemble_metrics(
+            p, art, sname, method, recs, result, predictions, by_method[RETRAIN], workdir
+        )
+    if method not in (ORIGINAL, RETRAIN):
+        predictions.drop_group(method)
+    return recs
+
+
+def _diverged_seeds(recs: list[Record]) -> list[int]:
+    return [r.seed for r in recs if r.status == "diverged"]
+
+
+def _stored_records(path: str, digest: str, fields: dict) -> tuple[list[Record] | None, str]:
+    """``(records, "")`` of ``path`` when its fingerprint is ``digest``, else ``(None, why they
+    are computed)``; a damaged file is reported with a :class:`DamagedRecordsWarning`."""
+    try:
+        stored = records_lib.read_json(path, default=None)
+    except (records_lib.DamagedFileError, OSError) as e:
+        warnings.warn(f"{e}; recomputing it", DamagedRecordsWarning, stacklevel=3)
+        return None, f"records file {path} is damaged; recomputing"
+    if stored is None:
+        return None, "computing"
+    try:
+        if isinstance(stored, dict) and stored.get("fingerprint") == digest:
+            return [Record(**r) for r in stored["records"]], ""
+    except (KeyError, TypeError) as e:
+        warnings.warn(
+            f"{path} is damaged ({type(e).__name__}: {e}); recomputing it",
+            DamagedRecordsWarning,
+            stacklevel=3,
+        )
+        return None, f"records file {path} is damaged; recomputing"
+    old = stored.get("fields") if isinstance(stored, dict) else None
+    return None, f"config changed ({fp_lib.changes(old, fields)}); recomputing"
 
 
 def _result(p: Plan, art: Artefacts, sname: str, method: str, *, verbose: bool) -> FitResult:
@@ -130,7 +225,13 @@ def _model(variables, i: int):
 
 
 def _audit_all(
-    p: Plan, sname: str, method: str, result: FitResult, art: Artefacts, predictions
+    p: Plan,
+    sname: str,
+    method: str,
+    result: FitResult,
+    art: Artefacts,
+    predictions,
+    digest: str = "",
 ) -> list[Record]:
     runtime, compile_s = result.runtime_s / p.seeds, result.compile_s
     diverged = np.broadcast_to(np.asarray(result.diverged), (p.seeds,))
@@ -155,9 +256,9 @@ def _audit_all(
         # Diverged: non-finite parameters, or finite ones whose outputs overflow.
         if diverged[s] or not ctx.outputs_finite():
             metrics = {"runtime_s": runtime, "compile_s": compile_s}
-            out.append(Record(sname, method, s, "diverged", metrics))
+            out.append(Record(sname, method, s, "diverged", metrics, digest))
             continue
-        out.append(Record(sname, method, s, "ok", audit_lib.run(p.audits, ctx)))
+        out.append(Record(sname, method, s, "ok", audit_lib.run(p.audits, ctx), digest))
     return out
 
 
@@ -204,7 +305,9 @@ def _add_ensemble_metrics(
         return
     path = os.path.join(workdir, "ensemble", sname, f"{method}.npz")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez_compressed(path, models=ok, **arrays)
+    tmp = f"{path}.{os.getpid()}.tmp.npz"  # written whole, then renamed: never half a file
+    np.savez_compressed(tmp, models=ok, **arrays)
+    os.replace(tmp, path)
 
 
 def _add_gaps(records: list[Record], keys) -> None:

@@ -56,7 +56,7 @@ from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data import Dataset, Split
 from jaxunlearn.scenarios.plan import build_rule
-from jaxunlearn.train import Stream, make_stream, multihost, scan_steps
+from jaxunlearn.train import Stream, make_stream, multihost, records, scan_steps
 
 # Audits whose metrics make up each task's Avg. Gap (see ``audit.gap_metrics``).
 _SELECTION_AUDITS = {
@@ -508,9 +508,10 @@ def write_sweep(result: Mapping[str, Any], workdir: str, *, stream=None) -> dict
         "table": os.path.join(workdir, "sweep.txt"),
         "plot": os.path.join(workdir, "sweep.png"),
     }
-    plain = {k: v for k, v in result.items() if k != "variables"}
-    with open(paths["json"], "w") as f:
-        json.dump(plain, f, indent=1, default=float)
+    plain = json.loads(
+        json.dumps({k: v for k, v in result.items() if k != "variables"}, default=float)
+    )
+    records.write_json(paths["json"], plain, indent=1)
     text = grid_table(plain)
     with open(paths["table"], "w") as f:
         f.write(text + "\n")
@@ -548,7 +549,7 @@ def run_sweep(
     """
     import ml_collections
 
-    from jaxunlearn.scenarios.artefacts import Artefacts
+    from jaxunlearn.scenarios.lock import workdir_lock
     from jaxunlearn.scenarios.plan import RETRAIN, plain, plan, scenario_entry
 
     check_grid(rule, param, values)
@@ -565,12 +566,25 @@ def run_sweep(
         for name in dict.fromkeys((RETRAIN, rule))
     }
     p = plan(cfg)
+    os.makedirs(workdir, exist_ok=True)
+    with workdir_lock(workdir):
+        return _run_sweep(
+            p, workdir, scenario, rule, param, values, val_fraction, val_seed, verbose
+        )
+
+
+def _run_sweep(p, workdir, scenario, rule, param, values, val_fraction, val_seed, verbose):
+    from jaxunlearn.scenarios.artefacts import Artefacts
+
     split = p.splits[scenario]
     verbose = verbose and multihost.is_primary()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
-    log(f"sweep: {rule}.{param} over {list(values)} on {cfg.dataset}/{scenario}, {p.seeds} seeds")
-    # The experiment's artefacts (restored from its checkpoints in the same workdir) and keys.
-    art = Artefacts(p, workdir, verbose=verbose)
+    log(
+        f"sweep: {rule}.{param} over {list(values)} on {p.dataset.name}/{scenario}, {p.seeds} seeds"
+    )
+    # The experiment's artefacts (restored from its checkpoints in the same workdir when their
+    # fingerprints match) and keys.
+    art = Artefacts(p, workdir, verbose=verbose, log=log)
     orig, oracle = art.originals(), art.oracles(scenario)
     # The originals and oracles train on the data mesh over every process's devices; the grid is
     # small, so each process runs it on its own copies (the same program, the same results) and
@@ -591,6 +605,18 @@ def run_sweep(
         val_seed=val_seed,
     )
     result["scenario"] = scenario
+    # What the numbers depend on: the artefacts' and the rule entry's config fields, the request.
+    from jaxunlearn.scenarios import fingerprint as fp_lib
+
+    result["fingerprint"] = fp_lib.digest(
+        {
+            "original": fp_lib.original_fields(p),
+            "oracle": fp_lib.oracle_fields(p, scenario),
+            "rule": {"name": rule, **fp_lib.resolved_entry(p.entry(scenario, rule))},
+            "request": {"param": param, "values": list(values), "val_fraction": val_fraction},
+            "val_seed": val_seed,
+        }
+    )
     if multihost.is_primary():
         write_sweep(result, workdir, stream=None if verbose else io.StringIO())
     return result

@@ -39,7 +39,19 @@ def _tiny(**overrides):
         ({"rules.finetune.hparams": {"lr": 0.1}}, "valid"),
         ({"seeds": 0}, "seeds"),
         ({"rules.finetune.per_scenario": {"class_9": {"epochs": 2}}}, "per_scenario.*class_0"),
-        ({"rules.finetune.per_scenario": {"class_0": {"lr": 0.1}}}, "unknown keys"),
+        ({"rules.finetune.per_scenario": {"class_0": {"lr": 0.1}}}, "unknown key 'lr'"),
+        # Unknown keys of a config file, with the closest valid key.
+        ({"sedds": 3}, "unknown key 'sedds'; did you mean 'seeds'"),
+        ({"scenarios.random_10pct.fractoin": 0.1}, "'random_10pct'.*'fractoin'.*'fraction'"),
+        ({"rules.finetune.epoch": 2}, "'finetune'.*'epoch'; did you mean 'epochs'"),
+        ({"train.epochs": 0}, "train.epochs` must be at least 1"),
+        ({"rules.finetune.epochs": 0}, "'finetune'.*positive"),
+        # Every rule's own checks run at plan time: the recipe's and the rules' rates.
+        ({"train.learning_rate": float("nan")}, "'retrain'.*finite and positive"),
+        ({"train.learning_rate": -0.1}, "'retrain'.*finite and positive"),
+        ({"rules.finetune.hparams.learning_rate": float("inf")}, "'finetune'.*finite"),
+        ({"rules.gradient_ascent.hparams": {"learning_rate": "fast"}}, "'gradient_ascent'"),
+        ({"data_dir": "/tmp/tfds"}, "`data_dir` is where TFDS datasets are prepared"),
         (
             {"rules.finetune.per_scenario": {"class_0": {"hparams": {"lr": 0.1}}}},
             "Scenario 'class_0'.*valid",
@@ -151,7 +163,7 @@ def test_the_oracle_is_the_retrain_rule_with_the_training_recipe():
         plan(_tiny(**{"rules.retrain": {"epochs": 0}}))
     with pytest.raises(ValueError, match="'retrain' trains whole epochs"):
         plan(_tiny(**{"rules.retrain": {"epochs": 2.5}}))
-    with pytest.raises(ValueError, match="`train` has unknown keys"):
+    with pytest.raises(ValueError, match="`train` has an unknown key 'lr'"):
         plan(_tiny(**{"train.lr": 0.1}))
 
 
@@ -160,3 +172,15 @@ def test_a_plan_is_built_on_the_data_mesh_of_every_device():
     assert p.num_devices == jax.device_count() == 8
     with pytest.raises(ValueError, match="divisible"):
         plan(_tiny(data_parallel=True, **{"rules.finetune.retain_batch_size": 60}))
+
+
+def test_data_dir_reaches_the_tfds_loader(tmp_path):
+    # `--config.data_dir=...` (the key the loader's "not prepared" message names) is passed to
+    # the TFDS loader, which looks there and downloads nothing.
+    tfds_datasets = pytest.importorskip("jaxunlearn.data.tfds_datasets")
+    pytest.importorskip("tensorflow_datasets")
+    assert default.get_config().data_dir == ""  # settable from the command line
+    with pytest.raises(tfds_datasets.DatasetNotPreparedError) as info:
+        plan(_tiny(dataset="mnist", data_dir=str(tmp_path)))
+    assert str(tmp_path) in str(info.value) and "--config.data_dir" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
