@@ -21,7 +21,9 @@ GAP_METRICS = ("UA", "RA", "TA", "MIA_efficacy")
 
 
 def _as_1d(name: str, values) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"`{name}` must be 1-D (one value per example); got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"`{name}` is empty")
     if not np.all(np.isfinite(arr)):
@@ -30,10 +32,29 @@ def _as_1d(name: str, values) -> np.ndarray:
 
 
 def accuracy_percent(logits, labels) -> float:
-    """Top-1 accuracy in percent (NaN for an empty set)."""
+    """Top-1 accuracy in percent (NaN for an empty set).
+
+    Raises:
+      ValueError: for logits that are not ``[n, num_classes]`` with ``n`` labels, non-finite
+        logits (a diverged model has no accuracy; ``argmax`` would pick class 0 for NaN), or
+        labels that are not integers in ``[0, num_classes)``.
+    """
     logits, labels = np.asarray(logits), np.asarray(labels)
     if labels.size == 0:
         return float("nan")
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise ValueError(
+            f"accuracy needs logits [n, classes] and labels [n]; got {logits.shape} and "
+            f"{labels.shape}"
+        )
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("accuracy: the logits contain NaN or inf (a diverged model)")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError(f"accuracy: labels must be non-negative integers; got {labels.dtype}")
+    if labels.max() >= logits.shape[1]:
+        raise ValueError(
+            f"accuracy: label {int(labels.max())} is out of range for {logits.shape[1]} classes"
+        )
     return float(100.0 * np.mean(np.argmax(logits, -1) == labels))
 
 
@@ -71,6 +92,9 @@ def mia_efficacy(retain_conf, test_conf, forget_conf) -> float:
     retain = _as_1d("retain_conf", retain_conf)
     test = _as_1d("test_conf", test_conf)
     forget = _as_1d("forget_conf", forget_conf)
+    for name, conf in (("retain_conf", retain), ("test_conf", test), ("forget_conf", forget)):
+        if conf.min() < 0 or conf.max() > 1:
+            raise ValueError(f"`{name}` holds probabilities, which lie in [0, 1]")
     shadow_in = retain[: len(test)]
     x = np.concatenate([shadow_in, test])[:, None]
     y = np.concatenate([np.ones(len(shadow_in)), np.zeros(len(test))])
@@ -100,10 +124,15 @@ def loss_membership_auc(forget_losses, test_losses) -> float:
 
 
 def avg_gap(metrics: dict, reference: dict, keys: Sequence[str] = GAP_METRICS) -> float:
-    """Mean absolute difference to the retrain oracle over ``keys`` (Jia et al.'s Avg. Gap)."""
-    gaps = [
-        abs(float(metrics[k]) - float(reference[k]))
-        for k in keys
-        if k in metrics and k in reference
-    ]
-    return float(np.mean(gaps)) if gaps else float("nan")
+    """Mean absolute difference to the retrain oracle over ``keys`` (Jia et al.'s Avg. Gap).
+
+    Raises:
+      ValueError: when a key is missing on either side (a gap over fewer metrics would not be
+        the Avg. Gap, nor comparable with one).
+    """
+    missing = sorted(
+        {k for k in keys if k not in metrics} | {k for k in keys if k not in reference}
+    )
+    if missing:
+        raise ValueError(f"Avg. Gap needs {list(keys)}; missing {missing}")
+    return float(np.mean([abs(float(metrics[k]) - float(reference[k])) for k in keys]))

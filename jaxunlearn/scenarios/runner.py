@@ -313,7 +313,9 @@ def _add_ensemble_metrics(
 def _add_gaps(records: list[Record], keys) -> None:
     reference = {r.seed: r.metrics for r in records if r.method == RETRAIN and r.status == "ok"}
     for r in records:
-        if r.status == "ok" and r.seed in reference:
-            gap = cls.avg_gap(r.metrics, reference[r.seed], keys)
+        # The Avg. Gap is reported only when every metric it averages was audited.
+        ref = reference.get(r.seed)
+        if r.status == "ok" and ref and all(k in r.metrics and k in ref for k in keys):
+            gap = cls.avg_gap(r.metrics, ref, keys)
             if not math.isnan(gap):
                 r.metrics["Avg_gap"] = gap

@@ -46,3 +46,40 @@ def test_avg_gap():
     m = {"UA": 10, "RA": 90, "TA": 80, "MIA_efficacy": 20}
     ref = {"UA": 12, "RA": 100, "TA": 82, "MIA_efficacy": 24}
     assert audit.avg_gap(m, ref) == pytest.approx((2 + 10 + 2 + 4) / 4)
+
+
+def test_avg_gap_needs_every_metric_on_both_sides():
+    m = {"UA": 10, "RA": 90, "TA": 80}
+    ref = {"UA": 12, "RA": 100, "TA": 82, "MIA_efficacy": 24}
+    with pytest.raises(ValueError, match="missing \\['MIA_efficacy'\\]"):
+        audit.avg_gap(m, ref)
+    assert audit.avg_gap(m, ref, keys=("UA", "RA")) == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize(
+    "logits,labels,match",
+    [
+        (np.full((2, 3), np.nan), np.array([0, 1]), "NaN or inf"),
+        (np.eye(3)[:2], np.array([0, 3]), "out of range"),
+        (np.eye(3)[:2], np.array([0.0, 1.0]), "integers"),
+        (np.eye(3)[:2], np.array([-1, 1]), "integers"),
+        (np.eye(3)[:2], np.array([0, 1, 2]), "labels \\[n\\]"),
+        (np.ones(3), np.array([0, 1, 2]), "logits \\[n, classes\\]"),
+    ],
+)
+def test_accuracy_rejects_non_finite_logits_and_bad_labels(logits, labels, match):
+    with pytest.raises(ValueError, match=match):
+        audit.accuracy_percent(logits, labels)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (([[0.9, 0.8]], [0.1, 0.2], [0.5]), "retain_conf.*1-D"),
+        (([0.9, 0.8], [0.1, 1.2], [0.5]), "test_conf.*\\[0, 1\\]"),
+        (([0.9, 0.8], [0.1, 0.2], [-0.5]), "forget_conf.*\\[0, 1\\]"),
+    ],
+)
+def test_mia_efficacy_needs_1d_probabilities(args, match):
+    with pytest.raises(ValueError, match=match):
+        audit.mia_efficacy(*args)
