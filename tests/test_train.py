@@ -194,7 +194,9 @@ def test_ensemble_with_phase_switches_equals_single_runs_and_all_mapped(problem,
     ds, net, _ = problem
     stream = _forget_retain_stream(ds)
     if name == "scrub":  # Adam (optax counts) and max steps in the first of 3-step epochs only
-        rule = rules.scrub(net.apply, steps_per_epoch=3, msteps=1, lr_decay_epochs=(2,))
+        rule = rules.scrub(
+            net.apply, steps_per_epoch=3, msteps=1, lr_decay_epochs=(2,), schedule="interleaved"
+        )
     else:
         rule = rules.adapt_then_unlearn(net.apply, num_steps=8, alpha=1e4)
     ens = _ensemble_fit(rule, net, stream, 8, chunk_size=3)
@@ -300,7 +302,9 @@ def test_ensemble_maps_undeclared_integer_state_per_model(problem):
 def test_ensemble_interrupted_then_resumed_equals_uninterrupted(problem, tmp_path):
     ds, net, _ = problem
     stream = _forget_retain_stream(ds)
-    rule = rules.scrub(net.apply, steps_per_epoch=4, msteps=1, lr_decay_epochs=(2,))
+    rule = rules.scrub(
+        net.apply, steps_per_epoch=4, msteps=1, lr_decay_epochs=(2,), schedule="interleaved"
+    )
     full = _ensemble_fit(rule, net, stream, 12, chunk_size=4)
     ckpt = str(tmp_path / "ckpt")
     part = _ensemble_fit(rule, net, stream, 8, chunk_size=4, checkpoint_dir=ckpt)
