@@ -31,6 +31,8 @@ from jax import lax
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 # ``"auto"``: the custom gradient on the CPU backend only; ``"on"``: always; ``"off"``: never.
+# Read when a convolution is traced: ``jax.jit`` keeps the trace of a function it has already seen,
+# so a change applies to functions traced afterwards.
 USE_CUSTOM_GRAD = "auto"
 
 
