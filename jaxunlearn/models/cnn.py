@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxunlearn.models.conv import conv_general_dilated
 from jaxunlearn.models.resnet import pytorch_kernel_init
 
 
@@ -48,7 +49,15 @@ class CNN(nnx.Module):
         sizes = [in_channels, *channels]
         self.convs = nnx.List(
             [
-                nnx.Conv(a, b, (3, 3), padding="SAME", kernel_init=pytorch_kernel_init, rngs=rngs)
+                nnx.Conv(
+                    a,
+                    b,
+                    (3, 3),
+                    padding="SAME",
+                    kernel_init=pytorch_kernel_init,
+                    conv_general_dilated=conv_general_dilated,
+                    rngs=rngs,
+                )
                 for a, b in zip(sizes[:-1], sizes[1:], strict=True)
             ]
         )

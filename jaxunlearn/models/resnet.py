@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxunlearn.models.conv import conv_general_dilated
+
 _PAD1 = ((1, 1), (1, 1))
 
 
@@ -60,6 +62,7 @@ def _conv(
         padding=padding,
         use_bias=False,
         kernel_init=pytorch_kernel_init,
+        conv_general_dilated=conv_general_dilated,
         rngs=rngs,
     )
 
