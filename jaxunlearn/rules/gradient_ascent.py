@@ -87,6 +87,27 @@ def gradient_ascent(
     return rule_from_loss(loss_fn, opt, keep_reference=False)
 
 
+def _loss_difference(
+    apply: Callable,
+    retain_weight,
+    forget_weight,
+    *,
+    train_mode: bool,
+    optimizer: optax.GradientTransformation,
+) -> UnlearningRule:
+    """``retain_weight * loss(retain) - forget_weight * loss(forget)``: NegGrad+ and GradDiff."""
+
+    def loss_fn(variables, batch, *, reference, step, key):
+        del reference, step, key
+        retain_loss, forget_loss, stats = retain_and_forget_losses(
+            apply, variables, batch, train=train_mode
+        )
+        loss = retain_weight * retain_loss - forget_weight * forget_loss
+        return loss, {**stats, "retain_loss": retain_loss, "forget_loss": forget_loss}
+
+    return rule_from_loss(loss_fn, optimizer, keep_reference=False)
+
+
 @registry.rule(
     "neggrad_plus",
     parts=("forget", "retain"),
@@ -116,16 +137,7 @@ def neggrad_plus(
     if concrete(beta) and not 0.0 <= beta <= 1.0:
         raise ValueError(f"neggrad_plus `beta` must lie in [0, 1]; got {beta}")
     opt = optim.resolve(optimizer, learning_rate=learning_rate)
-
-    def loss_fn(variables, batch, *, reference, step, key):
-        del reference, step, key
-        retain_loss, forget_loss, stats = retain_and_forget_losses(
-            apply, variables, batch, train=train_mode
-        )
-        loss = beta * retain_loss - (1.0 - beta) * forget_loss
-        return loss, {**stats, "retain_loss": retain_loss, "forget_loss": forget_loss}
-
-    return rule_from_loss(loss_fn, opt, keep_reference=False)
+    return _loss_difference(apply, beta, 1.0 - beta, train_mode=train_mode, optimizer=opt)
 
 
 @registry.rule(
@@ -166,13 +178,4 @@ def grad_diff(
     if concrete(retain_weight) and not retain_weight >= 0.0:
         raise ValueError(f"grad_diff `retain_weight` must be non-negative; got {retain_weight}")
     opt = optim.resolve(optimizer, learning_rate=learning_rate)
-
-    def loss_fn(variables, batch, *, reference, step, key):
-        del reference, step, key
-        retain_loss, forget_loss, stats = retain_and_forget_losses(
-            apply, variables, batch, train=train_mode
-        )
-        loss = retain_weight * retain_loss - forget_loss
-        return loss, {**stats, "retain_loss": retain_loss, "forget_loss": forget_loss}
-
-    return rule_from_loss(loss_fn, opt, keep_reference=False)
+    return _loss_difference(apply, retain_weight, 1.0, train_mode=train_mode, optimizer=opt)
