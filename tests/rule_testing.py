@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxunlearn import data, models, rules
 from jaxunlearn.core import losses
+from jaxunlearn.core.types import Network, Outputs
 from jaxunlearn.train import fit, make_stream
 
 
@@ -107,3 +108,23 @@ def forget_accuracy(variables, name_or_kind: str = "class") -> float:
     ds, split, net, _ = tiny_problem(name_or_kind)
     logits = net.apply(variables, jnp.asarray(ds.x_train[split.forget])).logits
     return float(losses.accuracy(logits, jnp.asarray(ds.y_train[split.forget])))
+
+
+def linear_network(in_dim: int, num_classes: int) -> Network:
+    """logits = x @ w + b, features = x: a model whose gradients are easy to reason about."""
+
+    def init(key):
+        return {
+            "params": {
+                "w": jax.random.normal(key, (in_dim, num_classes)),
+                "b": jnp.zeros((num_classes,)),
+            },
+            "batch_stats": {},
+        }
+
+    def apply(variables, x, *, train=False):
+        del train
+        p = variables["params"]
+        return Outputs(logits=x @ p["w"] + p["b"], features=x)
+
+    return Network(init, apply, "linear", num_classes, (in_dim,))

@@ -7,31 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from rule_testing import linear_network
 
 from jaxunlearn import models, rules
 from jaxunlearn.core import losses
-from jaxunlearn.core.types import Network, Outputs
 from jaxunlearn.rules import fisher as fisher_lib
-
-
-def _linear_network(in_dim: int, num_classes: int) -> Network:
-    """logits = x @ w + b, features = x: a model whose gradients are easy to reason about."""
-
-    def init(key):
-        return {
-            "params": {
-                "w": jax.random.normal(key, (in_dim, num_classes)),
-                "b": jnp.zeros((num_classes,)),
-            },
-            "batch_stats": {},
-        }
-
-    def apply(variables, x, *, train=False):
-        del train
-        p = variables["params"]
-        return Outputs(logits=x @ p["w"] + p["b"], features=x)
-
-    return Network(init, apply, "linear", num_classes)
 
 
 def _batch(xf, yf, xr, yr):
@@ -115,7 +95,7 @@ def test_fisher_forgetting_class_edit():
     # With `forget_classes`, the output layer's entries of that class get mean 0 and variance
     # 1e-4 * 10 whatever alpha (both reference codes' class-wise edit); everything else is the
     # plain Fisher edit, with the same noise.
-    net = _linear_network(3, 4)
+    net = linear_network(3, 4)
     variables = net.init(jax.random.key(0))
     rng = np.random.default_rng(0)
     batch = _batch(rng.normal(size=(4, 3)), [0] * 4, rng.normal(size=(8, 3)), rng.integers(1, 4, 8))
@@ -175,7 +155,7 @@ def test_output_layer_is_found_from_the_params_or_fails_when_ambiguous():
 @pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("damping", [1.0, 0.05])
 def test_influence_unlearning_matches_explicit_inverse(exact, damping):
-    net = _linear_network(3, 2)
+    net = linear_network(3, 2)
     variables = net.init(jax.random.key(0))
     rng = np.random.default_rng(0)
     batches = [

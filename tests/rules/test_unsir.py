@@ -4,32 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from rule_testing import smoke_test_rule
+from rule_testing import linear_network, smoke_test_rule
 
 from jaxunlearn import rules
 from jaxunlearn.core.combinators import PhasesState
-from jaxunlearn.core.types import Network, Outputs
 from jaxunlearn.rules.unsir import ImpairState, NoiseState, reference_steps
-
-
-def _linear_network(in_dim: int, num_classes: int) -> Network:
-    """logits = x @ w + b: a model small enough to follow every phase."""
-
-    def init(key):
-        return {
-            "params": {
-                "w": jax.random.normal(key, (in_dim, num_classes)),
-                "b": jnp.zeros((num_classes,)),
-            },
-            "batch_stats": {},
-        }
-
-    def apply(variables, x, *, train=False):
-        del train
-        p = variables["params"]
-        return Outputs(logits=x @ p["w"] + p["b"], features=x)
-
-    return Network(init, apply, "linear", num_classes, (in_dim,))
 
 
 def _batches(n):
@@ -48,7 +27,7 @@ def _batches(n):
 
 
 def _run(steps, **hparams):
-    net = _linear_network(3, 4)
+    net = linear_network(3, 4)
     variables = net.init(jax.random.key(0))
     hparams = {"impair_epochs": 1.0, **hparams}
     rule = rules.unsir(
@@ -100,7 +79,7 @@ def test_noise_then_impair_then_repair():
 
 def test_the_impair_phase_trains_on_noise_and_retain_the_repair_on_retain():
     variables, history = _run(5, noise_steps=1, impair_epochs=1.0)
-    net = _linear_network(3, 4)
+    net = linear_network(3, 4)
     batches = list(_batches(5))
     impair = history[2][1].phases[1]
     x = jnp.concatenate([impair.noise.noise, batches[1]["retain"]["x"]])
@@ -127,7 +106,7 @@ def test_phases_of_zero_updates_are_left_out():
 
 
 def test_optimizer_settings_go_through_resolve():
-    net = _linear_network(3, 4)
+    net = linear_network(3, 4)
     make = lambda **h: rules.make("unsir", net, steps_per_epoch=2, **h)
     make(optimizer={"weight_decay": 0.1}, noise_optimizer={"name": "sgd"})
     with pytest.raises(ValueError, match="no setting"):
@@ -163,7 +142,7 @@ def test_reference_schedule_impairs_repairs_then_stops():
     variables, history = _run(10, **hparams)
     assert [int(m["phase"]) for _, _, m in history] == [0, 1, 1, 1, 1, 2, 2, 3, 3, 3]
     assert _same(history[-1][0], history[6][0]) and not _same(history[6][0], history[4][0])
-    net = _linear_network(3, 4)
+    net = linear_network(3, 4)
     batch = list(_batches(10))[1]
     noise = history[1][1].phases[1].noise
     want = 0.5 * _ce(net, history[0][0], noise.noise, noise.labels) + 0.5 * _ce(
@@ -173,7 +152,7 @@ def test_reference_schedule_impairs_repairs_then_stops():
 
 
 def test_the_registry_gives_the_reference_schedule():
-    net = _linear_network(3, 4)
+    net = linear_network(3, 4)
     rule = rules.make("unsir", net, steps_per_epoch=2, forget_classes=(0,), retain_per_class=2)
     # 6 retained images: impair ceil((2560 + 6) / 32) = 81 updates after 25 noise steps.
     variables = net.init(jax.random.key(0))

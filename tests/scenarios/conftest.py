@@ -1,5 +1,5 @@
 """Puts the parent ``tests/`` directory on ``sys.path`` for the shared helpers
-(``rule_testing``, ``report_testing``)."""
+(``rule_testing``, ``report_testing``, ``config_testing``)."""
 
 import os
 import sys

@@ -6,6 +6,7 @@ import os
 
 import jax
 import pytest
+from config_testing import tiny_config
 
 from experiments.configs import default
 from jaxunlearn import rules
@@ -13,18 +14,6 @@ from jaxunlearn.scenarios import build_rule, plan, scenario_entry
 from jaxunlearn.scenarios.plan import DEFAULTS, RETRAIN, TRAIN_DEFAULTS, rule_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _tiny(**overrides):
-    c = default.get_config("tiny")
-    c.data_parallel = False
-    for k, v in overrides.items():
-        node, *path = k.split(".")
-        target = c
-        for part in [node, *path][:-1]:
-            target = target[part]
-        target[[node, *path][-1]] = v
-    return c
 
 
 @pytest.mark.parametrize(
@@ -61,7 +50,7 @@ def _tiny(**overrides):
 )
 def test_bad_config_fails_before_compute(overrides, message):
     with pytest.raises(ValueError, match=message):
-        plan(_tiny(**overrides))
+        plan(tiny_config(**overrides))
 
 
 def test_per_scenario_entries_override_the_rule_entry():
@@ -74,7 +63,7 @@ def test_per_scenario_entries_override_the_rule_entry():
         "hparams": {"learning_rate": 0.1, "optimizer": {"momentum": 0.5}},
     }
     assert scenario_entry({**base, "per_scenario": override}, "random_10pct") == base
-    p = plan(_tiny(**{"rules.finetune": {**base, "per_scenario": override}}))
+    p = plan(tiny_config(**{"rules.finetune": {**base, "per_scenario": override}}))
     steps = {}
     for sname, split in p.splits.items():
         sizes = {"forget": len(split.forget), "retain": len(split.retain)}
@@ -84,11 +73,11 @@ def test_per_scenario_entries_override_the_rule_entry():
 
 
 def test_unknown_rule_and_missing_retain_are_rejected():
-    c = _tiny()
+    c = tiny_config()
     c.rules = {"forget_it_all": {}}
     with pytest.raises(ValueError, match="valid rules"):
         plan(c)
-    c = _tiny()
+    c = tiny_config()
     c.scenarios = {"forget_only": {"kind": "class", "classes": (0,), "retain_available": False}}
     c.rules = {"gradient_ascent": {"epochs": 1, "forget_batch_size": 32}, "finetune": {"epochs": 1}}
     with pytest.raises(ValueError, match="no retain set"):
@@ -96,7 +85,7 @@ def test_unknown_rule_and_missing_retain_are_rejected():
 
 
 def test_rules_that_need_labels_are_rejected_when_a_scenario_has_none():
-    c = _tiny()
+    c = tiny_config()
     c.scenarios = {"unlabelled": {"kind": "class", "classes": (0,), "labels_available": False}}
     c.rules = {
         "retrain": {},
@@ -137,7 +126,7 @@ def test_every_config_variant_plans(module, variant):
 
 
 def test_the_oracle_is_the_retrain_rule_with_the_training_recipe():
-    c = _tiny()
+    c = tiny_config()
     del c.rules["retrain"]  # the oracle is planned whether or not the config lists it
     c.train.learning_rate = 0.07
     del c.train["momentum"]  # a default of TRAIN_DEFAULTS
@@ -153,25 +142,25 @@ def test_the_oracle_is_the_retrain_rule_with_the_training_recipe():
     }
     assert p.root_seed == DEFAULTS["root_seed"] and p.mesh is None
     # A config's retrain entry overrides the recipe for the oracles only.
-    p = plan(_tiny(**{"rules.retrain": {"hparams": {"learning_rate": 0.2}}}))
+    p = plan(tiny_config(**{"rules.retrain": {"hparams": {"learning_rate": 0.2}}}))
     assert p.entry("class_0", RETRAIN)["hparams"]["learning_rate"] == 0.2
     assert p.train["learning_rate"] == 0.05
     # Checked like every rule: its batch size, its epochs.
     with pytest.raises(ValueError, match="rule 'retrain'.*larger than"):
-        plan(_tiny(**{"rules.retrain": {"retain_batch_size": 100_000}}))
+        plan(tiny_config(**{"rules.retrain": {"retain_batch_size": 100_000}}))
     with pytest.raises(ValueError, match="'retrain'.*positive"):
-        plan(_tiny(**{"rules.retrain": {"epochs": 0}}))
+        plan(tiny_config(**{"rules.retrain": {"epochs": 0}}))
     with pytest.raises(ValueError, match="'retrain' trains whole epochs"):
-        plan(_tiny(**{"rules.retrain": {"epochs": 2.5}}))
+        plan(tiny_config(**{"rules.retrain": {"epochs": 2.5}}))
     with pytest.raises(ValueError, match="`train` has an unknown key 'lr'"):
-        plan(_tiny(**{"train.lr": 0.1}))
+        plan(tiny_config(**{"train.lr": 0.1}))
 
 
 def test_a_plan_is_built_on_the_data_mesh_of_every_device():
-    p = plan(_tiny(data_parallel=True))
+    p = plan(tiny_config(data_parallel=True))
     assert p.num_devices == jax.device_count() == 8
     with pytest.raises(ValueError, match="divisible"):
-        plan(_tiny(data_parallel=True, **{"rules.finetune.retain_batch_size": 60}))
+        plan(tiny_config(data_parallel=True, **{"rules.finetune.retain_batch_size": 60}))
 
 
 def test_data_dir_reaches_the_tfds_loader(tmp_path):
@@ -181,6 +170,6 @@ def test_data_dir_reaches_the_tfds_loader(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     assert default.get_config().data_dir == ""  # settable from the command line
     with pytest.raises(tfds_datasets.DatasetNotPreparedError) as info:
-        plan(_tiny(dataset="mnist", data_dir=str(tmp_path)))
+        plan(tiny_config(dataset="mnist", data_dir=str(tmp_path)))
     assert str(tmp_path) in str(info.value) and "--config.data_dir" in str(info.value)
     assert list(tmp_path.iterdir()) == []

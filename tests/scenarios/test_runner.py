@@ -5,24 +5,12 @@ import os
 import subprocess
 import sys
 
+from config_testing import tiny_config
 from report_testing import assert_png_with_content
 
-from experiments.configs import default
 from jaxunlearn.scenarios import load_results, run_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _tiny(**overrides):
-    c = default.get_config("tiny")
-    c.data_parallel = False
-    for k, v in overrides.items():
-        node, *path = k.split(".")
-        target = c
-        for part in [node, *path][:-1]:
-            target = target[part]
-        target[[node, *path][-1]] = v
-    return c
 
 
 def test_binary_writes_results_table_and_plot(tmp_path):
@@ -56,7 +44,7 @@ def test_binary_writes_results_table_and_plot(tmp_path):
 
 
 def test_divergence_is_recorded_and_the_rest_finishes(tmp_path):
-    c = _tiny(seeds=2)
+    c = tiny_config(seeds=2)
     c.scenarios = {"class_0": {"kind": "class", "classes": (0,)}}
     c.rules = {
         "retrain": {},
@@ -83,7 +71,7 @@ def test_divergence_is_recorded_and_the_rest_finishes(tmp_path):
 
 
 def test_rerun_resumes_from_checkpoints_and_records(tmp_path):
-    c = _tiny()
+    c = tiny_config()
     c.scenarios = {"class_0": {"kind": "class", "classes": (0,)}}
     c.rules = {"retrain": {}, "finetune": {"epochs": 1, "retain_batch_size": 64}}
     first = run_experiment(c, str(tmp_path), verbose=False)
