@@ -279,7 +279,6 @@ def inner_builder(spec: str | Mapping, network: Network, context: Mapping) -> Ca
             **inner_hparams,
         )
 
-    build.rule_name = inner_name
     return build
 
 

@@ -4,13 +4,12 @@ Unlearning results hinge on a learning rate or a loss weight (the SalUn and Unle
 maintainers answer most "forgetting does not work" reports with "tune the learning rate"). A sweep
 builds the rule *inside* a ``jax.vmap`` over the grid values from the traced value (optax takes
 traced learning rates) and runs all steps with the pure :func:`jaxunlearn.train.scan_steps`, nested
-in a second ``vmap`` over seeds: the whole grid x seeds is one compiled program. A rule whose
-factory needs the value as a Python number (a Python-side check or an integer count) cannot be
-traced; it falls back to one program holding one unrolled run per value (``mode="unrolled"``).
-Every grid value first builds the rule eagerly, so a factory's checks still run on the concrete
-values; factories therefore test a value only when it is concrete
-(:func:`jaxunlearn.core.checks.concrete`), and every float hyperparameter of every rule is swept
-by ``vmap`` except those that set a phase length, a mask size or a kept-entry count.
+in a second ``vmap`` over seeds: the whole grid x seeds is one compiled program. That holds for
+the hyperparameters the rule declares sweepable (:func:`jaxunlearn.rules.sweepable`, tested to
+trace); any other (a phase length, a mask size, a kept-entry count) runs as one program holding
+one unrolled run per value (``mode="unrolled"``). Every grid value first builds the rule eagerly,
+so a factory's checks still run on the concrete values; factories therefore test a value only
+when it is concrete (:func:`jaxunlearn.core.checks.concrete`).
 
 The value is selected on a held-out **validation** split, never on the data it is reported on:
 the scenario's test examples are split in half (stratified by label for classification, fixed
