@@ -351,3 +351,25 @@ def test_fit_without_a_batch_size_for_a_part_the_rule_reads_says_which():
             key=jax.random.key(1),
         )
     assert "\n" not in str(e.value)
+
+
+def test_stream_batches_carry_row_indices_and_extra_fields():
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    y = np.arange(6, dtype=np.int32)
+    alt = 100 + np.arange(6, dtype=np.int32)
+    stream = make_stream(x, y, {"forget": np.array([1, 3, 5])}, extra={"alt": alt})
+    batch = loop.sample_batch(stream, {"forget": 3}, jax.random.key(0), jnp.zeros((), jnp.int32))
+    rows = np.asarray(batch["forget"]["index"])
+    assert sorted(rows.tolist()) == [1, 3, 5]
+    np.testing.assert_array_equal(batch["forget"]["y"], y[rows])
+    np.testing.assert_array_equal(batch["forget"]["alt"], alt[rows])
+    np.testing.assert_array_equal(batch["forget"]["x"], x[rows])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [({"alt": np.zeros(5)}, "one row per example"), ({"y": np.zeros(6)}, "hide the batch")],
+)
+def test_make_stream_rejects_bad_extra_fields(extra, message):
+    with pytest.raises(ValueError, match=message):
+        make_stream(np.zeros((6, 2)), np.zeros(6, np.int32), {"retain": np.arange(6)}, extra=extra)

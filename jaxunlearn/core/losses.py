@@ -8,6 +8,44 @@ import optax
 
 from jaxunlearn.core.types import Array
 
+# Language-model targets: ``labels[:, t]`` is the token that ``logits[:, t]`` must predict (already
+# shifted), or ``IGNORE_INDEX`` where no loss is taken (prompt, padding): Hugging Face's convention.
+IGNORE_INDEX = -100
+
+
+def is_token_task(logits: Array, targets: Array) -> bool:
+    """Logits ``[B, T, V]`` with integer labels ``[B, T]``: a language model (static)."""
+    return logits.ndim == 3 and targets.ndim == 2 and is_classification(targets)
+
+
+def token_mask(labels: Array) -> Array:
+    """``[B, T]`` float mask of the positions that carry a target (``labels != IGNORE_INDEX``)."""
+    return (labels != IGNORE_INDEX).astype(jnp.float32)
+
+
+def token_log_probs(logits: Array, labels: Array) -> Array:
+    """``[B, T]`` log-probability of each target token, 0 where ``labels == IGNORE_INDEX``."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    safe = jnp.where(labels == IGNORE_INDEX, 0, labels)
+    picked = jnp.take_along_axis(logp, safe[..., None], -1)[..., 0]
+    return picked * token_mask(labels)
+
+
+def sequence_log_prob(logits: Array, labels: Array) -> Array:
+    """``[B]``: log pi(y | x), the sum of the target tokens' log-probabilities (``-NLL_sum``)."""
+    return token_log_probs(logits, labels).sum(-1)
+
+
+def answer_lengths(labels: Array) -> Array:
+    """``[B]`` number of target tokens per sequence (at least 1, so averages stay finite)."""
+    return jnp.maximum(token_mask(labels).sum(-1), 1.0)
+
+
+def token_nll_mean(logits: Array, labels: Array) -> Array:
+    """Mean NLL over every target token of the batch (Hugging Face's ``model(...).loss``)."""
+    mask = token_mask(labels)
+    return -token_log_probs(logits, labels).sum() / jnp.maximum(mask.sum(), 1.0)
+
 
 def cross_entropy(logits: Array, labels: Array) -> Array:
     """Mean softmax cross-entropy with integer labels."""
@@ -20,8 +58,13 @@ def per_example_cross_entropy(logits: Array, labels: Array) -> Array:
 
 
 def accuracy(logits: Array, labels: Array) -> Array:
-    """Fraction of argmax predictions equal to ``labels``."""
-    return jnp.mean(jnp.argmax(logits, -1) == labels)
+    """Fraction of argmax predictions equal to ``labels`` (for a language model: over the target
+    tokens only)."""
+    hits = jnp.argmax(logits, -1) == labels
+    if is_token_task(logits, labels):
+        mask = token_mask(labels)
+        return jnp.sum(hits * mask) / jnp.maximum(mask.sum(), 1.0)
+    return jnp.mean(hits)
 
 
 def distillation_kl(
@@ -57,7 +100,10 @@ def is_classification(targets: Array) -> bool:
 
 
 def supervised(outputs_logits: Array, targets: Array) -> Array:
-    """Cross-entropy for integer labels, mean squared error for float targets."""
+    """Cross-entropy for integer labels, mean squared error for float targets; for a language
+    model (logits ``[B, T, V]``, labels ``[B, T]``) the mean NLL over all target tokens."""
+    if is_token_task(outputs_logits, targets):
+        return token_nll_mean(outputs_logits, targets)
     if is_classification(targets):
         return cross_entropy(outputs_logits, targets)
     return mean_squared_error(outputs_logits, targets)
@@ -104,7 +150,10 @@ def attention_transfer(student: Array, teacher: Array) -> Array:
 
 def per_example_supervised(outputs_logits: Array, targets: Array) -> Array:
     """``[batch]`` losses: cross-entropy for integer labels, mean squared error per example for
-    float targets (their batch mean is :func:`supervised`)."""
+    float targets (their batch mean is :func:`supervised`); for a language model the average NLL
+    of each sequence's target tokens (``NLL_sum / |y|``)."""
+    if is_token_task(outputs_logits, targets):
+        return -sequence_log_prob(outputs_logits, targets) / answer_lengths(targets)
     if is_classification(targets):
         return per_example_cross_entropy(outputs_logits, targets)
     diff = outputs_logits.reshape(targets.shape) - targets

@@ -47,6 +47,8 @@ class Network(NamedTuple):
       num_outputs: number of logits (classes) or regression targets.
       input_shape: shape of one input example, e.g. ``(8, 8, 1)`` (``None`` when unknown); rules
         that synthesise inputs (UNSIR's error-maximising noise) read it.
+      spec: the architecture's settings when code needs more than ``apply`` (a transformer's
+        config for KV-cached decoding and checkpoint loading); ``None`` for the classifiers.
     """
 
     init: Callable[[Array], Variables]
@@ -54,6 +56,7 @@ class Network(NamedTuple):
     name: str
     num_outputs: int
     input_shape: tuple[int, ...] | None = None
+    spec: Any = None
 
 
 class UnlearningRule(NamedTuple):

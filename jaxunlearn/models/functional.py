@@ -23,6 +23,7 @@ def from_nnx(
     name: str,
     num_outputs: int,
     input_shape: tuple[int, ...] | None = None,
+    spec=None,
 ) -> Network:
     """Wraps an NNX module constructor into a pure :class:`Network`.
 
@@ -31,6 +32,7 @@ def from_nnx(
       name: registry name of the architecture.
       num_outputs: number of logits.
       input_shape: shape of one input example (recorded on the network).
+      spec: architecture settings recorded on the network (see :class:`Network`).
 
     Returns:
       A :class:`Network` whose ``init(key)`` gives ``{"params": ..., "batch_stats": ...}``.
@@ -59,7 +61,9 @@ def from_nnx(
         return Outputs(logits=logits, features=features, batch_stats=new_stats, hidden=hidden)
 
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
-    return Network(init=init, apply=apply, name=name, num_outputs=num_outputs, input_shape=shape)
+    return Network(
+        init=init, apply=apply, name=name, num_outputs=num_outputs, input_shape=shape, spec=spec
+    )
 
 
 def _pure(state: nnx.State) -> dict:

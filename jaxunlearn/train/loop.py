@@ -39,18 +39,32 @@ class Stream(NamedTuple):
       index: ``{part name: int32 indices into x/y}``, e.g. ``{"forget": ..., "retain": ...}``. Each
         index array may carry a leading model axis when :func:`fit` runs an ensemble with
         ``per_model_index=True``.
+      extra: ``{field name: array}`` of further per-example data, as long as ``x`` (a language
+        model's alternative answers, a fixed wrong label per example, ...). A batch part holds
+        ``x``, ``y``, ``index`` (the rows' positions in ``x``) and every extra field, gathered at
+        the same rows.
     """
 
     x: Array
     y: Array
     index: Mapping[str, Array]
+    extra: Mapping[str, Array] = {}
+
+    def with_index(self, index: Mapping[str, Array]) -> Stream:
+        """The same data with other index sets."""
+        return Stream(self.x, self.y, index, self.extra)
 
 
-def make_stream(x, y, index: Mapping[str, Any]) -> Stream:
-    """Builds a :class:`Stream` from NumPy or JAX arrays."""
-    stream_checks.check_stream(x, y, index)  # equal lengths, integer indices in [0, len(x))
+def make_stream(
+    x, y, index: Mapping[str, Any], *, extra: Mapping[str, Any] | None = None
+) -> Stream:
+    """Builds a :class:`Stream` from NumPy or JAX arrays (``extra``: see :class:`Stream`)."""
+    stream_checks.check_stream(x, y, index, extra)  # equal lengths, indices in [0, len(x))
     return Stream(
-        jnp.asarray(x), jnp.asarray(y), {k: jnp.asarray(v, jnp.int32) for k, v in index.items()}
+        jnp.asarray(x),
+        jnp.asarray(y),
+        {k: jnp.asarray(v, jnp.int32) for k, v in index.items()},
+        {k: jnp.asarray(v) for k, v in (extra or {}).items()},
     )
 
 
@@ -66,7 +80,9 @@ def _epoch_permutation(key: Array, part: int, epoch: Array, n: int) -> Array:
 
 def _gather(stream: Stream, name: str, size: int, perm: Array, pos: Array):
     rows = stream.index[name][jax.lax.dynamic_slice(perm, (pos * size,), (size,))]
-    return {"x": stream.x[rows], "y": stream.y[rows]}
+    part = {"x": stream.x[rows], "y": stream.y[rows], "index": rows}
+    part.update({field: values[rows] for field, values in stream.extra.items()})
+    return part
 
 
 def sample_batch(stream: Stream, batch_sizes: Mapping[str, int], key: Array, step: Array):
@@ -265,7 +281,7 @@ def _vmap_models(chunk: Callable, shared: tuple[bool, ...], index_axes: Mapping[
         inner = treedef.unflatten([x[0] if s else x for x, s in zip(leaves, shared, strict=True)])
         variables, inner, metrics, finite = jax.vmap(
             chunk,
-            in_axes=(0, axes, Stream(None, None, index_axes), 0, None),
+            in_axes=(0, axes, Stream(None, None, index_axes, None), 0, None),
             out_axes=(0, axes, 0, 0),
         )(variables, inner, stream, key, start)
         state = treedef.unflatten(
@@ -341,7 +357,7 @@ def fit(
     mesh = _auto(mesh)
     num_devices = 1 if mesh is None else int(mesh.shape["data"])
     check_batch_sizes(batch_sizes, sizes, num_devices)
-    stream = Stream(stream.x, stream.y, {k: stream.index[k] for k in batch_sizes})
+    stream = stream.with_index({k: stream.index[k] for k in batch_sizes})
     chunk_size = int(chunk_size or max(1, math.ceil(num_steps / 10)))
 
     if state is None:
@@ -369,9 +385,7 @@ def fit(
                 variables, state = jax.device_put((variables, state), replicated)
 
     def one_update(v, s, k, index):
-        batch = sample_batch(
-            Stream(stream.x, stream.y, index), batch_sizes, k, jnp.zeros((), jnp.int32)
-        )
+        batch = sample_batch(stream.with_index(index), batch_sizes, k, jnp.zeros((), jnp.int32))
         return rule.update(v, s, batch, key=k)[2]
 
     one_update = stream_checks.naming_missing_parts(one_update, batch_sizes)  # no bare KeyError
@@ -484,7 +498,7 @@ def scan_steps(
     if state is None:
         state = rule.init(variables, key=key)
     mesh = _auto(mesh)
-    stream = Stream(stream.x, stream.y, {k: stream.index[k] for k in batch_sizes})
+    stream = stream.with_index({k: stream.index[k] for k in batch_sizes})
 
     def one_update(v, s, k):
         batch = sample_batch(stream, batch_sizes, k, jnp.zeros((), jnp.int32))

@@ -32,9 +32,9 @@ class MissingPartError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-def check_stream(x, y, index: Mapping[str, Any]) -> None:
-    """Rejects a stream whose ``x`` and ``y`` differ in length or whose index sets are not
-    integer indices in ``[0, len(x))``.
+def check_stream(x, y, index: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
+    """Rejects a stream whose ``x``, ``y`` and ``extra`` fields differ in length or whose index
+    sets are not integer indices in ``[0, len(x))``.
 
     Index values are only checked when they are concrete (not traced inside ``jit``/``vmap``).
 
@@ -52,6 +52,18 @@ def check_stream(x, y, index: Mapping[str, Any]) -> None:
         raise ValueError(
             f"make_stream: x has {n} examples but y has {y_shape[0]}; they must be equally long."
         )
+    for field, values in (extra or {}).items():
+        shape = np.shape(values)
+        if field in ("x", "y", "index"):
+            raise ValueError(
+                f"make_stream: extra field {field!r} would hide the batch's own {field!r}; "
+                "rename it."
+            )
+        if not shape or int(shape[0]) != n:
+            raise ValueError(
+                f"make_stream: extra[{field!r}] must hold one row per example of x ({n}); got "
+                f"shape {shape}."
+            )
     if not isinstance(index, Mapping):
         raise ValueError(
             "make_stream: `index` must map part names to index arrays, e.g. "
