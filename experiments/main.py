@@ -4,6 +4,10 @@ r"""The experiment binary: train originals and oracles, run unlearning rules, au
     python -m experiments.main --config=experiments/configs/default.py --workdir=/tmp/ju \
         --config.seeds=1 --config.rules.gradient_ascent.hparams.learning_rate=1e-3
 
+A config with ``track = "lm"`` (``experiments/configs/lm_fictitious.py``) runs the language-model
+experiment instead (:mod:`jaxunlearn.scenarios.lm`: target and retain models, LM rules, the TOFU
+table and the forget quality vs model utility plot).
+
 Writes ``results.json`` (one record per scenario, method and seed), ``results.txt`` (the table
 also printed here) and ``results.png`` into ``--workdir``. Rerunning with the same workdir
 resumes: trained originals and oracles are restored from their checkpoints, finished rules are
@@ -33,6 +37,13 @@ def main(argv):
     del argv
     common.set_up(_CONFIG.value)
     common.check_workdir(_WORKDIR.value)
+    from jaxunlearn.scenarios.lm import is_lm_config
+
+    if is_lm_config(_CONFIG.value):  # track = "lm": the language-model experiment
+        from jaxunlearn.scenarios.lm import run_lm_experiment
+
+        run_lm_experiment(_CONFIG.value, _WORKDIR.value)
+        return
     from jaxunlearn.scenarios import run_experiment
 
     run_experiment(_CONFIG.value, _WORKDIR.value)

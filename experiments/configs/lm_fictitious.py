@@ -1,0 +1,119 @@
+r"""The language-model track: TOFU-style unlearning on the generated `fictitious_authors` corpus.
+
+A small Llama-architecture transformer is trained on every non-holdout author's QA pairs and the
+utility facts until it has memorised them (the *target*); one *retain* model per forget split
+never sees that split's authors (the exact-unlearning oracle), and a second retain seed measures
+the noise floor of forget quality. Every LM rule then unlearns `forget10` from the target, with
+audits every few steps along the way, and the full battery at the end (TOFU: forget quality,
+model utility, ROUGE, truth ratio; MUSE: privleak; leak@k from sampled answers). Run:
+
+    python -m experiments.main --config=experiments/configs/lm_fictitious.py --workdir=/tmp/ju_lm
+
+`--config=experiments/configs/lm_fictitious.py:tiny` is a seconds-long version used by the tests
+and the notebook (few authors, a 1-layer model, few steps, two rules).
+
+Rule hyperparameters: OpenUnlearning's defaults (`../shared/reference/lm_unlearning.md`) where they
+carry over; learning rates and epochs are ours, scaled to this small model (Adam, as OU's AdamW).
+"""
+
+import ml_collections
+
+VARIANTS = ("", "tiny")
+
+# Every LM rule of issue 11 with its config entry (epochs are passes over the forget set for
+# rules reading only it, else over the retain set: see `scenarios.plan.rule_schedule`).
+_ADAM = {"name": "adam"}
+
+
+def _rules():
+    fb, rb = 16, 16
+    both = {"forget_batch_size": fb, "retain_batch_size": rb}
+    return {
+        "gradient_ascent": {
+            "epochs": 5,
+            "forget_batch_size": fb,
+            "hparams": {"learning_rate": 1e-4, "optimizer": _ADAM},
+        },
+        "grad_diff": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
+        "npo": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
+        "simnpo": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
+        "idk_dpo": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
+        "altpo": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
+        "rmu": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
+        "undial": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
+        "wga": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
+        "satimp": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
+        "ce_u": {"epochs": 5, "forget_batch_size": fb, "hparams": {"learning_rate": 1e-4}},
+        "pdu": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
+        "task_vector_negation": {
+            "epochs": 5,
+            "forget_batch_size": fb,
+            "hparams": {"learning_rate": 1e-4, "optimizer": _ADAM},
+        },
+        "ties_merge": {"epochs": 1, **both, "hparams": {}},
+        "weight_attribution_mask": {"epochs": 1, **both, "hparams": {}},
+    }
+
+
+def get_config(arg=None):
+    if arg not in (None, *VARIANTS):
+        raise ValueError(f"Unknown variant {arg!r} of the lm_fictitious config; valid: 'tiny'")
+    c = ml_collections.ConfigDict()
+    c.track = "lm"  # experiments.main runs jaxunlearn.scenarios.lm for this config
+    c.dataset = "fictitious_authors"
+    c.data_kwargs = {"num_authors": 200, "seed": 0}
+    c.model = "transformer"
+    c.model_kwargs = {"d_model": 128, "num_layers": 2, "num_heads": 4}
+    c.root_seed = 0
+    c.seeds = 1  # unlearning runs per rule (an ensemble from the same target)
+    c.retain_seeds = 2  # retain models per split: seed 0 is the reference, seed 1 the noise floor
+    c.data_parallel = True
+    c.distributed = False
+    # Target and retain models: trained from scratch by the `retrain` rule with this recipe.
+    c.train = {"epochs": 40, "batch_size": 32, "learning_rate": 2e-3, "optimizer": _ADAM}
+    c.scenarios = ("forget10", "forget05", "forget01")
+    c.main_scenario = "forget10"  # the TOFU table and the trajectory plot
+    c.scenario_rules = ("npo", "gradient_ascent")  # run on the other scenarios
+    c.rules = _rules()
+    c.audit_points = 5  # audits along each rule's run (forget quality and model utility)
+    c.eval = {
+        "batch_size": 64,
+        "retain_questions": 200,  # retain QA evaluated (TOFU: retain_perturbed, 400)
+        "max_new_tokens": 24,
+        "leak_questions": 40,  # forget questions sampled for leak@k
+        "leak_samples": 64,  # samples per question (leak@k paper: 200)
+        "leak_ks": (1, 4, 16, 64),
+        "leak_rouge": 0.1,  # ROUGE-L recall a leaking answer must reach (leak@k paper)
+        "min_k": 0.4,
+    }
+    # MUSE's sustainability/scalability and the relearning attack (on the main scenario's rules
+    # listed here; empty: off).
+    c.muse_rules = ("npo",)
+    c.sustainability_requests = 3
+    c.scalability_fractions = (0.25, 0.5, 1.0)
+    c.relearn_steps = 10
+    if arg == "tiny":
+        c.data_kwargs = {"num_authors": 20, "seed": 0}
+        c.model_kwargs = {"d_model": 32, "num_layers": 1, "num_heads": 2}
+        c.retain_seeds = 2
+        c.train = {"epochs": 20, "batch_size": 16, "learning_rate": 5e-3, "optimizer": _ADAM}
+        c.scenarios = ("forget10",)
+        c.scenario_rules = ()
+        rules = _rules()
+        small = {"forget_batch_size": 8, "retain_batch_size": 8}
+        c.rules = {
+            "gradient_ascent": {**rules["gradient_ascent"], "epochs": 2, "forget_batch_size": 8},
+            "npo": {**rules["npo"], **small, "epochs": 1},
+        }
+        c.audit_points = 2
+        c.eval = {
+            **c.eval.to_dict(),
+            "batch_size": 32,
+            "retain_questions": 16,
+            "max_new_tokens": 12,
+            "leak_questions": 8,
+            "leak_samples": 16,
+            "leak_ks": (1, 4, 16),
+        }
+        c.muse_rules = ()
+    return c
