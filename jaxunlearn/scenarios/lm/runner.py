@@ -50,6 +50,7 @@ from jaxunlearn.train import records as records_lib
 
 TARGET, RETAIN = "target", "retain"
 REFERENCES = "references"  # the records file of the target and retain rows
+MUSE = "muse"  # the records file of the MUSE scenarios and the relearning attack
 DIVERGED, OK = "diverged", "ok"
 
 
@@ -106,7 +107,9 @@ def _run(p: LMPlan, workdir: str, verbose: bool) -> dict:
         if split == p.main_scenario and p.muse_rules:
             from jaxunlearn.scenarios.lm import muse as muse_lib
 
-            muse = muse_lib.run_muse(p, art, split, workdir, log)
+            muse, _ = _cached(
+                p, split, MUSE, workdir, log, lambda d: muse_lib.run_muse(p, art, split, log)
+            )
     text = lm_report.table(records)
     out = {"records": records, "trajectories": trajectories, "muse": muse, "table": text}
     if not multihost.is_primary():
@@ -162,7 +165,14 @@ def _method_fields(p: LMPlan, split: str, method: str) -> dict:
         "eval": fp_lib.canonical(p.eval),
         "method": method,
     }
-    if method != REFERENCES:
+    if method == MUSE:
+        fields["muse"] = {
+            "rules": {n: fp_lib.resolved_entry(p.entry(split, n)) for n in p.muse_rules},
+            "requests": p.sustainability_requests,
+            "fractions": list(p.scalability_fractions),
+            "relearn_steps": p.relearn_steps,
+        }
+    elif method != REFERENCES:
         fields["rule"] = fp_lib.resolved_entry(p.entry(split, method))
         fields["seeds"] = p.seeds
         fields["audit_points"] = p.audit_points
