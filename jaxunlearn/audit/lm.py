@@ -559,8 +559,9 @@ def leak_at_k(num_leaked, num_samples, k: int) -> float:
 
     The unbiased estimator (as pass@k) from ``n`` samples per question of which ``c`` leak.
     Computed stably as ``-expm1(sum_{i<k} log1p(-c / (n - i)))`` (the product form of the
-    binomial ratio), exact to float64 rounding for ``n = 200``, ``k = 128``; the ratio is 0
-    when ``n - c < k``.
+    binomial ratio), which agrees with exact rational arithmetic to ``1e-12`` relative for
+    ``n = 200``, ``k <= 200`` (tested), where ``C(200, 128)`` alone is about ``1e56``; the ratio
+    is 0 when ``n - c < k``. A host statistic (the counts come from text).
 
     Args:
       num_leaked: ``[q]`` number of leaking responses ``c`` per question.

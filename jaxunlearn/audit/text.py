@@ -80,7 +80,11 @@ def rouge_l(predictions, references, *, kind: str = "recall", stemmer: bool = Tr
     """
     if kind not in ROUGE_KINDS:
         raise ValueError(f"`kind` must be one of {sorted(ROUGE_KINDS)}, got {kind!r}")
-    preds, refs = _paired(("predictions", "references"), predictions, references)
+    return _rouge(("predictions", "references"), predictions, references, kind, stemmer)
+
+
+def _rouge(names: tuple[str, str], predictions, references, kind: str, stemmer) -> np.ndarray:
+    preds, refs = _paired(names, predictions, references)
     field = ROUGE_KINDS[kind]
     return np.array([_rouge_one(p, r, field, stemmer) for p, r in zip(preds, refs, strict=True)])
 
@@ -190,7 +194,8 @@ def verbatim_memorization(
       Shi et al., MUSE (arXiv 2407.06460), criterion C1; swj0419/muse_bench
       ``metrics/verbmem.py`` and ``eval.py``; ``shared/reference/lm_unlearning.md`` sections 3-4.
     """
-    scores = rouge_l(continuations, true_continuations, kind="f1", stemmer=stemmer)
+    names = ("continuations", "true_continuations")
+    scores = _rouge(names, continuations, true_continuations, "f1", stemmer)
     return float(100.0 * scores.mean())
 
 
@@ -213,7 +218,7 @@ def knowledge_memorization(
       Shi et al., MUSE (arXiv 2407.06460), criteria C2 and C4; swj0419/muse_bench
       ``metrics/knowmem.py`` and ``eval.py``; ``shared/reference/lm_unlearning.md`` sections 3-4.
     """
-    scores = rouge_l(answers, true_answers, kind="f1", stemmer=stemmer)
+    scores = _rouge(("answers", "true_answers"), answers, true_answers, "f1", stemmer)
     return float(100.0 * scores.mean())
 
 
