@@ -398,9 +398,12 @@ def log_prob_moments(logits) -> tuple[Array, Array]:
         raise ValueError(f"`logits` must be [B, T, V], got shape {tuple(logits.shape)}")
     logp = jax.nn.log_softmax(logits, axis=-1)
     p = jnp.exp(logp)
-    mu = jnp.sum(p * logp, axis=-1)
-    var = jnp.sum(p * logp**2, axis=-1) - mu**2
-    return mu, jnp.sqrt(jnp.maximum(var, 0.0))
+    # Tokens of probability 0 (logits of -inf) add nothing, rather than 0 * inf = NaN; the
+    # variance as E_p (log p - mu)^2 is non-negative and exactly 0 for a uniform distribution.
+    safe = jnp.where(p > 0, logp, 0.0)
+    mu = jnp.sum(p * safe, axis=-1)
+    var = jnp.sum(p * (safe - mu[..., None]) ** 2, axis=-1)
+    return mu, jnp.sqrt(var)
 
 
 def min_k_plus_plus_score(token_logprobs, token_mean, token_std, mask, *, k: float = 0.4):
@@ -560,7 +563,7 @@ def leak_at_k(num_leaked, num_samples, k: int) -> float:
     The unbiased estimator (as pass@k) from ``n`` samples per question of which ``c`` leak.
     Computed stably as ``-expm1(sum_{i<k} log1p(-c / (n - i)))`` (the product form of the
     binomial ratio), which agrees with exact rational arithmetic to ``1e-12`` relative for
-    ``n = 200``, ``k <= 200`` (tested), where ``C(200, 128)`` alone is about ``1e56``; the ratio
+    ``n = 200``, ``k <= 200`` (tested), where ``C(200, 128)`` alone is about ``3e55``; the ratio
     is 0 when ``n - c < k``. A host statistic (the counts come from text).
 
     Args:

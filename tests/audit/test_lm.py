@@ -203,11 +203,20 @@ def test_min_k_rejects_bad_input():
 
 def test_log_prob_moments_hand_cases():
     # Uniform over 4: mu = -ln 4, sigma = 0. Bernoulli (1/4, 3/4): sigma = sqrt(pq) |ln(p/q)|.
-    logits = jnp.array([[[0.0, 0.0, 0.0, 0.0], [0.0, LN3, -1e9, -1e9]]])
-    mu, sigma = lm.log_prob_moments(logits)
+    # Tokens of probability 0 (logit -inf) are skipped, not NaN.
+    logits = jnp.array([[[0.0, 0.0, 0.0, 0.0], [0.0, LN3, -jnp.inf, -jnp.inf]]])
+    mu, sigma = jax.jit(lm.log_prob_moments)(logits)
     want_mu = 0.25 * math.log(0.25) + 0.75 * math.log(0.75)
     np.testing.assert_allclose(mu[0], [-LN4, want_mu], rtol=1e-5)
-    np.testing.assert_allclose(sigma[0], [0.0, math.sqrt(3.0) / 4.0 * LN3], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(sigma[0], [0.0, math.sqrt(3.0) / 4.0 * LN3], rtol=1e-5, atol=1e-7)
+    # Against the definition in float64 on random logits.
+    z = np.random.default_rng(5).normal(size=(2, 3, 7)) * 3
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    p = np.exp(logp)
+    want_mu = (p * logp).sum(-1)
+    mu, sigma = lm.log_prob_moments(z)
+    np.testing.assert_allclose(mu, want_mu, rtol=1e-5)
+    np.testing.assert_allclose(sigma**2, (p * logp**2).sum(-1) - want_mu**2, rtol=1e-4)
 
 
 def test_min_k_plus_plus_hand_case():
