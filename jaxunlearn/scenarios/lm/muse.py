@@ -34,6 +34,7 @@ from jaxunlearn.audit import lm as lm_audit
 from jaxunlearn.audit import text
 from jaxunlearn.scenarios.lm import evaluate
 from jaxunlearn.scenarios.lm.artefacts import model
+from jaxunlearn.scenarios.plan import ENTRY_DEFAULTS
 from jaxunlearn.train import Progress, fit
 
 
@@ -67,6 +68,13 @@ def _unlearn(p, art, name, start, forget_rows, retain_rows, *, label, tag):
     from jaxunlearn.scenarios.lm.runner import run_rule
 
     keys = jax.vmap(lambda k: jax.random.fold_in(k, tag))(art.keys("unlearn", 1))
+    entry = dict(p.entry(p.main_scenario, name))
+    # A request smaller than the rule's forget batch is read whole (with devices dividing it).
+    fb = int(entry.get("forget_batch_size", ENTRY_DEFAULTS["forget_batch_size"]))
+    if fb > len(forget_rows):
+        entry["forget_batch_size"] = max(
+            p.num_devices, len(forget_rows) // p.num_devices * p.num_devices
+        )
     variables, diverged, _, _ = run_rule(
         p,
         name,
@@ -74,7 +82,7 @@ def _unlearn(p, art, name, start, forget_rows, retain_rows, *, label, tag):
         forget_rows,
         retain_rows,
         keys=keys,
-        entry=p.entry(p.main_scenario, name),
+        entry=entry,
         label=label,
         verbose=art.verbose,
     )
