@@ -92,16 +92,68 @@ class LMBenchmark:
         return within[np.isin(self.author[within], np.asarray(authors))].astype(np.int32)
 
 
-def load_benchmark(dataset: str, data_kwargs: Mapping, model_kwargs: Mapping) -> LMBenchmark:
-    """The benchmark of a registered corpus (``fictitious_authors``): its QA rows tokenised with
-    the corpus's own tokenizer. ``model_kwargs`` may set ``max_len`` (default: the longest row)."""
+def load_benchmark(dataset: str, data_kwargs: Mapping) -> LMBenchmark:
+    """The benchmark of a registered LM corpus (``data.load(dataset, **data_kwargs)``, e.g.
+    ``fictitious_authors``), see :func:`from_dataset`."""
     from jaxunlearn import data as data_lib
 
     data_lib.check_name(dataset)
-    corpus = data_lib.load(dataset, **dict(data_kwargs))
-    return from_corpus(corpus, max_len=model_kwargs.get("max_len"))
+    ds = data_lib.load(dataset, **dict(data_kwargs))
+    if getattr(ds, "task", None) != "language_model" or not hasattr(ds, "corpus"):
+        raise ValueError(
+            f"`dataset` {dataset!r} is not a language-model corpus (task "
+            f"{getattr(ds, 'task', None)!r}); the LM track needs e.g. 'fictitious_authors'"
+        )
+    return from_dataset(ds)
 
 
-def from_corpus(corpus, *, max_len: int | None = None) -> LMBenchmark:
-    """An :class:`LMBenchmark` of a ``fictitious_authors`` corpus object."""
-    raise NotImplementedError  # filled in when the corpus lands
+def from_dataset(ds) -> LMBenchmark:
+    """An :class:`LMBenchmark` of a ``fictitious_authors`` :class:`~jaxunlearn.data.
+    fictitious_authors.LanguageModelDataset`: its training rows (every training author and the
+    utility facts) then its holdout rows, the corpus's forget splits (``forget01/05/10``, retain
+    = every other training row, utility facts included), and the records' text fields."""
+    corpus, tok = ds.corpus, ds.tokenizer
+    n_train = len(ds.x_train)
+
+    def cat(name):
+        return np.concatenate([ds.train_extra[name], ds.test_extra[name]])
+
+    records = [corpus.records[int(i)] for i in np.concatenate([ds.train_records, ds.test_records])]
+    prompts, _ = tok.encode_prompts(
+        [r.question for r in records],
+        max_len=max(len(tok.prompt_ids(r.question)) for r in records),
+        padding="right",
+    )
+    rows = np.arange(len(records), dtype=np.int32)
+    author = cat("author").astype(np.int32)
+    forget, retain = {}, {}
+    for name in ("forget01", "forget05", "forget10"):
+        try:
+            split = ds.forget_split(name)
+        except ValueError:  # a split too small for this many authors
+            continue
+        forget[name], retain[name] = split.forget.astype(np.int32), split.retain.astype(np.int32)
+    return LMBenchmark(
+        x=np.concatenate([ds.x_train, ds.x_test]).astype(np.int32),
+        y=np.concatenate([ds.y_train, ds.y_test]).astype(np.int32),
+        para_x=cat("paraphrase_x"),
+        para_y=cat("paraphrase_y"),
+        pert_x=cat("perturbed_x"),
+        pert_y=cat("perturbed_y"),
+        prompts=prompts,
+        answers=tuple(r.answer for r in records),
+        key_facts=tuple(r.key_fact for r in records),
+        author=author,
+        extra={k: cat(k) for k in ("idk_x", "idk_y", "alt_x", "alt_y")},
+        train=rows[:n_train],
+        forget=forget,
+        retain=retain,
+        holdout=rows[n_train:],
+        utility=rows[:n_train][author[:n_train] < 0],
+        tokenizer=tok,
+        vocab_size=int(tok.vocab_size),
+        max_len=int(ds.x_train.shape[1]),
+        pad_id=int(tok.pad_id),
+        eos_id=int(tok.eos_id),
+        passages={a.index: a.passage for a in corpus.authors},
+    )

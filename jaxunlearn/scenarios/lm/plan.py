@@ -206,14 +206,23 @@ def lm_plan(config, *, benchmark=None) -> LMPlan:
                 f"configured: {sorted(rule_cfgs)}"
             )
     if benchmark is None:
-        benchmark = bench_lib.load_benchmark(
-            cfg["dataset"], plain(cfg["data_kwargs"]), plain(cfg["model_kwargs"])
-        )
+        benchmark = bench_lib.load_benchmark(cfg["dataset"], plain(cfg["data_kwargs"]))
     for sname in scenarios:
         benchmark.check_split(sname)
     mk = plain(cfg["model_kwargs"])
+    if "vocab_size" in mk or "max_len" in mk:
+        raise ValueError(
+            "`model_kwargs` must not set vocab_size or max_len: they come from the corpus (its "
+            "tokenizer, its longest sequence and the longest prompt plus eval.max_new_tokens)"
+        )
+    # The context holds every training sequence and every prompt with its generated answer.
+    context = max(benchmark.max_len, benchmark.prompts.shape[1] + int(ev["max_new_tokens"]))
     network = models_lib.make_network(
-        cfg["model"], vocab_size=benchmark.vocab_size, max_len=benchmark.max_len, **mk
+        cfg["model"],
+        vocab_size=benchmark.vocab_size,
+        max_len=context,
+        pad_id=benchmark.pad_id,
+        **mk,
     )
     n_dev = jax.device_count()
     mesh = data_mesh(n_dev) if bool(cfg["data_parallel"]) and n_dev > 1 else None

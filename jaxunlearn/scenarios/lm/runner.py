@@ -108,7 +108,7 @@ def _run(p: LMPlan, workdir: str, verbose: bool) -> dict:
             from jaxunlearn.scenarios.lm import muse as muse_lib
 
             muse, _ = _cached(
-                p, split, MUSE, workdir, log, lambda d: muse_lib.run_muse(p, art, split, log)
+                p, split, MUSE, workdir, log, lambda d, s=split: muse_lib.run_muse(p, art, s, log)
             )
     text = lm_report.table(records)
     out = {"records": records, "trajectories": trajectories, "muse": muse, "table": text}
