@@ -93,10 +93,16 @@ def get_config(arg=None):
     c.scalability_fractions = (0.25, 0.5, 1.0)
     c.relearn_steps = 10
     if arg == "tiny":
-        c.data_kwargs = {"num_authors": 20, "seed": 0}
+        c.data_kwargs = {
+            "num_authors": 20,
+            "qa_per_author": 4,
+            "num_utility": 8,
+            "seed": 0,
+            "vocab_size": 300,
+        }
         c.model_kwargs = {"d_model": 32, "num_layers": 1, "num_heads": 2}
         c.retain_seeds = 2
-        c.train = {"epochs": 20, "batch_size": 16, "learning_rate": 5e-3, "optimizer": _ADAM}
+        c.train = {"epochs": 40, "batch_size": 8, "learning_rate": 5e-3, "optimizer": _ADAM}
         c.scenarios = ("forget10",)
         c.scenario_rules = ()
         rules = _rules()
