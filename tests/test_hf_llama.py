@@ -85,7 +85,8 @@ def _reference_forward(config, weights, tokens):
     """Llama in NumPy float64 (transformers' modeling_llama: pre-norm RMSNorm, rotate_half RoPE,
     repeat_kv GQA, SwiGLU); pad tokens are masked as keys. Returns (logits, hidden per layer)."""
     wt = {k: v.astype(np.float64) for k, v in weights.items()}
-    eps, theta = config["rms_norm_eps"], config["rope_theta"]
+    eps = config["rms_norm_eps"]
+    theta = config.get("rope_theta") or config["rope_parameters"]["rope_theta"]
     d, h, k = config["hidden_size"], config["num_attention_heads"], config["num_key_value_heads"]
     hd = config.get("head_dim") or d // h
     b, t = tokens.shape
@@ -144,13 +145,23 @@ def _tokens(config, t=12, seed=1):
     "changes, split",
     [
         ({}, False),
-        # Tied embeddings, a head width other than hidden_size / heads, weights over two files.
-        ({"tie_word_embeddings": True, "head_dim": 16, "num_key_value_heads": 1}, True),
+        # Tied embeddings, a head width other than hidden_size / heads, weights over two files,
+        # the rotary base where transformers 5 writes it.
+        (
+            {
+                "tie_word_embeddings": True,
+                "head_dim": 16,
+                "num_key_value_heads": 1,
+                "rope_theta": None,
+                "rope_parameters": {"rope_theta": 40.0, "rope_type": "default"},
+            },
+            True,
+        ),
     ],
     ids=["untied-gqa", "tied-headdim-split"],
 )
 def test_loaded_checkpoint_matches_numpy_llama(tmp_path, changes, split):
-    config = {**TINY, **changes}
+    config = {k: v for k, v in {**TINY, **changes}.items() if v is not None}
     weights = _hf_weights(config)
     net, variables = hf_llama.load_hf_llama(_write(tmp_path, config, weights, split=split))
 
@@ -162,6 +173,7 @@ def test_loaded_checkpoint_matches_numpy_llama(tmp_path, changes, split):
         config["num_key_value_heads"],
     )
     assert spec.head_dim == config.get("head_dim", 8) and spec.norm_eps == 1e-5
+    assert spec.rope_theta == (40.0 if "rope_parameters" in config else 500.0)
     assert ("lm_head" in variables["params"]) != config["tie_word_embeddings"]
     np.testing.assert_array_equal(
         variables["params"]["layers"]["1"]["mlp"]["down_proj"]["kernel"],
@@ -210,6 +222,14 @@ def test_dtype_and_context_overrides(tmp_path):
     net, variables = hf_llama.load_hf_llama(path, dtype="bfloat16", max_len=8, pad_id=3)
     assert net.input_shape == (8,) and net.spec.pad_id == 3 and net.spec.dtype == "bfloat16"
     assert variables["params"]["norm"]["scale"].dtype == np.dtype("bfloat16")
+    tokens = _tokens(TINY, t=8)
+    _, full = hf_llama.load_hf_llama(path, max_len=8, pad_id=3)
+    np.testing.assert_allclose(  # bfloat16 keeps about 3 significant digits
+        np.asarray(net.apply(variables, tokens).logits),
+        np.asarray(net.apply(full, tokens).logits),
+        rtol=0.1,
+        atol=0.1,
+    )
     assert hf_llama.tokenizer_file(path) is None
 
 
@@ -238,6 +258,10 @@ def _extra_layer(path):
             "LlamaForSequenceClassification",
         ),
         (lambda p: _write(p, {**TINY, "rope_scaling": {"type": "llama3"}}, {}), "rope_scaling"),
+        (
+            lambda p: _write(p, {**TINY, "rope_parameters": {"rope_type": "llama3"}}, {}),
+            "rope_type.*llama3",
+        ),
         (lambda p: os.makedirs(p), "no config.json"),
         (lambda p: _write(p, TINY, {"x": np.zeros(1, np.float32)}), r"does not: \['x'\]"),
         (_missing_tensor, "lacks the tensor 'model.layers.1.mlp.gate_proj.weight'"),
@@ -248,6 +272,7 @@ def _extra_layer(path):
         "other-model-type",
         "other-architecture",
         "rope-scaling",
+        "rope-type",
         "no-config",
         "unknown-tensor",
         "missing-tensor",
