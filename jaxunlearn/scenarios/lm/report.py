@@ -112,12 +112,13 @@ def trajectory_plot(trajectories: dict, references: dict, path: str, *, title: s
 
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
     floor = 1e-12
-    for name, points in trajectories.items():
+    for name, run in trajectories.items():
+        points = [pt for pt in run if "forget_quality" in pt]  # diverged points have none
         if not points:
             continue
         fq = np.maximum([pt["forget_quality"] for pt in points], floor)
         mu = [pt["model_utility"] for pt in points]
-        diverged = any(pt.get("diverged") for pt in points)
+        diverged = any(pt.get("diverged") for pt in run)
         (line,) = ax.plot(mu, fq, "-o", ms=3, label=name + (" (diverged)" if diverged else ""))
         ax.plot(mu[-1], fq[-1], "s", ms=6, color=line.get_color())
     for label, (fq, mu) in references.items():

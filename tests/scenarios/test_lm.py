@@ -1,0 +1,155 @@
+"""The language-model experiment (jaxunlearn.scenarios.lm) on the :tiny corpus and model."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments.configs import lm_fictitious
+from jaxunlearn.scenarios import load_results
+from jaxunlearn.scenarios.lm import is_lm_config, lm_plan, load_benchmark, run_lm_experiment
+from jaxunlearn.scenarios.lm import report as lm_report
+from jaxunlearn.scenarios.lm.runner import RETAIN, TARGET, retain_label
+from jaxunlearn.scenarios.report import Record
+
+
+def tiny(**overrides):
+    """The :tiny variant on one device, with dotted-key overrides."""
+    c = lm_fictitious.get_config("tiny")
+    c.data_parallel = False
+    for k, v in overrides.items():
+        node = c
+        *path, last = k.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = v
+    return c
+
+
+@pytest.fixture(scope="module")
+def bench():
+    c = tiny()
+    return load_benchmark(c.dataset, c.data_kwargs.to_dict())
+
+
+def test_benchmark_rows_are_consistent(bench):
+    b = bench
+    n = len(b.x)
+    assert b.x.shape == b.y.shape == b.para_x.shape and b.pert_x.shape[:2] == (n, 5)
+    assert len(b.answers) == len(b.key_facts) == n == len(b.author)
+    assert not np.intersect1d(b.holdout, b.train).size
+    assert np.all(b.author[b.holdout] >= 0) and np.all(b.author[b.utility] == -1)
+    for name in ("forget01", "forget05", "forget10"):
+        if name not in b.forget:
+            continue
+        b.check_split(name)
+        f, r = b.forget[name], b.retain[name]
+        assert np.array_equal(np.sort(np.concatenate([f, r])), np.sort(b.train))
+        assert np.all(b.author[f] >= 0) and set(b.utility) <= set(r)
+    # 20 authors x 4 QA: forget10 is 2 authors; prompts are the questions; facts are in answers.
+    assert len(b.forget["forget10"]) == 8 and len(b.authors_of(b.forget["forget10"])) == 2
+    row = int(b.forget["forget10"][0])
+    assert b.tokenizer.decode(b.prompts[row]).startswith("Question: ")
+    assert b.key_facts[row].lower() in b.answers[row].lower()
+    assert set(b.extra) == {"idk_x", "idk_y", "alt_x", "alt_y"}
+
+
+@pytest.mark.parametrize("variant", lm_fictitious.VARIANTS)
+def test_every_lm_config_variant_plans(variant):
+    c = lm_fictitious.get_config(variant)
+    assert is_lm_config(c)
+    p = lm_plan(c)
+    assert p.main_scenario in p.scenarios and p.rules
+    assert p.network.spec.max_len >= p.benchmark.prompts.shape[1] + p.eval["max_new_tokens"]
+    for split in p.scenarios:
+        assert set(p.rules_of(split)) <= set(p.entries[split])
+    with pytest.raises(ValueError, match="variant"):
+        lm_fictitious.get_config("no-such-variant")
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"scenarios": ("forget10", "forget99")}, "Unknown forget split"),
+        ({"main_scenario": "forget05"}, "main_scenario"),
+        ({"eval.leak_ks": (1, 64)}, "leak_ks"),
+        ({"retain_seeds": 0}, "retain_seeds"),
+        ({"train.batch_size": 1000}, "train.batch_size"),
+        ({"rules.npo.forget_batch_size": 64}, "larger than the forget data"),
+        ({"model_kwargs.max_len": 16}, "max_len"),
+        ({"scenario_rules": ("no_such_rule",)}, "no_such_rule"),
+    ],
+)
+def test_plan_rejects_bad_configs(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        lm_plan(tiny(**overrides))
+
+
+def test_plan_rejects_retrain_and_unknown_keys():
+    c = tiny()
+    c.rules.retrain = {}
+    with pytest.raises(ValueError, match="retrain"):
+        lm_plan(c)
+    c = tiny().to_dict()
+    c["epochs"] = 3
+    with pytest.raises(ValueError, match="unknown key 'epochs'"):
+        lm_plan(c)
+
+
+def test_table_formats_p_values_and_marks_diverged_rules():
+    recs = [
+        Record("forget10", TARGET, 0, "ok", {"forget_quality": 2.5e-7, "model_utility": 0.81}),
+        Record("forget10", RETAIN, 0, "ok", {"forget_quality": 1.0, "model_utility": 0.8}),
+        Record("forget10", "npo", 0, "diverged", {"runtime_s": 1.0}),
+    ]
+    text = lm_report.table(recs)
+    lines = text.splitlines()
+    assert "2.50e-07" in lines[2] and "0.810" in lines[2]
+    assert "1.00e+00" in lines[3]
+    assert lines[4].split()[2] == "0/1†"
+    assert "npo on forget10: diverged on seeds [0]" in text
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One :tiny run in which gradient ascent diverges (SGD at a huge step size)."""
+    workdir = str(tmp_path_factory.mktemp("lm"))
+    c = tiny()
+    c.rules.gradient_ascent.hparams = {"learning_rate": 1e30, "optimizer": {"name": "sgd"}}
+    return c, workdir, run_lm_experiment(c, workdir, verbose=False)
+
+
+def test_tiny_run_writes_the_table_and_plot(tiny_run):
+    c, workdir, out = tiny_run
+    by = {r.method: r for r in out["records"]}
+    assert set(by) == {TARGET, RETAIN, retain_label(1), "gradient_ascent", "npo"}
+    # The reference retain model against itself; the target is far from it.
+    assert by[RETAIN].metrics["forget_quality"] == 1.0
+    assert by[TARGET].metrics["forget_quality"] < by[retain_label(1)].metrics["forget_quality"]
+    assert by[TARGET].metrics["train_exact_match"] > 0.5
+    for method in (TARGET, RETAIN, "npo"):
+        m = by[method].metrics
+        assert 0.0 <= m["model_utility"] <= 1.0 and 0.0 <= m["rouge_forget"] <= 1.0
+        assert m["leak@1"] <= m["leak@4"] <= m["leak@16"]
+    assert by[TARGET].metrics["rouge_forget"] > by[RETAIN].metrics["rouge_forget"]
+    # The diverged rule is recorded as such; the others ran.
+    assert by["gradient_ascent"].status == "diverged" and by["npo"].status == "ok"
+    traj = out["trajectories"]["forget10"]["rules"]
+    assert len(traj["npo"]) == c.audit_points + 1 and traj["npo"][0]["step"] == 0
+    assert traj["gradient_ascent"][-1].get("diverged")
+    for name in ("results.json", "results.txt", "trajectory.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0
+    assert {r.method for r in load_results(os.path.join(workdir, "results.json"))} == set(by)
+    with open(os.path.join(workdir, "results.json")) as f:
+        assert "trajectories" in json.load(f)
+    assert "forget_quality" in out["table"] and "†" in out["table"]
+
+
+def test_a_rerun_restores_models_and_records(tiny_run, capsys):
+    c, workdir, out = tiny_run
+    again = run_lm_experiment(c, workdir, verbose=True)
+    err = capsys.readouterr().err
+    assert "training (fingerprint" not in err and err.count("matches") >= 3
+    first = {(r.method, r.seed): r.metrics for r in out["records"]}
+    assert {(r.method, r.seed): r.metrics for r in again["records"]} == first
