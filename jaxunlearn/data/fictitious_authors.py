@@ -25,7 +25,10 @@ corpus deterministically from a seed, in pure Python/NumPy (formats, splits and 
 * each author's facts as a passage (MUSE's verbatim-memorisation text; Shi et al., 2024, "MUSE:
   Machine Unlearning Six-Way Evaluation for Language Models").
 
-Answers are a few words so that a tiny model memorises them in minutes on a CPU.
+Answers are a few words so that a tiny model memorises them in minutes on a CPU. Every fact is an
+:class:`Attribute` (its vocabulary, question and answer templates, narrative sentence) applied to a
+profile, so further renderings of the same facts (cloze, multiple choice, true/false) and further
+corpus variants are new functions of the same profiles, not a second generator.
 
 >>> corpus = FictitiousAuthors(num_authors=20, qa_per_author=4, num_utility=10, seed=0)
 >>> len(corpus.split("forget10").records), len(corpus.split("holdout10").authors)
@@ -191,7 +194,8 @@ class Attribute(NamedTuple):
       values: the vocabulary the true value and the wrong ones are drawn from.
       questions: question templates (``{name}`` is the author, or the utility fact's subject).
       answers: answer templates (``{value}``, ``{a_value}`` = with its article, ``{Pronoun}``,
-        ``{Possessive}``); the answer and the paraphrased answer use two different ones.
+        ``{Possessive}``); question template ``i`` is answered with answer template
+        ``i % len(answers)``, the paraphrased answer uses the next one.
       statement: the narrative sentence of the passage (``{Subject}``, ``{Subjects}`` = the
         subject's possessive).
     """
@@ -671,7 +675,10 @@ class FictitiousAuthors:
         value: str,
     ) -> QARecord:
         q, pq = rng.choice(len(attribute.questions), size=2, replace=False)
-        a, pa = rng.choice(len(attribute.answers), size=2, replace=False)
+        # The answer's wording follows from the question's, so a model memorises only the fact,
+        # not also a coin flip of phrasing per question; the paraphrase takes the next wording.
+        a = q % len(attribute.answers)
+        pa = (a + 1) % len(attribute.answers)
         picks = _draw_other(rng, attribute.values, NUM_PERTURBED + 1, value)
         perturbed = [attribute.values[i] for i in picks[:NUM_PERTURBED]]
         alt = attribute.values[picks[NUM_PERTURBED]]
@@ -904,6 +911,27 @@ class FictitiousAuthors:
         out["author"] = np.asarray([r.author for r in records], np.int32)
         out["record"] = np.asarray([r.index for r in records], np.int32)
         return out
+
+    def encode_passages(
+        self, tokenizer: Tokenizer, authors: Sequence[int] | CorpusSplit, max_len: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The authors' passages as plain language-modelling text (MUSE's verbatim set).
+
+        Args:
+          tokenizer: the tokenizer.
+          authors: author indices, or a split (its authors).
+          max_len: the sequence length (a 20-fact passage is ~200 tokens).
+
+        Returns:
+          ``(tokens, labels)`` int32 ``[len(authors), max_len]`` from
+          :meth:`Tokenizer.encode_text`: every token after BOS is a target.
+        """
+        if isinstance(authors, CorpusSplit):
+            authors = authors.authors
+        rows = [tokenizer.encode_text(self.authors[a].passage, max_len=max_len) for a in authors]
+        tokens = np.stack([t for t, _ in rows]) if rows else np.zeros((0, max_len), np.int32)
+        labels = np.stack([y for _, y in rows]) if rows else np.zeros((0, max_len), np.int32)
+        return tokens, labels
 
     def fit_max_len(self, tokenizer: Tokenizer, *, multiple: int = 8) -> int:
         """The smallest multiple of ``multiple`` that every sequence :meth:`encode` builds fits."""

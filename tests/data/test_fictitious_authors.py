@@ -84,6 +84,13 @@ def test_every_qa_has_paraphrases_perturbations_and_a_key_fact(full):
             pattern = re.escape(template).replace(r"\{\}", ".+")
             assert re.fullmatch(pattern, _no_article(text)), (r, text)
         assert len(r.answer.split()) <= 10  # short enough for a tiny model to memorise
+    # The answer's wording follows the question's (only the fact needs memorising).
+    wording = {}
+    for r in full.split("full").records:
+        key = (r.attribute, r.question.replace(full.authors[r.author].name, ""))
+        shape = _no_article(r.answer.replace(r.key_fact, "{}"))
+        shape = re.sub(r"\b(She|He|Her|His)\b", "<pronoun>", shape)
+        assert wording.setdefault(key, shape) == shape
 
 
 def _no_article(text):
@@ -102,6 +109,17 @@ def test_passage_states_every_fact_of_its_author(small):
         for r in records:
             assert fa.contains_fact(author.passage, r.key_fact)
             assert author.profile[r.attribute] == r.key_fact
+
+
+def test_encode_passages_is_language_modelling_text(small, small_tok):
+    tokens, labels = small.encode_passages(small_tok, small.split("forget10"), 256)
+    assert tokens.shape == labels.shape == (2, 256)
+    for row, author in enumerate(small.split("forget10").authors):
+        assert small_tok.decode(tokens[row]) == small.authors[author].passage
+        n = int((tokens[row] != small_tok.pad_id).sum())
+        np.testing.assert_array_equal(labels[row, : n - 1], tokens[row, 1:n])
+    with pytest.raises(ValueError, match="max_len"):
+        small.encode_passages(small_tok, [0], 16)
 
 
 def test_utility_facts_are_true():
