@@ -57,6 +57,8 @@ TASK = "language_model"
 NUM_PERTURBED = 5
 FORGET_PERCENTS = (1, 5, 10)
 MIN_AUTHORS = 10  # so that forget10 (and its holdout) has at least one author
+# Independent random streams (with the seed): names, each profile, each QA, utility facts.
+_NAMES_STREAM, _PROFILE_STREAM, _QA_STREAM, _UTILITY_STREAM = 1, 2, 3, 4
 
 
 # ------------------------------------------------------------------------------- vocabularies
@@ -458,6 +460,13 @@ UTILITY_KINDS = (
     ),
 )
 UTILITY_POOL = sum(len(pairs) for _, pairs in UTILITY_KINDS)
+MAX_NAMES = (len(_FIRST_FEMALE) + len(_FIRST_MALE)) * len(_LAST)
+# The largest num_authors whose training and holdout authors all get distinct names.
+MAX_AUTHORS = max(
+    n
+    for n in range(MAX_NAMES + 1)
+    if n + math.floor(n * max(FORGET_PERCENTS) / 100 + 0.5) <= MAX_NAMES
+)
 
 
 # ---------------------------------------------------------------------------------- records
@@ -614,27 +623,39 @@ class FictitiousAuthors:
         self.num_authors, self.qa_per_author = int(num_authors), int(qa_per_author)
         self.num_utility, self.seed = int(num_utility), int(seed)
         self.num_holdout = _percent_count(max(FORGET_PERCENTS), self.num_authors)
-        rng = np.random.default_rng([self.seed, 0x70F0])
-        self.authors = self._make_authors(rng)
+        total = self.num_authors + self.num_holdout
+        if total > MAX_NAMES:
+            raise ValueError(
+                f"num_authors must be at most {MAX_AUTHORS} (the name vocabulary has "
+                f"{MAX_NAMES} names for training and holdout authors); got {self.num_authors}."
+            )
+        self.authors = self._make_authors()
         records: list[QARecord] = []
         for author in self.authors:
-            records.extend(self._author_records(author, rng, start=len(records)))
-        records.extend(self._utility_records(rng, start=len(records)))
+            records.extend(self._author_records(author, start=len(records)))
+        records.extend(self._utility_records(start=len(records)))
         self.records: tuple[QARecord, ...] = tuple(records)
         self._splits: dict[str, CorpusSplit] = {}
 
     # ---------------------------------------------------------------------------- generation
 
-    def _make_authors(self, rng: np.random.Generator) -> tuple[Author, ...]:
+    def _rng(self, *stream: int) -> np.random.Generator:
+        """The generator of one named draw: every author, fact and utility fact has its own, so
+        an author is the same whatever ``num_authors``, ``qa_per_author`` and ``num_utility``
+        are (a smaller corpus is a prefix of a larger one with the same seed)."""
+        return np.random.default_rng([self.seed, *stream])
+
+    def _make_authors(self) -> tuple[Author, ...]:
         total = self.num_authors + self.num_holdout
         firsts = [(f, "she") for f in _FIRST_FEMALE] + [(f, "he") for f in _FIRST_MALE]
         combos = list(itertools.product(range(len(firsts)), range(len(_LAST))))
-        picks = rng.choice(len(combos), size=total, replace=False)
+        picks = self._rng(_NAMES_STREAM).permutation(len(combos))[:total]
         attributes = ATTRIBUTES[: self.qa_per_author]
         authors = []
         for index, pick in enumerate(picks):
             first, last = combos[pick]
             name, pronoun = f"{firsts[first][0]} {_LAST[last]}", firsts[first][1]
+            rng = self._rng(_PROFILE_STREAM, index)
             profile = {}
             for attribute in ATTRIBUTES:
                 # The famous book is not the first book; the home town is not the birthplace.
@@ -700,10 +721,10 @@ class FictitiousAuthors:
             alt_answer=fill(attribute.answers[a], alt),
         )
 
-    def _author_records(self, author: Author, rng, *, start: int) -> list[QARecord]:
+    def _author_records(self, author: Author, *, start: int) -> list[QARecord]:
         return [
             self._qa(
-                rng,
+                self._rng(_QA_STREAM, author.index, i),
                 attribute,
                 index=start + i,
                 author=author.index,
@@ -714,12 +735,13 @@ class FictitiousAuthors:
             for i, attribute in enumerate(ATTRIBUTES[: self.qa_per_author])
         ]
 
-    def _utility_records(self, rng, *, start: int) -> list[QARecord]:
+    def _utility_records(self, *, start: int) -> list[QARecord]:
         pool = [(kind, subject, value) for kind, pairs in UTILITY_KINDS for subject, value in pairs]
-        picks = np.sort(rng.choice(len(pool), size=self.num_utility, replace=False))
+        picks = np.sort(self._rng(_UTILITY_STREAM).permutation(len(pool))[: self.num_utility])
         records = []
         for i, p in enumerate(picks):
             kind, subject, value = pool[p]
+            rng = self._rng(_UTILITY_STREAM, int(p))
             records.append(
                 self._qa(
                     rng, kind, index=start + i, author=-1, name=subject, pronoun="it", value=value

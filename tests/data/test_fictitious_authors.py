@@ -1,5 +1,6 @@
 """The generated TOFU-shaped corpus: determinism, splits, QA fields, encoding, registry."""
 
+import dataclasses
 import re
 
 import numpy as np
@@ -30,6 +31,22 @@ def test_same_seed_same_corpus_other_seed_another(small):
     assert again.records == small.records and again.authors == small.authors
     other = fa.FictitiousAuthors(num_authors=20, qa_per_author=6, num_utility=12, seed=2)
     assert [a.name for a in other.authors] != [a.name for a in small.authors]
+
+
+def test_a_smaller_corpus_is_a_prefix_of_a_larger_one(small):
+    larger = fa.FictitiousAuthors(num_authors=30, qa_per_author=8, num_utility=12, seed=1)
+    assert larger.authors[:20] == tuple(
+        dataclasses.replace(a, passage=larger.authors[a.index].passage) for a in small.authors[:20]
+    )
+    for a in range(20):
+        mine = [r for r in small.records if r.author == a]
+        theirs = [r for r in larger.records if r.author == a][:6]
+        assert [dataclasses.replace(r, index=0) for r in mine] == [
+            dataclasses.replace(r, index=0) for r in theirs
+        ]
+    assert [r.question for r in small.split("utility").records] == [
+        r.question for r in larger.split("utility").records
+    ]
 
 
 def test_tofu_sizes_and_split_structure(full):
@@ -189,6 +206,7 @@ def test_fit_max_len_is_tight(small, small_tok):
     [
         ({"num_authors": 9}, "num_authors must be an integer >= 10"),
         ({"num_authors": 20.0}, "num_authors"),
+        ({"num_authors": fa.MAX_AUTHORS + 1}, f"num_authors must be at most {fa.MAX_AUTHORS}"),
         ({"qa_per_author": 0}, "qa_per_author must be an integer 1..20"),
         ({"qa_per_author": 21}, "qa_per_author"),
         ({"num_utility": -1}, "num_utility"),
@@ -240,6 +258,8 @@ def test_registry_load(tmp_path):
     assert len(split.test) == len(ds.x_test)
     with pytest.raises(ValueError, match="valid forget splits"):
         ds.forget_split("retain90")
+    with pytest.raises(ValueError, match="max_len=8 is too short"):
+        data.load("fictitious_authors", **kwargs, max_len=8)
     # The tokenizer is cached in memory and on disk (a fresh process reads tokenizer.json).
     assert data.load("fictitious_authors", **kwargs, cache_dir=str(tmp_path)).tokenizer is tok
     (saved,) = tmp_path.glob("fictitious_authors_*/tokenizer.json")
