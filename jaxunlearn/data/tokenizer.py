@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -189,7 +190,7 @@ class Tokenizer:
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Token ids of ``text``; BOS/EOS only when asked (a checkpoint's own post-processor is
         never applied, so every tokenizer behaves the same here)."""
-        ids = self.backend.encode(text, add_special_tokens=False).ids
+        ids = self.backend.encode(_valid_text("text", text), add_special_tokens=False).ids
         return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
 
     def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = True) -> str:
@@ -202,10 +203,12 @@ class Tokenizer:
 
     def prompt_ids(self, question: str) -> list[int]:
         """BOS + the prompt template around ``question`` (what generation starts from)."""
+        question = _valid_text("question", question)
         return self.encode(PROMPT_TEMPLATE.format(question=question), add_bos=True)
 
     def answer_ids(self, answer: str) -> list[int]:
         """The answer segment: ``" " + answer`` then EOS."""
+        answer = _valid_text("answer", answer)
         return self.encode(ANSWER_TEMPLATE.format(answer=answer), add_eos=True)
 
     def answer_span_mask(
@@ -228,6 +231,8 @@ class Tokenizer:
           ``t + 1`` overlaps the span's characters.
         """
         _check_max_len(max_len)
+        questions = [_valid_text("question", q) for q in questions]
+        answers = [_valid_text("answer", a) for a in answers]
         prompts = self._batch_ids([PROMPT_TEMPLATE.format(question=q) for q in questions])
         texts = [ANSWER_TEMPLATE.format(answer=a) for a in answers]
         encodings = self.backend.encode_batch(texts, add_special_tokens=False)
@@ -276,6 +281,8 @@ class Tokenizer:
                 f"questions and answers differ in length ({len(questions)} vs {len(answers)})."
             )
         _check_max_len(max_len)
+        questions = [_valid_text("question", q) for q in questions]
+        answers = [_valid_text("answer", a) for a in answers]
         prompts = self._batch_ids([PROMPT_TEMPLATE.format(question=q) for q in questions])
         answer_parts = self._batch_ids([ANSWER_TEMPLATE.format(answer=a) for a in answers])
         tokens = np.full((len(questions), max_len), self.pad_id, np.int32)
@@ -365,6 +372,21 @@ class Tokenizer:
             f"Tokenizer(vocab_size={self.vocab_size}, pad_id={self.pad_id}, "
             f"bos_id={self.bos_id}, eos_id={self.eos_id})"
         )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(arg: str, text) -> str:
+    """``text`` as encodable Unicode: a lone surrogate (not valid in UTF-8, e.g. half of a split
+    emoji) becomes U+FFFD instead of failing inside the tokenizer; a non-string is an error."""
+    if not isinstance(text, str):
+        raise ValueError(f"{arg} must be a string; got {type(text).__name__}: {text!r}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def _check_max_len(max_len) -> None:

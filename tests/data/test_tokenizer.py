@@ -52,6 +52,16 @@ def test_byte_level_round_trip_never_needs_unk(tok, text):
     assert tok.decode(tokens) == f"Question: {text}\nAnswer: {text}"
 
 
+def test_lone_surrogates_become_replacement_characters_and_non_strings_are_rejected(tok):
+    assert tok.decode(tok.encode("a\ud83dz")) == "a\ufffdz"  # half of an emoji
+    tokens, _ = tok.encode_qa("\udc00?", "ok", max_len=64)
+    assert tok.decode(tokens) == "Question: \ufffd?\nAnswer: ok"
+    with pytest.raises(ValueError, match="answer must be a string"):
+        tok.encode_qa("Where?", None, max_len=64)
+    with pytest.raises(ValueError, match="text must be a string"):
+        tok.encode(b"bytes")
+
+
 def test_encode_qa_hand_computed():
     tok = _word_level()
     tokens, labels = tok.encode_qa("Where?", "Here.", max_len=12)
