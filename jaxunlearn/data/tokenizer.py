@@ -199,6 +199,16 @@ class Tokenizer:
         ids = [int(i) for i in np.asarray(ids).reshape(-1) if i != IGNORE_INDEX]
         return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
+    def decode_answer(self, ids: Iterable[int]) -> str:
+        """The answer text of generated tokens or of a row of labels: everything before the first
+        EOS, without the space the answer template puts in front (:data:`ANSWER_TEMPLATE`)."""
+        ids = [int(i) for i in np.asarray(ids).reshape(-1) if i != IGNORE_INDEX]
+        if self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        text = self.decode(ids)
+        prefix = ANSWER_TEMPLATE[: ANSWER_TEMPLATE.index("{")]
+        return text[len(prefix) :] if text.startswith(prefix) else text
+
     # --------------------------------------------------------------------------- QA formatting
 
     def prompt_ids(self, question: str) -> list[int]:

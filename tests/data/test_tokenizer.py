@@ -91,6 +91,9 @@ def test_encode_qa_labels_are_the_next_answer_token(tok):
     np.testing.assert_array_equal(labels[:-1][on[:-1]], tokens[1:][on[:-1]])
     assert labels[n - 2] == tok.eos_id  # the answer mask includes EOS
     assert tok.decode(labels[on]) == " In Velmora."
+    assert tok.decode_answer(labels) == "In Velmora."
+    generated = np.concatenate([tok.encode(" In Velmora.", add_eos=True), tok.encode(" junk")])
+    assert tok.decode_answer(generated) == "In Velmora."  # stops at the first EOS
 
 
 def test_encode_batch_stacks_encode_qa_and_checks_lengths(tok):
