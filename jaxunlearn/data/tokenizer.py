@@ -172,12 +172,33 @@ class Tokenizer:
                     names[f"{role}_token"] = value
         return cls(backend, **names)
 
-    def save(self, directory: str | os.PathLike) -> str:
-        """Writes ``directory/tokenizer.json`` (creating ``directory``) and returns its path."""
-        directory = os.fspath(directory)
+    def save(self, path: str | os.PathLike) -> str:
+        """Writes the tokenizer in Hugging Face's layout and returns the ``tokenizer.json`` path.
+
+        Args:
+          path: a directory (``path/tokenizer.json`` is written, the directory created), or a
+            file path ending in ``.json`` (what ``models.save_hf_llama`` passes).
+
+        Beside it, ``tokenizer_config.json`` records the special tokens (an existing one keeps its
+        other keys), so :meth:`from_file` restores the same ids, a pad token chosen by fallback
+        included.
+        """
+        path = os.fspath(path)
+        file = path if path.endswith(".json") else os.path.join(path, FILENAME)
+        directory = os.path.dirname(file) or "."
         os.makedirs(directory, exist_ok=True)
-        file = os.path.join(directory, FILENAME)
         self.backend.save(file)
+        config_file = os.path.join(directory, "tokenizer_config.json")
+        config = {}
+        if os.path.isfile(config_file):
+            with open(config_file) as f:
+                config = json.load(f)
+        for role in ("pad", "bos", "eos", "unk"):
+            token_id = getattr(self, f"{role}_id")
+            if token_id is not None:
+                config[f"{role}_token"] = self.backend.id_to_token(token_id)
+        with open(config_file, "w") as f:
+            json.dump(config, f, indent=2)
         return file
 
     # ------------------------------------------------------------------------------- plain text

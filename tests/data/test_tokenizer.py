@@ -145,8 +145,11 @@ def test_encode_text_targets_every_token_after_bos(tok):
 
 def test_save_and_from_file_round_trip(tok, tmp_path):
     path = tok.save(tmp_path / "ckpt")
-    assert path.endswith("tokenizer.json")
-    for source in (tmp_path / "ckpt", path):
+    assert path == str(tmp_path / "ckpt" / "tokenizer.json")
+    assert tok.save(tmp_path / "other" / "tokenizer.json") == str(
+        tmp_path / "other" / "tokenizer.json"
+    )  # a file path, as models.save_hf_llama passes it
+    for source in (tmp_path / "ckpt", path, tmp_path / "other"):
         loaded = Tokenizer.from_file(source)
         assert (loaded.pad_id, loaded.bos_id, loaded.eos_id) == (0, 1, 2)
         assert loaded.encode("She writes poems.") == tok.encode("She writes poems.")
@@ -155,6 +158,7 @@ def test_save_and_from_file_round_trip(tok, tmp_path):
 def _real_checkpoint(tmp_path, special, config):
     """A tokenizer.json in a checkpoint's layout: its own special tokens and a post-processor
     that adds BOS (as Llama's does)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     vocab = {t: i for i, t in enumerate(special)}
     for ch in "abcdefghijklmnopqrstuvwxyzAQ.?: \n":
         vocab.setdefault(ch, len(vocab))
@@ -183,6 +187,16 @@ def test_from_file_reads_a_llama2_layout(tmp_path):
 def test_from_file_without_pad_pads_with_eos(tmp_path):
     tok = _real_checkpoint(tmp_path, ["<|x|>", "<|begin_of_text|>", "<|end_of_text|>"], None)
     assert (tok.bos_id, tok.eos_id, tok.pad_id, tok.unk_id) == (1, 2, 2, None)
+
+
+def test_save_keeps_a_checkpoints_special_tokens_and_config(tmp_path):
+    config = {"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{{ x }}"}
+    tok = _real_checkpoint(tmp_path / "src", ["<unk>", "<s>", "</s>"], config)
+    tok.save(tmp_path / "src")  # over its own files: the other keys survive
+    saved = json.loads((tmp_path / "src" / "tokenizer_config.json").read_text())
+    assert saved["chat_template"] == "{{ x }}" and saved["pad_token"] == "<unk>"
+    again = Tokenizer.from_file(tok.save(tmp_path / "copy"))
+    assert (again.bos_id, again.eos_id, again.pad_id, again.unk_id) == (1, 2, 0, 0)
 
 
 @pytest.mark.parametrize(
