@@ -344,15 +344,15 @@ class Tokenizer:
         return np.asarray(self.prompt_ids(question), np.int32)
 
     def encode_prompts(
-        self, questions: Sequence[str], *, max_len: int, padding: str = "left"
+        self, questions: Sequence[str], *, max_len: int, padding: str = "right"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Many prompts padded to ``max_len`` for batched generation.
 
         Args:
           questions: the questions.
           max_len: the padded length.
-          padding: ``"left"`` (default; every prompt ends at the last column, where generation
-            continues) or ``"right"``.
+          padding: ``"right"`` (default; what ``models.generation.generate`` takes) or ``"left"``
+            (every prompt ends at the last column).
 
         Returns:
           ``(tokens [n, max_len], lengths [n])``, int32: the padded prompts and their lengths.

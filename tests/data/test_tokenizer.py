@@ -120,10 +120,10 @@ def test_too_long_sequences_name_max_len(tok):
         tok.encode_qa("Where?", "Velmora.", max_len=0)
 
 
-def test_encode_prompts_pad_left_or_right(tok):
+def test_encode_prompts_pad_right_or_left(tok):
     qs = ["Where?", "Where was Ilsa Vorne born?"]
-    left, lengths = tok.encode_prompts(qs, max_len=32)
-    right, _ = tok.encode_prompts(qs, max_len=32, padding="right")
+    left, lengths = tok.encode_prompts(qs, max_len=32, padding="left")
+    right, _ = tok.encode_prompts(qs, max_len=32)  # right padding, as generation takes
     for i, q in enumerate(qs):
         prompt = tok.encode_prompt(q)
         assert lengths[i] == len(prompt)
