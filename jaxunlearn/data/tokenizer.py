@@ -344,13 +344,14 @@ class Tokenizer:
         return np.asarray(self.prompt_ids(question), np.int32)
 
     def encode_prompts(
-        self, questions: Sequence[str], *, max_len: int, padding: str = "right"
+        self, questions: Sequence[str], *, max_len: int | None = None, padding: str = "right"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Many prompts padded to ``max_len`` for batched generation.
 
         Args:
           questions: the questions.
-          max_len: the padded length.
+          max_len: the padded length; ``None``: the longest prompt's (generation needs
+            ``max_len + max_new_tokens`` to fit the model's context).
           padding: ``"right"`` (default; what ``models.generation.generate`` takes) or ``"left"``
             (every prompt ends at the last column).
 
@@ -359,11 +360,17 @@ class Tokenizer:
         """
         if padding not in ("left", "right"):
             raise ValueError(f"padding must be 'left' or 'right'; got {padding!r}.")
+        questions = [_valid_text("question", q) for q in questions]
+        prompts = [
+            [self.bos_id, *ids]
+            for ids in self._batch_ids([PROMPT_TEMPLATE.format(question=q) for q in questions])
+        ]
+        if max_len is None:
+            max_len = max((len(ids) for ids in prompts), default=2)
         _check_max_len(max_len)
         tokens = np.full((len(questions), max_len), self.pad_id, np.int32)
         lengths = np.zeros(len(questions), np.int32)
-        for i, q in enumerate(questions):
-            ids = self.prompt_ids(q)
+        for i, (q, ids) in enumerate(zip(questions, prompts, strict=True)):
             if len(ids) > max_len:
                 raise ValueError(
                     f"max_len={max_len} is too short for the prompt of {q[:60]!r} "

@@ -133,6 +133,8 @@ def test_encode_prompts_pad_right_or_left(tok):
         assert prompt[0] == tok.bos_id and tok.decode(prompt) == f"Question: {q}\nAnswer:"
     with pytest.raises(ValueError, match="padding"):
         tok.encode_prompts(qs, max_len=32, padding="middle")
+    fitted, _ = tok.encode_prompts(qs)  # max_len=None: the longest prompt
+    np.testing.assert_array_equal(fitted, right[:, : max(lengths)])
 
 
 def test_encode_text_targets_every_token_after_bos(tok):
