@@ -8,7 +8,7 @@ import numbers
 from collections.abc import Callable, Sequence
 
 from jaxunlearn.core.types import Network
-from jaxunlearn.models import transformer
+from jaxunlearn.models import generation, transformer
 from jaxunlearn.models.cnn import CNN
 from jaxunlearn.models.functional import from_nnx
 from jaxunlearn.models.mlp import MLP
@@ -179,6 +179,7 @@ __all__ = [
     "make_network",
     "names",
     "register",
+    "generation",
     "transformer",
     "check_name",
     "check_settings",
