@@ -11,6 +11,7 @@ from jaxunlearn.core.types import Network
 from jaxunlearn.models import generation, transformer
 from jaxunlearn.models.cnn import CNN
 from jaxunlearn.models.functional import from_nnx
+from jaxunlearn.models.hf_llama import load_hf_llama, save_hf_llama
 from jaxunlearn.models.mlp import MLP
 from jaxunlearn.models.resnet import ResNet18
 from jaxunlearn.models.transformer import Transformer, TransformerConfig
@@ -176,10 +177,12 @@ __all__ = [
     "Transformer",
     "TransformerConfig",
     "from_nnx",
+    "load_hf_llama",
     "make_network",
     "names",
     "register",
     "generation",
+    "save_hf_llama",
     "transformer",
     "check_name",
     "check_settings",
