@@ -197,14 +197,19 @@ def leak_rows(p, split: str) -> np.ndarray:
     return rows[np.linspace(0, len(rows) - 1, count).round().astype(int)]
 
 
-def utility_components(p, variables, split: str) -> dict[str, float]:
+def utility_components(p, variables, split: str, *, retain=None, utility=None) -> dict[str, float]:
     """TOFU's model-utility components: Prob, truth-ratio score and ROUGE-L recall on the retain
     QA (paraphrased answer as the truth) and on the utility facts (TOFU's real-authors/world-facts
-    treatment: normalised Prob against the perturbed answers, the answer itself as the truth)."""
+    treatment: normalised Prob against the perturbed answers, the answer itself as the truth).
+
+    ``retain``/``utility``: the rows to use (default: :func:`retain_rows` and every utility
+    fact)."""
     b, bs = p.benchmark, int(p.eval["batch_size"])
     apply = p.network.apply
     out = {}
-    for name, rows in (("retain", retain_rows(p, split)), ("utility", b.utility)):
+    retain = retain_rows(p, split) if retain is None else np.asarray(retain)
+    utility = b.utility if utility is None else np.asarray(utility)
+    for name, rows in (("retain", retain), ("utility", utility)):
         if len(rows) == 0:
             continue
         tf = teacher_forced(apply, variables, b.x[rows], b.y[rows], batch_size=bs)
