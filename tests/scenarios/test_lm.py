@@ -153,3 +153,35 @@ def test_a_rerun_restores_models_and_records(tiny_run, capsys):
     assert "training (fingerprint" not in err and err.count("matches") >= 3
     first = {(r.method, r.seed): r.metrics for r in out["records"]}
     assert {(r.method, r.seed): r.metrics for r in again["records"]} == first
+
+
+def test_lm_sweep_selects_on_validation_and_reports_on_test(tiny_run):
+    from jaxunlearn.scenarios.lm.sweep import run_lm_sweep
+
+    c, workdir, _ = tiny_run
+    grid = {"learning_rate": [1e-4, 1e-3], "beta": [0.1, 1.0]}
+    result = run_lm_sweep(c, workdir, scenario="forget10", rule="npo", grid=grid, verbose=False)
+    assert [r["point"] for r in result["rows"]] == [
+        {"learning_rate": lr, "beta": beta} for lr in (1e-4, 1e-3) for beta in (0.1, 1.0)
+    ]
+    assert result["chosen"] in [r["point"] for r in result["rows"]]
+    chosen = next(r for r in result["rows"] if r["point"] == result["chosen"])
+    ok = [r for r in result["rows"] if r["ok"]]
+    floor = result["utility_floor"] * result["target_validation"]["model_utility"]
+    if result["chosen_by"].startswith("max forget quality"):
+        assert chosen["model_utility"] >= floor
+        assert chosen["forget_quality"] == max(
+            r["forget_quality"] for r in ok if r["model_utility"] >= floor
+        )
+    assert set(result["test"]) >= {"forget_quality", "model_utility"}
+    for name in ("sweep.json", "sweep.txt", "sweep.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0
+
+
+def test_lm_sweep_rejects_a_parameter_it_cannot_vmap():
+    from jaxunlearn.scenarios.lm.sweep import check_grid
+
+    with pytest.raises(ValueError, match="not a sweepable"):
+        check_grid("npo", {"retain_loss": [0, 1]})
+    with pytest.raises(ValueError, match="positive"):
+        check_grid("npo", {"learning_rate": [0.0, 1e-3]})
