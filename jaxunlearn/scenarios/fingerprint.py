@@ -7,12 +7,13 @@ which fields changed. The fields are exactly what the result depends on:
 
 * ``original``: the data (``dataset``, ``data_kwargs``), the model (``model``, ``model_kwargs``),
   the training recipe (the ``retrain`` rule's resolved entry; ``chunk_size`` only groups steps),
-  ``root_seed``, ``seeds`` (the ensemble's size: the checkpoint holds every model) and the code
-  versions (jaxunlearn, jax);
+  the resolved ``augmentation`` of every training batch, ``root_seed``, ``seeds`` (the
+  ensemble's size: the checkpoint holds every model), ``originals`` (one per run or one shared)
+  and the code versions (jaxunlearn, jax);
 * ``oracle`` of a scenario: the same, with the scenario's forget spec, ``forget_seed`` and the
   ``retrain`` entry as resolved for the scenario (``per_scenario`` merged);
-* ``shadows`` of a scenario: data, model, spec, training recipe, the U-LiRA shadow count and
-  targets, ``root_seed``;
+* ``shadows`` of a scenario: data, model, augmentation, spec, training recipe, the U-LiRA
+  shadow count and targets, ``root_seed``;
 * records of (scenario, method): the fields of the originals and oracles (every audit compares
   with them), the rule's entry as resolved for the scenario (defaults filled), the audits, the
   ensemble audits (with the shadows' fields for a rule U-LiRA audits) and ``seeds``.
@@ -109,6 +110,7 @@ def _common(p: Plan) -> dict:
     return {
         "data": {"dataset": p.sources["dataset"], "data_kwargs": p.sources["data_kwargs"]},
         "model": {"model": p.sources["model"], "model_kwargs": p.sources["model_kwargs"]},
+        "augmentation": p.augmentation,
         "root_seed": p.root_seed,
         "versions": versions(),
     }
@@ -138,7 +140,7 @@ def resolved_entry(entry: Mapping) -> dict:
 
 def original_fields(p: Plan) -> dict:
     """The fields that determine the N originals."""
-    return {**_common(p), "train": _recipe(p), "seeds": p.seeds}
+    return {**_common(p), "train": _recipe(p), "seeds": p.seeds, "originals": p.originals}
 
 
 def oracle_fields(p: Plan, scenario: str) -> dict:

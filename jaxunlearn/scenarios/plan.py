@@ -30,10 +30,14 @@ from jaxunlearn import ensemble as ensemble_lib
 from jaxunlearn import models as models_lib
 from jaxunlearn import rules as rules_lib
 from jaxunlearn.core.types import Network
+from jaxunlearn.data import augment as augment_lib
 from jaxunlearn.train import data_mesh, steps_per_epoch
 from jaxunlearn.train.loop import check_batch_sizes
 
 ORIGINAL, RETRAIN = "original", "retrain"
+# `originals`: every run unlearns its own original (KLoM's benchmark), or all runs unlearn one
+# shared original (the NeurIPS 2023 competition: 512 runs from one model).
+ORIGINALS = ("per_run", "shared")
 
 # Optional top-level config keys and their defaults.
 DEFAULTS: dict[str, Any] = {
@@ -49,6 +53,10 @@ DEFAULTS: dict[str, Any] = {
     "ulira_rules": (),
     "ulira_scenarios": (),  # empty: every scenario
     "ulira_targets": 0,  # 0: the whole forget set (rounded down to an even count)
+    # On-device augmentation of every training batch of originals, oracles, shadows and rules
+    # (jaxunlearn.data.augment): "auto" is the dataset's default (crop_flip on CIFAR-10/100).
+    "augmentation": augment_lib.AUTO,
+    "originals": "per_run",  # one of ORIGINALS
 }
 # Top-level config keys without a default.
 REQUIRED = ("dataset", "model", "seeds", "scenarios", "rules", "audits")
@@ -109,6 +117,10 @@ class Plan:
       root_seed, forget_seed: the root of every model key, and the forget sets' draw.
       sources: the config's ``dataset``, ``data_kwargs``, ``model``, ``model_kwargs`` as given
         (what :mod:`jaxunlearn.scenarios.fingerprint` records of the data and model).
+      augmentation: the resolved augmentation name (:mod:`jaxunlearn.data.augment`) of every
+        training batch: originals, oracles, shadows and unlearning runs.
+      originals: ``"per_run"`` (run ``s`` unlearns original ``s``) or ``"shared"`` (every run
+        unlearns original 0, as the NeurIPS 2023 competition does).
     """
 
     dataset: data_lib.Dataset
@@ -126,6 +138,8 @@ class Plan:
     root_seed: int = 0
     forget_seed: int = 0
     sources: dict = dataclasses.field(default_factory=dict)
+    augmentation: str = "none"
+    originals: str = "per_run"
 
     def entry(self, scenario: str, name: str) -> dict:
         """Rule ``name``'s resolved config entry as it applies to ``scenario``."""
@@ -241,6 +255,9 @@ def plan(config) -> Plan:
     cfg = {**DEFAULTS, **given}
     data_lib.check_name(cfg["dataset"])
     models_lib.check_name(cfg["model"])
+    _augmentation(cfg["augmentation"], cfg["dataset"])
+    if cfg["originals"] not in ORIGINALS:
+        raise ValueError(f"`originals` must be one of {list(ORIGINALS)}; got {cfg['originals']!r}")
     seeds = int(cfg["seeds"])
     if seeds < 1:
         raise ValueError(f"`seeds` must be at least 1; got {seeds}")
@@ -287,6 +304,7 @@ def plan(config) -> Plan:
                     f"{entry['epochs']} (scenario {sname!r})"
                 )
     dataset = _load(cfg["dataset"], plain(cfg["data_kwargs"]), str(cfg["data_dir"] or ""))
+    augmentation = _augmentation(cfg["augmentation"], cfg["dataset"], dataset.input_shape)
     audit_lib.check_names(audits, dataset.task)
     audit_lib.check_ensemble_names(ensemble_audits, dataset.task)
     if ensemble_audits and seeds < 2:
@@ -365,7 +383,18 @@ def plan(config) -> Plan:
             "model": cfg["model"],
             "model_kwargs": plain(cfg["model_kwargs"]),
         },
+        augmentation=augmentation,
+        originals=str(cfg["originals"]),
     )
+
+
+def _augmentation(name, dataset: str, input_shape=None) -> str:
+    """The config's ``augmentation`` resolved for ``dataset`` (see
+    :func:`jaxunlearn.data.augment.resolve`), its errors naming the setting."""
+    try:
+        return augment_lib.resolve(name, dataset, input_shape)
+    except ValueError as e:
+        raise ValueError(f"`augmentation`: {e}") from None
 
 
 def _load(name: str, kwargs: dict, data_dir: str):

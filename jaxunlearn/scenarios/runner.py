@@ -34,6 +34,7 @@ from jaxunlearn import audit as audit_lib
 from jaxunlearn import ensemble as ensemble_lib
 from jaxunlearn.audit import classification as cls
 from jaxunlearn.audit import ensemble_audits
+from jaxunlearn.data import augment as augment_lib
 from jaxunlearn.scenarios import fingerprint as fp_lib
 from jaxunlearn.scenarios import report
 from jaxunlearn.scenarios.artefacts import Artefacts
@@ -217,6 +218,7 @@ def _result(p: Plan, art: Artefacts, sname: str, method: str, *, verbose: bool) 
         mesh=p.mesh,
         progress=Progress(f"{sname}/{method}", enabled=verbose),
         min_models=1,
+        augment=augment_lib.get(p.augmentation),
     )
 
 

@@ -41,7 +41,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -54,6 +54,7 @@ from jaxunlearn.audit import classification as cls
 from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data import Dataset, Split
+from jaxunlearn.data import augment as augment_lib
 from jaxunlearn.scenarios.plan import build_rule
 from jaxunlearn.train import Stream, make_stream, multihost, records, scan_steps
 
@@ -130,6 +131,7 @@ def grid_variables(
     values: Sequence[float],
     rule_config: Mapping[str, Any] | None = None,
     forget_classes: tuple[int, ...] = (),
+    augment: Callable | None = None,
 ):
     """Runs rule ``rule`` for every grid value and seed in one compiled program.
 
@@ -143,6 +145,8 @@ def grid_variables(
         scheduled and built as the experiment runner does (:func:`~jaxunlearn.scenarios.plan.
         build_rule`) for the index sets of ``stream``; ``param`` in its ``hparams`` is replaced.
       forget_classes: the forgotten classes of a class-wise scenario (``Split.classes``).
+      augment: the batches' on-device augmentation (:mod:`jaxunlearn.data.augment`), as the
+        experiment's runs use it; ``None``: none.
 
     Returns:
       ``(variables, metrics, info)``: variables with leading ``[len(values), seeds]`` axes,
@@ -166,6 +170,7 @@ def grid_variables(
             batch_sizes=batch_sizes,
             num_steps=num_steps,
             key=key,
+            augment=augment,
         )
         return v, metrics, all_finite(v["params"])
 
@@ -275,6 +280,7 @@ def sweep(
     val_fraction: float = 0.5,
     val_seed: int = 0,
     return_variables: bool = False,
+    augment: Callable | None = None,
 ) -> dict[str, Any]:
     """Sweeps ``param`` of ``rule`` and picks the value closest to the retrain oracle.
 
@@ -290,6 +296,7 @@ def sweep(
       val_fraction, val_seed: size and seed of the validation half of the test indices.
       return_variables: also return the unlearned variables under ``"variables"`` (``[values,
         seeds, ...]``; not JSON).
+      augment: the batches' augmentation (see :func:`grid_variables`).
 
     Returns:
       A JSON-ready dict: the request and schedule, ``mode``, timings, the oracle's and original's
@@ -329,6 +336,7 @@ def sweep(
         values=grid,
         rule_config=rc,
         forget_classes=split.classes,
+        augment=augment,
     )
     seeds = int(jax.tree.leaves(keys)[0].shape[0])
     groups = {"oracle": oracles, "original": originals}
@@ -602,6 +610,7 @@ def _run_sweep(p, workdir, scenario, rule, param, values, val_fraction, val_seed
         rule_config=p.entry(scenario, rule),
         val_fraction=val_fraction,
         val_seed=val_seed,
+        augment=augment_lib.get(p.augmentation),
     )
     result["scenario"] = scenario
     # What the numbers depend on: the artefacts' and the rule entry's config fields, the request.

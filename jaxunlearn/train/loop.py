@@ -188,6 +188,15 @@ def _data_sharding(mesh: Mesh | None):
     return NamedSharding(mesh, PartitionSpec("data"))
 
 
+def _augmented(batch: dict, augment: Callable, key: Array) -> dict:
+    """``batch`` with every part's inputs ``x`` augmented, part ``j`` (of the sorted part names)
+    with key ``fold_in(key, j)``: independent draws per part, and per step through ``key``."""
+    return {
+        name: {**batch[name], "x": augment(batch[name]["x"], jax.random.fold_in(key, j))}
+        for j, name in enumerate(sorted(batch))
+    }
+
+
 def _chunk_fn(
     rule: UnlearningRule,
     batch_sizes: Mapping[str, int],
@@ -195,11 +204,13 @@ def _chunk_fn(
     num_steps: int,
     mesh: Mesh | None,
     metric_shapes: PyTree,
+    augment: Callable | None = None,
 ):
     sharding = _data_sharding(mesh)
 
     def chunk(variables, state, stream, key, start):
         data_key, rule_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+        augment_key = jax.random.fold_in(key, 2)
 
         parts = sorted(batch_sizes.items())
         sizes = [stream.index[name].shape[0] for name, _ in parts]
@@ -231,6 +242,8 @@ def _chunk_fn(
                     batch = jax.lax.with_sharding_constraint(
                         batch, jax.tree.map(lambda _: sharding, batch)
                     )
+                if augment is not None:
+                    batch = _augmented(batch, augment, jax.random.fold_in(augment_key, step))
                 v, s, m = rule.update(v, s, batch, key=jax.random.fold_in(rule_key, step))
                 return (v, s), m
 
@@ -321,6 +334,7 @@ def fit(
     per_model_index: bool = False,
     checkpoint_dir: str | None = None,
     progress: Callable | None = None,
+    augment: Callable | None = None,
 ) -> FitResult:
     """Applies ``rule`` to ``variables`` for ``num_steps`` steps.
 
@@ -345,6 +359,11 @@ def fit(
         (each model draws from its own index sets).
       checkpoint_dir: orbax checkpoint directory; the run resumes from its latest checkpoint.
       progress: ``(step, total, metrics, elapsed)`` callback after every chunk.
+      augment: ``(images, key) -> images`` (see :mod:`jaxunlearn.data.augment`) applied on the
+        device to the inputs ``x`` of every batch part at every step, inside the compiled scan;
+        the key of step ``t`` and part ``j`` is ``fold_in(fold_in(fold_in(key, 2), t), j)``, so
+        parts, steps and ensemble models draw independently and a resumed run augments as an
+        uninterrupted one. Only the training batches are augmented. ``None``: no augmentation.
 
     Returns:
       A :class:`FitResult`. A call with the same ``rule`` object, settings and argument types as
@@ -405,7 +424,7 @@ def fit(
             )
         else:
             metric_shapes = jax.eval_shape(one_update, variables, state, key, dict(stream.index))
-        chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes)
+        chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes, augment)
         args = (variables, state, stream, key, jnp.asarray(start, jnp.int32))
         if not ensemble:
             return jax.jit(chunk).lower(*args).compile()
@@ -423,6 +442,7 @@ def fit(
         ensemble,
         per_model_index,
         shared,
+        augment,
         _signature((variables, state, stream, key)),
     )
     compile_s = 0.0
@@ -486,11 +506,13 @@ def scan_steps(
     key: Array,
     state: PyTree | None = None,
     mesh: Mesh | None = None,
+    augment: Callable | None = None,
 ):
     """All ``num_steps`` updates in one ``lax.scan``: a pure, traceable version of :func:`fit`.
 
     Use it inside ``jax.vmap`` (e.g. over a grid of hyperparameters that the rule is built from
-    inside the vmapped function) or ``jax.jit``. Batches are exactly those :func:`fit` draws.
+    inside the vmapped function) or ``jax.jit``. Batches (and their ``augment``ation) are exactly
+    those :func:`fit` draws.
 
     Returns:
       ``(variables, state, metrics)`` with metrics stacked over steps.
@@ -505,6 +527,8 @@ def scan_steps(
         return rule.update(v, s, batch, key=k)[2]
 
     metric_shapes = jax.eval_shape(one_update, variables, state, key)
-    chunk = _chunk_fn(rule, batch_sizes, int(num_steps), int(num_steps), mesh, metric_shapes)
+    chunk = _chunk_fn(
+        rule, batch_sizes, int(num_steps), int(num_steps), mesh, metric_shapes, augment
+    )
     variables, state, metrics, _ = chunk(variables, state, stream, key, jnp.zeros((), jnp.int32))
     return variables, state, metrics

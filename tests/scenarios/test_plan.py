@@ -9,8 +9,9 @@ import pytest
 from config_testing import tiny_config
 
 from experiments.configs import default
+from jaxunlearn import data as data_lib
 from jaxunlearn import rules
-from jaxunlearn.scenarios import build_rule, plan, scenario_entry
+from jaxunlearn.scenarios import build_rule, fingerprint, plan, scenario_entry
 from jaxunlearn.scenarios.plan import DEFAULTS, RETRAIN, TRAIN_DEFAULTS, rule_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,6 +47,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
             "Scenario 'class_0'.*valid",
         ),
         ({"rules.finetune.per_scenario": {"class_0": {"epochs": 0}}}, "positive"),
+        ({"augmentation": "flip"}, r"`augmentation`: Unknown augmentation 'flip'.*'crop_flip'"),
+        ({"originals": "one"}, r"`originals` must be one of \['per_run', 'shared'\]"),
     ],
 )
 def test_bad_config_fails_before_compute(overrides, message):
@@ -173,3 +176,32 @@ def test_data_dir_reaches_the_tfds_loader(tmp_path):
         plan(tiny_config(dataset="mnist", data_dir=str(tmp_path)))
     assert str(tmp_path) in str(info.value) and "--config.data_dir" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_augmentation_is_read_resolved_and_fingerprinted(monkeypatch):
+    assert plan(tiny_config()).augmentation == "none"  # "auto" on digits
+    p = plan(tiny_config(augmentation="crop_flip"))
+    assert p.augmentation == "crop_flip"
+    # A changed augmentation changes the originals', oracles' and every record's fingerprint.
+    base = plan(tiny_config())
+    assert fingerprint.original_fields(p)["augmentation"] == "crop_flip"
+    for fields in (fingerprint.original_fields, lambda q: fingerprint.oracle_fields(q, "class_0")):
+        assert fingerprint.digest(fields(p)) != fingerprint.digest(fields(base))
+    assert fingerprint.digest(fingerprint.record_fields(p, "class_0", "finetune")) != (
+        fingerprint.digest(fingerprint.record_fields(base, "class_0", "finetune"))
+    )
+    # "auto" is the dataset's default, resolved before anything is loaded; an unknown name fails
+    # before the data are even read.
+    monkeypatch.setattr(data_lib, "load", lambda *a, **k: pytest.fail("data loaded"))
+    with pytest.raises(ValueError, match="Unknown augmentation 'crop_and_flip'"):
+        plan(tiny_config(augmentation="crop_and_flip"))
+
+
+def test_augmentation_of_non_image_data_is_rejected():
+    from experiments.configs import regression
+
+    c = regression.get_config()
+    assert plan(c).augmentation == "none"
+    c.augmentation = "crop"
+    with pytest.raises(ValueError, match="`augmentation`: Augmentation 'crop'.*'diabetes'"):
+        plan(c)
