@@ -7,10 +7,10 @@ import optax
 import pytest
 
 from jaxunlearn import data, ensemble, models, rules
-from jaxunlearn.data import augment
 from jaxunlearn.core import losses
 from jaxunlearn.core.rule import StepCounter, is_step_counter, rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
+from jaxunlearn.data import augment
 from jaxunlearn.train import data_mesh, fit, loop, make_stream, scan_steps
 
 
@@ -346,7 +346,7 @@ def test_augmentation_changes_updates_and_is_deterministic_from_the_key(problem)
     _assert_trees_close(plain.variables, none.variables, rtol=0, atol=0)
     diff = max(
         float(jnp.max(jnp.abs(x - y)))
-        for x, y in zip(jax.tree.leaves(a.variables), jax.tree.leaves(plain.variables))
+        for x, y in zip(jax.tree.leaves(a.variables), jax.tree.leaves(plain.variables), strict=True)
     )
     assert diff > 1e-3  # augmented batches give other updates
     assert not np.allclose(a.metrics["loss"], plain.metrics["loss"])
