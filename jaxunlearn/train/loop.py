@@ -4,9 +4,10 @@ Training the original model, retraining an oracle and unlearning are all "a rule
 steps to variables, over batches drawn from index sets of an in-memory dataset". :func:`fit` does
 that with the steps fused into ``lax.scan`` chunks, batches gathered on device from per-epoch
 permutations (a pure function of the key and the step number, so a resumed run sees exactly the
-batches an uninterrupted run would), optional data parallelism over a ``data`` mesh axis,
-optional ``vmap`` over an ensemble of models, orbax checkpoints after every chunk, and a
-divergence check that stops a run whose parameters turn NaN or inf.
+batches an uninterrupted run would), optional on-device augmentation of every batch
+(:mod:`jaxunlearn.data.augment`, keyed the same way), optional data parallelism over a ``data``
+mesh axis, optional ``vmap`` over an ensemble of models, orbax checkpoints after every chunk,
+and a divergence check that stops a run whose parameters turn NaN or inf.
 """
 
 from __future__ import annotations
