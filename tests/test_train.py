@@ -72,6 +72,11 @@ def test_data_parallel_on_8_devices_matches_one_device(problem):
     one = _train(net, stream, num_steps=30)
     eight = _train(net, stream, num_steps=30, mesh=mesh)
     _assert_trees_close(one.variables, eight.variables, rtol=1e-4, atol=1e-5)
+    # Augmented batches split over the devices draw the same crops and flips.
+    crop_flip = augment.get("crop_flip")
+    one = _train(net, stream, num_steps=30, augment=crop_flip)
+    eight = _train(net, stream, num_steps=30, mesh=mesh, augment=crop_flip)
+    _assert_trees_close(one.variables, eight.variables, rtol=1e-4, atol=1e-5)
 
 
 def test_batch_size_must_divide_devices_and_fit_data(problem):
