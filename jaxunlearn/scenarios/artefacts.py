@@ -219,10 +219,12 @@ class Artefacts:
             copies = lambda tree: jax.tree.map(
                 lambda x: jnp.broadcast_to(x[:1], (p.seeds, *x.shape[1:])), tree
             )
+            # Records report run time per model (total / N): N copies of one model's cost.
             return res._replace(
                 variables=copies(res.variables),
                 state=copies(res.state),
                 diverged=np.broadcast_to(np.asarray(res.diverged)[:1], (p.seeds,)),
+                runtime_s=res.runtime_s * p.seeds,
             )
 
         return self._cached(("original",), build)
