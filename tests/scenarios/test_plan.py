@@ -47,6 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
             "Scenario 'class_0'.*valid",
         ),
         ({"rules.finetune.per_scenario": {"class_0": {"epochs": 0}}}, "positive"),
+        ({"rules.finetune.note": 3}, "`note` must be a string"),
         ({"augmentation": "flip"}, r"`augmentation`: Unknown augmentation 'flip'.*'crop_flip'"),
         ({"originals": "one"}, r"`originals` must be one of \['per_run', 'shared'\]"),
     ],
