@@ -106,7 +106,8 @@ def test_grid_runs_in_one_program_vmapped_or_unrolled(rule, param, values, mode)
     keys = jax.vmap(jax.random.key)(jnp.arange(1))
     config = {"epochs": 0.1, "forget_batch_size": 32, "retain_batch_size": 32}
     if rule == "unsir":
-        config["hparams"] = {"noise_steps": 1}
+        # impair_epochs is the earlier schedule's (epochs over the retain set): the entry says so.
+        config["hparams"] = {"noise_steps": 1, "impair_epochs": 1.0}
     variables, _, info = sweep_lib.grid_variables(
         net,
         stream,
