@@ -213,3 +213,10 @@ def test_rule_index_feeds_unsir_its_subsample_and_the_merging_rules_validation_p
     )  # fmt: skip
     assert set(index) == {"forget"}
     assert validation_batch_size(1000) == 128 and validation_batch_size(100, 8) == 96
+
+
+def test_the_catalog_runs_wagle_with_its_graddiff_inner_rule_at_a_95pc_mask():
+    from experiments.configs import catalog
+
+    hparams = catalog.catalog_rules()["weight_attribution_mask"]["hparams"]
+    assert hparams["inner"]["name"] == "grad_diff" and hparams["mask_fraction"] == 0.95
