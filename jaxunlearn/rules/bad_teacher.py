@@ -72,8 +72,10 @@ def bad_teacher_num_steps(epochs: float, steps_per_epoch: int, retain_fraction: 
       steps_per_epoch: updates in one pass over the retain set.
       retain_fraction: the rule's ``retain_fraction``.
     """
-    per_epoch = steps_per_epoch if retain_fraction is None else math.ceil(
-        float(retain_fraction) * steps_per_epoch
+    per_epoch = (
+        steps_per_epoch
+        if retain_fraction is None
+        else math.ceil(float(retain_fraction) * steps_per_epoch)
     )
     return max(1, math.ceil(float(epochs) * per_epoch))
 

@@ -22,9 +22,13 @@ images (221 and 36 on CIFAR-10), after which the model is left unchanged however
 Each impair update uses the whole noise batch and a retain batch, weighted as the reference's
 loader mixes them: ``s * CE(noise) + (1 - s) * CE(retain)`` with ``s = 80 * 32 / (80 * 32 +
 n_r)`` the noise share of its batches. The retain subsample is data, not a rule setting: the
-stream must draw the rule's retain batches from it (see :func:`reference_steps`), and on a data
-set with fewer than 500 images per class ``retain_per_class`` is that smaller number (the
-reference's subsample is then every retained image). A number ``impair_epochs`` keeps this
+stream must draw the rule's retain batches from it. The experiment runner and the sweep do
+(the registry's ``index_sets``, :func:`reference_retain_subsample`: the first ``k`` retain images
+of every retained class, ``k = min(retain_per_class, the smallest retained class)``, which is
+500 on CIFAR-10 and every image of the smallest class on a data set with fewer than 500 per
+class, such as `digits`), pass the rule that ``k`` as ``retain_per_class``, and run the
+registry's run length, ``noise_steps`` plus the reference's impair and repair updates (an
+entry's ``epochs`` must then be 1). A number ``impair_epochs`` keeps this
 library's earlier schedule: ``round(impair_epochs * steps_per_epoch)`` impair updates on the
 pooled noise and retain batch (each example weighted equally), then repair until the run ends.
 

@@ -275,7 +275,9 @@ def build_rule(
         num_steps=num_steps,
         steps_per_epoch=spe,
         forget_steps_per_epoch=fspe,
-        forget_fraction=forget_fraction(scenario) if {"forget", "retain"} <= set(scenario) else None,
+        forget_fraction=forget_fraction(scenario)
+        if {"forget", "retain"} <= set(scenario)
+        else None,
         forget_classes=tuple(forget_classes) or None,
         **hparams,
     )

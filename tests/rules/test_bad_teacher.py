@@ -62,14 +62,11 @@ def test_each_epoch_reads_a_fresh_retain_fraction():
     from jaxunlearn.train import make_stream
     from jaxunlearn.train.loop import sample_batch
 
-    n = rules.num_steps("bad_teacher", 2, steps_per_epoch=20, forget_steps_per_epoch=5)
-    assert n == 12
-    assert rules.num_steps(
-        "bad_teacher", 2, steps_per_epoch=20, forget_steps_per_epoch=5, hparams={"retain_fraction": None}
-    ) == 40  # fmt: skip
-    assert rules.num_steps(
-        "bad_teacher", 1, steps_per_epoch=7, forget_steps_per_epoch=5, hparams={"retain_fraction": 0.5}
-    ) == 4  # fmt: skip
+    steps = lambda epochs, spe, **hparams: rules.num_steps(
+        "bad_teacher", epochs, steps_per_epoch=spe, forget_steps_per_epoch=5, hparams=hparams
+    )
+    assert steps(2, 20) == 12 and steps(1, 7, retain_fraction=0.5) == 4
+    assert steps(2, 20, retain_fraction=None) == 40
     stream = make_stream(np.zeros((120, 1)), np.zeros(120), {
         "forget": np.arange(20), "retain": np.arange(20, 120)
     })  # fmt: skip

@@ -216,6 +216,9 @@ def test_the_registry_runs_the_reference_schedule_on_the_subsample():
         index, labels=labels, num_classes=10, forget_classes=(0,), hparams=earlier
     )
     assert none == {} and len(same["retain"]) == 270 and same["retain"] is index["retain"]
-    assert rules.num_steps(
-        "unsir", 3, steps_per_epoch=4, forget_steps_per_epoch=1, hparams=earlier, num_classes=10
-    ) == 12
+    assert (
+        rules.num_steps(
+            "unsir", 3, steps_per_epoch=4, forget_steps_per_epoch=1, hparams=earlier, num_classes=10
+        )
+        == 12
+    )
