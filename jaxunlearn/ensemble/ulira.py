@@ -181,21 +181,26 @@ def unlearn_shadows(
     mesh: Mesh | None = None,
     chunk_size: int | None = None,
     progress: Callable | None = None,
+    index: Mapping | None = None,
     augment: Callable | None = None,
 ) -> tuple[Shadows, FitResult]:
     """Each shadow runs ``rule`` to forget its in set, with ``base`` as its retain set.
 
     The rule is built for forget sets of ``k / 2`` examples and a retain set of ``len(base)``
-    (e.g. ``num_steps`` from epochs over those sizes). ``keys``: ``[N]`` PRNG keys of the runs;
-    ``augment``: the batches' augmentation, as the audited runs use it.
+    (e.g. ``num_steps`` from epochs over those sizes). ``keys``: ``[N]`` PRNG keys of the runs.
+    ``index``: the index sets of the batch parts, when the rule draws them otherwise (e.g.
+    :func:`jaxunlearn.scenarios.plan.rule_index` of ``in_sets()`` and ``base``); by default
+    ``{"forget": in_sets(), "retain": base}``. ``augment``: the batches' augmentation, as the
+    audited runs use it.
 
     Returns:
       ``(unlearned shadows, fit_result)``.
     """
-    index = {
-        "forget": shadows.in_sets().astype(np.int32),
-        "retain": np.asarray(shadows.base, np.int32),
-    }
+    if index is None:
+        index = {
+            "forget": shadows.in_sets().astype(np.int32),
+            "retain": np.asarray(shadows.base, np.int32),
+        }
     res = vmapped.unlearn(
         rule,
         shadows.variables,

@@ -35,7 +35,14 @@ from jaxunlearn.core.types import Array
 from jaxunlearn.data import augment as augment_lib
 from jaxunlearn.ensemble import Shadows
 from jaxunlearn.scenarios import fingerprint as fp_lib
-from jaxunlearn.scenarios.plan import ORIGINAL, RETRAIN, Plan, build_rule, retrain_entry
+from jaxunlearn.scenarios.plan import (
+    ORIGINAL,
+    RETRAIN,
+    Plan,
+    build_rule,
+    build_run,
+    retrain_entry,
+)
 from jaxunlearn.train import FitResult, Progress, multihost, records
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -296,8 +303,20 @@ class Artefacts:
             return None
 
         def build():
-            sizes = {"forget": len(shadows.targets) // 2, "retain": len(shadows.base)}
-            rule, bs, num_steps = build_rule(method, p.network, p.entry(scenario, method), sizes)
+            # Each shadow forgets its in set with the base as retain set, drawn as the method's
+            # run draws them (plan.rule_index: a rule's own sets, validation parts); the
+            # scenario's forgotten classes describe what a class-wise shadow forgets.
+            rule, index, bs, num_steps = build_run(
+                method,
+                p.network,
+                p.entry(scenario, method),
+                p.dataset.y_train,
+                shadows.in_sets().astype(np.int32),
+                np.asarray(shadows.base, np.int32),
+                forget_classes=p.splits[scenario].classes,
+                retain_available=p.retain_available.get(scenario, True),
+                num_devices=p.num_devices,
+            )
             unlearned, _ = ensemble_lib.ulira.unlearn_shadows(
                 shadows,
                 rule,
@@ -306,6 +325,7 @@ class Artefacts:
                 keys=self.keys("shadow_unlearn", p.ulira["shadows"]),
                 batch_sizes=bs,
                 num_steps=num_steps,
+                index=index,
                 mesh=p.mesh,
                 progress=Progress(f"{scenario}/{method}/ulira", enabled=self.verbose),
                 augment=augment_lib.get(p.augmentation),

@@ -105,6 +105,12 @@ def _short(value) -> str:
 # --------------------------------------------------------------------------------------------------
 # The fields of each artefact and record.
 
+# What data the runner gives a rule for a given config entry (its index sets, validation parts, row
+# indices: ``plan.rule_index``). Raised when that changes, so records computed the old way are not
+# restored as if they were current. 2: UNSIR's per-class retain subsample, bad teacher's 30% of
+# retain per epoch, the merging rules' validation parts, amnesiac's per-row labels.
+RULE_DATA_VERSION = 2
+
 
 def _common(p: Plan) -> dict:
     return {
@@ -175,7 +181,11 @@ def record_fields(p: Plan, scenario: str, method: str) -> dict:
         "seeds": p.seeds,
     }
     if method not in (ORIGINAL, RETRAIN):
-        fields["rule"] = {"name": method, **resolved_entry(p.entry(scenario, method))}
+        fields["rule"] = {
+            "name": method,
+            **resolved_entry(p.entry(scenario, method)),
+            "data_version": RULE_DATA_VERSION,
+        }
     ulira = p.ulira
     if ulira and scenario in ulira["scenarios"] and method not in (RETRAIN,):
         if method == ORIGINAL or method in ulira["rules"]:

@@ -55,7 +55,7 @@ from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data import Dataset, Split
 from jaxunlearn.data import augment as augment_lib
-from jaxunlearn.scenarios.plan import build_rule
+from jaxunlearn.scenarios.plan import build_rule, rule_index
 from jaxunlearn.train import Stream, make_stream, multihost, records, scan_steps
 
 # Audits whose metrics make up each task's Avg. Gap (see ``audit.gap_metrics``).
@@ -143,7 +143,9 @@ def grid_variables(
       rule, param, values: the rule's registry name, the swept hyperparameter and its grid.
       rule_config: the rule's config entry (``epochs``, ``<part>_batch_size``, ``hparams``),
         scheduled and built as the experiment runner does (:func:`~jaxunlearn.scenarios.plan.
-        build_rule`) for the index sets of ``stream``; ``param`` in its ``hparams`` is replaced.
+        build_rule`) for the index sets of ``stream`` (those of
+        :func:`~jaxunlearn.scenarios.plan.rule_index`, with the entry it returns, to reproduce
+        the runner); ``param`` in its ``hparams`` is replaced.
       forget_classes: the forgotten classes of a class-wise scenario (``Split.classes``).
       augment: the batches' on-device augmentation (:mod:`jaxunlearn.data.augment`), as the
         experiment's runs use it; ``None``: none.
@@ -305,10 +307,23 @@ def sweep(
       oracle's and its gap measured on the held-out test half).
     """
     grid = check_grid(rule, param, values)
-    rc = dict(rule_config or {})
-    hparams = dict(rc.get("hparams") or {})
+    hparams = dict(dict(rule_config or {}).get("hparams") or {})
     hparams.pop(param, None)
-    sizes = {"forget": len(split.forget), "retain": len(split.retain)}
+    # The index sets the runner draws the rule's batches from (a rule's own sets, validation
+    # parts) and the entry for them.
+    index, rc = rule_index(
+        rule,
+        dict(rule_config or {}),
+        split.forget,
+        split.retain,
+        labels=dataset.y_train,
+        num_classes=network.num_outputs,
+        forget_classes=split.classes,
+    )
+    # The scenario's sets stay in the stream for the parts the rule does not read (their sizes
+    # give the rule the forget set's share of the training set).
+    index = {"forget": split.forget, "retain": split.retain, **index}
+    sizes = {part: len(ix) for part, ix in index.items()}
     for v in grid:  # the factory's own checks, on concrete values, before any compute
         _, batch_sizes, num_steps = build_rule(
             rule,
@@ -323,9 +338,7 @@ def sweep(
     audits = _SELECTION_AUDITS[task]
     gap_keys = audit_lib.gap_metrics(task)
 
-    stream = make_stream(
-        dataset.x_train, dataset.y_train, {"forget": split.forget, "retain": split.retain}
-    )
+    stream = make_stream(dataset.x_train, dataset.y_train, index)
     variables, metrics, run_info = grid_variables(
         network,
         stream,

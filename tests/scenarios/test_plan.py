@@ -206,3 +206,50 @@ def test_augmentation_of_non_image_data_is_rejected():
     c.augmentation = "crop"
     with pytest.raises(ValueError, match="`augmentation`: Augmentation 'crop'.*'diabetes'"):
         plan(c)
+
+
+def test_rule_index_feeds_unsir_its_subsample_and_the_merging_rules_validation_parts():
+    # What the references feed a rule beyond the scenario's forget and retain sets. Before, every
+    # rule read the whole retain set and the merging rules got no validation parts (lambda = 1).
+    import math
+
+    import numpy as np
+
+    from jaxunlearn.scenarios.plan import build_run, rule_index, validation_batch_size
+
+    c = tiny_config()
+    c.scenarios = {"class_0": {"kind": "class", "classes": (0,)}}
+    c.rules = {"retrain": {}, "unsir": {}, "negmerge": {"forget_batch_size": 32}}
+    p = plan(c)
+    split, y = p.splits["class_0"], p.dataset.y_train
+    run = lambda name: build_run(
+        name, p.network, p.entry("class_0", name), y, split.forget, split.retain,
+        forget_classes=split.classes,
+    )  # fmt: skip
+    # UNSIR: the first k of every retained class, k = min(500, the smallest class: digits has
+    # fewer than 500 per class), and the reference's noise + impair + repair updates for them.
+    _, index, bs, num_steps = run("unsir")
+    k = int(np.bincount(y[split.retain], minlength=10)[1:].min())
+    counts = np.bincount(y[index["retain"]], minlength=10)
+    assert counts[0] == 0 and set(counts[1:].tolist()) == {k} and 100 < k < 500
+    np.testing.assert_array_equal(index["forget"], split.forget)
+    assert num_steps == 25 + math.ceil((80 * 32 + 9 * k) / 32) + math.ceil(9 * k / 128)
+    # NegMerge: validation batches from the forget set and the retain set.
+    _, index, bs, _ = run("negmerge")
+    assert set(index) == {"forget", "val_forget", "val_control"}
+    assert index["val_forget"] is split.forget and index["val_control"] is split.retain
+    assert bs == {"forget": 32, "val_forget": 128, "val_control": 128}
+    # A scenario that withholds its retain set gives none (the rule keeps lambda = 1).
+    index, _ = rule_index(
+        "negmerge", {}, split.forget, split.retain, labels=y, num_classes=10,
+        retain_available=False,
+    )  # fmt: skip
+    assert set(index) == {"forget"}
+    assert validation_batch_size(1000) == 128 and validation_batch_size(100, 8) == 96
+
+
+def test_the_catalog_runs_wagle_with_its_graddiff_inner_rule_at_a_95pc_mask():
+    from experiments.configs import catalog
+
+    hparams = catalog.catalog_rules()["weight_attribution_mask"]["hparams"]
+    assert hparams["inner"]["name"] == "grad_diff" and hparams["mask_fraction"] == 0.95
