@@ -8,9 +8,10 @@ target and retain models, and one resolved entry per (scenario, rule). A config 
 ``ValueError`` naming the setting here.
 
 The rule entries have the classifier track's form (``epochs``, ``forget_batch_size``,
-``retain_batch_size``, ``hparams``) and are built by the same :func:`~jaxunlearn.scenarios.plan.
-build_rule`; the target and retain models are trained by the registered ``retrain`` rule with
-the config's ``train`` recipe (:func:`~jaxunlearn.scenarios.plan.retrain_entry`).
+``retain_batch_size``, ``hparams``) and are built by the same
+:func:`~jaxunlearn.scenarios.plan.build_run` (the merging rules get their validation parts); the
+target and retain models are trained by the registered ``retrain`` rule with the config's
+``train`` recipe (:func:`~jaxunlearn.scenarios.plan.retrain_entry`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from jaxunlearn.core.types import Network
 from jaxunlearn.scenarios.plan import (
     ENTRY_DEFAULTS,
     RETRAIN,
-    build_rule,
+    build_run,
     plain,
     retrain_entry,
     rule_batch_sizes,
@@ -254,7 +255,15 @@ def lm_plan(config, *, benchmark=None) -> LMPlan:
             try:
                 rules_lib.registry.check_hparams(name, plain(entry.get("hparams")))
                 check_batch_sizes(rule_batch_sizes(name, entry), sizes, devices)
-                build_rule(name, network, entry, sizes)
+                build_run(
+                    name,
+                    network,
+                    entry,
+                    benchmark.y,
+                    benchmark.forget[sname],
+                    benchmark.retain[sname],
+                    num_devices=devices,
+                )
             except (ValueError, TypeError) as e:
                 raise ValueError(f"Scenario {sname!r}, rule {name!r}: {e}") from None
     return LMPlan(

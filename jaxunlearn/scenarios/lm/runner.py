@@ -43,7 +43,7 @@ from jaxunlearn.scenarios.lm import report as lm_report
 from jaxunlearn.scenarios.lm.artefacts import LMArtefacts, common_fields, model
 from jaxunlearn.scenarios.lm.plan import LMPlan, lm_plan
 from jaxunlearn.scenarios.lock import workdir_lock
-from jaxunlearn.scenarios.plan import build_rule
+from jaxunlearn.scenarios.plan import build_run
 from jaxunlearn.scenarios.report import Record
 from jaxunlearn.train import Progress, fit, make_stream, multihost
 from jaxunlearn.train import records as records_lib
@@ -275,12 +275,27 @@ def _run_split(p: LMPlan, art: LMArtefacts, split: str, workdir: str, log):
 # One rule
 
 
-def rule_stream(p: LMPlan, forget_rows, retain_rows):
-    """The stream a rule reads: every QA row, the forget and retain index sets, the extras."""
+def build_lm_run(
+    p: LMPlan, name: str, entry: dict, forget_rows, retain_rows, *, stream: bool = True, **overrides
+):
+    """Rule ``name`` and its stream: ``(rule, stream, batch sizes, number of steps)``. The index
+    sets come from :func:`~jaxunlearn.scenarios.plan.build_run` (the parts the rule reads and its
+    validation parts); the stream carries every QA row and the extras (IdkDPO's and AltPO's
+    answers). ``stream=False`` builds the rule alone (``None`` in its place), e.g. inside a
+    sweep's ``vmap`` over traced ``overrides``."""
     b = p.benchmark
-    return make_stream(
-        b.x, b.y, {"forget": forget_rows, "retain": retain_rows}, extra=dict(b.extra)
+    rule, index, bs, num_steps = build_run(
+        name,
+        p.network,
+        entry,
+        b.y,
+        forget_rows,
+        retain_rows,
+        num_devices=p.num_devices,
+        **overrides,
     )
+    data = make_stream(b.x, b.y, index, extra=dict(b.extra)) if stream else None
+    return rule, data, bs, num_steps
 
 
 def run_rule(
@@ -303,11 +318,9 @@ def run_rule(
     Returns:
       ``(variables, diverged [N], steps run, runtime seconds)``.
     """
-    sizes = {"forget": len(forget_rows), "retain": len(retain_rows)}
-    rule, bs, num_steps = build_rule(name, p.network, entry, sizes)
+    rule, stream, bs, num_steps = build_lm_run(p, name, entry, forget_rows, retain_rows)
     points = max(1, min(int(points), num_steps))
     seg = math.ceil(num_steps / points)
-    stream = rule_stream(p, forget_rows, retain_rows)
     diverged = np.zeros(ensemble_lib.num_models(variables), bool)
     state, runtime, step = None, 0.0, 0
     for i in range(points):

@@ -44,9 +44,8 @@ from jaxunlearn.core.tree import all_finite
 from jaxunlearn.scenarios.lm import evaluate
 from jaxunlearn.scenarios.lm.artefacts import LMArtefacts, model
 from jaxunlearn.scenarios.lm.plan import lm_plan
-from jaxunlearn.scenarios.lm.runner import rule_stream
+from jaxunlearn.scenarios.lm.runner import build_lm_run
 from jaxunlearn.scenarios.lock import workdir_lock
-from jaxunlearn.scenarios.plan import build_rule
 from jaxunlearn.train import multihost, records, scan_steps
 
 
@@ -117,15 +116,12 @@ def grid_variables(p, art, split: str, rule: str, grid: Mapping[str, Sequence[fl
     points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
     entry = p.entry(split, rule) if rule in p.entries[split] else p.entry(p.main_scenario, rule)
     forget, retain = b.forget[split], b.retain[split]
-    sizes = {"forget": len(forget), "retain": len(retain)}
-    _, batch_sizes, num_steps = build_rule(rule, p.network, entry, sizes, **points[0])
-    stream = rule_stream(p, forget, retain)
-    stream = stream.with_index({k: stream.index[k] for k in batch_sizes})
+    _, stream, batch_sizes, num_steps = build_lm_run(p, rule, entry, forget, retain, **points[0])
     start = jax.tree.map(lambda x: jnp.repeat(x[:1], p.seeds, 0), art.target().variables)
     keys = art.keys("unlearn", p.seeds)
 
     def run(values, variables, key, stream):
-        built, _, _ = build_rule(rule, p.network, entry, sizes, **values)
+        built = build_lm_run(p, rule, entry, forget, retain, stream=False, **values)[0]
         v, _, _ = scan_steps(
             built, variables, stream, batch_sizes=batch_sizes, num_steps=num_steps, key=key
         )
