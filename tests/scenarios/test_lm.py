@@ -185,3 +185,33 @@ def test_lm_sweep_rejects_a_parameter_it_cannot_vmap():
         check_grid("npo", {"retain_loss": [0, 1]})
     with pytest.raises(ValueError, match="positive"):
         check_grid("npo", {"learning_rate": [0.0, 1e-3]})
+
+
+# Data parallelism reorders the gradient's float sums; over a few hundred training steps of a
+# memorising model the two runs drift apart slightly, and greedy decoding and the KS test turn
+# that into discrete steps. The tolerance is what the tiny run shows between 1 and 8 devices.
+REPRODUCIBLE = {
+    "model_utility": 0.05,
+    "rouge_forget": 0.1,
+    "rouge_retain": 0.1,
+    "truth_ratio_forget": 0.05,
+    "prob_forget": 0.05,
+}
+
+
+def test_one_and_eight_devices_give_the_same_table(tiny_run, tmp_path):
+    import jax
+
+    assert jax.device_count() == 8
+    c, _, out = tiny_run
+    c8 = tiny(data_parallel=True)
+    c8.rules = c.rules
+    sharded = run_lm_experiment(c8, str(tmp_path), verbose=False)
+    one = {(r.method, r.seed): r for r in out["records"]}
+    eight = {(r.method, r.seed): r for r in sharded["records"]}
+    assert set(one) == set(eight)
+    for key, r in one.items():
+        assert eight[key].status == r.status, key
+        for metric, tol in REPRODUCIBLE.items():
+            if metric in r.metrics:
+                assert abs(eight[key].metrics[metric] - r.metrics[metric]) <= tol, (key, metric)

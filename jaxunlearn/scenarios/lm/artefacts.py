@@ -3,9 +3,9 @@
 The *target* is trained from scratch on every training row (all non-holdout authors and the
 utility facts) until it has memorised them; the *retain* models of a split train on that split's
 retain rows only and never see its forget authors: the exact-unlearning oracle that TOFU's forget
-quality compares with. Each split gets ``retain_seeds`` of them in one vmapped program
+quality compares with. The main split gets ``retain_seeds`` of them in one vmapped program
 (:func:`jaxunlearn.ensemble.train`): seed 0 is the reference, seed 1 measures the noise floor
-(the forget quality of a second exact oracle).
+(the forget quality of a second exact oracle); the other splits get one.
 
 All are trained by the registered ``retrain`` rule with the config's ``train`` recipe, in the one
 loop (:func:`jaxunlearn.train.fit`), with orbax checkpoints under ``workdir/checkpoints/lm``. As
@@ -52,7 +52,7 @@ def retain_fields(p, split: str) -> dict:
         "role": "retain",
         "split": split,
         "forget_rows": int(len(p.benchmark.forget[split])),
-        "retain_seeds": p.retain_seeds,
+        "retain_seeds": p.retain_count(split),
     }
 
 
@@ -99,13 +99,14 @@ class LMArtefacts(Artefacts):
         )
 
     def retain(self, split: str) -> FitResult:
-        """The ``retain_seeds`` retain models of ``split``, trained without its forget rows."""
+        """The retain models of ``split`` (``plan.retain_count(split)``), trained without its
+        forget rows."""
         p = self.plan
         return self._cached(
             ("retain", split),
             lambda: self._train(
                 p.benchmark.retain[split],
-                self.keys("oracle", p.retain_seeds),
+                self.keys("oracle", p.retain_count(split)),
                 label=f"{split}/retain",
                 checkpoint_dir=self.checked_dir(
                     f"{split}/retain", retain_fields(p, split), "lm", split, "retain"

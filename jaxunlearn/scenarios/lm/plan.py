@@ -90,8 +90,8 @@ class LMPlan:
       rules: rule names of the main scenario, in config order.
       entries: ``{scenario: {rule: resolved entry}}`` (``retrain``: the training recipe).
       seeds: unlearning runs per rule (one vmapped ensemble from copies of the target).
-      retain_seeds: retain models per split (seed 0: the forget-quality reference; seed 1: the
-        noise floor row).
+      retain_seeds: retain models of the main split (seed 0: the forget-quality reference; seed 1:
+        the noise floor row); the other splits get one (:meth:`retain_count`).
       train: the resolved training recipe.
       eval: the resolved evaluation settings (:data:`EVAL_DEFAULTS`).
       mesh: the data mesh, or ``None``.
@@ -121,6 +121,10 @@ class LMPlan:
 
     def entry(self, scenario: str, name: str) -> dict:
         return self.entries[scenario][name]
+
+    def retain_count(self, scenario: str) -> int:
+        """Retain models of ``scenario``: ``retain_seeds`` on the main split, else one."""
+        return self.retain_seeds if scenario == self.main_scenario else 1
 
     def rules_of(self, scenario: str) -> tuple[str, ...]:
         """The unlearning rules run on ``scenario``."""

@@ -161,7 +161,7 @@ def _method_fields(p: LMPlan, split: str, method: str) -> dict:
     fields = {
         **common_fields(p),
         "split": split,
-        "retain_seeds": p.retain_seeds,
+        "retain_seeds": p.retain_count(split),
         "eval": fp_lib.canonical(p.eval),
         "method": method,
     }
@@ -227,10 +227,11 @@ def _run_split(p: LMPlan, art: LMArtefacts, split: str, workdir: str, log):
         audits = {TARGET: _audit_json(evaluate.audit_model(p, t0, split, key=_sample_key(p, 0)))}
         audits[TARGET]["metrics"]["train_exact_match"] = exact
         audits[TARGET]["metrics"]["runtime_s"] = target.runtime_s
-        for s in range(p.retain_seeds):
+        count = p.retain_count(split)
+        for s in range(count):
             a = evaluate.audit_model(p, model(retain.variables, s), split, key=_sample_key(p, 0))
             audits[retain_label(s)] = _audit_json(a)
-            audits[retain_label(s)]["metrics"]["runtime_s"] = retain.runtime_s / p.retain_seeds
+            audits[retain_label(s)]["metrics"]["runtime_s"] = retain.runtime_s / count
         return {"audits": audits, "diverged": bool(np.any(retain.diverged) or target.diverged)}
 
     payload, digest = _cached(p, split, REFERENCES, workdir, log, references)
