@@ -26,32 +26,41 @@ _ADAM = {"name": "adam"}
 
 
 def _rules():
+    # Learning rates and epochs: ours, for this model (the target trains with Adam at 3e-3; an
+    # epoch of a rule reading the retain set is 62 steps of 16). The tuning run behind them:
+    # NPO at 1e-3 peaks in forget quality after 32 steps and over-forgets after 128, gradient
+    # ascent at 1e-3 has collapsed the model (utility 0) by step 24.
     fb, rb = 16, 16
     both = {"forget_batch_size": fb, "retain_batch_size": rb}
+    lr = {"learning_rate": 5e-4}
     return {
         "gradient_ascent": {
             "epochs": 5,
             "forget_batch_size": fb,
-            "hparams": {"learning_rate": 1e-4, "optimizer": _ADAM},
+            "hparams": {**lr, "optimizer": _ADAM},
         },
-        "grad_diff": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
-        "npo": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
-        "simnpo": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
-        "idk_dpo": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
-        "altpo": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
-        "rmu": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
-        "undial": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
-        "wga": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
-        "satimp": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
-        "ce_u": {"epochs": 5, "forget_batch_size": fb, "hparams": {"learning_rate": 1e-4}},
-        "pdu": {"epochs": 1, **both, "hparams": {"learning_rate": 1e-4}},
+        "grad_diff": {"epochs": 1, **both, "hparams": {**lr, "optimizer": _ADAM}},
+        "npo": {"epochs": 1, **both, "hparams": lr},
+        "simnpo": {"epochs": 1, **both, "hparams": lr},
+        "idk_dpo": {"epochs": 1, **both, "hparams": lr},
+        "altpo": {"epochs": 1, **both, "hparams": lr},
+        "rmu": {"epochs": 1, **both, "hparams": lr},
+        "undial": {"epochs": 1, **both, "hparams": lr},
+        "wga": {"epochs": 1, **both, "hparams": lr},
+        "satimp": {"epochs": 1, **both, "hparams": lr},
+        "ce_u": {"epochs": 5, "forget_batch_size": fb, "hparams": lr},
+        "pdu": {"epochs": 1, **both, "hparams": lr},
         "task_vector_negation": {
             "epochs": 5,
             "forget_batch_size": fb,
-            "hparams": {"learning_rate": 1e-4, "optimizer": _ADAM},
+            "hparams": {"learning_rate": 1e-3, "optimizer": _ADAM},
         },
         "ties_merge": {"epochs": 1, **both, "hparams": {}},
-        "weight_attribution_mask": {"epochs": 1, **both, "hparams": {}},
+        "weight_attribution_mask": {
+            "epochs": 1,
+            **both,
+            "hparams": {"inner": {"name": "npo", "hparams": lr}},
+        },
     }
 
 
