@@ -22,6 +22,25 @@ from jaxunlearn.audit.competition import (
     logit_scaled_confidence,
 )
 from jaxunlearn.audit.klom import klom, margins
+from jaxunlearn.audit.lm import (
+    exact_memorization,
+    extraction_strength,
+    forget_quality,
+    forget_truth_ratio,
+    leak_at_k,
+    log_prob_moments,
+    loss_score,
+    membership_auc,
+    min_k_plus_plus_score,
+    min_k_score,
+    model_utility,
+    normalised_probability,
+    privleak,
+    probability,
+    retain_truth_ratio,
+    truth_ratio,
+    zlib_score,
+)
 from jaxunlearn.audit.membership import roc_auc, tpr_at_fpr, ulira, zrf_score
 from jaxunlearn.audit.registry import (
     AuditContext,
@@ -39,6 +58,14 @@ from jaxunlearn.audit.registry import (
 )
 from jaxunlearn.audit.relearn import RelearnResult, relearn_steps  # noqa: E402  (+ "relearn")
 from jaxunlearn.audit.representation import linear_cka, linear_probe_accuracy, weighted_knn_accuracy
+from jaxunlearn.audit.text import (
+    count_leaks,
+    knowledge_memorization,
+    leaks,
+    rouge_l,
+    verbatim_memorization,
+    zlib_lengths,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -76,4 +103,28 @@ __all__ = [
     "linear_cka",
     "linear_probe_accuracy",
     "weighted_knn_accuracy",
+    # Language models (TOFU, MUSE, membership inference, leak@k).
+    "exact_memorization",
+    "extraction_strength",
+    "forget_quality",
+    "forget_truth_ratio",
+    "leak_at_k",
+    "log_prob_moments",
+    "loss_score",
+    "membership_auc",
+    "min_k_plus_plus_score",
+    "min_k_score",
+    "model_utility",
+    "normalised_probability",
+    "privleak",
+    "probability",
+    "retain_truth_ratio",
+    "truth_ratio",
+    "zlib_score",
+    "count_leaks",
+    "knowledge_memorization",
+    "leaks",
+    "rouge_l",
+    "verbatim_memorization",
+    "zlib_lengths",
 ]

@@ -132,8 +132,10 @@ def _recipe(p: Plan, entry: Mapping | None = None) -> dict:
 
 def resolved_entry(entry: Mapping) -> dict:
     """A rule entry with :data:`ENTRY_DEFAULTS` filled in (an explicit default and an absent
-    key are the same run)."""
-    return canonical({**ENTRY_DEFAULTS, **dict(entry)})
+    key are the same run); its ``note`` (a comment for the table) changes no result."""
+    entry = {**ENTRY_DEFAULTS, **dict(entry)}
+    entry.pop("note", None)
+    return canonical(entry)
 
 
 def original_fields(p: Plan) -> dict:

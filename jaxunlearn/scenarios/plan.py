@@ -67,6 +67,9 @@ ENTRY_DEFAULTS: dict[str, Any] = {
     "forget_batch_size": 64,
     "retain_batch_size": 64,
     "hparams": {},
+    # Shown under the results table (a marker on the method): what the config's author found, e.g.
+    # that no stable learning rate forgets on this scenario. Not part of any fingerprint.
+    "note": "",
 }
 # Scenario keys besides the forget spec's: what the scenario gives the methods.
 _AVAILABILITY_KEYS = ("retain_available", "labels_available")
@@ -281,6 +284,11 @@ def plan(config) -> Plan:
                 raise ValueError(f"Scenario {sname!r}: {e}") from None
             if float(entry.get("epochs", ENTRY_DEFAULTS["epochs"])) <= 0:
                 raise ValueError(f"Rule {name!r}: `epochs` must be positive (scenario {sname!r})")
+            if not isinstance(entry.get("note", ""), str):
+                raise ValueError(
+                    f"Rule {name!r}: `note` must be a string shown under the table; got "
+                    f"{entry['note']!r} (scenario {sname!r})"
+                )
             if name == RETRAIN and float(entry["epochs"]) != int(entry["epochs"]):
                 raise ValueError(
                     f"Rule {name!r} trains whole epochs from scratch; got epochs="

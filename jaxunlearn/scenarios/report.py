@@ -33,6 +33,9 @@ class Record:
     status: str
     metrics: dict[str, float]
     fingerprint: str = ""  # of the config fields that determine it (scenarios.fingerprint)
+    # The config's `note` on this method and scenario (e.g. a learning-rate cliff found by the
+    # sweep); the table marks the method and prints the note as a footnote.
+    note: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,7 +107,7 @@ TABLE_METRICS = (
     "Avg_gap",
     "runtime_s",
 )
-PLOT_METRICS = ("UA", "RA", "TA", "MIA_efficacy")
+PLOT_METRICS = ("UA", "RA", "TA", "MIA_efficacy", "Avg_gap")
 # Plotted (on their own scale) when none of PLOT_METRICS is present: regression experiments.
 REGRESSION_PLOT_METRICS = ("forget_mse", "retain_mse", "test_mse")
 
@@ -135,7 +138,7 @@ _BETTER = {
     "Avg_gap": "lower (mean |metric - oracle's| over the gap metrics)",
     "runtime_s": "lower (seconds per model)",
 }
-DIVERGED_MARK, SKIPPED_MARK = "†", "‡"
+DIVERGED_MARK, SKIPPED_MARK, NOTE_MARK = "†", "‡", "§"
 
 
 def legend(cols) -> str:
@@ -144,7 +147,8 @@ def legend(cols) -> str:
     lines = [
         "ok/n: seeds audited / seeds run; "
         f"{DIVERGED_MARK} some diverged (non-finite parameters or outputs; not audited), "
-        f"{SKIPPED_MARK} not run (the original diverged).",
+        f"{SKIPPED_MARK} not run (the original diverged), {NOTE_MARK} see the note below the "
+        "table (a setting the config states, e.g. no stable learning rate forgets).",
         "mean±std over the ok seeds (std: population std over seeds; no ± with one seed). "
         "original = before unlearning, retrain = the oracle retrained without the forget set.",
     ]
@@ -152,12 +156,19 @@ def legend(cols) -> str:
     return "\n".join(lines)
 
 
+def notes(records) -> dict[tuple[str, str], str]:
+    """``{(scenario, method): note}`` for the methods whose config entry states a note."""
+    return {(r.scenario, r.method): r.note for r in records if r.note}
+
+
 def footnotes(records) -> list[str]:
-    """The table's footnotes: which seeds diverged or were skipped, per method and scenario."""
-    return [
+    """The table's footnotes: which seeds diverged or were skipped, per method and scenario,
+    then the config's notes."""
+    lines = [
         f"{SKIPPED_MARK if key[2] == 'skipped' else DIVERGED_MARK} {_describe(*key, seeds)}"
         for key, seeds in _not_ok(records).items()
     ]
+    return lines + [f"{NOTE_MARK} {m} on {s}: {n}" for (s, m), n in notes(records).items()]
 
 
 def table(records, metrics=TABLE_METRICS, *, with_legend: bool = False) -> str:
@@ -165,6 +176,7 @@ def table(records, metrics=TABLE_METRICS, *, with_legend: bool = False) -> str:
     skipped seeds are marked, with a footnote naming the seeds. ``with_legend`` adds
     :func:`legend` below."""
     summary = summarize(records)
+    noted = notes(records)
     present = {m for v in summary.values() for m in v["stats"]}
     cols = [m for m in metrics if m in present]
     cols += sorted(m for m in present if m not in cols and m != "compile_s")
@@ -174,7 +186,7 @@ def table(records, metrics=TABLE_METRICS, *, with_legend: bool = False) -> str:
         rows.append(
             [
                 scen,
-                method,
+                method + (NOTE_MARK if (scen, method) in noted else ""),
                 f"{v['n'] - v['diverged']}/{v['n']}"
                 + (DIVERGED_MARK if v["diverged_seeds"] else "")
                 + (SKIPPED_MARK if v["skipped_seeds"] else ""),
@@ -193,9 +205,9 @@ def table(records, metrics=TABLE_METRICS, *, with_legend: bool = False) -> str:
             out.append("")
         out.append(line(r))
         last = r[0]
-    notes = footnotes(records)
-    if notes:
-        out += ["", *notes]
+    below = footnotes(records)
+    if below:
+        out += ["", *below]
     if with_legend:
         out += ["", legend(cols)]
     return "\n".join(out)

@@ -142,6 +142,8 @@ def _run_scenario(p: Plan, art: Artefacts, predictor, sname: str, workdir: str, 
                 "recipe (`train`)"
             )
     records = [r for m in (ORIGINAL, RETRAIN, *methods[2:]) for r in by_method[m]]
+    for r in records:  # the config's current note, also on records restored from an older run
+        r.note = str(p.entry(sname, r.method).get("note", "")) if r.method != ORIGINAL else ""
     _add_gaps(records, audit_lib.gap_metrics(p.dataset.task))
     return records
 

@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxunlearn.core.rule import is_step_counter
 from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, PyTree, UnlearningRule, Variables
-from jaxunlearn.train import multihost, stream_checks
+from jaxunlearn.train import multihost, sharding, stream_checks
 
 
 class Stream(NamedTuple):
@@ -195,8 +195,9 @@ def _chunk_fn(
     num_steps: int,
     mesh: Mesh | None,
     metric_shapes: PyTree,
+    carry_shardings: tuple[PyTree, PyTree] | None = None,
 ):
-    sharding = _data_sharding(mesh)
+    batch_sharding = _data_sharding(mesh)
 
     def chunk(variables, state, stream, key, start):
         data_key, rule_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
@@ -227,11 +228,13 @@ def _chunk_fn(
                     name: _gather(stream, name, size, perms[j], step % spes[j])
                     for j, (name, size) in enumerate(parts)
                 }
-                if sharding is not None:
+                if batch_sharding is not None:
                     batch = jax.lax.with_sharding_constraint(
-                        batch, jax.tree.map(lambda _: sharding, batch)
+                        batch, jax.tree.map(lambda _: batch_sharding, batch)
                     )
                 v, s, m = rule.update(v, s, batch, key=jax.random.fold_in(rule_key, step))
+                if carry_shardings is not None:  # sharded parameters stay sharded
+                    v, s = jax.lax.with_sharding_constraint((v, s), carry_shardings)
                 return (v, s), m
 
             def skip(c):
@@ -244,6 +247,8 @@ def _chunk_fn(
         (variables, state, _), metrics = jax.lax.scan(
             body, (variables, state, no_perms), jnp.arange(chunk_size)
         )
+        if carry_shardings is not None:  # the next chunk is compiled for these placements
+            variables, state = jax.lax.with_sharding_constraint((variables, state), carry_shardings)
         return variables, state, metrics, all_finite(variables["params"])
 
     return chunk
@@ -336,7 +341,11 @@ def fit(
       state: the rule state to start from; ``rule.init(variables, key=key)`` by default.
       chunk_size: steps fused in one compiled ``lax.scan`` call (progress and checkpoints happen
         between chunks); defaults to about a tenth of the run.
-      mesh: a mesh with a ``data`` axis: batches are split over it, everything else replicated.
+      mesh: a mesh with a ``data`` axis: batches are split over it. Variables already sharded
+        over this mesh (:func:`~jaxunlearn.train.sharding.shard_variables`) keep their sharding,
+        and the rule state's leaves that mirror them take the same
+        (:func:`~jaxunlearn.train.sharding.state_shardings`); everything else is replicated.
+        With ``ensemble`` everything but the batches is replicated.
       ensemble: vmap the whole loop over a leading model axis of variables, state and key.
         The rule state's :class:`~jaxunlearn.core.rule.StepCounter` leaves stay unmapped inside
         the program, so the rule's branches on them stay branches instead of selects that run
@@ -367,9 +376,16 @@ def fit(
             else (lambda v, k: rule.init(v, key=k))
         )
         state = jax.jit(init)(variables, key)  # compiled: some rules build models in init
+    placed = carry = None
     if mesh is not None:
         replicated = NamedSharding(mesh, PartitionSpec())
-        variables, state, stream = jax.device_put((variables, state, stream), replicated)
+        placed = (replicated, replicated)
+        if not ensemble:
+            kept = sharding.placements(variables, mesh)
+            placed = (kept, sharding.state_shardings(state, kept, mesh))
+            carry = placed if sharding.is_sharded(kept) else None
+        variables, state = jax.device_put((variables, state), placed)
+        stream = jax.device_put(stream, replicated)
 
     manager = None
     start = 0
@@ -382,7 +398,7 @@ def fit(
             start, tree = restored
             variables, state = tree["variables"], tree["state"]
             if mesh is not None:
-                variables, state = jax.device_put((variables, state), replicated)
+                variables, state = jax.device_put((variables, state), placed)
 
     def one_update(v, s, k, index):
         batch = sample_batch(stream.with_index(index), batch_sizes, k, jnp.zeros((), jnp.int32))
@@ -405,7 +421,7 @@ def fit(
             )
         else:
             metric_shapes = jax.eval_shape(one_update, variables, state, key, dict(stream.index))
-        chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes)
+        chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes, carry)
         args = (variables, state, stream, key, jnp.asarray(start, jnp.int32))
         if not ensemble:
             return jax.jit(chunk).lower(*args).compile()

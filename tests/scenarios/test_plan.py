@@ -46,6 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
             "Scenario 'class_0'.*valid",
         ),
         ({"rules.finetune.per_scenario": {"class_0": {"epochs": 0}}}, "positive"),
+        ({"rules.finetune.note": 3}, "`note` must be a string"),
     ],
 )
 def test_bad_config_fails_before_compute(overrides, message):

@@ -28,6 +28,19 @@ def test_summary_and_table_average_the_finished_seeds_only():
     assert "† finetune on class_0: diverged on seeds [2]" in lines
 
 
+def test_a_config_note_marks_the_method_and_becomes_a_footnote():
+    records = _records()
+    for r in records:
+        if r.method == "finetune":
+            r.note = "no stable learning rate forgets (sweep: lr <= 0.01 keeps UA 0)"
+    lines = report.table(records).splitlines()
+    assert lines[2].split()[1] == "finetune§" and lines[3].split()[1] == "retrain"
+    assert (
+        "§ finetune on class_0: no stable learning rate forgets (sweep: lr <= 0.01 keeps UA 0)"
+        in lines
+    )
+
+
 def test_the_legend_explains_every_column_shown():
     text = report.table(_records(), with_legend=True)
     assert "ok/n: seeds audited / seeds run" in text and "mean±std over the ok seeds" in text

@@ -34,7 +34,7 @@ def test_binary_writes_results_table_and_plot(tmp_path):
         (s, m) for s in ("random_10pct", "class_0") for m in methods
     }
     for r in records:
-        assert set(r) == {"scenario", "method", "seed", "status", "metrics", "fingerprint"}
+        assert set(r) == {"scenario", "method", "seed", "status", "metrics", "fingerprint", "note"}
         assert r["status"] == "ok"
         assert {"UA", "RA", "TA", "MIA_efficacy", "MIA_AUC"} <= set(r["metrics"])
         assert r["metrics"]["runtime_s"] > 0 and "Avg_gap" in r["metrics"]
