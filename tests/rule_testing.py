@@ -138,56 +138,15 @@ LM_VOCAB, LM_LEN, LM_PROMPT, LM_ANSWER = 32, 8, 4, 3
 def tiny_lm_network(
     vocab_size: int = LM_VOCAB, max_len: int = LM_LEN, d_model: int = 16, num_layers: int = 2
 ) -> Network:
-    """A stand-in causal language model with the transformer's interface and parameter names.
-
-    Each layer mixes the residual stream causally (the running mean over earlier non-pad tokens,
-    through ``self_attn.o_proj``) and adds a tanh MLP (``mlp.up_proj``, ``mlp.down_proj``);
-    ``norm.scale`` and ``lm_head`` follow. ``apply`` returns logits ``[B, T, V]``, features
-    ``[B, d]`` (the mean over non-pad tokens) and ``hidden``: the residual stream after every
-    layer. Token 0 is padding.
-    """
-
-    def init(key):
-        keys = iter(jax.random.split(key, 3 + 3 * num_layers))
-        dense = lambda shape: jax.random.normal(next(keys), shape) / jnp.sqrt(shape[0])
-        layers = {
-            str(i): {
-                "self_attn": {"o_proj": {"kernel": dense((d_model, d_model))}},
-                "mlp": {
-                    "up_proj": {"kernel": dense((d_model, 2 * d_model))},
-                    "down_proj": {"kernel": dense((2 * d_model, d_model))},
-                },
-            }
-            for i in range(num_layers)
-        }
-        return {
-            "params": {
-                "embed_tokens": {"embedding": jax.random.normal(next(keys), (vocab_size, d_model))},
-                "layers": layers,
-                "norm": {"scale": jnp.ones((d_model,))},
-                "lm_head": {"kernel": dense((d_model, vocab_size))},
-            },
-            "batch_stats": {},
-        }
-
-    def apply(variables, tokens, *, train=False):
-        del train
-        p = variables["params"]
-        valid = (tokens != 0).astype(jnp.float32)[..., None]
-        h = p["embed_tokens"]["embedding"][tokens]
-        hidden = []
-        for i in range(num_layers):
-            layer = p["layers"][str(i)]
-            mix = jnp.cumsum(h * valid, 1) / jnp.maximum(jnp.cumsum(valid, 1), 1.0)
-            h = h + mix @ layer["self_attn"]["o_proj"]["kernel"]
-            mlp = layer["mlp"]
-            h = h + jnp.tanh(h @ mlp["up_proj"]["kernel"]) @ mlp["down_proj"]["kernel"]
-            hidden.append(h)
-        h = h * p["norm"]["scale"]
-        features = jnp.sum(h * valid, 1) / jnp.maximum(jnp.sum(valid, 1), 1.0)
-        return Outputs(h @ p["lm_head"]["kernel"], features, None, tuple(hidden))
-
-    return Network(init, apply, "tiny_lm", vocab_size, (max_len,))
+    """The library's transformer at test size (2 heads; token 0 pads)."""
+    return models.make_network(
+        "transformer",
+        vocab_size=vocab_size,
+        max_len=max_len,
+        d_model=d_model,
+        num_layers=num_layers,
+        num_heads=2,
+    )
 
 
 def _qa_rows(rng, prompts, answers):

@@ -31,7 +31,7 @@ def test_adapters_start_at_zero_update_on_the_chosen_kernels_only():
         f"layers.{i}.mlp.{p}_proj.kernel" for i in (0, 1) for p in ("down", "up")
     ]
     a, b = adapters["layers.0.mlp.up_proj.kernel"].values()
-    assert a.shape == (16, 4) and b.shape == (4, 32) and not np.any(b)
+    assert a.shape == (16, 4) and b.shape == (4, 48) and not np.any(b)
     assert float(jnp.max(jnp.abs(a))) <= 1 / np.sqrt(16)
     state = lora(rules.gradient_ascent(net.apply), rank=4, targets=MLP).init(
         variables, key=jax.random.key(0)
@@ -85,7 +85,7 @@ def test_one_sgd_step_is_the_chain_rule_and_only_adapters_move():
 def test_lora_gradient_ascent_lowers_forget_log_prob_in_fit():
     net, variables, stream, _ = _setup()
     rule = lora(
-        rules.gradient_ascent(net.apply, learning_rate=0.05, optimizer={"name": "adam"}),
+        rules.gradient_ascent(net.apply, learning_rate=0.01, optimizer={"name": "adam"}),
         rank=4,
         alpha=8.0,
         targets=ALL_PROJECTIONS,
@@ -100,7 +100,8 @@ def test_lora_gradient_ascent_lowers_forget_log_prob_in_fit():
     assert sizes <= 2 * adapter_size + 8
     before = forget_log_prob(variables)
     after = forget_log_prob(merge(res.variables, res.state))
-    assert after < before - 1.0, (before, after)
+    assert after < before - 0.2, (before, after)
+    assert np.all(np.diff(res.metrics["forget_loss"]) > 0)
     # The returned variables are still the base model.
     assert forget_log_prob(res.variables) == pytest.approx(before)
 

@@ -220,3 +220,32 @@ def test_rules_on_the_lm_default_to_openunlearnings_adamw():
     assert jax.tree.structure(state.opt_state) == jax.tree.structure(expected)
     adam = rules.npo(net.apply, optimizer={"name": "adam"}).init(variables, key=jax.random.key(0))
     assert jax.tree.structure(adam.opt_state) != jax.tree.structure(expected)
+
+
+def test_ties_merge_objective_is_token_aware_on_the_lm():
+    # It used integer-label cross-entropy, which the ignored (-100) positions turned into NaN.
+    net, variables, batch = _setup()
+    rule = rules.make("ties_merge", net, scaling_coef=1.0)
+    _, _, metrics = _run(rule, variables, batch, 1)
+    assert all(np.isfinite(v).all() for v in metrics.values())
+    # Step 0: both copies are the reference: NPO = 2 ln 2 / beta, KL = 0, CE = retain NLL.
+    assert metrics["npo_loss"][0] == pytest.approx(20 * math.log(2), rel=1e-5)
+    assert metrics["retain_kl"][0] == pytest.approx(0.0, abs=1e-6)
+    logits = net.apply(variables, batch["retain"]["x"]).logits
+    nll = float(losses.token_nll_mean(logits, batch["retain"]["y"]))
+    assert metrics["retain_ce"][0] == pytest.approx(nll, rel=1e-5)
+
+
+def test_wagle_masks_the_transformer_and_runs_grad_diff_on_the_kept_weights():
+    net, variables, batch = _setup()
+    rule = rules.make("weight_attribution_mask", net, num_steps=4, mask_steps=2, mask_fraction=0.25)
+    new, _, metrics = _run(rule, variables, batch, 4)
+    moved = sum(
+        int(jnp.sum(a != b))
+        for a, b in zip(
+            jax.tree.leaves(new["params"]), jax.tree.leaves(variables["params"]), strict=True
+        )
+    )
+    total = sum(x.size for x in jax.tree.leaves(variables["params"]))
+    assert 0 < moved <= int(0.25 * total)
+    assert np.all(metrics["phase"] == [0, 0, 1, 1])
