@@ -321,20 +321,29 @@ def leaf_paths(tree: PyTree) -> PyTree:
     return jax.tree.unflatten(treedef, [".".join(_key_name(k) for k in path) for path, _ in flat])
 
 
+def compile_patterns(pattern: str | Sequence[str], name: str = "pattern") -> list[re.Pattern]:
+    """The compiled regular expression(s) of a path selection, or a ``ValueError`` naming
+    ``name`` for anything but valid regex strings."""
+    if isinstance(pattern, str):
+        patterns = [pattern]
+    elif isinstance(pattern, Sequence):
+        patterns = list(pattern)
+    else:
+        patterns = []
+    if not patterns or not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f"`{name}` must be a regex string or a list of them; got {pattern!r}")
+    try:
+        return [re.compile(p) for p in patterns]
+    except re.error as err:
+        raise ValueError(f"`{name}` {pattern!r} is not a valid regular expression: {err}") from None
+
+
 def path_matches(tree: PyTree, pattern: str | Sequence[str]) -> PyTree:
     """Python bools shaped like ``tree``: whether each leaf's dotted path matches ``pattern``.
 
     See :func:`path_mask`; this is its static (trace-free) form.
     """
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-    if not patterns or not all(isinstance(p, str) for p in patterns):
-        raise ValueError(f"`pattern` must be a regex string or a list of them; got {pattern!r}")
-    try:
-        compiled = [re.compile(p) for p in patterns]
-    except re.error as err:
-        raise ValueError(
-            f"`pattern` {pattern!r} is not a valid regular expression: {err}"
-        ) from None
+    compiled = compile_patterns(pattern)
     paths = leaf_paths(tree)
     hits = jax.tree.map(lambda path: any(c.fullmatch(path) for c in compiled), paths)
     if not any(jax.tree.leaves(hits)):

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.core.combinators import leaf_paths, path_matches
+from jaxunlearn.core.combinators import compile_patterns, leaf_paths, path_matches
 from jaxunlearn.core.rule import BATCH_STATS_KEY, StepCounter, grad_parts
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 
@@ -163,6 +163,7 @@ def lora(
         raise ValueError(f"lora `rank` must be a positive integer; got {rank!r}")
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"lora `alpha` must be a finite positive number; got {alpha!r}")
+    compile_patterns(targets, "targets")
     grad_fn, optimizer, keep_reference = parts
     scale = float(alpha) / rank
 

@@ -33,7 +33,7 @@ import optax
 
 from jaxunlearn.core import lm_losses, losses, optim
 from jaxunlearn.core.checks import concrete
-from jaxunlearn.core.combinators import masked, path_mask
+from jaxunlearn.core.combinators import compile_patterns, masked, path_mask
 from jaxunlearn.core.rule import StepCounter, grads_of_loss, optimizer_step, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, UnlearningRule, Variables
 from jaxunlearn.rules import registry
@@ -665,6 +665,8 @@ def rmu(
     )
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)):
         raise ValueError(f"rmu `layer` must be an int or None; got {layer!r}")
+    if trainable is not None:
+        compile_patterns(trainable, "trainable")
     opt = _resolve(optimizer, learning_rate)
 
     def depth_and_width(variables) -> tuple[int, int]:

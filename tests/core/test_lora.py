@@ -122,6 +122,8 @@ def test_bad_input():
     ga = rules.gradient_ascent(net.apply)
     with pytest.raises(ValueError, match="rank"):
         lora(ga, rank=0)
+    with pytest.raises(ValueError, match="`targets`"):
+        lora(ga, targets="(")
     with pytest.raises(ValueError, match="alpha"):
         lora(ga, alpha=float("nan"))
     with pytest.raises(ValueError, match="rule_from_loss"):

@@ -135,6 +135,8 @@ def test_rmu_layer_choice_and_trainable_subset():
     net, variables, batch = _setup()
     with pytest.raises(ValueError, match="outside the model's 2 layers"):
         rules.make("rmu", net, layer=5).init(variables, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="`trainable`"):
+        rules.make("rmu", net, trainable="layers.(5")
     target = r"layers\.(0|1)\.mlp\.down_proj\.kernel"
     rule = rules.make("rmu", net, layer=0, trainable=target, learning_rate=0.02)
     new, _, metrics = _run(rule, variables, batch, 2)
