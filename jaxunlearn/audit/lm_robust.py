@@ -599,7 +599,7 @@ def relearn_lm(
         network.apply, learning_rate=learning_rate, optimizer={"name": "adam"}, train_mode=False
     )
     rule = _with_eval_accuracy(rule, network.apply, eval_x, eval_y)
-    start = losses.accuracy(network.apply(variables, eval_x).logits, eval_y)
+    start = jax.jit(lambda v: losses.accuracy(network.apply(v, eval_x).logits, eval_y))(variables)
     attacks = {"forget_half": (x[half_a], y[half_a]), "retain": retain, "utility": utility}
     out = {}
     for name, data in attacks.items():
@@ -614,6 +614,7 @@ def relearn_lm(
             batch_sizes={"retain": min(batch_size, ax.shape[0])},
             num_steps=max_steps,
             key=key,
+            chunk_size=max_steps,
         )
         curve = np.concatenate([[float(start)], np.asarray(result.metrics["eval_accuracy"])])
         reached = curve >= target_accuracy - 1e-6
@@ -650,10 +651,12 @@ def _embedding(params) -> Array:
 
 
 def mlp_keys(network: Network, variables: Variables, tokens) -> Array:
-    """``[num_layers, n, T, d_ff]`` input of every layer's ``down_proj`` (ROME's keys)."""
-    spec = _spec(network)
-    tokens = jnp.asarray(tokens)
-    params = variables["params"]
+    """``[num_layers, n, T, d_ff]`` input of every layer's ``down_proj`` (ROME's key)."""
+    return _mlp_keys(_spec(network), variables["params"], jnp.asarray(tokens))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mlp_keys(spec, params, tokens):
     embeds = jnp.take(_embedding(params), tokens, axis=0)
     _, _, keys = _forward(spec, params, embeds, tokens != spec.pad_id)
     return jnp.stack(keys).astype(jnp.float32)
@@ -853,10 +856,16 @@ def value_vector_scores(network: Network, variables: Variables, concept_ids) -> 
     tokens: the z-score, over the vocabulary, of the mean projection logit of ``concept_ids``
     (projection = value vector times the output embedding, final norm scale folded in)."""
     spec = _spec(network)
-    params = variables["params"]
-    ids = jnp.asarray(concept_ids, jnp.int32).reshape(-1)
-    if ids.size == 0 or int(ids.min()) < 0 or int(ids.max()) >= spec.vocab_size:
-        raise ValueError(f"concept_ids must be non-empty token ids in [0, {spec.vocab_size}).")
+    ids = np.asarray(concept_ids).reshape(-1)
+    if ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"concept_ids must be non-empty token ids; got {concept_ids!r}.")
+    if ids.min() < 0 or ids.max() >= spec.vocab_size:
+        raise ValueError(f"concept_ids must be token ids in [0, {spec.vocab_size}); got {ids}.")
+    return _value_vector_scores(spec, variables["params"], jnp.asarray(ids, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _value_vector_scores(spec, params, ids):
     out = _unembedding(spec, params)
     rows = jnp.stack(
         [params["layers"][str(i)]["mlp"]["down_proj"]["kernel"] for i in range(spec.num_layers)]
