@@ -147,7 +147,7 @@ def test_few_shot_question_and_shots():
 
 
 def test_forward_with_internals_matches_apply():
-    net, variables = _net(num_layers=2)
+    net, variables = _net()
     tokens = jax.random.randint(jax.random.key(1), (3, T), 1, V).at[0, 10:].set(0)
     params = variables["params"]
     embeds = jnp.take(params["embed_tokens"]["embedding"], tokens, axis=0)
@@ -155,10 +155,11 @@ def test_forward_with_internals_matches_apply():
     logits, hidden, keys = forward(net.spec, params, embeds, tokens != 0)
     out = _apply(net)(variables, tokens)
     np.testing.assert_allclose(logits, out.logits, atol=1e-5)
-    np.testing.assert_allclose(hidden[1], out.hidden[1], atol=1e-5)
-    assert lr.mlp_keys(net, variables, tokens).shape == (2, 3, T, net.spec.d_ff)
+    np.testing.assert_allclose(hidden[0], out.hidden[0], atol=1e-5)
+    np.testing.assert_allclose(lr.mlp_keys(net, variables, tokens)[0], keys[0], atol=1e-6)
     last = lr.last_token_hidden(net, variables, tokens)
-    np.testing.assert_allclose(last[1, 0], out.hidden[1][0, 9], atol=1e-6)
+    np.testing.assert_allclose(last[0, 0], out.hidden[0][0, 9], atol=1e-6)
+    np.testing.assert_allclose(last[0, 1], out.hidden[0][1, T - 1], atol=1e-6)
 
 
 def test_latent_probe_layers_and_errors():
