@@ -27,7 +27,9 @@ candidates at once (vmapped). With ``scaling_coef=None`` (the default) every rul
 each update to validation batches carried in the batch as ``batch["val_forget"]`` (held-out
 examples of what is forgotten) and ``batch["val_control"]`` (held-out examples the model must
 keep), and reports the chosen ``scaling_coef``; a batch without them uses ``lambda = 1``, the
-fixed value of this library's earlier versions. A float ``scaling_coef`` fixes ``lambda``.
+fixed value of this library's earlier versions. A float ``scaling_coef`` fixes ``lambda``. The
+rules declare these parts (``validation_parts``), and the experiment runner and the sweep draw
+them from the forget set and the retain set (:func:`jaxunlearn.scenarios.plan.rule_index`).
 
 The merge arithmetic is exposed as small pure functions
 (:func:`sign_consensus_merge`, :func:`ties_trim`, :func:`ties_elect_sign`,
@@ -389,6 +391,7 @@ def _check_common(name: str, scaling_coef: float | None, learning_rates: Sequenc
 @registry.rule(
     "task_vector_negation",
     parts=("forget",),
+    validation_parts=VALIDATION_PARTS,
     paper="Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023",
     task="any",
     sweepable=("learning_rate", "min_control_ratio"),
@@ -483,6 +486,7 @@ def task_vector_negation(
 @registry.rule(
     "negmerge",
     parts=("forget",),
+    validation_parts=VALIDATION_PARTS,
     paper="Kim et al., NegMerge: Consensual Weight Negation for Strong Machine Unlearning, 2024",
     cost="medium",
     task="any",
@@ -625,6 +629,7 @@ def _unlearning_objective(
 @registry.rule(
     "ties_merge",
     parts=("forget", "retain"),
+    validation_parts=VALIDATION_PARTS,
     paper=(
         "Yadav et al., TIES-Merging, NeurIPS 2023; Xu et al., ZJUKLAB at SemEval-2025 Task 4: "
         "Unlearning via Model Merging, arXiv 2503.21088"

@@ -44,7 +44,11 @@ def _problem(dataset: str):
     net = models.make_network(
         "mlp", input_shape=ds.input_shape, num_outputs=ds.num_outputs, hidden=(8,)
     )
-    part = {"x": jnp.asarray(ds.x_train[:8]), "y": jnp.asarray(ds.y_train[:8])}
+    part = {
+        "x": jnp.asarray(ds.x_train[:8]),
+        "y": jnp.asarray(ds.y_train[:8]),
+        "index": jnp.arange(8),
+    }
     return ds, net, net.init(jax.random.key(0)), {"forget": part, "retain": part}
 
 
