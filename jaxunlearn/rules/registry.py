@@ -29,7 +29,9 @@ class RuleInfo:
       needs_original_data: whether it needs data beyond the forget/retain sets (e.g. the full
         training set for importance estimates) or the original training run.
       cost: relative cost, ``"none"``, ``"low"``, ``"medium"`` or ``"high"``.
-      task: ``"classification"``, ``"regression"`` or ``"any"``.
+      task: ``"classification"``, ``"regression"``, ``"language_model"`` (token data: logits
+        ``[B, T, V]``, shifted labels; see ``docs/language_models.md``) or ``"any"`` (every
+        supervised task, language models included).
       sweepable: the hyperparameters that may be traced values, so a sweep vmaps over a grid of
         them in one program (tested for every rule); the others fix a phase length, a mask size
         or a count and are swept one compiled run per value.

@@ -13,6 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import pytest
+from rule_testing import lm_batch, tiny_lm_problem
 
 from jaxunlearn import data, models, rules
 from jaxunlearn.core.checks import concrete
@@ -40,6 +41,10 @@ def test_concrete():
 
 @functools.cache
 def _problem(dataset: str):
+    if dataset == "language_model":
+        net, variables, stream = tiny_lm_problem(trained=False)
+        batch = {"forget": lm_batch(stream, "forget"), "retain": lm_batch(stream, "retain", 8)}
+        return None, net, variables, batch
     ds = data.load(dataset)
     net = models.make_network(
         "mlp", input_shape=ds.input_shape, num_outputs=ds.num_outputs, hidden=(8,)
@@ -55,7 +60,8 @@ def _problem(dataset: str):
 @pytest.mark.parametrize("name,param,default", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_float_hyperparameter_traces_under_vmap(name, param, default):
     info = registry.get(name)
-    ds, net, variables, batch = _problem("diabetes" if info.task == "regression" else "digits")
+    dataset = {"regression": "diabetes", "language_model": "language_model"}
+    ds, net, variables, batch = _problem(dataset.get(info.task, "digits"))
 
     def first_update(value):
         rule = registry.make(
