@@ -66,9 +66,15 @@ def _check_image(image: Array, fn: str) -> None:
         raise ValueError(f"{fn} takes one image shaped (H, W, C); got shape {image.shape}")
 
 
-def _maybe(key: Array, p: float, transformed: Array, image: Array) -> Array:
-    """``transformed`` with probability ``p``, else ``image``."""
-    return jnp.where(jax.random.uniform(key) < p, transformed, image)
+def _maybe(u: Array, p: float, transformed: Array, image: Array) -> Array:
+    """``transformed`` if the uniform draw ``u`` falls below ``p``, else ``image``."""
+    return jnp.where(u < p, transformed, image)
+
+
+def _uniforms(key: Array, n: int) -> Array:
+    # One draw of every uniform a transform needs: each random call is a threefry program of its
+    # own, and a pipeline of a dozen of them takes seconds to compile.
+    return jax.random.uniform(key, (n,))
 
 
 # ------------------------------------------------------------------------------ RGB transforms
@@ -99,15 +105,15 @@ def random_resized_crop(
     if not 0 < ratio[0] <= ratio[1]:
         raise ValueError(f"`ratio` must satisfy 0 < min <= max; got {ratio}")
     height, width = image.shape[:2]
-    k_area, k_ratio, k_y, k_x = jax.random.split(key, 4)
-    area = jax.random.uniform(k_area, minval=scale[0], maxval=scale[1])
-    log_r = jax.random.uniform(k_ratio, minval=math.log(ratio[0]), maxval=math.log(ratio[1]))
-    aspect = jnp.exp(log_r)
+    u = _uniforms(key, 4)
+    area = scale[0] + (scale[1] - scale[0]) * u[0]
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = jnp.exp(log_lo + (log_hi - log_lo) * u[1])
     # Crop sides as fractions of the image's sides.
     w = jnp.clip(jnp.sqrt(area * aspect), 1.0 / width, 1.0)
     h = jnp.clip(jnp.sqrt(area / aspect), 1.0 / height, 1.0)
-    y0 = jax.random.uniform(k_y) * (1.0 - h) * height
-    x0 = jax.random.uniform(k_x) * (1.0 - w) * width
+    y0 = u[2] * (1.0 - h) * height
+    x0 = u[3] * (1.0 - w) * width
     factors = jnp.stack([1.0 / h, 1.0 / w])
     return jax.image.scale_and_translate(
         image,
@@ -123,7 +129,8 @@ def random_resized_crop(
 def horizontal_flip(key: Array, image: Array, *, p: float = 0.5) -> Array:
     """The image mirrored left-right with probability ``p``."""
     _check_image(image, "horizontal_flip")
-    return _maybe(key, p, image[:, ::-1], image)
+    _check_probability(p, "p")
+    return _maybe(_uniforms(key, 1)[0], p, image[:, ::-1], image)
 
 
 def _gray(image: Array) -> Array:
@@ -173,24 +180,25 @@ def color_jitter(
     _check_probability(p, "p")
     if not 0 <= hue <= 0.5:
         raise ValueError(f"`hue` must lie in [0, 0.5]; got {hue}")
-    k_apply, k_b, k_c, k_s, k_h = jax.random.split(key, 5)
+    u = _uniforms(key, 5)
 
-    def factor(k, strength):
-        return jax.random.uniform(k, minval=max(0.0, 1.0 - strength), maxval=1.0 + strength)
+    def factor(v, strength):
+        lo = max(0.0, 1.0 - strength)
+        return lo + (1.0 + strength - lo) * v
 
-    out = _blend(image, jnp.zeros_like(image), factor(k_b, brightness))
-    out = _blend(out, jnp.mean(_gray(out)), factor(k_c, contrast))
+    out = _blend(image, jnp.zeros_like(image), factor(u[1], brightness))
+    out = _blend(out, jnp.mean(_gray(out)), factor(u[2], contrast))
     if image.shape[-1] == 3:
-        out = _blend(out, _gray(out), factor(k_s, saturation))
-        out = _rotate_hue(out, jax.random.uniform(k_h, minval=-hue, maxval=hue))
-    return _maybe(k_apply, p, out.astype(image.dtype), image)
+        out = _blend(out, _gray(out), factor(u[3], saturation))
+        out = _rotate_hue(out, hue * (2.0 * u[4] - 1.0))
+    return _maybe(u[0], p, out.astype(image.dtype), image)
 
 
 def grayscale(key: Array, image: Array, *, p: float = 0.2) -> Array:
     """The image's luma copied to every channel, with probability ``p``."""
     _check_image(image, "grayscale")
     _check_probability(p, "p")
-    return _maybe(key, p, jnp.broadcast_to(_gray(image), image.shape), image)
+    return _maybe(_uniforms(key, 1)[0], p, jnp.broadcast_to(_gray(image), image.shape), image)
 
 
 def gaussian_kernel(sigma: Array, size: int) -> Array:
@@ -230,10 +238,10 @@ def gaussian_blur(
     size = kernel_size or max(3, int(0.1 * max(image.shape[:2])) // 2 * 2 + 1)
     if size % 2 == 0 or size < 1:
         raise ValueError(f"`kernel_size` must be a positive odd integer; got {size}")
-    k_apply, k_sigma = jax.random.split(key)
-    s = jax.random.uniform(k_sigma, minval=sigma[0], maxval=sigma[1])
+    u = _uniforms(key, 2)
+    s = sigma[0] + (sigma[1] - sigma[0]) * u[1]
     blurred = _separable_blur(image, gaussian_kernel(s, size)).astype(image.dtype)
-    return _maybe(k_apply, p, blurred, image)
+    return _maybe(u[0], p, blurred, image)
 
 
 # --------------------------------------------------------------------- small-image transforms
@@ -248,7 +256,7 @@ def random_shift(key: Array, image: Array, *, max_shift: int = 1) -> Array:
     if max_shift == 0:
         return image
     m = int(max_shift)
-    dy, dx = jax.random.randint(key, (2,), 0, 2 * m + 1)
+    dy, dx = jnp.minimum(jnp.floor(_uniforms(key, 2) * (2 * m + 1)), 2 * m).astype(jnp.int32)
     padded = jnp.pad(image, ((m, m), (m, m), (0, 0)))
     return jax.lax.dynamic_slice(padded, (dy, dx, 0), image.shape)
 
@@ -267,9 +275,10 @@ def elastic_noise(
     if not (alpha >= 0 and sigma > 0):
         raise ValueError(f"`alpha` must be >= 0 and `sigma` > 0; got alpha={alpha}, sigma={sigma}")
     height, width, channels = image.shape
-    k_apply, k_field = jax.random.split(key)
     size = 2 * int(math.ceil(2 * sigma)) + 1
-    noise = jax.random.normal(k_field, (height, width, 2))
+    draws = jax.random.normal(key, (height * width * 2 + 1,))
+    # The last normal draw decides whether to apply: P(N(0, 1) < Phi^-1(p)) = p.
+    apply_draw, noise = draws[-1], draws[:-1].reshape(height, width, 2)
     field = _separable_blur(noise, gaussian_kernel(jnp.asarray(sigma, jnp.float32), size))
     rms = jnp.sqrt(jnp.mean(jnp.square(field)) + 1e-12)
     field = alpha * field / rms
@@ -282,7 +291,8 @@ def elastic_noise(
         ],
         axis=-1,
     ).astype(image.dtype)
-    return _maybe(k_apply, p, warped, image)
+    u = jax.scipy.stats.norm.cdf(apply_draw)
+    return _maybe(u, p, warped, image)
 
 
 def cutout(key: Array, image: Array, *, size: int = 3, p: float = 0.5) -> Array:
@@ -293,15 +303,15 @@ def cutout(key: Array, image: Array, *, size: int = 3, p: float = 0.5) -> Array:
     if int(size) != size or size < 1:
         raise ValueError(f"`size` must be a positive integer; got {size}")
     height, width = image.shape[:2]
-    k_apply, k_y, k_x = jax.random.split(key, 3)
-    cy = jax.random.randint(k_y, (), 0, height)
-    cx = jax.random.randint(k_x, (), 0, width)
+    u = _uniforms(key, 3)
+    cy = jnp.minimum(jnp.floor(u[1] * height), height - 1).astype(jnp.int32)
+    cx = jnp.minimum(jnp.floor(u[2] * width), width - 1).astype(jnp.int32)
     yy, xx = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
     half = size // 2
     inside = (jnp.abs(yy - cy) <= half) & (jnp.abs(xx - cx) <= half)
     if size % 2 == 0:  # an even square extends one pixel less below/right of the centre
         inside &= (yy - cy < half) & (xx - cx < half)
-    return _maybe(k_apply, p, jnp.where(inside[..., None], 0.0, image).astype(image.dtype), image)
+    return _maybe(u[0], p, jnp.where(inside[..., None], 0.0, image).astype(image.dtype), image)
 
 
 def feature_noise(key: Array, x: Array, *, std: float = 0.1, drop: float = 0.1) -> Array:
@@ -410,7 +420,7 @@ def make_views(pipeline: str | Pipeline, key: Array, x: Array, num_views: int = 
 
     Args:
       pipeline: a registered name or a ``pipeline(key, x) -> views`` function.
-      key: PRNG key; view ``v`` uses ``fold_in(key, v)``.
+      key: PRNG key; view ``v`` uses ``split(key, num_views)[v]``.
       x: ``[B, ...]`` inputs (images in [0, 1]).
       num_views: number of views, at least 1.
 
@@ -420,4 +430,5 @@ def make_views(pipeline: str | Pipeline, key: Array, x: Array, num_views: int = 
     fn = get(pipeline)
     if isinstance(num_views, bool) or int(num_views) != num_views or num_views < 1:
         raise ValueError(f"`num_views` must be a positive integer; got {num_views!r}")
-    return jnp.stack([fn(jax.random.fold_in(key, v), x) for v in range(int(num_views))])
+    # One traced pipeline vmapped over the views (not one copy per view: compile time).
+    return jax.vmap(fn, in_axes=(0, None))(jax.random.split(key, int(num_views)), x)
