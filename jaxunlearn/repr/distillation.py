@@ -147,7 +147,8 @@ def dino(
     Every view goes through the student; the first two (the global crops) through the teacher
     (:func:`losses.dino_loss`); the centre is updated with the teacher outputs after each step
     (:func:`losses.dino_center`). Multi-crop is ``num_views > 2`` views of the same pipeline
-    (DINO's small local crops are not drawn separately).
+    (DINO's small local crops are not drawn separately). Metrics: ``loss`` (the cross-entropy),
+    ``teacher_entropy`` and ``kl = loss - teacher_entropy`` (what the student step reduces).
 
     Args:
       apply: the encoder's ``apply`` (``repr.encoder("dino", ...)``: the DINO head).
@@ -192,7 +193,12 @@ def dino(
             teacher_temperature=teacher_temperature,
         )
         center = losses.dino_center(extra, teacher.projection, center_momentum)
-        return loss, (with_batch_stats({}, stats), center)
+        # The loss is H(q) + KL(q || p): centring raises the teacher's entropy early in training,
+        # so the part the student minimises is reported apart.
+        q = jax.nn.softmax((teacher.projection - extra) / teacher_temperature, -1)
+        entropy = jnp.mean(-jnp.sum(q * jnp.log(jnp.maximum(q, 1e-30)), -1))
+        metrics = {"teacher_entropy": entropy, "kl": loss - entropy}
+        return loss, (with_batch_stats(metrics, stats), center)
 
     if input_shape is None:
         raise ValueError("dino needs `input_shape` (to size its centre); pass it via repr.make")
