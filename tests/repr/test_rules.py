@@ -3,6 +3,7 @@ stays finite, lowers its loss on digits views with a tiny MLP, and rejects bad s
 any compute."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -249,3 +250,12 @@ def test_representational_alignment_uses_the_given_guide():
     )
     assert float(m["loss"]) == pytest.approx(float(m["alignment"]))
     assert 0.0 < float(m["alignment"]) < 1.0
+
+
+def test_readme_lists_every_rule_in_a_table_generated_from_the_registry():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    readme = open(os.path.join(root, "README.md")).read()
+    section = readme.split("## Representation-learning rules", 1)[1].split("\n## ", 1)[0]
+    assert R.markdown_table() in section, "regenerate the table from repr.markdown_table()"
+    for name in R.names():
+        assert f"`{name}`" in section
