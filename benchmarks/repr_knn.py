@@ -1,16 +1,19 @@
 """Quick check: does each representation rule beat a random encoder's k-NN accuracy on digits?
 
-Trains the digits MLP (64-128-128) or CNN with every rule of ``jaxunlearn.repr`` for ``--steps``
-updates (batch ``--batch``, the rule's defaults, heads of ``--width``) on the digits training
-split, then classifies the test split with the weighted k-NN of ``audit.weighted_knn_accuracy``
-(k = 20, T = 0.07) using the training split's backbone features as the labelled memory. Reference
-rows: the same architecture randomly initialised (what every rule must beat), supervised training
-(``rules.finetune``, same steps and batch), and raw pixels. Also reported: RankMe effective rank
-of the test features. Not a unit test: a few minutes on a CPU.
+Trains the digits CNN (the default; or the MLP 64-128-128) with every rule of ``jaxunlearn.repr``
+for ``--steps`` updates (batch ``--batch``, the rules' defaults, heads of ``--width``) on the
+digits training split, then classifies the test split with the weighted k-NN of
+``audit.weighted_knn_accuracy`` (k = 20, T = 0.07) using the training split's backbone features as
+the labelled memory. Reference rows: the same architecture randomly initialised (what every rule
+must beat), supervised training (``rules.finetune``, same steps and batch), and raw pixels. Also
+reported: RankMe effective rank of the test features. Not a unit test: minutes on a CPU. The CNN
+is the default because on 8x8 digits a random ReLU MLP keeps almost all of the pixels'
+neighbourhood structure (random-init k-NN 94.7% against 97.5% on raw pixels), which leaves an MLP
+encoder little to gain.
 
 Usage:
-  PYTHONPATH=. python benchmarks/repr_knn.py [--model mlp] [--steps 300] [--batch 256]
-      [--rules simclr,byol] [--seeds 1]
+  PYTHONPATH=. python benchmarks/repr_knn.py [--model cnn] [--steps 300] [--batch 256]
+      [--rules simclr,byol] [--seed 0]
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def knn_and_rank(network, variables, ds) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="mlp")
+    parser.add_argument("--model", default="cnn")
     parser.add_argument("--rules", default=",".join(R.names()))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=256)
