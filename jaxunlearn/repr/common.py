@@ -4,8 +4,8 @@ Where a batch gets its views: a rule receives the plain batches that
 :func:`jaxunlearn.train.fit` draws (``{"retain": {"x", "y", "index", ...}}``) and makes the views
 itself, on the device, with :mod:`jaxunlearn.data.views` from the update's key (fold-in
 ``VIEW_KEY``), so ``fit`` and the data stream are unchanged and every step sees fresh views. A
-batch part that already carries ``"views"`` (``[V, B, ...]``, e.g. a ``Stream`` extra field of
-precomputed views) is used as it is instead.
+batch part that already carries ``"views"`` (``[B, V, ...]``: a ``Stream`` extra field of
+precomputed views, one row of ``V`` views per example) is used as it is instead.
 
 Views are encoded in one forward pass over the ``V * B`` stacked examples (as SimCLR's TF2 code
 does), so BatchNorm layers see the statistics of all views together.
@@ -84,22 +84,23 @@ def views_of(
     min_batch: int = 1,
     why: str = "",
 ) -> Array:
-    """``[V, B, ...]`` views of a batch part: its ``"views"`` if it carries them, else
-    ``num_views`` fresh views of ``part["x"]`` drawn from ``key``.
+    """``[V, B, ...]`` views of a batch part: its ``"views"`` (``[B, V, ...]``, the first
+    ``num_views`` of them) if it carries them, else ``num_views`` fresh views of ``part["x"]``
+    drawn from ``key``.
 
     Raises (while tracing, before any compute):
       ValueError: a part with fewer views than the rule reads, or a batch smaller than
         ``min_batch`` (``why`` says what needs it).
     """
     if "views" in part:
-        stacked = part["views"]
-        if stacked.ndim < 2 or stacked.shape[0] < num_views:
-            have = stacked.shape[0] if stacked.ndim else 0
+        given = part["views"]
+        if given.ndim < 2 or given.shape[1] < num_views:
+            have = given.shape[1] if given.ndim >= 2 else 0
             raise ValueError(
                 f"{rule}: the batch carries {have} view(s) per example but the rule reads "
-                f"`num_views`={num_views}"
+                f"`num_views`={num_views} (batch 'views' are [batch, views, ...])"
             )
-        stacked = stacked[:num_views]
+        stacked = jnp.swapaxes(given[:, :num_views], 0, 1)
     else:
         stacked = views_lib.make_views(
             pipeline, jax.random.fold_in(key, VIEW_KEY), part["x"], num_views

@@ -148,7 +148,9 @@ def _one_update(name, batch, **hparams):
 def test_one_view_for_a_two_view_rule_is_rejected(name):
     x = digits()[0][:8]
     with pytest.raises(ValueError, match=r"1 view\(s\) per example"):
-        _one_update(name, {"retain": {"x": x, "views": x[None]}})
+        _one_update(name, {"retain": {"x": x, "views": x[:, None]}})
+    # Precomputed views, [batch, views, ...] as a Stream extra field gathers them, are accepted.
+    _one_update(name, {"retain": {"x": x, "views": jnp.stack([x, x], 1)}})
     if "num_views" in R.get(name).factory.__kwdefaults__:
         with pytest.raises(ValueError, match="`num_views` must be an integer >= 2"):
             build(name, num_views=1)
