@@ -13,12 +13,13 @@ encoder little to gain.
 
 Usage:
   PYTHONPATH=. python benchmarks/repr_knn.py [--model cnn] [--steps 300] [--batch 256]
-      [--rules simclr,byol] [--seed 0]
+      [--rules simclr,byol] [--seed 0] [--hparams '{"byol": {"ema_rate": 0.99}}']
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import jax
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hparams", default="{}", help="JSON {rule: {hyperparameter: value}}")
     args = parser.parse_args()
     set_cpu_flags()
     ds = data.load("digits")
@@ -68,7 +70,9 @@ def main() -> None:
     runs = [("supervised (finetune)", backbone, rules.finetune(backbone.apply, learning_rate=0.05))]
     for name in args.rules.split(","):
         net = R.encoder(name, backbone, width=args.width)
-        runs.append((name, net, R.make(name, net, num_steps=args.steps)))
+        hparams = json.loads(args.hparams).get(name, {})
+        label = name + "".join(f" {k}={v}" for k, v in hparams.items())
+        runs.append((label, net, R.make(name, net, num_steps=args.steps, **hparams)))
     for label, net, rule in runs:
         t0 = time.perf_counter()
         res = fit(
