@@ -90,6 +90,9 @@ def main() -> None:
             f"{res.runtime_s:.1f} (+{elapsed - res.runtime_s:.0f} compile) |",
             flush=True,
         )
+        if label.startswith("dino"):  # DINO evaluates its teacher (the EMA network)
+            knn, rank = knn_and_rank(net, res.state.target, ds)
+            print(f"| {label} (teacher) | {knn:.1f} ({knn - random_knn:+.1f}) | {rank:.1f} | |")
 
 
 if __name__ == "__main__":
