@@ -21,6 +21,8 @@ TINY = {
     "cnn": {"channels": (4, 8), "hidden": 16},
     "resnet18": {"width": 8},
 }
+# The image/flat-input classifiers; the transformer has its own tests (tests/test_transformer.py).
+CLASSIFIERS = [name for name in models.names() if name != "transformer"]
 
 
 @functools.cache
@@ -70,7 +72,7 @@ def _labels(n: int) -> jax.Array:
     return jnp.arange(n) % NUM_CLASSES
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_apply_gives_logits_and_features(name):
     net, variables = _variables(name)
     assert net.name == name and net.num_outputs == NUM_CLASSES
@@ -88,7 +90,7 @@ def test_apply_gives_logits_and_features(name):
     assert np.all(np.isfinite(out.logits)) and np.all(np.isfinite(out.features))
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_vmap_init_gives_distinct_members(name):
     _, ensemble = _network(name)
     for leaf in jax.tree.leaves(ensemble):
@@ -97,7 +99,7 @@ def test_vmap_init_gives_distinct_members(name):
     assert kernels and all(not np.array_equal(k[0], k[1]) for k in kernels)
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_grad_wrt_params(name):
     _, variables = _variables(name)
     grads, _ = _train_mode_grad(name)(variables, _images(8), _labels(8))

@@ -18,8 +18,9 @@ class Dataset(NamedTuple):
     Attributes:
       name: registry name.
       x_train, y_train, x_test, y_test: arrays; images are ``[n, H, W, C]`` float32 in [0, 1].
-      num_classes: number of classes (0 for regression).
-      task: ``"classification"`` or ``"regression"``.
+      num_classes: number of classes (0 for regression; the vocabulary size for a language model).
+      task: ``"classification"``, ``"regression"`` or ``"language_model"`` (token arrays,
+        ``docs/language_models.md``).
     """
 
     name: str
@@ -36,7 +37,7 @@ class Dataset(NamedTuple):
 
     @property
     def num_outputs(self) -> int:
-        return self.num_classes if self.task == "classification" else 1
+        return 1 if self.task == "regression" else self.num_classes
 
 
 def digits() -> Dataset:

@@ -8,10 +8,13 @@ import numbers
 from collections.abc import Callable, Sequence
 
 from jaxunlearn.core.types import Network
+from jaxunlearn.models import generation, transformer
 from jaxunlearn.models.cnn import CNN
 from jaxunlearn.models.functional import from_nnx
+from jaxunlearn.models.hf_llama import load_hf_llama, save_hf_llama
 from jaxunlearn.models.mlp import MLP
 from jaxunlearn.models.resnet import ResNet18
+from jaxunlearn.models.transformer import Transformer, TransformerConfig
 
 # name -> builder(input_shape, num_outputs, rngs, **kwargs) -> nnx.Module
 _REGISTRY: dict[str, Callable] = {
@@ -23,6 +26,9 @@ _REGISTRY: dict[str, Callable] = {
     ),
     "resnet18": lambda input_shape, num_outputs, rngs, **kw: ResNet18(
         input_shape[-1], num_outputs, rngs=rngs, **kw
+    ),
+    "transformer": lambda input_shape, num_outputs, rngs, **kw: Transformer(
+        _transformer_config(input_shape, num_outputs, kw), rngs=rngs
     ),
 }
 
@@ -49,20 +55,32 @@ def check_name(name: str) -> None:
         raise ValueError(f"Unknown model {name!r}; valid models: {names()}")
 
 
-def make_network(name: str, *, input_shape: tuple[int, ...], num_outputs: int, **kwargs) -> Network:
+def make_network(
+    name: str,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    num_outputs: int | None = None,
+    **kwargs,
+) -> Network:
     """The functional view of a registered architecture.
 
     Args:
-      name: ``"mlp"``, ``"cnn"`` or ``"resnet18"``.
-      input_shape: shape of one example, e.g. ``(8, 8, 1)``.
-      num_outputs: number of classes (or regression targets).
-      **kwargs: architecture options (e.g. ``hidden=(256, 256)`` for the MLP).
+      name: ``"mlp"``, ``"cnn"``, ``"resnet18"`` or ``"transformer"``.
+      input_shape: shape of one example, e.g. ``(8, 8, 1)``; for the transformer ``(max_len,)``
+        (or give ``max_len=``).
+      num_outputs: number of classes (or regression targets); for the transformer the vocabulary
+        size (or give ``vocab_size=``).
+      **kwargs: architecture options (e.g. ``hidden=(256, 256)`` for the MLP; the fields of
+        :class:`~jaxunlearn.models.transformer.TransformerConfig` for the transformer, whose
+        config becomes ``Network.spec``).
 
     Raises:
       ValueError: an unknown model or option, or an impossible setting (``num_outputs < 1``, an
         empty or non-positive ``input_shape``, a layer of width 0), naming it.
     """
     check_name(name)
+    if name == "transformer" and _REGISTRY[name] is _BUILTIN[name]:
+        return transformer.network(_transformer_config(input_shape, num_outputs, kwargs))
     check_settings(name, input_shape=input_shape, num_outputs=num_outputs, **kwargs)
     builder = _REGISTRY[name]
     return from_nnx(
@@ -78,8 +96,13 @@ def check_settings(name: str, *, input_shape, num_outputs, **kwargs) -> None:
 
     ``num_outputs`` must be a positive integer and ``input_shape`` a non-empty tuple of positive
     integers (``(H, W, C)`` for the image models). For the built-in architectures the options
-    must be ones the model takes, with positive layer widths.
+    must be ones the model takes, with positive layer widths. The transformer takes
+    ``input_shape=(max_len,)`` and ``num_outputs=vocab_size`` or the named options, and checks
+    every option of its config.
     """
+    if name == "transformer" and _REGISTRY[name] is _BUILTIN[name]:
+        _transformer_config(input_shape, num_outputs, kwargs)
+        return
     if not _positive_int(num_outputs):
         raise ValueError(
             f"Model {name!r}: `num_outputs` must be a positive integer (the number of classes or "
@@ -118,6 +141,30 @@ def check_settings(name: str, *, input_shape, num_outputs, **kwargs) -> None:
             )
 
 
+def _transformer_config(input_shape, num_outputs, kwargs) -> TransformerConfig:
+    """The transformer's config from ``make_network``'s arguments: ``input_shape=(T,)`` and
+    ``num_outputs=V`` stand for ``max_len`` and ``vocab_size`` and must agree with them."""
+    kwargs = dict(kwargs)
+    if input_shape is not None:
+        dims = tuple(input_shape) if isinstance(input_shape, Sequence) else None
+        if not dims or len(dims) != 1 or not _positive_int(dims[0]):
+            raise ValueError(
+                f"Model 'transformer': `input_shape` must be (max_len,); got {input_shape!r}."
+            )
+        if kwargs.setdefault("max_len", dims[0]) != dims[0]:
+            raise ValueError(
+                f"Model 'transformer': `input_shape` {dims} disagrees with "
+                f"max_len={kwargs['max_len']}."
+            )
+    if num_outputs is not None:
+        if kwargs.setdefault("vocab_size", num_outputs) != num_outputs:
+            raise ValueError(
+                f"Model 'transformer': `num_outputs`={num_outputs} disagrees with "
+                f"vocab_size={kwargs['vocab_size']}."
+            )
+    return transformer.make_config(**kwargs)
+
+
 def _positive_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
@@ -127,10 +174,16 @@ __all__ = [
     "MLP",
     "Network",
     "ResNet18",
+    "Transformer",
+    "TransformerConfig",
     "from_nnx",
+    "load_hf_llama",
     "make_network",
     "names",
     "register",
+    "generation",
+    "save_hf_llama",
+    "transformer",
     "check_name",
     "check_settings",
 ]

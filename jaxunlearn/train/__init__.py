@@ -1,6 +1,6 @@
 """The one training loop (single models, ensembles, data parallel) and checkpoints."""
 
-from jaxunlearn.train import multihost
+from jaxunlearn.train import multihost, sharding
 from jaxunlearn.train.loop import (
     FitResult,
     Progress,
@@ -25,5 +25,6 @@ __all__ = [
     "multihost",
     "sample_batch",
     "scan_steps",
+    "sharding",
     "steps_per_epoch",
 ]

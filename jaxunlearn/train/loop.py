@@ -4,9 +4,10 @@ Training the original model, retraining an oracle and unlearning are all "a rule
 steps to variables, over batches drawn from index sets of an in-memory dataset". :func:`fit` does
 that with the steps fused into ``lax.scan`` chunks, batches gathered on device from per-epoch
 permutations (a pure function of the key and the step number, so a resumed run sees exactly the
-batches an uninterrupted run would), optional data parallelism over a ``data`` mesh axis,
-optional ``vmap`` over an ensemble of models, orbax checkpoints after every chunk, and a
-divergence check that stops a run whose parameters turn NaN or inf.
+batches an uninterrupted run would), optional on-device augmentation of every batch
+(:mod:`jaxunlearn.data.augment`, keyed the same way), optional data parallelism over a ``data``
+mesh axis, optional ``vmap`` over an ensemble of models, orbax checkpoints after every chunk,
+and a divergence check that stops a run whose parameters turn NaN or inf.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxunlearn.core.rule import is_step_counter
 from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, PyTree, UnlearningRule, Variables
-from jaxunlearn.train import multihost, stream_checks
+from jaxunlearn.train import multihost, sharding, stream_checks
 
 
 class Stream(NamedTuple):
@@ -188,6 +189,15 @@ def _data_sharding(mesh: Mesh | None):
     return NamedSharding(mesh, PartitionSpec("data"))
 
 
+def _augmented(batch: dict, augment: Callable, key: Array) -> dict:
+    """``batch`` with every part's inputs ``x`` augmented, part ``j`` (of the sorted part names)
+    with key ``fold_in(key, j)``: independent draws per part, and per step through ``key``."""
+    return {
+        name: {**batch[name], "x": augment(batch[name]["x"], jax.random.fold_in(key, j))}
+        for j, name in enumerate(sorted(batch))
+    }
+
+
 def _chunk_fn(
     rule: UnlearningRule,
     batch_sizes: Mapping[str, int],
@@ -195,11 +205,14 @@ def _chunk_fn(
     num_steps: int,
     mesh: Mesh | None,
     metric_shapes: PyTree,
+    carry_shardings: tuple[PyTree, PyTree] | None = None,
+    augment: Callable | None = None,
 ):
-    sharding = _data_sharding(mesh)
+    batch_sharding = _data_sharding(mesh)
 
     def chunk(variables, state, stream, key, start):
         data_key, rule_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+        augment_key = jax.random.fold_in(key, 2)
 
         parts = sorted(batch_sizes.items())
         sizes = [stream.index[name].shape[0] for name, _ in parts]
@@ -227,11 +240,15 @@ def _chunk_fn(
                     name: _gather(stream, name, size, perms[j], step % spes[j])
                     for j, (name, size) in enumerate(parts)
                 }
-                if sharding is not None:
+                if batch_sharding is not None:
                     batch = jax.lax.with_sharding_constraint(
-                        batch, jax.tree.map(lambda _: sharding, batch)
+                        batch, jax.tree.map(lambda _: batch_sharding, batch)
                     )
+                if augment is not None:
+                    batch = _augmented(batch, augment, jax.random.fold_in(augment_key, step))
                 v, s, m = rule.update(v, s, batch, key=jax.random.fold_in(rule_key, step))
+                if carry_shardings is not None:  # sharded parameters stay sharded
+                    v, s = jax.lax.with_sharding_constraint((v, s), carry_shardings)
                 return (v, s), m
 
             def skip(c):
@@ -244,6 +261,8 @@ def _chunk_fn(
         (variables, state, _), metrics = jax.lax.scan(
             body, (variables, state, no_perms), jnp.arange(chunk_size)
         )
+        if carry_shardings is not None:  # the next chunk is compiled for these placements
+            variables, state = jax.lax.with_sharding_constraint((variables, state), carry_shardings)
         return variables, state, metrics, all_finite(variables["params"])
 
     return chunk
@@ -321,6 +340,7 @@ def fit(
     per_model_index: bool = False,
     checkpoint_dir: str | None = None,
     progress: Callable | None = None,
+    augment: Callable | None = None,
 ) -> FitResult:
     """Applies ``rule`` to ``variables`` for ``num_steps`` steps.
 
@@ -336,7 +356,11 @@ def fit(
       state: the rule state to start from; ``rule.init(variables, key=key)`` by default.
       chunk_size: steps fused in one compiled ``lax.scan`` call (progress and checkpoints happen
         between chunks); defaults to about a tenth of the run.
-      mesh: a mesh with a ``data`` axis: batches are split over it, everything else replicated.
+      mesh: a mesh with a ``data`` axis: batches are split over it. Variables already sharded
+        over this mesh (:func:`~jaxunlearn.train.sharding.shard_variables`) keep their sharding,
+        and the rule state's leaves that mirror them take the same
+        (:func:`~jaxunlearn.train.sharding.state_shardings`); everything else is replicated.
+        With ``ensemble`` everything but the batches is replicated.
       ensemble: vmap the whole loop over a leading model axis of variables, state and key.
         The rule state's :class:`~jaxunlearn.core.rule.StepCounter` leaves stay unmapped inside
         the program, so the rule's branches on them stay branches instead of selects that run
@@ -345,6 +369,11 @@ def fit(
         (each model draws from its own index sets).
       checkpoint_dir: orbax checkpoint directory; the run resumes from its latest checkpoint.
       progress: ``(step, total, metrics, elapsed)`` callback after every chunk.
+      augment: ``(images, key) -> images`` (see :mod:`jaxunlearn.data.augment`) applied on the
+        device to the inputs ``x`` of every batch part at every step, inside the compiled scan;
+        the key of step ``t`` and part ``j`` is ``fold_in(fold_in(fold_in(key, 2), t), j)``, so
+        parts, steps and ensemble models draw independently and a resumed run augments as an
+        uninterrupted one. Only the training batches are augmented. ``None``: no augmentation.
 
     Returns:
       A :class:`FitResult`. A call with the same ``rule`` object, settings and argument types as
@@ -367,9 +396,16 @@ def fit(
             else (lambda v, k: rule.init(v, key=k))
         )
         state = jax.jit(init)(variables, key)  # compiled: some rules build models in init
+    placed = carry = None
     if mesh is not None:
         replicated = NamedSharding(mesh, PartitionSpec())
-        variables, state, stream = jax.device_put((variables, state, stream), replicated)
+        placed = (replicated, replicated)
+        if not ensemble:
+            kept = sharding.placements(variables, mesh)
+            placed = (kept, sharding.state_shardings(state, kept, mesh))
+            carry = placed if sharding.is_sharded(kept) else None
+        variables, state = jax.device_put((variables, state), placed)
+        stream = jax.device_put(stream, replicated)
 
     manager = None
     start = 0
@@ -382,7 +418,7 @@ def fit(
             start, tree = restored
             variables, state = tree["variables"], tree["state"]
             if mesh is not None:
-                variables, state = jax.device_put((variables, state), replicated)
+                variables, state = jax.device_put((variables, state), placed)
 
     def one_update(v, s, k, index):
         batch = sample_batch(stream.with_index(index), batch_sizes, k, jnp.zeros((), jnp.int32))
@@ -405,7 +441,9 @@ def fit(
             )
         else:
             metric_shapes = jax.eval_shape(one_update, variables, state, key, dict(stream.index))
-        chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes)
+        chunk = _chunk_fn(
+            rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes, carry, augment=augment
+        )
         args = (variables, state, stream, key, jnp.asarray(start, jnp.int32))
         if not ensemble:
             return jax.jit(chunk).lower(*args).compile()
@@ -423,6 +461,7 @@ def fit(
         ensemble,
         per_model_index,
         shared,
+        augment,
         _signature((variables, state, stream, key)),
     )
     compile_s = 0.0
@@ -486,11 +525,13 @@ def scan_steps(
     key: Array,
     state: PyTree | None = None,
     mesh: Mesh | None = None,
+    augment: Callable | None = None,
 ):
     """All ``num_steps`` updates in one ``lax.scan``: a pure, traceable version of :func:`fit`.
 
     Use it inside ``jax.vmap`` (e.g. over a grid of hyperparameters that the rule is built from
-    inside the vmapped function) or ``jax.jit``. Batches are exactly those :func:`fit` draws.
+    inside the vmapped function) or ``jax.jit``. Batches (and their ``augment``ation) are exactly
+    those :func:`fit` draws.
 
     Returns:
       ``(variables, state, metrics)`` with metrics stacked over steps.
@@ -505,6 +546,8 @@ def scan_steps(
         return rule.update(v, s, batch, key=k)[2]
 
     metric_shapes = jax.eval_shape(one_update, variables, state, key)
-    chunk = _chunk_fn(rule, batch_sizes, int(num_steps), int(num_steps), mesh, metric_shapes)
+    chunk = _chunk_fn(
+        rule, batch_sizes, int(num_steps), int(num_steps), mesh, metric_shapes, augment=augment
+    )
     variables, state, metrics, _ = chunk(variables, state, stream, key, jnp.zeros((), jnp.int32))
     return variables, state, metrics
