@@ -18,7 +18,11 @@ Formulas and defaults: ``../shared/reference/unlearnable_and_representation.md``
 """
 
 from jaxunlearn.unlearnable import budget, evaluate, registry
-from jaxunlearn.unlearnable.bayes_error import bayes_error_noise, kernel_bayes_error
+from jaxunlearn.unlearnable.bayes_error import (
+    bayes_error_noise,
+    kernel_bayes_error,
+    select_bandwidth,
+)
 from jaxunlearn.unlearnable.budget import Protection
 from jaxunlearn.unlearnable.clusters import kmeans, unlearnable_clusters
 from jaxunlearn.unlearnable.error_minimizing import error_minimizing_noise
@@ -47,6 +51,7 @@ __all__ = [
     "names",
     "protect",
     "protected_subset",
+    "select_bandwidth",
     "registry",
     "train_victims",
     "unlearnable_clusters",

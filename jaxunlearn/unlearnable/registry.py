@@ -100,7 +100,7 @@ register(
         "Zhang et al., Towards Provably Unlearnable Examples via Bayes Error Optimisation, "
         "AAAI 2026 (arXiv 2511.08191)",
         "L-inf (or L2) eps 8/255; 20 PGA steps of 2.5 eps/20; leave-one-out RBF kernel "
-        "estimate on surrogate features, nearest-neighbour bandwidth; batch 512",
+        "estimate on surrogate features, sigma by leave-one-out likelihood; batch 512",
         needs_surrogate=True,
         mix_aware=True,
     )
