@@ -125,11 +125,13 @@ class _Victims:
     def train(self, countermeasure, datasets, y, keys, *, epsilon, index=None):
         n = len(y) if index is None else len(index)
         spe = evaluate.victim_steps_per_epoch(n, self.victim["batch_size"])
-        cache_key = (countermeasure, round(float(epsilon), 8), spe)
+        # jpeg changes the data only: it shares plain training's rule and compiled program.
+        same = "none" if countermeasure == "jpeg" else countermeasure
+        cache_key = (same, round(float(epsilon), 8) if same == "adversarial_training" else 0, spe)
         if cache_key not in self._cache:
             rule = evaluate.victim_rule(
                 self.network,
-                countermeasure,
+                same,
                 learning_rate=self.victim["learning_rate"],
                 epsilon=epsilon,
                 adversarial_steps=int(self.victim["adversarial_steps"]),

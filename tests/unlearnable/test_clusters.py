@@ -37,7 +37,10 @@ def test_clusters_are_label_agnostic_and_within_budget(digits_small, tiny_net):
     # Images kept away from 0 and 1 are never clipped: one perturbation per cluster.
     mid = 0.25 + 0.5 * np.asarray(x)
     r = unlearnable_clusters(tiny_net, mid, None, **kw)
-    patterns = {tuple(np.round(d.ravel(), 5)) for d in np.asarray(r.delta)}
+    patterns = []  # distinct up to float32 rounding of (x + delta) - x
+    for d in np.asarray(r.delta):
+        if not any(np.abs(d - q).max() < 1e-6 for q in patterns):
+            patterns.append(d)
     assert 2 <= len(patterns) <= 4
     assert np.abs(np.asarray(r.delta)).max() <= 8 / 255 + 1e-6
 
