@@ -193,10 +193,10 @@ def bayes_error_noise(
     low, high = value_range
     count = -(-n // batch_size)
 
-    def features(xb):
-        return network.apply(surrogate, xb).features
+    def run(x, y, mask, key, surrogate):
+        def features(xb):
+            return network.apply(surrogate, xb).features
 
-    def run(x, y, mask, key):
         start_key, data_key = jax.random.split(key)
         clean = features(x)
         sigma = (
@@ -233,8 +233,21 @@ def bayes_error_noise(
         after = kernel_bayes_error(features(protected), y, num_classes=num_classes, bandwidth=sigma)
         return protected, protected - x, before, after
 
-    protected, delta, before, after = jax.jit(run)(
-        jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask), key
+    settings = (
+        "bayes_error_noise",
+        network,
+        epsilon,
+        norm,
+        steps,
+        step_size,
+        batch_size,
+        bandwidth,
+        num_classes,
+        value_range,
+        x.shape,
+    )
+    protected, delta, before, after = budget.cached_jit(settings, lambda: run)(
+        jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask), key, surrogate
     )
     metrics = {"bayes_error_clean": float(before), "bayes_error": float(after)}
     return budget.Protection(protected, delta, metrics)

@@ -17,8 +17,10 @@ References:
 
 from __future__ import annotations
 
+import collections
 import math
 import numbers
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import jax
@@ -158,3 +160,32 @@ def batched_accuracy(apply, variables, x: Array, y: Array, batches: np.ndarray) 
         return jnp.sum(hits & real)
 
     return jnp.sum(jax.lax.map(one, (jnp.asarray(batches), first))) / n
+
+
+# Compiled generator programs of recent calls, by their static settings (oldest first).
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_CAPACITY = 16
+
+
+def _freeze(value):
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    try:
+        hash(value)
+    except TypeError:
+        return ("id", id(value))
+    return value
+
+
+def cached_jit(settings: tuple, build: Callable[[], Callable]) -> Callable:
+    """``jax.jit(build())``, reused by every later call with the same ``settings`` (the network
+    and every static setting of a generator): protecting the same data again, at another mix
+    ratio or for a benchmark, does not compile again."""
+    key = _freeze(settings)
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = jax.jit(build())
+        while len(_PROGRAMS) > _CAPACITY:
+            _PROGRAMS.popitem(last=False)
+    return _PROGRAMS[key]

@@ -166,10 +166,10 @@ def unlearnable_clusters(
     n, channels = len(x), x.shape[-1]
     opt = optax.adam(learning_rate)
 
-    def features(xb):
-        return network.apply(surrogate, xb).features
+    def run(x, key, surrogate):
+        def features(xb):
+            return network.apply(surrogate, xb).features
 
-    def run(x, key):
         km_key, gen_key, seed_key, data_key = jax.random.split(key, 4)
         feats = features(x)
         centroids, assign = _kmeans(feats.reshape(n, -1), km_key, k, int(kmeans_iterations))
@@ -203,6 +203,20 @@ def unlearnable_clusters(
         protected = jnp.clip(x + deltas[assign], low, high)
         return protected, protected - x, curve[0], curve[-1], jnp.min(counts)
 
-    protected, delta, kl0, kl1, smallest = jax.jit(run)(jnp.asarray(x), key)
+    settings = (
+        "unlearnable_clusters",
+        network,
+        k,
+        epsilon,
+        target_offset,
+        steps,
+        batch_size,
+        learning_rate,
+        int(kmeans_iterations),
+        value_range,
+        x.shape,
+    )
+    program = budget.cached_jit(settings, lambda: run)
+    protected, delta, kl0, kl1, smallest = program(jnp.asarray(x), key, surrogate)
     metrics = {"kl_start": float(kl0), "kl_end": float(kl1), "smallest_cluster": int(smallest)}
     return budget.Protection(protected, delta, metrics)

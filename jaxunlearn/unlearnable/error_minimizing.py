@@ -203,7 +203,27 @@ def error_minimizing_noise(
         protected = perturbed(noise)
         return protected, protected - x, rounds, acc
 
-    protected, delta, rounds, acc = jax.jit(run)(jnp.asarray(x), jnp.asarray(y), key)
+    settings = (
+        "error_minimizing_noise",
+        network,
+        mode,
+        epsilon,
+        step_size,
+        pgd_steps,
+        train_steps,
+        stop_error,
+        int(max_rounds),
+        batch_size,
+        n,
+        learning_rate,
+        optimizer,
+        num_classes,
+        value_range,
+        x.shape,
+        str(x.dtype),
+    )
+    program = budget.cached_jit(settings, lambda: run)
+    protected, delta, rounds, acc = program(jnp.asarray(x), jnp.asarray(y), key)
     metrics = {
         "rounds": int(rounds),
         "surrogate_accuracy": float(acc),

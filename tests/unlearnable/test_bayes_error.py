@@ -70,3 +70,15 @@ def test_bad_budgets_are_named(digits_small, tiny_net):
         bayes_error_noise(tiny_net, x, y, key=jax.random.key(0), surrogate=v, norm="l1")
     with pytest.raises(ValueError, match="`protect`"):
         bayes_error_noise(tiny_net, x, y, key=jax.random.key(0), surrogate=v, protect=[True])
+
+
+def test_a_second_call_reuses_the_program_with_its_own_surrogate(digits_small, tiny_net):
+    from jaxunlearn.unlearnable import budget
+
+    x, y, _, _ = digits_small
+    kw = dict(key=jax.random.key(1), steps=1, batch_size=100, bandwidth=1.0)
+    a = bayes_error_noise(tiny_net, x, y, surrogate=tiny_net.init(jax.random.key(0)), **kw)
+    programs = len(budget._PROGRAMS)
+    b = bayes_error_noise(tiny_net, x, y, surrogate=tiny_net.init(jax.random.key(5)), **kw)
+    assert len(budget._PROGRAMS) == programs  # compiled once
+    assert not np.allclose(a.x, b.x)  # the surrogate is an argument, not a stale constant
