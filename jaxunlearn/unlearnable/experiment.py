@@ -212,13 +212,26 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
     for cm in cfg["countermeasures"]:
         acc, div = test(victims.train(cm, [x], y, keys, epsilon=cfg["epsilon"]))
         records += _records("clean", cm, acc, div, [column(0.0)], seeds)
-    for f, mask in zip(fractions, masks, strict=True):
-        if mask.all() or not mask.any():
-            continue
-        acc, div = test(
-            victims.train("none", [x], y, keys, epsilon=cfg["epsilon"], index=np.flatnonzero(~mask))
+    # One record per seed holds every fraction's clean-part-alone accuracy.
+    partial = [(f, m) for f, m in zip(fractions, masks, strict=True) if m.any() and not m.all()]
+    if partial:
+        accs, divs = [], []
+        for _, mask in partial:
+            acc, div = test(
+                victims.train(
+                    "none", [x], y, keys, epsilon=cfg["epsilon"], index=np.flatnonzero(~mask)
+                )
+            )
+            accs.append(acc[0])
+            divs.append(div[0])
+        records += _records(
+            "clean_part_alone",
+            "none",
+            np.stack(accs),
+            np.stack(divs),
+            [column(f) for f, _ in partial],
+            seeds,
         )
-        records += _records("clean_part_alone", "none", acc, div, [column(f)], seeds)
     log(f"  [unlearnable] references trained in {time.perf_counter() - t0:.1f}s")
 
     surrogate = None
