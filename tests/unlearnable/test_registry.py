@@ -24,3 +24,13 @@ def test_generators_that_need_a_surrogate_say_so(digits_small, tiny_net):
     x, y, _, _ = digits_small
     with pytest.raises(ValueError, match="needs `surrogate`"):
         unlearnable.protect("bayes_error_noise", tiny_net, x, y, key=jax.random.key(0))
+
+
+def test_the_readme_lists_every_generator_with_its_paper():
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    readme = open(os.path.join(root, "README.md")).read()
+    section = readme.split("## Unlearnable examples", 1)[1].split("\n## ", 1)[0]
+    assert unlearnable.registry.markdown_table() in section, "regenerate it from the registry"
+    assert "experiments/configs/unlearnable.py" in section
