@@ -143,7 +143,7 @@ def error_minimizing_noise(
     low, high = value_range
     pgd = dict(epsilon=epsilon, step_size=step_size, steps=pgd_steps, value_range=value_range)
 
-    def run(x, y, key):
+    def run(x, y, key, stop_error, max_rounds):
         init_key, noise_key, data_key = jax.random.split(key, 3)
         variables = network.init(init_key)
         state = rule.init(variables, key=init_key)
@@ -203,7 +203,7 @@ def error_minimizing_noise(
         protected = perturbed(noise)
         return protected, protected - x, rounds, acc
 
-    settings = (
+    settings = (  # the stopping rule and the round cap are arguments, not constants
         "error_minimizing_noise",
         network,
         mode,
@@ -211,8 +211,6 @@ def error_minimizing_noise(
         step_size,
         pgd_steps,
         train_steps,
-        stop_error,
-        int(max_rounds),
         batch_size,
         n,
         learning_rate,
@@ -223,7 +221,13 @@ def error_minimizing_noise(
         str(x.dtype),
     )
     program = budget.cached_jit(settings, lambda: run)
-    protected, delta, rounds, acc = program(jnp.asarray(x), jnp.asarray(y), key)
+    protected, delta, rounds, acc = program(
+        jnp.asarray(x),
+        jnp.asarray(y),
+        key,
+        jnp.asarray(stop_error, jnp.float32),
+        jnp.asarray(int(max_rounds), jnp.int32),
+    )
     metrics = {
         "rounds": int(rounds),
         "surrogate_accuracy": float(acc),

@@ -361,7 +361,8 @@ def write(records, generation, workdir, cfg, *, stream=None) -> dict[str, str]:
 
 def plot(records, path: str, fractions, countermeasures) -> str:
     """Clean test accuracy vs protected fraction: one panel per countermeasure, one line per
-    method, with clean training (at 0) and the clean part alone as references."""
+    method starting from clean training (at 0); the clean part alone (dashed) on the plain
+    training panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -392,11 +393,9 @@ def plot(records, path: str, fractions, countermeasures) -> str:
                 label=method,
             )
         part = summary.get(("clean_part_alone", "none"), {}).get("stats", {})
-        pts = sorted(
-            [(0.0, clean)] + [(f, part[column(f)]) for f in fractions if column(f) in part]
-        )
-        pts = [(f, s) for f, s in pts if s is not None]
-        if pts:
+        if cm == "none" and part:  # the reference is trained without countermeasures
+            pts = [(0.0, clean)] + [(f, part[column(f)]) for f in fractions if column(f) in part]
+            pts = sorted((f, s) for f, s in pts if s is not None)
             ax.plot(
                 [100 * f for f, _ in pts], [s[0] for _, s in pts], "k--", label="clean part alone"
             )
@@ -405,7 +404,8 @@ def plot(records, path: str, fractions, countermeasures) -> str:
         ax.set_xticks([100 * f for f in xs])
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("clean test accuracy (%)")
-    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()  # the panel with every line
+    axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
