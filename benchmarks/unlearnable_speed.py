@@ -33,6 +33,7 @@ GENERATORS = {
     "em_classwise": ("error_minimizing_noise", {"mode": "classwise", "learning_rate": 0.05}),
     "bayes_error": ("bayes_error_noise", {}),
     "clusters": ("unlearnable_clusters", {"epsilon": 8 / 255}),
+    "text_conditioned": ("text_conditioned_noise", {}),
 }
 
 

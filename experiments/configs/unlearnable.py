@@ -57,6 +57,7 @@ def get_config(arg=None):
         "bayes_error": {"generator": "bayes_error_noise", "hparams": {}},
         # The paper's 16/255 is used at 8/255 here, the budget of every other method.
         "clusters": {"generator": "unlearnable_clusters", "hparams": {"epsilon": 8 / 255}},
+        "text_conditioned": {"generator": "text_conditioned_noise", "hparams": {}},
         "em_samplewise_32": {
             "generator": "error_minimizing_noise",
             "hparams": {"mode": "samplewise", "learning_rate": 0.05, "epsilon": 32 / 255},
@@ -67,6 +68,10 @@ def get_config(arg=None):
         },
         "bayes_error_32": {"generator": "bayes_error_noise", "hparams": {"epsilon": 32 / 255}},
         "clusters_32": {"generator": "unlearnable_clusters", "hparams": {"epsilon": 32 / 255}},
+        "text_conditioned_32": {
+            "generator": "text_conditioned_noise",
+            "hparams": {"epsilon": 32 / 255},
+        },
     }
     if arg == "tiny":
         c.seeds = 1

@@ -5,7 +5,9 @@ Generators (pure, jitted transforms of a dataset; registry :mod:`.registry`):
 - :func:`error_minimizing_noise`: sample-wise / class-wise min-min noise (Huang et al., 2021);
 - :func:`bayes_error_noise`: projected gradient ascent on the kernel Bayes-error estimate
   (Zhang et al., AAAI 2026);
-- :func:`unlearnable_clusters`: label-agnostic cluster-wise noise (Zhang et al., CVPR 2023).
+- :func:`unlearnable_clusters`: label-agnostic cluster-wise noise (Zhang et al., CVPR 2023);
+- :func:`text_conditioned_noise`: class-wise noise from text descriptions alone (T2UE's
+  zero-contact idea, with a text encoder trained here).
 
 Evaluation (:mod:`.evaluate`): victims trained from scratch with the one training loop, vmapped
 over seeds and mix ratios, under countermeasures; :func:`kernel_bayes_error` of a dataset. The
@@ -35,6 +37,7 @@ from jaxunlearn.unlearnable.evaluate import (
     victim_rule,
 )
 from jaxunlearn.unlearnable.registry import get, names, protect
+from jaxunlearn.unlearnable.text_conditioned import text_conditioned_noise
 
 __all__ = [
     "COUNTERMEASURES",
@@ -53,6 +56,7 @@ __all__ = [
     "protected_subset",
     "select_bandwidth",
     "registry",
+    "text_conditioned_noise",
     "train_victims",
     "unlearnable_clusters",
     "victim_rule",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from jaxunlearn.unlearnable.bayes_error import bayes_error_noise
 from jaxunlearn.unlearnable.clusters import unlearnable_clusters
 from jaxunlearn.unlearnable.error_minimizing import error_minimizing_noise
+from jaxunlearn.unlearnable.text_conditioned import text_conditioned_noise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,5 +115,16 @@ register(
         "cluster from fixed noise; KL toward centroid (i + 1) mod p; Adam 1e-3, 200 steps",
         needs_surrogate=True,
         label_agnostic=True,
+    )
+)
+register(
+    GeneratorInfo(
+        "text_conditioned_noise",
+        text_conditioned_noise,
+        "T2UE's zero-contact idea: Ma, Huang et al., arXiv 2508.03091 (no CLIP: text encoder "
+        "trained here)",
+        "class-wise, from class descriptions only (hashed character trigrams, encoder + linear "
+        "generator); L-inf eps 8/255; min-min on uniform-noise proxies, never the data; Adam "
+        "1e-2, 300 steps",
     )
 )

@@ -8,6 +8,7 @@ def test_every_generator_is_registered_with_its_paper():
     assert unlearnable.names() == [
         "bayes_error_noise",
         "error_minimizing_noise",
+        "text_conditioned_noise",
         "unlearnable_clusters",
     ]
     table = unlearnable.registry.markdown_table()
