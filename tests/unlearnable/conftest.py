@@ -1,6 +1,5 @@
 """Shared fixtures: a few hundred digits and a tiny MLP (every test here is seconds long)."""
 
-import numpy as np
 import pytest
 
 from jaxunlearn import data, models
@@ -15,10 +14,3 @@ def digits_small():
 @pytest.fixture(scope="session")
 def tiny_net():
     return models.make_network("mlp", input_shape=(8, 8, 1), num_outputs=10, hidden=(16,))
-
-
-def assert_in_budget(x, protected, delta, epsilon, value_range=(0.0, 1.0)):
-    x, protected, delta = (np.asarray(a, np.float64) for a in (x, protected, delta))
-    assert protected.min() >= value_range[0] and protected.max() <= value_range[1]
-    np.testing.assert_allclose(protected - x, delta, atol=1e-7)
-    assert np.abs(delta).max() <= epsilon + 1e-6

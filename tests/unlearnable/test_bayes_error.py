@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_in_budget
+from unlearnable_testing import assert_in_budget
 
 from jaxunlearn.unlearnable import bayes_error_noise, kernel_bayes_error
 

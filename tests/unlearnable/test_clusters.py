@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_in_budget
+from unlearnable_testing import assert_in_budget
 
 from jaxunlearn.unlearnable import kmeans, unlearnable_clusters
 

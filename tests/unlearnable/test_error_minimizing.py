@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_in_budget
+from unlearnable_testing import assert_in_budget
 
 from jaxunlearn.core import losses
 from jaxunlearn.unlearnable import error_minimizing_noise

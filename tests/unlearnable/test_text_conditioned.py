@@ -1,7 +1,7 @@
 import jax
 import numpy as np
 import pytest
-from conftest import assert_in_budget
+from unlearnable_testing import assert_in_budget
 
 from jaxunlearn.unlearnable import text_conditioned_noise
 from jaxunlearn.unlearnable.text_conditioned import text_features

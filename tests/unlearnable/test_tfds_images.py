@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from conftest import assert_in_budget
+from unlearnable_testing import assert_in_budget
 
 from jaxunlearn import data, models
 from jaxunlearn.unlearnable import evaluate, registry
