@@ -8,8 +8,9 @@ countermeasure. Run:
 
     python -m experiments.main --config=experiments/configs/unlearnable.py --workdir=/tmp/ue
 
-`:tiny` is a seconds-long version (1 seed, 2 epochs, two fractions, two countermeasures, small
-generator budgets) used by the tests.
+`:tiny` is a seconds-long version (1 seed, 2 epochs, two fractions, two countermeasures, two
+generators with few steps: one that needs a surrogate and is generated per mix ratio, one that
+does not) used by the tests.
 
 Budgets: digits' pixels are scaled to [0, 1] like CIFAR-10's, so Huang et al.'s 8/255 L-inf
 budget is the same share of the range (about half of one of digits' 17 grey levels); the
@@ -85,9 +86,5 @@ def get_config(arg=None):
                 "hparams": {"mode": "classwise", "max_rounds": 2, "train_steps": 3},
             },
             "bayes_error": {"generator": "bayes_error_noise", "hparams": {"steps": 2}},
-            "clusters": {
-                "generator": "unlearnable_clusters",
-                "hparams": {"steps": 5, "kmeans_iterations": 5},
-            },
         }
     return c

@@ -15,7 +15,7 @@ def test_the_tiny_config_writes_the_table_results_and_plot(tmp_path):
     loaded = report.load_results(str(tmp_path / "results.json"))
     assert [r.to_json() for r in loaded] == [r.to_json() for r in records]
     rows = {(r.scenario, r.method) for r in loaded}
-    for method in ("em_classwise", "bayes_error", "clusters"):
+    for method in ("em_classwise", "bayes_error"):
         assert {(method, "none"), (method, "jpeg")} <= rows
     assert ("clean", "none") in rows and ("clean_part_alone", "none") in rows
     em = next(r for r in loaded if r.scenario == "em_classwise" and r.method == "none")
@@ -23,7 +23,7 @@ def test_the_tiny_config_writes_the_table_results_and_plot(tmp_path):
     part = next(r for r in loaded if r.scenario == "clean_part_alone")
     assert set(part.metrics) == {"TA@50%"}
     generation = json.loads((tmp_path / "generation.json").read_text())
-    for label in ("em_classwise", "bayes_error", "clusters"):
+    for label in ("em_classwise", "bayes_error"):
         assert generation[label]["max_abs_delta_x255"] <= 8 + 1e-3
     assert "TA@100%" in (tmp_path / "results.txt").read_text()
 
