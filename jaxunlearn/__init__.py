@@ -16,7 +16,7 @@ forgetting against models retrained without the forget set.
 
 import importlib
 
-from jaxunlearn import audit, core, data, ensemble, models, rules, train
+from jaxunlearn import audit, core, data, ensemble, losses, models, rules, train
 from jaxunlearn.core import (
     MaskScore,
     Network,
@@ -61,6 +61,7 @@ __all__ = [
     "data",
     "ensemble",
     "fit",
+    "losses",
     "make_network",
     "make_split",
     "make_stream",

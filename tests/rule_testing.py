@@ -128,3 +128,114 @@ def linear_network(in_dim: int, num_classes: int) -> Network:
         return Outputs(logits=x @ p["w"] + p["b"], features=x)
 
     return Network(init, apply, "linear", num_classes, (in_dim,))
+
+
+# ------------------------------------------------------------------------------ language models
+
+LM_VOCAB, LM_LEN, LM_PROMPT, LM_ANSWER = 32, 8, 4, 3
+
+
+def tiny_lm_network(
+    vocab_size: int = LM_VOCAB, max_len: int = LM_LEN, d_model: int = 16, num_layers: int = 2
+) -> Network:
+    """The library's transformer at test size (2 heads; token 0 pads)."""
+    return models.make_network(
+        "transformer",
+        vocab_size=vocab_size,
+        max_len=max_len,
+        d_model=d_model,
+        num_layers=num_layers,
+        num_heads=2,
+    )
+
+
+def _qa_rows(rng, prompts, answers):
+    """Tokens ``[n, T]`` (prompt, answer, padding) and shifted labels on the answer tokens."""
+    n = prompts.shape[0]
+    tokens = np.zeros((n, LM_LEN), np.int32)
+    tokens[:, :LM_PROMPT] = prompts
+    tokens[:, LM_PROMPT : LM_PROMPT + LM_ANSWER] = answers
+    labels = np.full((n, LM_LEN), losses.IGNORE_INDEX, np.int32)
+    span = slice(LM_PROMPT - 1, LM_PROMPT + LM_ANSWER - 1)  # labels[t] = tokens[t + 1]
+    labels[:, span] = tokens[:, LM_PROMPT : LM_PROMPT + LM_ANSWER]
+    return tokens, labels
+
+
+@functools.cache
+def tiny_lm_problem(trained: bool = True, num_forget: int = 8, num_retain: int = 40):
+    """``(network, variables, stream)`` of a tiny question-answering corpus.
+
+    Each row is a 4-token prompt and a 3-token random answer (token 0 pads); the first
+    ``num_forget`` rows are the forget set. The stream carries the rows' "I don't know" answers
+    (``idk_x``/``idk_y``, one fixed answer) and alternate answers (``alt_x``/``alt_y``). With
+    ``trained`` the model is trained on every row (100 Adam steps) until it has memorised the
+    answers; otherwise it is freshly initialised.
+    """
+    rng = np.random.default_rng(0)
+    n = num_forget + num_retain
+    prompts = rng.integers(1, LM_VOCAB, (n, LM_PROMPT))
+    x, y = _qa_rows(rng, prompts, rng.integers(1, LM_VOCAB - 3, (n, LM_ANSWER)))
+    idk = np.broadcast_to(np.arange(LM_VOCAB - 3, LM_VOCAB), (n, LM_ANSWER))
+    idk_x, idk_y = _qa_rows(rng, prompts, idk)
+    alt_x, alt_y = _qa_rows(rng, prompts, rng.integers(1, LM_VOCAB - 3, (n, LM_ANSWER)))
+    net = tiny_lm_network()
+    extra = {"idk_x": idk_x, "idk_y": idk_y, "alt_x": alt_x, "alt_y": alt_y}
+    variables = net.init(jax.random.key(0))
+    if trained:
+        variables = fit(
+            rules.finetune(net.apply, learning_rate=0.02, optimizer={"name": "adam"}),
+            variables,
+            make_stream(x, y, {"retain": np.arange(n)}),
+            batch_sizes={"retain": 16},
+            num_steps=100,
+            key=jax.random.key(1),
+        ).variables
+    index = {"forget": np.arange(num_forget), "retain": np.arange(num_forget, n)}
+    return net, variables, make_stream(x, y, index, extra=extra)
+
+
+def lm_batch(stream, part: str = "forget", size: int | None = None) -> dict:
+    """The first ``size`` rows of index set ``part`` as a batch part (with every extra field)."""
+    rows = stream.index[part][:size]
+    return {
+        "x": stream.x[rows],
+        "y": stream.y[rows],
+        "index": rows,
+        **{k: v[rows] for k, v in stream.extra.items()},
+    }
+
+
+def run_lm_rule(name: str, *, steps: int = 8, seeds: int = 2, batch_size: int = 8, **hparams):
+    """Runs registered rule ``name`` on :func:`tiny_lm_problem` for ``steps`` steps on ``seeds``
+    models (vmapped, jitted); returns ``(start, FitResult)``."""
+    net, variables, stream = tiny_lm_problem()
+    info = rules.get(name)
+    rule = rules.make(
+        name,
+        net,
+        num_steps=steps,
+        steps_per_epoch=steps,
+        forget_steps_per_epoch=max(1, steps // 2),
+        forget_fraction=0.2,
+        **hparams,
+    )
+    start = jax.tree.map(lambda x: jnp.stack([x] * seeds), variables)
+    keys = jax.vmap(jax.random.key)(jnp.arange(seeds))
+    res = fit(
+        rule,
+        start,
+        stream,
+        batch_sizes={p: batch_size for p in info.parts},
+        num_steps=steps,
+        key=keys,
+        ensemble=True,
+    )
+    return start, res
+
+
+def forget_log_prob(variables, part: str = "forget") -> float:
+    """Mean log pi(y | x) of the tiny LM problem's ``part`` rows under ``variables``."""
+    net, _, stream = tiny_lm_problem(False)
+    batch = lm_batch(stream, part)
+    logits = net.apply(variables, batch["x"]).logits
+    return float(jnp.mean(losses.sequence_log_prob(logits, batch["y"])))

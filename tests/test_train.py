@@ -10,6 +10,7 @@ from jaxunlearn import data, ensemble, models, rules
 from jaxunlearn.core import losses
 from jaxunlearn.core.rule import StepCounter, is_step_counter, rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
+from jaxunlearn.data import augment
 from jaxunlearn.train import data_mesh, fit, loop, make_stream, scan_steps
 
 
@@ -70,6 +71,11 @@ def test_data_parallel_on_8_devices_matches_one_device(problem):
     mesh = jax.make_mesh((8,), ("data",))
     one = _train(net, stream, num_steps=30)
     eight = _train(net, stream, num_steps=30, mesh=mesh)
+    _assert_trees_close(one.variables, eight.variables, rtol=1e-4, atol=1e-5)
+    # Augmented batches split over the devices draw the same crops and flips.
+    crop_flip = augment.get("crop_flip")
+    one = _train(net, stream, num_steps=30, augment=crop_flip)
+    eight = _train(net, stream, num_steps=30, mesh=mesh, augment=crop_flip)
     _assert_trees_close(one.variables, eight.variables, rtol=1e-4, atol=1e-5)
 
 
@@ -314,6 +320,101 @@ def test_ensemble_interrupted_then_resumed_equals_uninterrupted(problem, tmp_pat
     assert _counts(resumed.state)[0] == [12, 12, 12]
     _assert_trees_close(full.variables, resumed.variables, rtol=1e-6, atol=1e-7)
     _assert_trees_close(full.state, resumed.state, rtol=1e-6, atol=1e-7)
+
+
+# On-device augmentation ---------------------------------------------------------------------
+
+
+def _input_probe(net):
+    """A rule that changes nothing and reports, per step, a pixel of each part's first input."""
+
+    def update(variables, state, batch, *, key):
+        del key
+        return variables, state, {p: batch[p]["x"][0, 2, 3, 0] for p in batch}
+
+    return UnlearningRule(lambda variables, *, key: (), update)
+
+
+def _constant_per_key(images, key):
+    # Replaces every image by one number drawn from the key: the key each call received.
+    return jnp.broadcast_to(jax.random.uniform(key), images.shape)
+
+
+def test_augmentation_changes_updates_and_is_deterministic_from_the_key(problem):
+    _, net, stream = problem
+    crop_flip = augment.get("crop_flip")
+    plain = _train(net, stream, num_steps=20)
+    a = _train(net, stream, num_steps=20, augment=crop_flip)
+    b = _train(net, stream, num_steps=20, augment=crop_flip, chunk_size=3)
+    none = _train(net, stream, num_steps=20, augment=augment.get("none"))
+    _assert_trees_close(a.variables, b.variables, rtol=1e-5, atol=1e-6)
+    _assert_trees_close(plain.variables, none.variables, rtol=0, atol=0)
+    diff = max(
+        float(jnp.max(jnp.abs(x - y)))
+        for x, y in zip(jax.tree.leaves(a.variables), jax.tree.leaves(plain.variables), strict=True)
+    )
+    assert diff > 1e-3  # augmented batches give other updates
+    assert not np.allclose(a.metrics["loss"], plain.metrics["loss"])
+
+
+def test_augmentation_keys_differ_per_part_step_and_model(problem):
+    ds, net, _ = problem
+    stream = _forget_retain_stream(ds)
+    probe, sizes = _input_probe(net), {"forget": 16, "retain": 32}
+    keys = jax.vmap(jax.random.key)(jnp.arange(3))
+    res = fit(
+        probe,
+        jax.vmap(net.init)(keys),
+        stream,
+        batch_sizes=sizes,
+        num_steps=6,
+        key=keys,
+        ensemble=True,
+        augment=_constant_per_key,
+    )
+    f, r = res.metrics["forget"], res.metrics["retain"]  # [models, steps]
+    assert f.shape == (3, 6)
+    values = np.concatenate([f.ravel(), r.ravel()])
+    assert len(np.unique(values)) == values.size  # parts, steps and models all draw anew
+    # Model 1 of the ensemble draws exactly what a single run with its key draws.
+    single = fit(
+        probe,
+        net.init(keys[1]),
+        stream,
+        batch_sizes=sizes,
+        num_steps=6,
+        key=keys[1],
+        augment=_constant_per_key,
+    )
+    np.testing.assert_array_equal(single.metrics["forget"], f[1])
+    # Without augmentation the probe reads the data itself.
+    raw = fit(probe, net.init(keys[0]), stream, batch_sizes=sizes, num_steps=2, key=keys[0])
+    assert set(np.unique(raw.metrics["retain"])) <= set(np.unique(ds.x_train))
+
+
+def test_augmented_run_interrupted_then_resumed_equals_uninterrupted(problem, tmp_path):
+    _, net, stream = problem
+    crop_flip = augment.get("crop_flip")
+    full = _train(net, stream, num_steps=30, chunk_size=10, augment=crop_flip)
+    ckpt = str(tmp_path / "ckpt")
+    part = _train(net, stream, num_steps=20, chunk_size=10, checkpoint_dir=ckpt, augment=crop_flip)
+    assert part.steps == 20
+    resumed = _train(
+        net, stream, num_steps=30, chunk_size=10, checkpoint_dir=ckpt, augment=crop_flip
+    )
+    assert resumed.steps == 30
+    _assert_trees_close(full.variables, resumed.variables, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(full.metrics["loss"][20:], resumed.metrics["loss"], rtol=1e-6)
+
+
+def test_scan_steps_augments_as_fit(problem):
+    _, net, stream = problem
+    rule = rules.finetune(net.apply, learning_rate=0.05)
+    v0, crop_flip = net.init(jax.random.key(0)), augment.get("crop_flip")
+    kw = {"batch_sizes": {"retain": 64}, "num_steps": 12, "key": jax.random.key(1)}
+    a = fit(rule, v0, stream, augment=crop_flip, **kw)
+    v, _, _ = jax.jit(lambda v: scan_steps(rule, v, stream, augment=crop_flip, **kw))(v0)
+    _assert_trees_close(a.variables, v, rtol=1e-5, atol=1e-6)
 
 
 # Checks before compute ------------------------------------------------------------------------

@@ -131,6 +131,9 @@ def test_padding_is_invisible():
     b = apply({"params": params, "batch_stats": {}}, holes).logits
     np.testing.assert_array_equal(np.delete(a, 4, 1), np.delete(b, 4, 1))
     assert not np.allclose(a[:, 4], b[:, 4])
+    # A row of padding only (a filler row of a batch) stays finite, with zero features.
+    empty = apply(variables, jnp.zeros((1, T), jnp.int32))
+    assert np.all(np.isfinite(empty.logits)) and np.all(empty.features == 0)
 
 
 def test_gqa_equals_mha_with_repeated_kv_heads():

@@ -28,6 +28,14 @@ def get_config(arg=None):
     # Where TFDS datasets (mnist, cifar10, ...) are prepared: --config.data_dir=/path ("": TFDS's
     # default, ~/tensorflow_datasets); unused by in-memory data such as digits.
     c.data_dir = ""
+    # On-device augmentation of every training batch: originals, oracles (retraining) and the
+    # unlearning rules, as in the reference codebases. "auto" is the dataset's default:
+    # "crop_flip" (random 32x32 crop of the image zero-padded by 4, then a horizontal flip with
+    # probability 1/2; torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip) for cifar10
+    # and cifar100, "none" for every other dataset (digits, mnist, fashion_mnist, svhn_cropped:
+    # the references train SVHN unaugmented, and a mirrored digit is another digit). Other
+    # values: "none", "crop" (the crop without the flip), "crop_flip".
+    c.augmentation = "auto"
     c.model = "mlp"
     c.model_kwargs = {"hidden": (128, 128)}
     c.seeds = 3

@@ -30,6 +30,7 @@ def get_config(arg=None):
     # Where TFDS datasets (mnist, cifar10, ...) are prepared: --config.data_dir=/path ("": TFDS's
     # default, ~/tensorflow_datasets); unused by in-memory data such as digits.
     c.data_dir = ""
+    c.augmentation = "none"  # tabular data: nothing to augment
     c.model = "mlp"
     # Two hidden layers, so blindspot's attention transfer has more than one layer to match.
     c.model_kwargs = {"hidden": (32, 32)}

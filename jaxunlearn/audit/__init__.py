@@ -41,6 +41,17 @@ from jaxunlearn.audit.lm import (
     truth_ratio,
     zlib_score,
 )
+from jaxunlearn.audit.lm_robust import (
+    adversarial_prompt,
+    concept_vectors,
+    form_consistency,
+    in_context_recovery,
+    latent_probe,
+    locate_concept_vectors,
+    relearn_lm,
+    retain_similarity,
+    waterdrum,
+)
 from jaxunlearn.audit.membership import roc_auc, tpr_at_fpr, ulira, zrf_score
 from jaxunlearn.audit.registry import (
     AuditContext,
@@ -127,4 +138,14 @@ __all__ = [
     "rouge_l",
     "verbatim_memorization",
     "zlib_lengths",
+    # Robust LM evaluation (forms, watermarks, probes, relearning, in context, GCG, concepts).
+    "adversarial_prompt",
+    "concept_vectors",
+    "form_consistency",
+    "in_context_recovery",
+    "latent_probe",
+    "locate_concept_vectors",
+    "relearn_lm",
+    "retain_similarity",
+    "waterdrum",
 ]

@@ -11,7 +11,11 @@ retrained without the forget set, example by example:
   ``forget_score``, ``competition_score``.
 * ``"klom"``: KLoM, the KL divergence between the binned margin distributions of the unlearned and
   the oracle ensembles, per forget example and on fixed samples of retain and test examples
-  (``klom_<part>_mean`` / ``klom_<part>_p95``: mean and 95th percentile over examples).
+  (``klom_<part>_mean`` / ``klom_<part>_p95``: mean and 95th percentile over examples), as
+  ``KL(unlearned || oracle)``.
+* ``"klom_published"``: the same in data-unlearning-bench's published direction,
+  ``KL(oracle || unlearned)`` (its ``run.py`` swaps the arguments); ``klom_pub_<part>_mean`` /
+  ``_p95``.
 
 * ``"ulira"``: U-LiRA, a per-example likelihood-ratio attack against unlearning, on shadow models
   trained on random halves of the audited examples and then unlearned by the method
@@ -19,7 +23,7 @@ retrained without the forget set, example by example:
   (``EnsembleContext.shadows``: the experiment's artefacts build them with
   :mod:`jaxunlearn.ensemble.ulira`); :func:`ulira_attack` scores them.
 
-All three are registered with :func:`jaxunlearn.audit.register_ensemble`; the experiment runner
+All are registered with :func:`jaxunlearn.audit.register_ensemble`; the experiment runner
 calls them with an :class:`~jaxunlearn.audit.EnsembleContext`, whose shared predictions give every
 audit the same ``[N, n, C]`` logits. Their per-example arrays (epsilons, confidences, KLoM values,
 U-LiRA scores) are kept on the context and handed out by :func:`per_example_arrays`, so that the
@@ -40,6 +44,7 @@ import numpy as np
 
 from jaxunlearn import ensemble
 from jaxunlearn.audit import competition, membership
+from jaxunlearn.audit.klom import DIRECTIONS as KLOM_DIRECTIONS
 from jaxunlearn.audit.klom import klom as klom_divergence
 from jaxunlearn.audit.registry import EnsembleContext, register_ensemble
 
@@ -166,23 +171,40 @@ def competition_audit(ctx: EnsembleContext) -> dict[str, float]:
 # KLoM.
 
 
-def klom_audit(ctx: EnsembleContext) -> dict[str, float]:
-    """KLoM (KL of binned margins, unlearned vs oracle) on forget, retain and test examples."""
-    _check_ensembles(ctx, "klom", same_size=False)
-    out = {}
-    for part in KLOM_PARTS:
-        if len(ctx.data(part)[1]) == 0:
-            continue
-        values = _keep(
-            ctx,
-            f"klom_{part}",
-            klom_divergence(_margins(ctx, part, "unlearned"), _margins(ctx, part, "oracle")),
-        )
-        out[f"klom_{part}_mean"] = float(np.mean(values))
-        out[f"klom_{part}_p95"] = float(np.percentile(values, 95))
-        if part != "forget":
-            _keep(ctx, f"{part}_sample", _sample(len(ctx.data(part)[1]), KLOM_SAMPLE_SIZE))
-    return out
+def klom_audit_fn(*, direction: str = "unlearned_vs_oracle", prefix: str = "klom"):
+    """A KLoM audit (KL of binned margins between the unlearned and the oracle ensembles) on
+    forget, retain and test examples, in ``direction`` (see :func:`jaxunlearn.audit.klom`):
+    metrics ``{prefix}_<part>_mean`` / ``_p95`` and per-example arrays ``{prefix}_<part>``."""
+    if direction not in KLOM_DIRECTIONS:
+        raise ValueError(f"direction must be one of {list(KLOM_DIRECTIONS)}; got {direction!r}")
+
+    def audit(ctx: EnsembleContext) -> dict[str, float]:
+        _check_ensembles(ctx, f"klom ({direction})", same_size=False)
+        out = {}
+        for part in KLOM_PARTS:
+            if len(ctx.data(part)[1]) == 0:
+                continue
+            values = _keep(
+                ctx,
+                f"{prefix}_{part}",
+                klom_divergence(
+                    _margins(ctx, part, "unlearned"),
+                    _margins(ctx, part, "oracle"),
+                    direction=direction,
+                ),
+            )
+            out[f"{prefix}_{part}_mean"] = float(np.mean(values))
+            out[f"{prefix}_{part}_p95"] = float(np.percentile(values, 95))
+            if part != "forget":
+                _keep(ctx, f"{part}_sample", _sample(len(ctx.data(part)[1]), KLOM_SAMPLE_SIZE))
+        return out
+
+    return audit
+
+
+# KL(unlearned || oracle), and data-unlearning-bench's published KL(oracle || unlearned).
+klom_audit = klom_audit_fn()
+klom_published_audit = klom_audit_fn(direction="oracle_vs_unlearned", prefix="klom_pub")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,4 +287,5 @@ def ulira_audit(ctx: EnsembleContext) -> dict[str, float]:
 
 register_ensemble("competition", competition_audit, task="classification")
 register_ensemble("klom", klom_audit, task="classification")
+register_ensemble("klom_published", klom_published_audit, task="classification")
 register_ensemble("ulira", ulira_audit, task="classification")

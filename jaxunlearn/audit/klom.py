@@ -5,12 +5,18 @@ oracle models (retrained without the forget set) are binned on a shared equal-wi
 compared with ``KL(unlearned || oracle)``. Zero means the unlearned models' margin distribution
 matches the oracles' on that grid.
 
-Two deliberate differences from the reference code (data-unlearning-bench ``eval.py``):
+Direction. :func:`klom` computes ``KL(unlearned || oracle)`` by default (``direction=
+"unlearned_vs_oracle"``), the order of the reference's documented signature
+``kl_from_margins(all_unlearned_margins, all_oracle_margins)``. The *published* values of
+data-unlearning-bench are the other direction: its ``run.py`` (``load_klom``) calls
+``kl_from_margins(oracle_margins, margins)``, swapping the arguments, so its numbers are
+``KL(oracle || unlearned)`` with the ``1e-5`` floor on the unlearned histogram. Pass
+``direction="oracle_vs_unlearned"`` to compare with them (the ``klom_published`` ensemble audit
+does). The two differ: KL is not symmetric, and the floor lands on the second distribution.
 
-* the argument order is the documented one, ``KL(unlearned || oracle)``; the reference's ``run.py``
-  passes the oracle margins first and so computes ``KL(oracle || unlearned)``;
-* binning follows ``np.histogram`` (the largest value falls in the last bin); the reference's
-  ``np.digitize`` binning silently drops every sample equal to the maximum.
+One deliberate difference from the reference code (data-unlearning-bench ``eval.py``): binning
+follows ``np.histogram`` (the largest value falls in the last bin); the reference's
+``np.digitize`` binning silently drops every sample equal to the maximum.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from jaxunlearn.audit.competition import logit_scaled_confidence
+
+# KL(unlearned || oracle), and data-unlearning-bench's published KL(oracle || unlearned).
+DIRECTIONS = ("unlearned_vs_oracle", "oracle_vs_unlearned")
 
 
 def margins(logits, labels) -> np.ndarray:
@@ -78,16 +87,24 @@ def _edges(lo: np.ndarray, hi: np.ndarray, bins: int) -> np.ndarray:
 
 
 def klom(
-    unlearned_margins, oracle_margins, *, bins: int = 20, clip: float = 100.0, floor: float = 1e-5
+    unlearned_margins,
+    oracle_margins,
+    *,
+    bins: int = 20,
+    clip: float = 100.0,
+    floor: float = 1e-5,
+    direction: str = "unlearned_vs_oracle",
 ) -> np.ndarray:
-    """Per-example KLoM, ``KL(p_unlearned || q_oracle)`` of binned margin distributions.
+    """Per-example KLoM, ``KL(p || q)`` of binned margin distributions.
 
     For each example: clip both samples to ``[-clip, clip]``; take ``bins`` equal-width bins over
     their combined range ``[lo, hi]`` (``[lo, lo + 1]`` when all values are equal) with
-    ``np.histogram`` semantics (bins half-open ``[a, b)``, the last one closed); ``p`` = unlearned
-    counts / total and ``q`` = oracle counts / total; where ``p > 0`` floor ``q`` at ``floor``;
-    renormalise ``q`` to sum to 1 (as ``scipy.stats.entropy`` does); return
-    ``sum_{p > 0} p log(p / q)`` in nats. Computed for all examples at once.
+    ``np.histogram`` semantics (bins half-open ``[a, b)``, the last one closed); ``p`` and ``q``
+    are the two samples' counts / totals, ``p`` the unlearned and ``q`` the oracle histogram by
+    default (``direction="unlearned_vs_oracle"``), the other way round for
+    ``"oracle_vs_unlearned"``; where ``p > 0`` floor ``q`` at ``floor``; renormalise ``q`` to sum
+    to 1 (as ``scipy.stats.entropy`` does); return ``sum_{p > 0} p log(p / q)`` in nats. Computed
+    for all examples at once.
 
     Args:
       unlearned_margins: ``[n_unlearned_models, n_examples]`` margins (see :func:`margins`) of the
@@ -97,20 +114,25 @@ def klom(
         not.
       bins: number of equal-width bins (20 in the reference).
       clip: margins are clipped to ``[-clip, clip]`` before binning (100 in the reference).
-      floor: the smallest oracle probability used where the unlearned histogram is non-zero.
+      floor: the smallest ``q`` probability used where the ``p`` histogram is non-zero.
+      direction: ``"unlearned_vs_oracle"``, ``KL(unlearned || oracle)`` (the reference's
+        documented argument order), or ``"oracle_vs_unlearned"``, ``KL(oracle || unlearned)``,
+        what data-unlearning-bench's ``run.py`` computes and publishes (it swaps the arguments).
 
     Returns:
       float64 array ``[n_examples]`` of non-negative divergences (0 for identical samples).
 
     Raises:
       ValueError: if an input is not 2-D, holds fewer than 2 models or NaN, the numbers of examples
-        differ, or ``bins``, ``clip`` or ``floor`` is not positive.
+        differ, ``bins``, ``clip`` or ``floor`` is not positive, or ``direction`` is unknown.
 
     References:
       Georgiev et al., "Attribute-to-Delete: Machine Unlearning via Datamodel Matching",
       arXiv 2410.23232 (ICLR 2025); RoyRin/data-unlearning-bench ``unlearning_bench/eval.py``
-      (``compute_binned_KL_div``).
+      (``compute_binned_KL_div``; ``run.py``'s ``load_klom`` for the published direction).
     """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {list(DIRECTIONS)}; got {direction!r}.")
     u = np.asarray(unlearned_margins, dtype=np.float64)
     o = np.asarray(oracle_margins, dtype=np.float64)
     for name, a in (("unlearned_margins", u), ("oracle_margins", o)):
@@ -141,6 +163,8 @@ def klom(
     edges = _edges(lo, hi, bins)
     p = _histogram_counts(u, lo, hi, edges, bins) / u.shape[0]
     q = _histogram_counts(o, lo, hi, edges, bins) / o.shape[0]
+    if direction == "oracle_vs_unlearned":
+        p, q = q, p
     support = p > 0
     # Renormalise by 1 + (mass added by the floor) rather than by q.sum(): the same number, but
     # without rounding noise when nothing was floored, so identical samples give exactly 0.

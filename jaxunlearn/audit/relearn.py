@@ -9,6 +9,14 @@ steps to reach a target accuracy; the ``"relearn"`` audit runs it on the unlearn
 the retrained oracle under the same attack (same data, same key), so the two step counts are
 directly comparable (their ratio is the Anamnesis Index of Chundawat et al.).
 
+The target is the original model's accuracy on held-out forget examples, less a tolerance
+``alpha`` as in the Anamnesis Index: a model has relearned once it comes within ``alpha`` of
+the original's accuracy, ``target = (1 - alpha) * original_accuracy`` (:func:`anamnesis_target`;
+the reference ``metrics.py::ain`` of ayushkumartarun/zero-shot-unlearning uses
+``reqAccF = (1 - error_range) * AccForget`` with ``error_range = 0.05``). With ``alpha = 0`` the
+oracle of random forgetting rarely matches the original's memorised accuracy, and its count is
+censored at ``max_steps + 1``; the registered audits use ``alpha = RELEARN_ALPHA = 0.05``.
+
 References:
   Golatkar, Achille, Soatto, "Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep
   Networks", CVPR 2020 (arXiv 1911.04933): relearn time as a forgetting readout.
@@ -154,6 +162,25 @@ def relearn_steps(
     return RelearnResult(steps, curve)
 
 
+def anamnesis_target(original_accuracy, alpha: float):
+    """The accuracy that counts as relearned: within ``alpha`` (relative) of the original's,
+    ``(1 - alpha) * original_accuracy``, as the Anamnesis Index's ``reqAccF = (1 - error_range)
+    * AccForget`` (Chundawat et al., IEEE TIFS 2023; ayushkumartarun/zero-shot-unlearning
+    ``metrics.py::ain``, ``error_range = 0.05``).
+
+    Args:
+      original_accuracy: the original model's accuracy (fraction) on the eval set.
+      alpha: the tolerance, in ``[0, 1)``; 0 asks for the original's accuracy itself.
+
+    Raises:
+      ValueError: for ``alpha`` outside ``[0, 1)``.
+    """
+    alpha = float(alpha)
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must lie in [0, 1); got {alpha}")
+    return (1.0 - alpha) * original_accuracy
+
+
 # --------------------------------------------------------------------------------------------------
 # The audit.
 
@@ -165,6 +192,8 @@ RELEARN_BATCH_SIZE = 32
 RELEARN_MAX_EXAMPLES = 128
 RELEARN_EVAL_MAX = 512
 REPORT_AT = (5,)
+# Relearned = within 5% of the original's accuracy (the Anamnesis Index's default error range).
+RELEARN_ALPHA = 0.05
 
 
 @functools.cache
@@ -218,17 +247,19 @@ def relearn_audit_fn(
     batch_size: int = RELEARN_BATCH_SIZE,
     report_at=REPORT_AT,
     prefix: str = "relearn",
+    alpha: float = RELEARN_ALPHA,
 ) -> registry.Audit:
     """Builds a relearning audit (register it with :func:`jaxunlearn.audit.register`).
 
     The attacker fine-tunes on a fixed random half of the forget set (at most
     ``RELEARN_MAX_EXAMPLES`` examples) and the accuracy is tracked on the other, held-out half (at
     most ``RELEARN_EVAL_MAX``), so a rise is recovered knowledge, not memorised relearn examples.
-    The target is the original model's accuracy on that held-out half. The audited model and the
-    oracle are attacked together (one vmapped program, same key and batches; the key is the
-    seed's), compiled once per network, settings and data shapes. For random forgetting the
-    oracle usually never reaches the original's (memorised) accuracy, so there the steps are
-    mostly censored and ``{prefix}_acc@k`` is the informative number.
+    The target is the original model's accuracy on that held-out half less the tolerance
+    ``alpha`` (:func:`anamnesis_target`). The audited model and the oracle are attacked together
+    (one vmapped program, same key and batches; the key is the seed's), compiled once per
+    network, settings and data shapes. With ``alpha = 0`` the oracle of random forgetting usually
+    never reaches the original's (memorised) accuracy, so its steps are censored; the Anamnesis
+    tolerance (0.05 by default) makes them a count, and their ratio the Anamnesis Index.
 
     Args:
       source: ``"forget"`` (relearn on half of the forget set) or ``"retain"`` (benign
@@ -236,6 +267,8 @@ def relearn_audit_fn(
       max_steps, learning_rate, batch_size: the attack's settings.
       report_at: steps ``k`` whose accuracy is reported as ``{prefix}_acc@k`` (percent).
       prefix: metric name prefix.
+      alpha: relative tolerance of the target, in ``[0, 1)``: relearned means reaching
+        ``(1 - alpha)`` times the original's accuracy (0: the original's accuracy itself).
 
     Returns:
       An audit giving ``{prefix}_steps`` and ``{prefix}_steps_oracle`` (``max_steps + 1`` = never
@@ -243,6 +276,7 @@ def relearn_audit_fn(
     """
     if source not in ("forget", "retain"):
         raise ValueError(f"source must be 'forget' or 'retain'; got {source!r}")
+    anamnesis_target(1.0, alpha)  # checks alpha
     for k in report_at:
         if not 0 <= int(k) <= max_steps:
             raise ValueError(f"report_at steps must lie in [0, {max_steps}]; got {k}")
@@ -259,7 +293,7 @@ def relearn_audit_fn(
         ds = ctx.dataset
         eval_x, eval_y = ctx.data("forget")[0][eval_pos], ctx.data("forget")[1][eval_pos]
         original_logits = ctx.logits("forget", "original")[eval_pos]
-        target = float(np.mean(np.argmax(original_logits, -1) == eval_y))
+        target = anamnesis_target(float(np.mean(np.argmax(original_logits, -1) == eval_y)), alpha)
         stacked = jax.tree.map(
             lambda a, b: jnp.stack([a, b]), ctx.model("unlearned"), ctx.model("oracle")
         )

@@ -505,7 +505,9 @@ def _teacher(init, seed: int):
 
 
 def zrf_teacher(network, seed: int):
-    """The incompetent teacher of seed ``seed``: a freshly initialised network (fixed key)."""
+    """The incompetent teacher of seed ``seed``: a freshly initialised network of the audited
+    architecture, from ``key(ZRF_SEED_OFFSET + seed)`` (see :func:`zrf_audit` for how it
+    compares with the reference's teacher)."""
     return _teacher(network.init, int(seed))
 
 
@@ -516,8 +518,20 @@ def _one(variables):
 def zrf_audit(ctx: registry.AuditContext) -> dict[str, float]:
     """``ZRF``: 1 - mean Jensen-Shannon divergence between the audited model's and a randomly
     initialised network's forget-set predictions (1 = as uninformed as a random network; see
-    :func:`~jaxunlearn.audit.membership.zrf_score`). The teacher depends only on the seed, so
-    every method of a seed is scored against the same network."""
+    :func:`~jaxunlearn.audit.membership.zrf_score`).
+
+    Teacher mode. As in the paper (Chundawat et al., AAAI 2023), the teacher is a randomly
+    initialised network of the same architecture. Ours is drawn once per seed from its own key
+    (:func:`zrf_teacher`), so every method of a seed, the original and the oracle included, is
+    scored against the same network, one that no rule has seen; it runs in inference mode like
+    every audited model (BatchNorm with its initial running statistics, mean 0 and variance 1).
+    The public code differs in two ways (SSD ``forget_random_main.py`` /
+    ``forget_*_strategies.py``, taken from bad-teaching-unlearning): its ZRF teacher is the very
+    ``unlearning_teacher`` that the bad-teacher method distils from, so that method is scored
+    against the network it imitated, which raises its ZRF; and that teacher is never switched
+    to ``eval()`` except by the bad-teacher method, so for the other methods its BatchNorm layers
+    normalise each forget batch (128 examples) with the batch's own statistics. Models without
+    BatchNorm (the MLP) are unaffected by the second point."""
     if not len(ctx.split.forget):
         return {"ZRF": float("nan")}
     teacher = zrf_teacher(ctx.network, ctx.extra.get("seed", 0))

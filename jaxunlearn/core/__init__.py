@@ -1,12 +1,14 @@
 """Core vocabulary: types, the rule builders and algebra, losses, optimizers and tree utilities."""
 
-from jaxunlearn.core import losses, optim, tree
+from jaxunlearn.core import lm_losses, lora, losses, optim, tree
 from jaxunlearn.core.combinators import (
     MaskedState,
     MaskScore,
     PhasesState,
+    leaf_paths,
     masked,
     one_shot,
+    path_mask,
     phases,
     saliency_masked,
     top_fraction_mask,
@@ -33,11 +35,15 @@ __all__ = [
     "UnlearningRule",
     "Variables",
     "grads_of_loss",
+    "leaf_paths",
+    "lm_losses",
+    "lora",
     "losses",
     "masked",
     "one_shot",
     "optim",
     "optimizer_step",
+    "path_mask",
     "phases",
     "rule_from_grads",
     "rule_from_loss",

@@ -22,11 +22,13 @@ built with, and nothing is looked up by name.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxunlearn.core.rule import StepCounter
 from jaxunlearn.core.types import Array, Batch, Metrics, PyTree, UnlearningRule, Variables
@@ -301,7 +303,84 @@ def _hold(rule: UnlearningRule, mask_of: Callable[[Variables, PyTree | None], Py
     return UnlearningRule(init, update)
 
 
-def masked(rule: UnlearningRule, mask: PyTree) -> UnlearningRule:
+def _key_name(entry) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def leaf_paths(tree: PyTree) -> PyTree:
+    """The dotted path of every leaf, as a pytree of strings shaped like ``tree``.
+
+    ``{"layers": {"5": {"mlp": {"down_proj": {"kernel": w}}}}}`` gives
+    ``"layers.5.mlp.down_proj.kernel"`` for ``w``: Hugging Face's parameter names with our
+    ``kernel`` for its ``weight`` (see ``docs/language_models.md``).
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return jax.tree.unflatten(treedef, [".".join(_key_name(k) for k in path) for path, _ in flat])
+
+
+def compile_patterns(pattern: str | Sequence[str], name: str = "pattern") -> list[re.Pattern]:
+    """The compiled regular expression(s) of a path selection, or a ``ValueError`` naming
+    ``name`` for anything but valid regex strings."""
+    if isinstance(pattern, str):
+        patterns = [pattern]
+    elif isinstance(pattern, Sequence):
+        patterns = list(pattern)
+    else:
+        patterns = []
+    if not patterns or not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f"`{name}` must be a regex string or a list of them; got {pattern!r}")
+    try:
+        return [re.compile(p) for p in patterns]
+    except re.error as err:
+        raise ValueError(f"`{name}` {pattern!r} is not a valid regular expression: {err}") from None
+
+
+def path_matches(tree: PyTree, pattern: str | Sequence[str]) -> PyTree:
+    """Python bools shaped like ``tree``: whether each leaf's dotted path matches ``pattern``.
+
+    See :func:`path_mask`; this is its static (trace-free) form.
+    """
+    compiled = compile_patterns(pattern)
+    paths = leaf_paths(tree)
+    hits = jax.tree.map(lambda path: any(c.fullmatch(path) for c in compiled), paths)
+    if not any(jax.tree.leaves(hits)):
+        names = jax.tree.leaves(paths)
+        raise ValueError(
+            f"`pattern` {pattern!r} matches no parameter; the paths look like {names[:6]}"
+            + (" ..." if len(names) > 6 else "")
+        )
+    return hits
+
+
+def path_mask(variables: Variables | PyTree, pattern: str | Sequence[str]) -> PyTree:
+    """Booleans shaped like the params: ``True`` where a leaf's dotted path matches ``pattern``.
+
+    A path (:func:`leaf_paths`) matches when ``re.fullmatch`` of any of the patterns accepts it,
+    as OpenUnlearning selects trainable parameters (``trainable_params_regex`` of its RMU). With
+    :func:`masked` this is the parameter-subset mask of the language-model rules, e.g. WMDP's RMU
+    updates only ``layers\\.(5|6|7)\\.mlp\\.down_proj\\.kernel``.
+
+    Args:
+      variables: model variables (their ``"params"`` are masked) or a params tree.
+      pattern: a regular expression, or several (a leaf matching any is selected).
+
+    Returns:
+      A pytree of boolean NumPy arrays with the structure and shapes of the params.
+
+    Raises:
+      ValueError: for an invalid regular expression, or one that matches no parameter (the
+        message lists some of the paths).
+    """
+    is_variables = isinstance(variables, dict) and "params" in variables
+    params = variables["params"] if is_variables else variables
+    hits = path_matches(params, pattern)
+    return jax.tree.map(lambda hit, leaf: np.full(np.shape(leaf), hit, bool), hits, params)
+
+
+def masked(rule: UnlearningRule, mask: PyTree | Callable[[Variables], PyTree]) -> UnlearningRule:
     """``rule`` restricted to the weights where ``mask`` is ``True``.
 
     After every inner update the masked-out coordinates of ``variables["params"]`` are set back
@@ -313,11 +392,21 @@ def masked(rule: UnlearningRule, mask: PyTree) -> UnlearningRule:
 
     Args:
       rule: the rule to restrict.
-      mask: booleans (or 0/1) shaped like ``variables["params"]``; ``True`` = may change.
+      mask: booleans (or 0/1) shaped like ``variables["params"]``; ``True`` = may change. Or a
+        function ``variables -> mask`` evaluated at ``init``, for a mask that depends on the
+        model, e.g. ``lambda v: path_mask(v, r"layers\\.(5|6|7)\\.mlp\\.down_proj\\.kernel")``.
 
     Returns:
       An :class:`UnlearningRule` whose state is a :class:`MaskedState`.
     """
+    if callable(mask):
+        mask_fn = mask
+        return _hold(
+            rule,
+            lambda variables, previous: jax.tree.map(
+                lambda m: jnp.asarray(m).astype(bool), mask_fn(variables)
+            ),
+        )
     mask = jax.tree.map(lambda m: jnp.asarray(m).astype(bool), mask)
     return _hold(rule, lambda variables, previous: mask)
 

@@ -42,17 +42,28 @@ def adam(learning_rate: float, *, weight_decay: float = 0.0) -> optax.GradientTr
     return optax.chain(*parts)
 
 
+def adamw(learning_rate: float, *, weight_decay: float = 0.01) -> optax.GradientTransformation:
+    """``torch.optim.AdamW`` (Hugging Face Trainer's optimizer): decoupled weight decay, the
+    parameters shrink by ``learning_rate * weight_decay`` per step outside Adam's moments."""
+    return optax.adamw(learning_rate, weight_decay=weight_decay)
+
+
+_BUILDERS = {"sgd": sgd, "adam": adam, "adamw": adamw}
+
+
 def make(name: str, learning_rate: float, **kwargs) -> optax.GradientTransformation:
-    """Builds an optimizer by name (``"sgd"`` or ``"adam"``)."""
-    builders = {"sgd": sgd, "adam": adam}
-    if name not in builders:
-        raise ValueError(f"Unknown optimizer {name!r}; valid: {sorted(builders)}")
-    return builders[name](learning_rate, **kwargs)
+    """Builds an optimizer by name (``"sgd"``, ``"adam"`` or ``"adamw"``)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"Unknown optimizer {name!r}; valid: {sorted(_BUILDERS)}")
+    return _BUILDERS[name](learning_rate, **kwargs)
 
 
 # The reference unlearning code's classifier optimizer (Unlearn-Sparse, SalUn, SCRUB's baselines).
 REFERENCE_SGD = {"name": "sgd", "momentum": 0.9, "weight_decay": 5e-4}
 REFERENCE_ADAM = {"name": "adam", "weight_decay": 0.0}
+# OpenUnlearning's language-model optimizer (Hugging Face Trainer: AdamW, weight decay 0.01;
+# ``configs/trainer/finetune.yaml`` of locuslab/open-unlearning, learning rate 1e-5).
+REFERENCE_ADAMW = {"name": "adamw", "weight_decay": 0.01}
 
 
 def resolve(
@@ -103,7 +114,7 @@ def resolve(
         if not (math.isfinite(learning_rate) and learning_rate > 0):
             raise ValueError(f"`learning_rate` must be finite and positive; got {learning_rate}")
     name = spec.pop("name", "sgd")
-    builders = {"sgd": sgd, "adam": adam}
+    builders = _BUILDERS
     if name not in builders:
         raise ValueError(f"Unknown optimizer {name!r}; valid: {sorted(builders)}")
     valid = set(inspect.signature(builders[name]).parameters) - {"learning_rate"}

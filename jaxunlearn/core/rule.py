@@ -145,7 +145,29 @@ def rule_from_grads(
         )
         return new_variables, state._replace(opt_state=opt_state, step=state.step.next()), metrics
 
+    # Wrappers that train something other than the parameters themselves (LoRA adapters,
+    # :mod:`jaxunlearn.core.lora`) reuse the rule's direction and optimizer.
+    update.grad_parts = GradParts(grad_fn, optimizer, keep_reference)
     return UnlearningRule(init, update)
+
+
+class GradParts(NamedTuple):
+    """What a rule built by :func:`rule_from_grads` (or :func:`rule_from_loss`) is made of.
+
+    Attributes:
+      grad_fn: its :data:`GradFn`.
+      optimizer: its optax optimizer.
+      keep_reference: whether it reads the starting variables as ``reference``.
+    """
+
+    grad_fn: GradFn
+    optimizer: optax.GradientTransformation
+    keep_reference: bool
+
+
+def grad_parts(rule: UnlearningRule) -> GradParts | None:
+    """The :class:`GradParts` of a rule built by :func:`rule_from_grads`, else ``None``."""
+    return getattr(rule.update, "grad_parts", None)
 
 
 def grads_of_loss(loss_fn: LossFn) -> GradFn:

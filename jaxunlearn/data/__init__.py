@@ -1,6 +1,9 @@
-"""Datasets, forget specifications and batching."""
+"""Datasets, forget specifications, batching and on-device augmentation."""
 
-from jaxunlearn.data import tfds_datasets  # noqa: F401  (registers the TFDS loaders)
+from jaxunlearn.data import (
+    augment,  # noqa: F401  (on-device augmentation: data.augment.get)
+    tfds_datasets,  # noqa: F401  (registers the TFDS loaders)
+)
 from jaxunlearn.data.datasets import Dataset, check_name, diabetes, digits, load, names, register
 
 # Importing fictitious_authors registers it.

@@ -118,6 +118,7 @@ def train_shadows(
     checkpoint_dir: str | None = None,
     progress: Callable | None = None,
     init_program: Callable | None = None,
+    augment: Callable | None = None,
 ) -> tuple[Shadows, FitResult]:
     """Trains ``num_shadows`` models from scratch, model ``m`` on ``base`` plus its in set.
 
@@ -131,7 +132,8 @@ def train_shadows(
         the experiment derives them from its root key (``scenarios.artefacts.role_keys``).
       epochs, batch_size: the training recipe (as for the originals).
       seed: seeds the membership design.
-      mesh, chunk_size, checkpoint_dir, progress, init_program: as in :func:`vmapped.train`.
+      mesh, chunk_size, checkpoint_dir, progress, init_program, augment: as in
+        :func:`vmapped.train` (the originals' augmentation, so shadows train as they did).
 
     Returns:
       ``(shadows, fit_result)``.
@@ -162,6 +164,7 @@ def train_shadows(
         checkpoint_dir=checkpoint_dir,
         progress=progress,
         init_program=init_program,
+        augment=augment,
     )
     return shadows._replace(variables=res.variables), res
 
@@ -178,19 +181,26 @@ def unlearn_shadows(
     mesh: Mesh | None = None,
     chunk_size: int | None = None,
     progress: Callable | None = None,
+    index: Mapping | None = None,
+    augment: Callable | None = None,
 ) -> tuple[Shadows, FitResult]:
     """Each shadow runs ``rule`` to forget its in set, with ``base`` as its retain set.
 
     The rule is built for forget sets of ``k / 2`` examples and a retain set of ``len(base)``
     (e.g. ``num_steps`` from epochs over those sizes). ``keys``: ``[N]`` PRNG keys of the runs.
+    ``index``: the index sets of the batch parts, when the rule draws them otherwise (e.g.
+    :func:`jaxunlearn.scenarios.plan.rule_index` of ``in_sets()`` and ``base``); by default
+    ``{"forget": in_sets(), "retain": base}``. ``augment``: the batches' augmentation, as the
+    audited runs use it.
 
     Returns:
       ``(unlearned shadows, fit_result)``.
     """
-    index = {
-        "forget": shadows.in_sets().astype(np.int32),
-        "retain": np.asarray(shadows.base, np.int32),
-    }
+    if index is None:
+        index = {
+            "forget": shadows.in_sets().astype(np.int32),
+            "retain": np.asarray(shadows.base, np.int32),
+        }
     res = vmapped.unlearn(
         rule,
         shadows.variables,
@@ -203,5 +213,6 @@ def unlearn_shadows(
         mesh=mesh,
         chunk_size=chunk_size,
         progress=progress,
+        augment=augment,
     )
     return shadows._replace(variables=res.variables), res

@@ -147,6 +147,7 @@ def _fit_ensemble(
     checkpoint_dir,
     progress,
     init_program=None,
+    augment=None,
 ) -> FitResult:
     arrays, per_model = _per_model_index(index, num_models(keys))
     state = None if init_program is None else init_program(variables, keys)
@@ -172,6 +173,7 @@ def _fit_ensemble(
         checkpoint_dir=checkpoint_dir,
         progress=progress,
         state=state,
+        augment=augment,
     )
     if path is None:
         return res
@@ -200,6 +202,7 @@ def train(
     progress: Callable | None = None,
     min_models: int = MIN_MODELS,
     init_program: Callable | None = None,
+    augment: Callable | None = None,
 ) -> FitResult:
     """Trains one model from scratch per key, all in one vmapped program.
 
@@ -227,6 +230,8 @@ def train(
         seed the same way).
       init_program: the rule's compiled ``init`` (:func:`rule_initializer`), reused across calls;
         by default ``fit`` compiles it for this call.
+      augment: ``fit``'s on-device augmentation of every training batch
+        (:mod:`jaxunlearn.data.augment`); ``None``: none.
 
     Returns:
       fit's :class:`~jaxunlearn.train.FitResult`; ``variables`` has a leading ``[N]`` axis and
@@ -257,6 +262,7 @@ def train(
         checkpoint_dir=checkpoint_dir,
         progress=progress,
         init_program=init_program,
+        augment=augment,
     )
 
 
@@ -276,6 +282,7 @@ def unlearn(
     progress: Callable | None = None,
     min_models: int = MIN_MODELS,
     init_program: Callable | None = None,
+    augment: Callable | None = None,
 ) -> FitResult:
     """Runs an unlearning rule from each of N starting models, all in one vmapped program.
 
@@ -289,7 +296,8 @@ def unlearn(
       keys: ``[N]`` typed PRNG keys: batch order and the rule's randomness of each run.
       batch_sizes: ``{part: batch size}``.
       num_steps: updates per run.
-      mesh, chunk_size, checkpoint_dir, progress, min_models, init_program: as in :func:`train`.
+      mesh, chunk_size, checkpoint_dir, progress, min_models, init_program, augment: as in
+        :func:`train`.
 
     Returns:
       fit's :class:`~jaxunlearn.train.FitResult` with ``[N]``-leading variables.
@@ -316,4 +324,5 @@ def unlearn(
         checkpoint_dir=checkpoint_dir,
         progress=progress,
         init_program=init_program,
+        augment=augment,
     )

@@ -8,7 +8,7 @@ import numbers
 from collections.abc import Callable, Sequence
 
 from jaxunlearn.core.types import Network
-from jaxunlearn.models import transformer
+from jaxunlearn.models import generation, transformer
 from jaxunlearn.models.cnn import CNN
 from jaxunlearn.models.functional import from_nnx
 from jaxunlearn.models.hf_llama import load_hf_llama, save_hf_llama
@@ -181,6 +181,7 @@ __all__ = [
     "make_network",
     "names",
     "register",
+    "generation",
     "save_hf_llama",
     "transformer",
     "check_name",

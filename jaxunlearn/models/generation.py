@@ -126,6 +126,10 @@ def generate(
 ) -> Generated:
     """Continues right-padded prompts with the KV cache, in one compiled program.
 
+    Decoding runs :func:`jaxunlearn.models.transformer.decode` on ``variables["params"]`` in the
+    transformer's own parameter layout (``network.spec``), not through ``network.apply``: merge
+    any adapters (LoRA) into the parameters first.
+
     Args:
       network: a transformer (``make_network("transformer", ...)``).
       variables: its variables.
@@ -146,6 +150,11 @@ def generate(
     Returns:
       :class:`Generated`: ``tokens [B, num_samples, max_new_tokens]`` and ``lengths
       [B, num_samples]``.
+
+    >>> out = generate(net, variables, prompts, key=jax.random.key(0), max_new_tokens=32,
+    ...                temperature=1.0, num_samples=200, eos_id=eos)  # doctest: +SKIP
+    >>> out.tokens.shape  # doctest: +SKIP
+    (B, 200, 32)
 
     Raises:
       ValueError: ``temperature < 0``; ``temperature == 0`` with sampling requested

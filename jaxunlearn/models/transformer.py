@@ -223,9 +223,11 @@ class Attention(nnx.Module):
         """Attends from ``x [B, T, d]`` at ``positions [B, T]``.
 
         Without ``kv`` the keys are this call's own tokens (``key_positions = positions``); with
-        ``kv = (k [B, S, K, hd], v)`` the new keys are written into the cache at slots
-        ``positions`` and every cache slot (position ``key_positions [B, S]``) is a key. A key is
-        seen when it is valid (not padding) and not after the query.
+        ``kv = (k [L, B, S, K, hd], v, layer)`` the new keys and values are written into layer
+        ``layer`` of the stacked cache at slots ``positions`` (in place) and every slot of that
+        layer (position ``key_positions [B, S]``) is a key. A key is seen when it is valid (not
+        padding) and not after the query. Returns the output and ``(k, v)`` (the updated stacked
+        cache, or this call's keys and values).
         """
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
@@ -233,21 +235,33 @@ class Attention(nnx.Module):
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         q = rope(q, positions, self.rope_theta)
         k = rope(k, positions, self.rope_theta)
-        if kv is not None:
-            k = _write(kv[0], k, positions[:, 0])
-            v = _write(kv[1], v, positions[:, 0])
+        if kv is None:
+            keys, values = k, v
+        else:
+            k_cache, v_cache, layer = kv
+            k = k_cache = _write(k_cache, k, positions[:, 0], layer)
+            v = v_cache = _write(v_cache, v, positions[:, 0], layer)
+            keys, values = k_cache[layer], v_cache[layer]
         mask = (key_positions[:, None, :] <= positions[:, :, None]) & key_valid[:, None, :]
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=self.head_dim**-0.5)
+        out = jax.nn.dot_product_attention(
+            q, keys, values, mask=mask[:, None], scale=self.head_dim**-0.5
+        )
         return self.o_proj(out.reshape(b, t, -1)), (k, v)
 
 
-def _write(cache: Array, new: Array, start: Array) -> Array:
-    """Writes ``new [B, t, ...]`` into ``cache [B, S, ...]`` at slots ``start[b] .. start[b]+t``."""
+def _write(cache: Array, new: Array, start: Array, layer: int | None = None) -> Array:
+    """Writes ``new [B, t, ...]`` into ``cache [B, S, ...]`` (or, given ``layer``, into that layer
+    of ``cache [L, B, S, ...]``) at slots ``start[b] .. start[b] + t`` of each row."""
 
     def one(c, n, s):
-        return jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), s, axis=0)
+        if layer is None:
+            return jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), s, axis=0)
+        index = (layer, s) + (0,) * (c.ndim - 2)
+        return jax.lax.dynamic_update_slice(c, n[None].astype(c.dtype), index)
 
-    return jax.vmap(one)(cache, new, start)
+    return jax.vmap(
+        one, in_axes=(0 if layer is None else 1, 0, 0), out_axes=0 if layer is None else 1
+    )(cache, new, start)
 
 
 class FeedForward(nnx.Module):
@@ -327,13 +341,10 @@ class Transformer(nnx.Module):
         valid = _write(cache.valid, tokens != self.spec.pad_id, positions[:, 0])
         key_positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
         h = self.embed_tokens(tokens)
-        ks, vs = [], []
+        k, v = cache.k, cache.v
         for i, layer in enumerate(self.layers):
-            h, (k, v) = layer(h, positions, key_positions, valid, (cache.k[i], cache.v[i]))
-            ks.append(k)
-            vs.append(v)
-        logits = self._logits(self.norm(h))
-        return logits, KVCache(jnp.stack(ks), jnp.stack(vs), valid)
+            h, (k, v) = layer(h, positions, key_positions, valid, (k, v, i))
+        return self._logits(self.norm(h)), KVCache(k, v, valid)
 
 
 def _check_tokens(spec: TransformerConfig, tokens) -> Array:

@@ -11,11 +11,12 @@ the gradient-bookkeeping variant of Graves et al. that undoes stored updates. Th
 the relabelled data set once (``random.choice`` of a wrong label per forget example) before its
 epochs, so an example keeps its wrong label whenever it is revisited. The rule sees batches, not
 a data set, so it derives each example's wrong label from a key of the example
-(:func:`example_keys`): its index in the training set when the batch part carries one
-(``batch["forget"]["index"]``), else a hash of its input bits, folded into a label key drawn at
-``init``. The same example therefore gets the same label at every update, and a different label
-under another seed. ``fixed_labels=False`` redraws the labels at every update instead (this
-library's behaviour before it followed the reference).
+(:func:`example_keys`): its row in the training set, which every batch part drawn by
+:func:`~jaxunlearn.train.fit` carries as ``batch["forget"]["index"]``, folded into a label key
+drawn at ``init``. The same example therefore gets the same label at every update (an augmented
+view of it included), two examples with equal inputs get independent labels as in the
+reference, and another seed draws other labels. ``fixed_labels=False`` redraws the labels at
+every update instead (this library's behaviour before it followed the reference).
 
 Each update concatenates a forget batch with a retain batch, so the forget share of an update is
 ``forget_batch_size / (forget_batch_size + retain_batch_size)``; choose the batch sizes to match
@@ -46,34 +47,20 @@ from jaxunlearn.rules import registry
 # ------------------------------------------------------------------------------ example keys
 
 
-def _mix32(h: Array) -> Array:
-    """MurmurHash3's 32-bit finaliser (a bijection of uint32 with good avalanche)."""
-    h = h ^ (h >> 16)
-    h = h * jnp.uint32(0x85EBCA6B)
-    h = h ^ (h >> 13)
-    h = h * jnp.uint32(0xC2B2AE35)
-    return h ^ (h >> 16)
-
-
-def content_hash(x: Array) -> Array:
-    """A uint32 hash of each example's input bits, ``[batch]``.
-
-    Equal inputs hash equally; the hash depends on every element and its position.
-    """
-    flat = x.reshape(x.shape[0], -1)
-    if flat.dtype.itemsize != 4:
-        flat = flat.astype(jnp.float32)
-    bits = jax.lax.bitcast_convert_type(flat, jnp.uint32)
-    position = _mix32(jnp.arange(bits.shape[1], dtype=jnp.uint32) + jnp.uint32(0x9E3779B9))
-    return _mix32(jnp.sum(_mix32(bits ^ position), axis=1, dtype=jnp.uint32))
-
-
 def example_ids(part: Mapping[str, Array]) -> Array:
-    """A uint32 identity per example of a batch part: ``part["index"]`` if present, else
-    :func:`content_hash` of ``part["x"]``."""
-    if "index" in part:
-        return jnp.asarray(part["index"]).astype(jnp.uint32)
-    return content_hash(part["x"])
+    """A uint32 identity per example of a batch part: its row in the data set,
+    ``part["index"]`` (which every batch part drawn by :func:`~jaxunlearn.train.fit` carries).
+
+    Raises:
+      ValueError: the part has no ``"index"`` (a hand-built batch must give each example's row).
+    """
+    if "index" not in part:
+        raise ValueError(
+            "A label drawn once per example needs the examples' rows in the data set: the batch "
+            f"part has keys {sorted(part)} but no 'index' (batches drawn by `fit` carry it; give "
+            "a hand-built batch one)"
+        )
+    return jnp.asarray(part["index"]).astype(jnp.uint32)
 
 
 def example_keys(key: Array, part: Mapping[str, Array]) -> Array:
@@ -136,8 +123,8 @@ def amnesiac(
         :func:`~jaxunlearn.core.optim.resolve`.
 
     Returns:
-      An :class:`UnlearningRule` reading ``batch["forget"]`` (and its ``"index"`` if present) and
-      ``batch["retain"]``, whose state is an :class:`AmnesiacState`.
+      An :class:`UnlearningRule` reading ``batch["forget"]`` (with its ``"index"`` when
+      ``fixed_labels``) and ``batch["retain"]``, whose state is an :class:`AmnesiacState`.
 
     References:
       Graves et al., "Amnesiac Machine Learning", AAAI 2021; Foster et al., AAAI 2024.

@@ -13,11 +13,15 @@ so the expected forget share of its batches is ``s = |D_f| / (|D_f| + 0.3 |D_r|)
 weighs the two parts the same way whatever the batch sizes: the loss is ``s * KL_f + (1 - s) *
 KL_r`` (each the per-element mean over its part), with ``s`` from the forget scenario's
 ``forget_fraction`` (supplied by the registry) and ``retain_fraction = 0.3``. The amount of retain
-data is the schedule's: one reference epoch is one pass over the forget set and 30% of the retain
-set, so run ``epochs * forget_steps_per_epoch`` updates with a retain batch of about
-``0.3 |D_r| / forget_steps_per_epoch`` examples; the stream's retain permutation then serves a
-fresh random 30% of D_r at every such epoch. ``retain_fraction=None`` weighs the parts by their
-batch sizes instead (the loss over the concatenated batch, this library's behaviour before).
+data is the schedule's (:func:`bad_teacher_num_steps`, the registry's run length): an epoch is
+``ceil(retain_fraction * steps_per_epoch)`` updates, so it reads ``retain_fraction`` of D_r in
+retain batches, and ``fit``'s per-pass permutation of the retain set makes each epoch's share a
+fresh random one (consecutive epochs read consecutive, disjoint slices of one random permutation
+of D_r, and a new permutation starts after every full pass). The forget batches cycle through D_f
+meanwhile: with ``forget_batch_size`` about ``|D_f| / ceil(retain_fraction * steps_per_epoch)``
+an epoch also reads D_f once, as the reference's loader does. ``retain_fraction=None`` weighs the
+parts by their batch sizes instead (the loss over the concatenated batch, this library's
+behaviour before) and an epoch is a pass over D_r.
 
 The reference never calls ``model.train()`` on the student (a ``deepcopy`` of the evaluated
 original), so BatchNorm runs in inference mode by default (``train_mode=False``).
@@ -31,6 +35,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -57,12 +62,40 @@ class BadTeacherState(NamedTuple):
     incompetent: Variables
 
 
+def bad_teacher_num_steps(epochs: float, steps_per_epoch: int, retain_fraction: float | None):
+    """Updates in ``epochs`` epochs of bad teaching: ``epochs * ceil(retain_fraction *
+    steps_per_epoch)`` (each epoch reads a fresh ``retain_fraction`` of the retain set), or
+    ``epochs * steps_per_epoch`` passes over it when ``retain_fraction`` is ``None``.
+
+    Args:
+      epochs: the run's epochs.
+      steps_per_epoch: updates in one pass over the retain set.
+      retain_fraction: the rule's ``retain_fraction``.
+    """
+    per_epoch = (
+        steps_per_epoch
+        if retain_fraction is None
+        else math.ceil(float(retain_fraction) * steps_per_epoch)
+    )
+    return max(1, math.ceil(float(epochs) * per_epoch))
+
+
+def _run_length(epochs, *, steps_per_epoch, forget_steps_per_epoch, hparams) -> int:
+    """The registry's run length of a bad-teaching entry (:func:`bad_teacher_num_steps`)."""
+    del forget_steps_per_epoch
+    fraction = registry.default("bad_teacher", "retain_fraction", hparams)
+    if fraction is not None and not float(fraction) > 0:
+        raise ValueError(f"bad_teacher `retain_fraction` must be positive; got {fraction}")
+    return bad_teacher_num_steps(epochs, steps_per_epoch, fraction)
+
+
 @registry.rule(
     "bad_teacher",
     parts=("forget", "retain"),
     paper="Chundawat et al., Can Bad Teaching Induce Forgetting?, AAAI 2023",
     needs_labels=False,
     sweepable=("temperature", "learning_rate", "retain_fraction"),
+    run_length=_run_length,
 )
 def bad_teacher(
     apply: Callable,
@@ -84,7 +117,9 @@ def bad_teacher(
       temperature: ``tau``, applied to teachers and student alike.
       learning_rate: Adam step size (SSD's comparison: lr 1e-4, no weight decay).
       retain_fraction: the share of D_r the reference mixes with D_f (0.3); it sets the forget
-        weight ``s`` above. ``None``: weigh forget and retain examples by their batch sizes.
+        weight ``s`` above and, through the registry's run length, the updates of an epoch
+        (:func:`bad_teacher_num_steps`). ``None``: weigh forget and retain examples by their
+        batch sizes, an epoch being a pass over D_r.
       forget_fraction: ``|D_f| / (|D_f| + |D_r|)`` of the forget scenario (supplied by the
         registry); without it the parts are weighed by their batch sizes.
       train_mode: run the student's BatchNorm in training mode on the pooled batch; the reference

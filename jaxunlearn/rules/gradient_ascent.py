@@ -30,7 +30,7 @@ from jaxunlearn.core.checks import concrete
 from jaxunlearn.core.rule import BATCH_STATS_KEY, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, UnlearningRule, Variables
 from jaxunlearn.rules import registry
-from jaxunlearn.rules.common import part_loss
+from jaxunlearn.rules.common import check_retain_loss, part_loss, retain_term
 
 
 def retain_and_forget_losses(
@@ -94,18 +94,31 @@ def _loss_difference(
     *,
     train_mode: bool,
     optimizer: optax.GradientTransformation,
+    retain_loss: str = "nll",
 ) -> UnlearningRule:
-    """``retain_weight * loss(retain) - forget_weight * loss(forget)``: NegGrad+ and GradDiff."""
+    """``retain_weight * retain term - forget_weight * loss(forget)``: NegGrad+ and GradDiff.
+
+    The retain term is the supervised loss on the retain batch (``"nll"``) or the KL from the
+    starting model (``"kl"``, see :func:`~jaxunlearn.rules.common.retain_term`).
+    """
 
     def loss_fn(variables, batch, *, reference, step, key):
-        del reference, step, key
-        retain_loss, forget_loss, stats = retain_and_forget_losses(
-            apply, variables, batch, train=train_mode
-        )
-        loss = retain_weight * retain_loss - forget_weight * forget_loss
-        return loss, {**stats, "retain_loss": retain_loss, "forget_loss": forget_loss}
+        del step, key
+        if retain_loss == "nll":
+            retain_value, forget_loss, stats = retain_and_forget_losses(
+                apply, variables, batch, train=train_mode
+            )
+        else:
+            retain_value, stats = retain_term(
+                apply, variables, batch, retain_loss, reference=reference, train=train_mode
+            )
+            if BATCH_STATS_KEY in stats:
+                variables = {**variables, BATCH_STATS_KEY: stats[BATCH_STATS_KEY]}
+            forget_loss, stats = part_loss(apply, variables, batch, "forget", train=train_mode)
+        loss = retain_weight * retain_value - forget_weight * forget_loss
+        return loss, {**stats, "retain_loss": retain_value, "forget_loss": forget_loss}
 
-    return rule_from_loss(loss_fn, optimizer, keep_reference=False)
+    return rule_from_loss(loss_fn, optimizer, keep_reference=retain_loss != "nll")
 
 
 @registry.rule(
@@ -154,6 +167,7 @@ def grad_diff(
     apply: Callable,
     *,
     retain_weight: float = 1.0,
+    retain_loss: str = "nll",
     learning_rate: float = 0.01,
     train_mode: bool = True,
     optimizer: optax.GradientTransformation | Mapping | None = None,
@@ -161,11 +175,17 @@ def grad_diff(
     """GradDiff: ``-loss(forget) + retain_weight * loss(retain)``, unnormalised.
 
     With ``retain_weight = 1`` (WAGLE's ``gamma: 1.0``) the two losses weigh the same and the
-    step is twice that of :func:`neggrad_plus` at ``beta = 0.5``.
+    step is twice that of :func:`neggrad_plus` at ``beta = 0.5``. On a language model the losses
+    are the mean NLL over answer tokens (OpenUnlearning's ``GradDiff``, ``gamma = alpha = 1``;
+    its LM runs use AdamW at lr 1e-5: ``optimizer={"name": "adamw"}``).
 
     Args:
       apply: the model's functional ``apply``.
       retain_weight: weight of the retain loss (``gamma``), non-negative.
+      retain_loss: the retain term: ``"nll"`` (the supervised loss on the retain batch) or
+        ``"kl"``, ``KL(p_start || p_theta)`` to the starting model averaged over every output
+        position (OpenUnlearning's ``retain_loss_type: KL``; see
+        :func:`~jaxunlearn.rules.common.retain_term`).
       learning_rate: SGD step size.
       train_mode: run BatchNorm in training mode (retain batch, then forget batch); ``False``
         keeps its statistics frozen.
@@ -177,5 +197,8 @@ def grad_diff(
     """
     if concrete(retain_weight) and not retain_weight >= 0.0:
         raise ValueError(f"grad_diff `retain_weight` must be non-negative; got {retain_weight}")
+    check_retain_loss("grad_diff", retain_loss)
     opt = optim.resolve(optimizer, learning_rate=learning_rate)
-    return _loss_difference(apply, retain_weight, 1.0, train_mode=train_mode, optimizer=opt)
+    return _loss_difference(
+        apply, retain_weight, 1.0, train_mode=train_mode, optimizer=opt, retain_loss=retain_loss
+    )

@@ -29,14 +29,25 @@ class RuleInfo:
       needs_original_data: whether it needs data beyond the forget/retain sets (e.g. the full
         training set for importance estimates) or the original training run.
       cost: relative cost, ``"none"``, ``"low"``, ``"medium"`` or ``"high"``.
-      task: ``"classification"``, ``"regression"`` or ``"any"``.
+      task: ``"classification"``, ``"regression"``, ``"language_model"`` (token data: logits
+        ``[B, T, V]``, shifted labels; see ``docs/language_models.md``) or ``"any"`` (every
+        supervised task, language models included).
       sweepable: the hyperparameters that may be traced values, so a sweep vmaps over a grid of
         them in one program (tested for every rule); the others fix a phase length, a mask size
         or a count and are swept one compiled run per value.
       run_length: ``(epochs, *, steps_per_epoch, forget_steps_per_epoch, hparams) -> updates``
         for a rule whose epoch is not one pass over its epoch part (SCRUB's max pass over the
         forget set, sequential random labels, a scoring pass before masked unlearning); ``None``
-        = ``ceil(epochs * steps_per_epoch)``. See :func:`num_steps`.
+        = ``ceil(epochs * steps_per_epoch)``. See :func:`num_steps`. It may also take
+        ``num_classes`` and ``forget_classes`` (keywords), which :func:`num_steps` passes on.
+      validation_parts: batch parts of validation data the rule reads when they are present
+        (the merging rules' ``val_forget`` / ``val_control``, from which they choose the scale of
+        their edit); a runner draws them from the forget and the retain set (see
+        :func:`jaxunlearn.scenarios.plan.rule_index`).
+      index_sets: ``(index, *, labels, num_classes, forget_classes, hparams) -> (index,
+        overrides)`` for a rule whose batches come from other index sets than the scenario's
+        ``{"forget", "retain"}`` (UNSIR's retain subsample): the index sets to draw from and the
+        hyperparameters that describe them; ``None`` = the scenario's sets.
     """
 
     name: str
@@ -49,6 +60,8 @@ class RuleInfo:
     task: str = "classification"
     sweepable: tuple[str, ...] = ()
     run_length: Callable[..., int] | None = None
+    validation_parts: tuple[str, ...] = ()
+    index_sets: Callable | None = None
 
     @property
     def epoch_part(self) -> str:
@@ -109,6 +122,8 @@ def num_steps(
     steps_per_epoch: int,
     forget_steps_per_epoch: int | None = None,
     hparams: Mapping | None = None,
+    num_classes: int | None = None,
+    forget_classes: tuple[int, ...] | None = None,
 ) -> int:
     """Updates of a run of rule ``name`` lasting ``epochs`` epochs (what ``fit`` is given).
 
@@ -122,16 +137,21 @@ def num_steps(
       steps_per_epoch: updates in one pass over the epoch part.
       forget_steps_per_epoch: updates in one pass over the forget set, if the rule reads it.
       hparams: the rule's hyperparameters (a schedule may depend on them).
+      num_classes, forget_classes: the classes of the data set and the forgotten ones, for a
+        ``run_length`` that takes them (UNSIR's reference step counts).
     """
     info = get(name)
     if info.run_length is None or forget_steps_per_epoch is None:
         return max(1, int(math.ceil(float(epochs) * int(steps_per_epoch))))
+    params = inspect.signature(info.run_length).parameters
+    context = {"num_classes": num_classes, "forget_classes": forget_classes}
     return int(
         info.run_length(
             epochs,
             steps_per_epoch=int(steps_per_epoch),
             forget_steps_per_epoch=int(forget_steps_per_epoch),
             hparams=dict(hparams or {}),
+            **{k: v for k, v in context.items() if k in params},
         )
     )
 

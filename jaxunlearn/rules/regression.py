@@ -291,8 +291,9 @@ def gaussian_amnesiac(
     Gaussian fitted to all training targets, and fine-tunes on one shuffled loader of the
     relabelled D_f and D_r with the model in ``train()`` mode. Here each forget example's target
     is ``mean_y + std_y * z`` with ``z ~ N(0, 1)`` drawn once per example: ``z`` comes from a key
-    of the example (its ``"index"`` in the batch part if present, else a hash of its input; see
-    :func:`~jaxunlearn.rules.amnesiac.example_keys`) folded into a key drawn at ``init``, so a
+    of the example (its row in the data set, the batch part's ``"index"``, which batches drawn by
+    ``fit`` carry; see :func:`~jaxunlearn.rules.amnesiac.example_keys`) folded into a key drawn
+    at ``init``, so a
     forget example revisited later keeps its target. Each update (no phases) takes one optimizer
     step on the loss over the forget and retain batches pooled.
 

@@ -251,6 +251,7 @@ def salun(
     "weight_attribution_mask",
     parts=("forget", "retain"),
     paper="Jia et al., WAGLE: Strategic Weight Attribution for Unlearning, NeurIPS 2024",
+    task="any",
     sweepable=("hessian_scale",),
     run_length=_masked_run_length("weight_attribution_mask", "grad_diff"),
 )

@@ -27,7 +27,9 @@ candidates at once (vmapped). With ``scaling_coef=None`` (the default) every rul
 each update to validation batches carried in the batch as ``batch["val_forget"]`` (held-out
 examples of what is forgotten) and ``batch["val_control"]`` (held-out examples the model must
 keep), and reports the chosen ``scaling_coef``; a batch without them uses ``lambda = 1``, the
-fixed value of this library's earlier versions. A float ``scaling_coef`` fixes ``lambda``.
+fixed value of this library's earlier versions. A float ``scaling_coef`` fixes ``lambda``. The
+rules declare these parts (``validation_parts``), and the experiment runner and the sweep draw
+them from the forget set and the retain set (:func:`jaxunlearn.scenarios.plan.rule_index`).
 
 The merge arithmetic is exposed as small pure functions
 (:func:`sign_consensus_merge`, :func:`ties_trim`, :func:`ties_elect_sign`,
@@ -389,6 +391,7 @@ def _check_common(name: str, scaling_coef: float | None, learning_rates: Sequenc
 @registry.rule(
     "task_vector_negation",
     parts=("forget",),
+    validation_parts=VALIDATION_PARTS,
     paper="Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023",
     task="any",
     sweepable=("learning_rate", "min_control_ratio"),
@@ -483,6 +486,7 @@ def task_vector_negation(
 @registry.rule(
     "negmerge",
     parts=("forget",),
+    validation_parts=VALIDATION_PARTS,
     paper="Kim et al., NegMerge: Consensual Weight Negation for Strong Machine Unlearning, 2024",
     cost="medium",
     task="any",
@@ -611,11 +615,12 @@ def _unlearning_objective(
         logits = apply(variables, x, train=train_mode).logits
         ref_logits = jax.lax.stop_gradient(apply(reference, x).logits)
         nf = xf.shape[0]
-        forget_now = losses.per_example_cross_entropy(logits[:nf], yf)
-        forget_ref = losses.per_example_cross_entropy(ref_logits[:nf], yf)
+        # Per-example supervised losses: cross-entropy, or a sequence's mean token NLL.
+        forget_now = losses.per_example_supervised(logits[:nf], yf)
+        forget_ref = losses.per_example_supervised(ref_logits[:nf], yf)
         npo = losses.negative_preference_loss(forget_now, forget_ref, beta)
         kl = losses.distillation_kl(logits[nf:], ref_logits[nf:])
-        ce = losses.cross_entropy(logits[nf:], yr)
+        ce = losses.supervised(logits[nf:], yr)
         loss = forget_weight * npo + retain_kl_weight * kl + retain_ce_weight * ce
         return loss, {"npo_loss": npo, "retain_kl": kl, "retain_ce": ce}
 
@@ -625,11 +630,13 @@ def _unlearning_objective(
 @registry.rule(
     "ties_merge",
     parts=("forget", "retain"),
+    validation_parts=VALIDATION_PARTS,
     paper=(
         "Yadav et al., TIES-Merging, NeurIPS 2023; Xu et al., ZJUKLAB at SemEval-2025 Task 4: "
         "Unlearning via Model Merging, arXiv 2503.21088"
     ),
     cost="medium",
+    task="any",
     sweepable=("beta", "retain_kl_weight", "retain_ce_weight", "min_control_ratio"),
 )
 def ties_merge(
@@ -651,12 +658,14 @@ def ties_merge(
 
     Following ZJUKLAB (SemEval-2025 Task 4), two specialised models are unlearned from
     ``theta_0`` with the *same* objective, ``w_k * NPO(forget) + retain_kl_weight *
-    KL(theta_0 || theta)(retain) + retain_ce_weight * CE(retain)``, but different
-    hyperparameters: model 0 (by default the larger learning rate) over-forgets, model 1
-    under-forgets. Sharing the loss form, both train in one vmapped step per update. Their
-    task vectors ``tau_k = theta_k - theta_0`` are merged with TIES (keep each one's top
-    ``density`` entries by magnitude, elect each entry's sign by total mass, average the entries
-    that agree with it) and the update returns ``theta_0 + lambda * merged``.
+    KL(theta_0 || theta)(retain) + retain_ce_weight * CE(retain)`` (on a language model NPO
+    compares each forget sequence's mean token NLL, the KL averages over every position and CE is
+    the answer tokens' mean NLL), but different hyperparameters: model 0 (by default the larger
+    learning rate) over-forgets, model 1 under-forgets. Sharing the loss form, both train in one
+    vmapped step per update. Their task vectors ``tau_k = theta_k - theta_0`` are merged with
+    TIES (keep each one's top ``density`` entries by magnitude, elect each entry's sign by total
+    mass, average the entries that agree with it) and the update returns
+    ``theta_0 + lambda * merged``.
 
     ZJUKLAB tune OLMo-7B with LoRA and AdamW; their learning rates and loss weights do not carry
     over to small classifiers, so the learning rates and weights here are ours, chosen on the

@@ -22,9 +22,13 @@ images (221 and 36 on CIFAR-10), after which the model is left unchanged however
 Each impair update uses the whole noise batch and a retain batch, weighted as the reference's
 loader mixes them: ``s * CE(noise) + (1 - s) * CE(retain)`` with ``s = 80 * 32 / (80 * 32 +
 n_r)`` the noise share of its batches. The retain subsample is data, not a rule setting: the
-stream must draw the rule's retain batches from it (see :func:`reference_steps`), and on a data
-set with fewer than 500 images per class ``retain_per_class`` is that smaller number (the
-reference's subsample is then every retained image). A number ``impair_epochs`` keeps this
+stream must draw the rule's retain batches from it. The experiment runner and the sweep do
+(the registry's ``index_sets``, :func:`reference_retain_subsample`: the first ``k`` retain images
+of every retained class, ``k = min(retain_per_class, the smallest retained class)``, which is
+500 on CIFAR-10 and every image of the smallest class on a data set with fewer than 500 per
+class, such as `digits`), pass the rule that ``k`` as ``retain_per_class``, and run the
+registry's run length, ``noise_steps`` plus the reference's impair and repair updates (an
+entry's ``epochs`` must then be 1). A number ``impair_epochs`` keeps this
 library's earlier schedule: ``round(impair_epochs * steps_per_epoch)`` impair updates on the
 pooled noise and retain batch (each example weighted equally), then repair until the run ends.
 
@@ -48,6 +52,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxunlearn.core import losses, optim
@@ -147,11 +152,103 @@ def reference_steps(
     )
 
 
+def reference_retain_subsample(
+    labels,
+    retain,
+    *,
+    num_classes: int,
+    forget_classes: Sequence[int] = (),
+    retain_per_class: int = 500,
+) -> tuple[np.ndarray, int]:
+    """The reference's retain subsample: the first ``k`` retain examples of every retained class.
+
+    The reference keeps ``classwise_train[c][:500]`` for every class but the forgotten ones
+    (every class for a forget set that is not a class), in data set order. Here ``k =
+    min(retain_per_class, the smallest retained class's count in retain)``, so every retained
+    class gives the same number of examples, as :func:`reference_steps` counts them: 500 per class
+    on CIFAR-10 (5,000 per class), every retained example of the smallest class (and as many of
+    the others) on a data set with fewer than 500 per class, such as `digits` (~130-145).
+
+    Args:
+      labels: the training set's labels (``y_train``).
+      retain: indices of the retain set into ``labels``, in the order to take them from.
+      num_classes: classes of the data set.
+      forget_classes: the forgotten classes (empty when the forget set is not a class).
+      retain_per_class: the reference's 500.
+
+    Returns:
+      ``(indices, k)``: the subsample's indices (classes in order, each in retain's order) and the
+      number per class.
+
+    Raises:
+      ValueError: a retained class has no example in ``retain``, or ``retain_per_class`` < 1.
+    """
+    if int(retain_per_class) < 1:
+        raise ValueError(f"unsir `retain_per_class` must be at least 1; got {retain_per_class}")
+    retain = np.asarray(retain)
+    if retain.ndim != 1:
+        raise ValueError(f"unsir's retain subsample needs one retain set [n]; got {retain.shape}")
+    y = np.asarray(labels)[retain]
+    kept = [c for c in range(int(num_classes)) if c not in set(int(f) for f in forget_classes)]
+    by_class = {c: retain[y == c] for c in kept}
+    empty = [c for c, ix in by_class.items() if not len(ix)]
+    if empty:
+        raise ValueError(f"unsir: retained classes {empty} have no example in the retain set")
+    k = min(int(retain_per_class), *(len(ix) for ix in by_class.values()))
+    return np.concatenate([by_class[c][:k] for c in kept]).astype(np.int32), k
+
+
+def _index_sets(index, *, labels, num_classes, forget_classes, hparams):
+    """The registry's index sets of UNSIR: the reference schedule (``impair_epochs=None``) draws
+    its retain batches from :func:`reference_retain_subsample` and counts its steps with the
+    subsample's per-class size; the earlier schedule reads the whole retain set."""
+    if registry.default("unsir", "impair_epochs", hparams) is not None:
+        return dict(index), {}
+    subsample, k = reference_retain_subsample(
+        labels,
+        index["retain"],
+        num_classes=num_classes,
+        forget_classes=forget_classes or (),
+        retain_per_class=registry.default("unsir", "retain_per_class", hparams),
+    )
+    return {**index, "retain": subsample}, {"retain_per_class": k}
+
+
+def _run_length(
+    epochs, *, steps_per_epoch, forget_steps_per_epoch, hparams, num_classes, forget_classes
+) -> int:
+    """The registry's run length of UNSIR: with the reference schedule, its noise, impair and
+    repair updates (one impair and one repair epoch, :func:`reference_steps`; ``epochs`` must be
+    1); with ``impair_epochs``, ``epochs`` passes over the retain set."""
+    del forget_steps_per_epoch
+    option = lambda name: registry.default("unsir", name, hparams)
+    if option("impair_epochs") is not None or num_classes is None:
+        return max(1, math.ceil(float(epochs) * steps_per_epoch))
+    if float(epochs) != 1.0:
+        raise ValueError(
+            "unsir's reference schedule is one impair and one repair epoch, so its run length is "
+            f"fixed: set epochs=1 (got {epochs}), or a number `impair_epochs` for the earlier "
+            "schedule of epochs over the retain set"
+        )
+    steps = reference_steps(
+        num_classes=num_classes,
+        num_forget_classes=len(forget_classes or ()),
+        retain_per_class=option("retain_per_class"),
+        num_noise_batches=option("num_noise_batches"),
+        noise_batch_size=option("noise_batch_size"),
+        impair_batch_size=option("impair_batch_size"),
+        repair_batch_size=option("repair_batch_size"),
+    )
+    return int(option("noise_steps")) + steps.impair + steps.repair
+
+
 @registry.rule(
     "unsir",
     parts=("forget", "retain"),
     paper="Tarun et al., Fast Yet Effective Machine Unlearning, IEEE TNNLS 2023",
     sweepable=("noise_learning_rate", "noise_l2", "learning_rate"),
+    run_length=_run_length,
+    index_sets=_index_sets,
 )
 def unsir(
     apply: Callable,

@@ -32,9 +32,17 @@ import numpy as np
 
 from jaxunlearn import ensemble as ensemble_lib
 from jaxunlearn.core.types import Array
+from jaxunlearn.data import augment as augment_lib
 from jaxunlearn.ensemble import Shadows
 from jaxunlearn.scenarios import fingerprint as fp_lib
-from jaxunlearn.scenarios.plan import ORIGINAL, RETRAIN, Plan, build_rule, retrain_entry
+from jaxunlearn.scenarios.plan import (
+    ORIGINAL,
+    RETRAIN,
+    Plan,
+    build_rule,
+    build_run,
+    retrain_entry,
+)
 from jaxunlearn.train import FitResult, Progress, multihost, records
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -145,6 +153,7 @@ class Artefacts:
             progress=Progress(label, enabled=self.verbose),
             min_models=1,
             init_program=init_program,
+            augment=augment_lib.get(p.augmentation),
         )
 
     def keys(self, role: str, count: int | None = None, *, start: int = 0) -> Array:
@@ -197,17 +206,35 @@ class Artefacts:
         return self._cache[key]
 
     def originals(self) -> FitResult:
-        """The N original models, trained on the whole training set."""
+        """The N original models, trained on the whole training set.
+
+        With the plan's ``originals == "shared"`` (the NeurIPS 2023 competition's protocol) only
+        original 0 is trained, and the result holds N copies of it, so that every unlearning run
+        and every per-seed audit starts from the same model."""
         p = self.plan
-        return self._cached(
-            ("original",),
-            lambda: self.train_from_scratch(
+        count = 1 if p.originals == "shared" else p.seeds
+
+        def build():
+            res = self.train_from_scratch(
                 np.arange(len(p.dataset.y_train), dtype=np.int32),
-                self.keys("original"),
+                self.keys("original", count),
                 label="original",
                 checkpoint_dir=self.checked_dir("originals", fp_lib.original_fields(p), "original"),
-            ),
-        )
+            )
+            if count == p.seeds:
+                return res
+            copies = lambda tree: jax.tree.map(
+                lambda x: jnp.broadcast_to(x[:1], (p.seeds, *x.shape[1:])), tree
+            )
+            # Records report run time per model (total / N): N copies of one model's cost.
+            return res._replace(
+                variables=copies(res.variables),
+                state=copies(res.state),
+                diverged=np.broadcast_to(np.asarray(res.diverged)[:1], (p.seeds,)),
+                runtime_s=res.runtime_s * p.seeds,
+            )
+
+        return self._cached(("original",), build)
 
     def oracles(self, scenario: str) -> FitResult:
         """The N oracles of ``scenario``: the ``retrain`` rule's entry run on its retain set."""
@@ -256,6 +283,7 @@ class Artefacts:
                 ),
                 init_program=init_program,
                 progress=Progress(f"{scenario}/ulira_shadows", enabled=self.verbose),
+                augment=augment_lib.get(p.augmentation),
             )
             return shadows
 
@@ -275,8 +303,20 @@ class Artefacts:
             return None
 
         def build():
-            sizes = {"forget": len(shadows.targets) // 2, "retain": len(shadows.base)}
-            rule, bs, num_steps = build_rule(method, p.network, p.entry(scenario, method), sizes)
+            # Each shadow forgets its in set with the base as retain set, drawn as the method's
+            # run draws them (plan.rule_index: a rule's own sets, validation parts); the
+            # scenario's forgotten classes describe what a class-wise shadow forgets.
+            rule, index, bs, num_steps = build_run(
+                method,
+                p.network,
+                p.entry(scenario, method),
+                p.dataset.y_train,
+                shadows.in_sets().astype(np.int32),
+                np.asarray(shadows.base, np.int32),
+                forget_classes=p.splits[scenario].classes,
+                retain_available=p.retain_available.get(scenario, True),
+                num_devices=p.num_devices,
+            )
             unlearned, _ = ensemble_lib.ulira.unlearn_shadows(
                 shadows,
                 rule,
@@ -285,8 +325,10 @@ class Artefacts:
                 keys=self.keys("shadow_unlearn", p.ulira["shadows"]),
                 batch_sizes=bs,
                 num_steps=num_steps,
+                index=index,
                 mesh=p.mesh,
                 progress=Progress(f"{scenario}/{method}/ulira", enabled=self.verbose),
+                augment=augment_lib.get(p.augmentation),
             )
             return unlearned
 

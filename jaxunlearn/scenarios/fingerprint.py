@@ -7,12 +7,13 @@ which fields changed. The fields are exactly what the result depends on:
 
 * ``original``: the data (``dataset``, ``data_kwargs``), the model (``model``, ``model_kwargs``),
   the training recipe (the ``retrain`` rule's resolved entry; ``chunk_size`` only groups steps),
-  ``root_seed``, ``seeds`` (the ensemble's size: the checkpoint holds every model) and the code
-  versions (jaxunlearn, jax);
+  the resolved ``augmentation`` of every training batch, ``root_seed``, ``seeds`` (the
+  ensemble's size: the checkpoint holds every model), ``originals`` (one per run or one shared)
+  and the code versions (jaxunlearn, jax);
 * ``oracle`` of a scenario: the same, with the scenario's forget spec, ``forget_seed`` and the
   ``retrain`` entry as resolved for the scenario (``per_scenario`` merged);
-* ``shadows`` of a scenario: data, model, spec, training recipe, the U-LiRA shadow count and
-  targets, ``root_seed``;
+* ``shadows`` of a scenario: data, model, augmentation, spec, training recipe, the U-LiRA
+  shadow count and targets, ``root_seed``;
 * records of (scenario, method): the fields of the originals and oracles (every audit compares
   with them), the rule's entry as resolved for the scenario (defaults filled), the audits, the
   ensemble audits (with the shadows' fields for a rule U-LiRA audits) and ``seeds``.
@@ -104,11 +105,18 @@ def _short(value) -> str:
 # --------------------------------------------------------------------------------------------------
 # The fields of each artefact and record.
 
+# What data the runner gives a rule for a given config entry (its index sets, validation parts, row
+# indices: ``plan.rule_index``). Raised when that changes, so records computed the old way are not
+# restored as if they were current. 2: UNSIR's per-class retain subsample, bad teacher's 30% of
+# retain per epoch, the merging rules' validation parts, amnesiac's per-row labels.
+RULE_DATA_VERSION = 2
+
 
 def _common(p: Plan) -> dict:
     return {
         "data": {"dataset": p.sources["dataset"], "data_kwargs": p.sources["data_kwargs"]},
         "model": {"model": p.sources["model"], "model_kwargs": p.sources["model_kwargs"]},
+        "augmentation": p.augmentation,
         "root_seed": p.root_seed,
         "versions": versions(),
     }
@@ -140,7 +148,7 @@ def resolved_entry(entry: Mapping) -> dict:
 
 def original_fields(p: Plan) -> dict:
     """The fields that determine the N originals."""
-    return {**_common(p), "train": _recipe(p), "seeds": p.seeds}
+    return {**_common(p), "train": _recipe(p), "seeds": p.seeds, "originals": p.originals}
 
 
 def oracle_fields(p: Plan, scenario: str) -> dict:
@@ -173,7 +181,11 @@ def record_fields(p: Plan, scenario: str, method: str) -> dict:
         "seeds": p.seeds,
     }
     if method not in (ORIGINAL, RETRAIN):
-        fields["rule"] = {"name": method, **resolved_entry(p.entry(scenario, method))}
+        fields["rule"] = {
+            "name": method,
+            **resolved_entry(p.entry(scenario, method)),
+            "data_version": RULE_DATA_VERSION,
+        }
     ulira = p.ulira
     if ulira and scenario in ulira["scenarios"] and method not in (RETRAIN,):
         if method == ORIGINAL or method in ulira["rules"]:

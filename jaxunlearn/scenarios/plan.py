@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxunlearn import audit as audit_lib
 from jaxunlearn import data as data_lib
@@ -30,10 +31,14 @@ from jaxunlearn import ensemble as ensemble_lib
 from jaxunlearn import models as models_lib
 from jaxunlearn import rules as rules_lib
 from jaxunlearn.core.types import Network
+from jaxunlearn.data import augment as augment_lib
 from jaxunlearn.train import data_mesh, steps_per_epoch
 from jaxunlearn.train.loop import check_batch_sizes
 
 ORIGINAL, RETRAIN = "original", "retrain"
+# `originals`: every run unlearns its own original (KLoM's benchmark), or all runs unlearn one
+# shared original (the NeurIPS 2023 competition: 512 runs from one model).
+ORIGINALS = ("per_run", "shared")
 
 # Optional top-level config keys and their defaults.
 DEFAULTS: dict[str, Any] = {
@@ -49,6 +54,10 @@ DEFAULTS: dict[str, Any] = {
     "ulira_rules": (),
     "ulira_scenarios": (),  # empty: every scenario
     "ulira_targets": 0,  # 0: the whole forget set (rounded down to an even count)
+    # On-device augmentation of every training batch of originals, oracles, shadows and rules
+    # (jaxunlearn.data.augment): "auto" is the dataset's default (crop_flip on CIFAR-10/100).
+    "augmentation": augment_lib.AUTO,
+    "originals": "per_run",  # one of ORIGINALS
 }
 # Top-level config keys without a default.
 REQUIRED = ("dataset", "model", "seeds", "scenarios", "rules", "audits")
@@ -75,6 +84,10 @@ ENTRY_DEFAULTS: dict[str, Any] = {
 _AVAILABILITY_KEYS = ("retain_available", "labels_available")
 # The recipe's SGD settings, given to the retrain rule as its optimizer settings.
 _TRAIN_OPTIMIZER = ("momentum", "weight_decay")
+# Where the validation parts a rule declares (``RuleInfo.validation_parts``: the merging rules'
+# choice of lambda) are drawn from, and their batch size (capped at the set's size).
+VALIDATION_SOURCES = {"val_forget": "forget", "val_control": "retain"}
+VALIDATION_BATCH_SIZE = 128
 
 
 def unknown_keys(where: str, keys, valid) -> None:
@@ -112,6 +125,12 @@ class Plan:
       root_seed, forget_seed: the root of every model key, and the forget sets' draw.
       sources: the config's ``dataset``, ``data_kwargs``, ``model``, ``model_kwargs`` as given
         (what :mod:`jaxunlearn.scenarios.fingerprint` records of the data and model).
+      augmentation: the resolved augmentation name (:mod:`jaxunlearn.data.augment`) of every
+        training batch: originals, oracles, shadows and unlearning runs.
+      originals: ``"per_run"`` (run ``s`` unlearns original ``s``) or ``"shared"`` (every run
+        unlearns original 0, as the NeurIPS 2023 competition does).
+      retain_available: ``{scenario: whether it gives the methods its retain set}`` (the
+        scenario's ``retain_available``, default true).
     """
 
     dataset: data_lib.Dataset
@@ -129,6 +148,9 @@ class Plan:
     root_seed: int = 0
     forget_seed: int = 0
     sources: dict = dataclasses.field(default_factory=dict)
+    augmentation: str = "none"
+    originals: str = "per_run"
+    retain_available: dict = dataclasses.field(default_factory=dict)
 
     def entry(self, scenario: str, name: str) -> dict:
         """Rule ``name``'s resolved config entry as it applies to ``scenario``."""
@@ -169,22 +191,51 @@ def scenario_entry(rule_config: Mapping, scenario: str) -> dict:
     return merged
 
 
-def rule_batch_sizes(name: str, rule_config: Mapping) -> dict[str, int]:
-    """``{part: batch size}`` of a rule's config entry for the parts the rule reads."""
-    return {
-        part: int(rule_config.get(f"{part}_batch_size", ENTRY_DEFAULTS[f"{part}_batch_size"]))
-        for part in rules_lib.get(name).parts
-    }
+def validation_batch_size(size: int, num_devices: int = 1) -> int:
+    """The batch size of a validation part drawn from ``size`` examples:
+    :data:`VALIDATION_BATCH_SIZE`, or fewer for a smaller set, rounded down to a multiple of the
+    devices (at least one batch per device)."""
+    bs = min(VALIDATION_BATCH_SIZE, int(size))
+    return max(bs - bs % num_devices, num_devices)
 
 
-def rule_schedule(name: str, rule_config: Mapping, sizes: Mapping[str, int]):
-    """``(batch sizes, steps per epoch, forget steps per epoch, number of steps)`` of a rule's
-    config entry for forget/retain sets of ``sizes``: ``epochs`` epochs, an epoch being a pass
-    over the rule's epoch part (retain if it reads it, else forget) unless the rule declares its
-    own passes (:func:`jaxunlearn.rules.num_steps`). The forget steps per epoch are ``None`` for
-    a rule that reads no forget data."""
+def rule_batch_sizes(
+    name: str,
+    rule_config: Mapping,
+    sizes: Mapping[str, int] | None = None,
+    num_devices: int = 1,
+) -> dict[str, int]:
+    """``{part: batch size}`` of a rule's config entry for the parts the rule reads: the entry's
+    ``<part>_batch_size`` for its forget/retain parts, and :func:`validation_batch_size` for the
+    validation parts it declares that ``sizes`` (the index sets' sizes) has."""
     info = rules_lib.get(name)
-    bs = rule_batch_sizes(name, rule_config)
+    out = {
+        part: int(rule_config.get(f"{part}_batch_size", ENTRY_DEFAULTS[f"{part}_batch_size"]))
+        for part in info.parts
+    }
+    for part in info.validation_parts:
+        if sizes is not None and part in sizes:
+            out[part] = validation_batch_size(sizes[part], num_devices)
+    return out
+
+
+def rule_schedule(
+    name: str,
+    rule_config: Mapping,
+    sizes: Mapping[str, int],
+    *,
+    num_classes: int | None = None,
+    forget_classes: tuple[int, ...] = (),
+    num_devices: int = 1,
+):
+    """``(batch sizes, steps per epoch, forget steps per epoch, number of steps)`` of a rule's
+    config entry for index sets of ``sizes``: ``epochs`` epochs, an epoch being a pass over the
+    rule's epoch part (retain if it reads it, else forget) unless the rule declares its own run
+    length (:func:`jaxunlearn.rules.num_steps`, which gets ``num_classes`` and
+    ``forget_classes``). The forget steps per epoch are ``None`` for a rule that reads no forget
+    data."""
+    info = rules_lib.get(name)
+    bs = rule_batch_sizes(name, rule_config, sizes, num_devices)
     spe = steps_per_epoch(sizes[info.epoch_part], bs[info.epoch_part])
     fspe = steps_per_epoch(sizes["forget"], bs["forget"]) if "forget" in bs else None
     epochs = float(rule_config.get("epochs", ENTRY_DEFAULTS["epochs"]))
@@ -194,6 +245,8 @@ def rule_schedule(name: str, rule_config: Mapping, sizes: Mapping[str, int]):
         steps_per_epoch=spe,
         forget_steps_per_epoch=fspe,
         hparams=plain(rule_config.get("hparams")),
+        num_classes=num_classes,
+        forget_classes=tuple(forget_classes) or None,
     )
     return bs, spe, fspe, num_steps
 
@@ -210,27 +263,147 @@ def build_rule(
     sizes: Mapping[str, int],
     *,
     forget_classes: tuple[int, ...] = (),
+    num_devices: int = 1,
+    scenario_sizes: Mapping[str, int] | None = None,
     **overrides,
 ):
-    """Rule ``name`` built from its config entry for forget/retain sets of ``sizes``: ``(rule,
-    batch sizes, number of steps)``, the steps being ``epochs`` passes over its epoch part.
+    """Rule ``name`` built from its config entry for index sets of ``sizes``: ``(rule, batch
+    sizes, number of steps)``, the steps being ``epochs`` passes over its epoch part (see
+    :func:`rule_schedule`; ``sizes`` are those of :func:`rule_index`'s sets).
 
-    The registry also gets the run's schedule, the forget set's share of the training set and
-    the forgotten classes of a class-wise scenario (``Split.classes``); ``overrides`` replace
-    hyperparameters of the entry (a sweep's grid value)."""
-    bs, spe, fspe, num_steps = rule_schedule(name, rule_config, sizes)
+    The registry also gets the run's schedule, the forget set's share of the training set (from
+    ``scenario_sizes``, the scenario's forget and retain sizes, when the rule's index sets are
+    others; default ``sizes``) and the forgotten classes of a class-wise scenario
+    (``Split.classes``); ``overrides`` replace hyperparameters of the entry (a sweep's grid
+    value)."""
+    bs, spe, fspe, num_steps = rule_schedule(
+        name,
+        rule_config,
+        sizes,
+        num_classes=network.num_outputs,
+        forget_classes=forget_classes,
+        num_devices=num_devices,
+    )
     hparams = {**plain(rule_config.get("hparams")), **overrides}
+    scenario = sizes if scenario_sizes is None else scenario_sizes
     rule = rules_lib.make(
         name,
         network,
         num_steps=num_steps,
         steps_per_epoch=spe,
         forget_steps_per_epoch=fspe,
-        forget_fraction=forget_fraction(sizes) if "forget" in sizes else None,
+        forget_fraction=forget_fraction(scenario)
+        if {"forget", "retain"} <= set(scenario)
+        else None,
         forget_classes=tuple(forget_classes) or None,
         **hparams,
     )
     return rule, bs, num_steps
+
+
+def rule_index(
+    name: str,
+    rule_config: Mapping,
+    forget,
+    retain,
+    *,
+    labels,
+    num_classes: int,
+    forget_classes: tuple[int, ...] = (),
+    retain_available: bool = True,
+) -> tuple[dict[str, Any], dict]:
+    """The index sets rule ``name``'s batches are drawn from, and its entry for them.
+
+    Usually the scenario's ``forget`` and ``retain`` sets, for the parts the rule reads; what
+    the references feed a rule beyond that comes from the registry:
+
+    * a rule's own index sets (``RuleInfo.index_sets``): UNSIR's reference schedule draws its
+      retain batches from the reference's retain subsample and counts its steps with it (the
+      returned entry carries the subsample's ``retain_per_class``; see
+      :func:`jaxunlearn.rules.unsir.reference_retain_subsample`);
+    * the validation parts a rule declares (``RuleInfo.validation_parts``): the merging rules
+      choose the scale of their edit by NegMerge's criterion, the lowest forget accuracy with a
+      control accuracy of at least 0.95 x the original's, on ``val_forget`` batches drawn from
+      the forget set and ``val_control`` batches drawn from the retain set. The references hold
+      these splits out of the data their task vectors are trained on; a forget set has no
+      held-out copy (an example is forgotten, not generalised from), so the criterion is
+      evaluated on the very data UA and RA are measured on. A scenario that withholds the retain
+      set gives no validation parts (the rules then keep ``lambda = 1``).
+
+    Args:
+      name: the rule.
+      rule_config: its resolved entry for the scenario.
+      forget, retain: the scenario's index sets into the training set (``forget`` may carry a
+        leading model axis, as a U-LiRA shadow ensemble's in-sets do).
+      labels: the training labels (``y_train``).
+      num_classes: the data set's classes.
+      forget_classes: the forgotten classes of a class-wise scenario.
+      retain_available: whether the scenario gives the methods its retain set.
+
+    Returns:
+      ``(index, entry)``: ``{part: indices}`` for every batch part, and the entry with the
+      hyperparameters the index sets determine merged into its ``hparams``.
+    """
+    info = rules_lib.get(name)
+    index: dict[str, Any] = {"forget": forget, "retain": retain}
+    entry = dict(rule_config)
+    if info.index_sets is not None:
+        hparams = plain(entry.get("hparams"))
+        index, overrides = info.index_sets(
+            index,
+            labels=labels,
+            num_classes=num_classes,
+            forget_classes=tuple(forget_classes),
+            hparams=hparams,
+        )
+        if overrides:
+            entry["hparams"] = {**hparams, **overrides}
+    parts = list(info.parts)
+    if retain_available:
+        for part in info.validation_parts:
+            index[part] = index[VALIDATION_SOURCES[part]]
+            parts.append(part)
+    return {part: index[part] for part in parts}, entry
+
+
+def build_run(
+    name: str,
+    network,
+    rule_config: Mapping,
+    labels,
+    forget,
+    retain,
+    *,
+    forget_classes: tuple[int, ...] = (),
+    retain_available: bool = True,
+    num_devices: int = 1,
+    **overrides,
+):
+    """Rule ``name`` and the data of its run: ``(rule, index sets, batch sizes, number of
+    steps)``, from :func:`rule_index` and :func:`build_rule` (``overrides``: hyperparameters
+    replacing the entry's, as a sweep's grid value)."""
+    index, entry = rule_index(
+        name,
+        rule_config,
+        forget,
+        retain,
+        labels=labels,
+        num_classes=network.num_outputs,
+        forget_classes=forget_classes,
+        retain_available=retain_available,
+    )
+    sizes = {part: int(np.shape(ix)[-1]) for part, ix in index.items()}
+    rule, bs, num_steps = build_rule(
+        name,
+        network,
+        entry,
+        sizes,
+        forget_classes=forget_classes,
+        num_devices=num_devices,
+        scenario_sizes={"forget": int(np.shape(forget)[-1]), "retain": int(np.shape(retain)[-1])},
+        **overrides,
+    )
+    return rule, index, bs, num_steps
 
 
 def plan(config) -> Plan:
@@ -244,6 +417,9 @@ def plan(config) -> Plan:
     cfg = {**DEFAULTS, **given}
     data_lib.check_name(cfg["dataset"])
     models_lib.check_name(cfg["model"])
+    _augmentation(cfg["augmentation"], cfg["dataset"])
+    if cfg["originals"] not in ORIGINALS:
+        raise ValueError(f"`originals` must be one of {list(ORIGINALS)}; got {cfg['originals']!r}")
     seeds = int(cfg["seeds"])
     if seeds < 1:
         raise ValueError(f"`seeds` must be at least 1; got {seeds}")
@@ -295,6 +471,7 @@ def plan(config) -> Plan:
                     f"{entry['epochs']} (scenario {sname!r})"
                 )
     dataset = _load(cfg["dataset"], plain(cfg["data_kwargs"]), str(cfg["data_dir"] or ""))
+    augmentation = _augmentation(cfg["augmentation"], cfg["dataset"], dataset.input_shape)
     audit_lib.check_names(audits, dataset.task)
     audit_lib.check_ensemble_names(ensemble_audits, dataset.task)
     if ensemble_audits and seeds < 2:
@@ -308,10 +485,11 @@ def plan(config) -> Plan:
             raise ValueError(
                 f"Rule {name!r} is for {task} tasks; {cfg['dataset']!r} is {dataset.task}"
             )
+    retain_available = {}
     for sname, scfg in scenario_cfg.items():
         unknown_keys(f"Scenario {sname!r}", scfg, {*data_lib.forget.FIELDS, *_AVAILABILITY_KEYS})
         _check_availability(sname, scfg, entries[sname])
-        scfg.pop("retain_available", None)
+        retain_available[sname] = bool(scfg.pop("retain_available", True))
         scfg.pop("labels_available", None)
     scenarios = {n: data_lib.ForgetSpec.from_config(s) for n, s in scenario_cfg.items()}
     forget_seed = int(cfg["forget_seed"])
@@ -332,10 +510,20 @@ def plan(config) -> Plan:
     except ValueError as e:
         raise ValueError(f"`train.batch_size`: {e}") from None
     for sname, split in splits.items():
-        sizes = {"forget": len(split.forget), "retain": len(split.retain)}
         for name, rc in entries[sname].items():
             try:
-                check_batch_sizes(rule_batch_sizes(name, rc), sizes, devices)
+                index, rc = rule_index(
+                    name,
+                    rc,
+                    split.forget,
+                    split.retain,
+                    labels=dataset.y_train,
+                    num_classes=dataset.num_outputs,
+                    forget_classes=split.classes,
+                    retain_available=retain_available[sname],
+                )
+                sizes = {part: len(ix) for part, ix in index.items()}
+                check_batch_sizes(rule_batch_sizes(name, rc, sizes, devices), sizes, devices)
             except ValueError as e:
                 raise ValueError(f"Scenario {sname!r}, rule {name!r}: {e}") from None
     ulira = _ulira_plan(cfg, dataset, splits, entries, ensemble_audits, devices)
@@ -346,10 +534,19 @@ def plan(config) -> Plan:
         **plain(cfg["model_kwargs"]),
     )
     for sname, split in splits.items():  # every factory's own checks (finite positive rates)
-        sizes = {"forget": len(split.forget), "retain": len(split.retain)}
         for name, entry in entries[sname].items():
             try:
-                build_rule(name, network, entry, sizes, forget_classes=split.classes)
+                build_run(
+                    name,
+                    network,
+                    entry,
+                    dataset.y_train,
+                    split.forget,
+                    split.retain,
+                    forget_classes=split.classes,
+                    retain_available=retain_available[sname],
+                    num_devices=devices,
+                )
             except (ValueError, TypeError) as e:
                 raise ValueError(f"Scenario {sname!r}, rule {name!r}: {e}") from None
     return Plan(
@@ -367,13 +564,25 @@ def plan(config) -> Plan:
         entries=entries,
         root_seed=int(cfg["root_seed"]),
         forget_seed=forget_seed,
+        retain_available=retain_available,
         sources={
             "dataset": cfg["dataset"],
             "data_kwargs": {k: v for k, v in plain(cfg["data_kwargs"]).items() if k != "data_dir"},
             "model": cfg["model"],
             "model_kwargs": plain(cfg["model_kwargs"]),
         },
+        augmentation=augmentation,
+        originals=str(cfg["originals"]),
     )
+
+
+def _augmentation(name, dataset: str, input_shape=None) -> str:
+    """The config's ``augmentation`` resolved for ``dataset`` (see
+    :func:`jaxunlearn.data.augment.resolve`), its errors naming the setting."""
+    try:
+        return augment_lib.resolve(name, dataset, input_shape)
+    except ValueError as e:
+        raise ValueError(f"`augmentation`: {e}") from None
 
 
 def _load(name: str, kwargs: dict, data_dir: str):
@@ -436,9 +645,11 @@ def _ulira_plan(
         except ValueError as e:
             raise ValueError(f"Scenario {sname!r}, `ulira_targets`: {e}") from None
         sizes = {"forget": k // 2, "retain": len(split.retain)}
+        sizes.update({part: sizes[source] for part, source in VALIDATION_SOURCES.items()})
         for name in names:
             try:
-                check_batch_sizes(rule_batch_sizes(name, entries[sname][name]), sizes, num_devices)
+                bs = rule_batch_sizes(name, entries[sname][name], sizes, num_devices)
+                check_batch_sizes(bs, sizes, num_devices)
             except ValueError as e:
                 raise ValueError(
                     f"U-LiRA shadows of scenario {sname!r} forget {k // 2} examples "

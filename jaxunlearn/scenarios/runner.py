@@ -34,11 +34,12 @@ from jaxunlearn import audit as audit_lib
 from jaxunlearn import ensemble as ensemble_lib
 from jaxunlearn.audit import classification as cls
 from jaxunlearn.audit import ensemble_audits
+from jaxunlearn.data import augment as augment_lib
 from jaxunlearn.scenarios import fingerprint as fp_lib
 from jaxunlearn.scenarios import report
 from jaxunlearn.scenarios.artefacts import Artefacts
 from jaxunlearn.scenarios.lock import workdir_lock
-from jaxunlearn.scenarios.plan import ORIGINAL, RETRAIN, Plan, build_rule, plan
+from jaxunlearn.scenarios.plan import ORIGINAL, RETRAIN, Plan, build_run, plan
 from jaxunlearn.scenarios.report import Record
 from jaxunlearn.train import FitResult, Progress, multihost
 from jaxunlearn.train import records as records_lib
@@ -202,23 +203,32 @@ def _result(p: Plan, art: Artefacts, sname: str, method: str, *, verbose: bool) 
     if method == RETRAIN:
         return art.oracles(sname)
     split = p.splits[sname]
-    index = {"forget": split.forget, "retain": split.retain}
-    sizes = {part: len(ix) for part, ix in index.items()}
-    rule, bs, num_steps = build_rule(
-        method, p.network, p.entry(sname, method), sizes, forget_classes=split.classes
+    # The rule's own index sets (UNSIR's retain subsample) and validation parts (the merging
+    # rules' choice of lambda) come with it; see plan.rule_index.
+    rule, index, bs, num_steps = build_run(
+        method,
+        p.network,
+        p.entry(sname, method),
+        p.dataset.y_train,
+        split.forget,
+        split.retain,
+        forget_classes=split.classes,
+        retain_available=p.retain_available.get(sname, True),
+        num_devices=p.num_devices,
     )
     return ensemble_lib.unlearn(
         rule,
         art.originals().variables,
         p.dataset.x_train,
         p.dataset.y_train,
-        {part: index[part] for part in bs},
+        index,
         keys=art.keys("unlearn"),
         batch_sizes=bs,
         num_steps=num_steps,
         mesh=p.mesh,
         progress=Progress(f"{sname}/{method}", enabled=verbose),
         min_models=1,
+        augment=augment_lib.get(p.augmentation),
     )
 
 

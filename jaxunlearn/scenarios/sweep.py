@@ -41,7 +41,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -54,7 +54,8 @@ from jaxunlearn.audit import classification as cls
 from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data import Dataset, Split
-from jaxunlearn.scenarios.plan import build_rule
+from jaxunlearn.data import augment as augment_lib
+from jaxunlearn.scenarios.plan import build_rule, rule_index
 from jaxunlearn.train import Stream, make_stream, multihost, records, scan_steps
 
 # Audits whose metrics make up each task's Avg. Gap (see ``audit.gap_metrics``).
@@ -130,6 +131,7 @@ def grid_variables(
     values: Sequence[float],
     rule_config: Mapping[str, Any] | None = None,
     forget_classes: tuple[int, ...] = (),
+    augment: Callable | None = None,
 ):
     """Runs rule ``rule`` for every grid value and seed in one compiled program.
 
@@ -141,8 +143,12 @@ def grid_variables(
       rule, param, values: the rule's registry name, the swept hyperparameter and its grid.
       rule_config: the rule's config entry (``epochs``, ``<part>_batch_size``, ``hparams``),
         scheduled and built as the experiment runner does (:func:`~jaxunlearn.scenarios.plan.
-        build_rule`) for the index sets of ``stream``; ``param`` in its ``hparams`` is replaced.
+        build_rule`) for the index sets of ``stream`` (those of
+        :func:`~jaxunlearn.scenarios.plan.rule_index`, with the entry it returns, to reproduce
+        the runner); ``param`` in its ``hparams`` is replaced.
       forget_classes: the forgotten classes of a class-wise scenario (``Split.classes``).
+      augment: the batches' on-device augmentation (:mod:`jaxunlearn.data.augment`), as the
+        experiment's runs use it; ``None``: none.
 
     Returns:
       ``(variables, metrics, info)``: variables with leading ``[len(values), seeds]`` axes,
@@ -166,6 +172,7 @@ def grid_variables(
             batch_sizes=batch_sizes,
             num_steps=num_steps,
             key=key,
+            augment=augment,
         )
         return v, metrics, all_finite(v["params"])
 
@@ -275,6 +282,7 @@ def sweep(
     val_fraction: float = 0.5,
     val_seed: int = 0,
     return_variables: bool = False,
+    augment: Callable | None = None,
 ) -> dict[str, Any]:
     """Sweeps ``param`` of ``rule`` and picks the value closest to the retrain oracle.
 
@@ -290,6 +298,7 @@ def sweep(
       val_fraction, val_seed: size and seed of the validation half of the test indices.
       return_variables: also return the unlearned variables under ``"variables"`` (``[values,
         seeds, ...]``; not JSON).
+      augment: the batches' augmentation (see :func:`grid_variables`).
 
     Returns:
       A JSON-ready dict: the request and schedule, ``mode``, timings, the oracle's and original's
@@ -298,10 +307,23 @@ def sweep(
       oracle's and its gap measured on the held-out test half).
     """
     grid = check_grid(rule, param, values)
-    rc = dict(rule_config or {})
-    hparams = dict(rc.get("hparams") or {})
+    hparams = dict(dict(rule_config or {}).get("hparams") or {})
     hparams.pop(param, None)
-    sizes = {"forget": len(split.forget), "retain": len(split.retain)}
+    # The index sets the runner draws the rule's batches from (a rule's own sets, validation
+    # parts) and the entry for them.
+    index, rc = rule_index(
+        rule,
+        dict(rule_config or {}),
+        split.forget,
+        split.retain,
+        labels=dataset.y_train,
+        num_classes=network.num_outputs,
+        forget_classes=split.classes,
+    )
+    # The scenario's sets stay in the stream for the parts the rule does not read (their sizes
+    # give the rule the forget set's share of the training set).
+    index = {"forget": split.forget, "retain": split.retain, **index}
+    sizes = {part: len(ix) for part, ix in index.items()}
     for v in grid:  # the factory's own checks, on concrete values, before any compute
         _, batch_sizes, num_steps = build_rule(
             rule,
@@ -316,9 +338,7 @@ def sweep(
     audits = _SELECTION_AUDITS[task]
     gap_keys = audit_lib.gap_metrics(task)
 
-    stream = make_stream(
-        dataset.x_train, dataset.y_train, {"forget": split.forget, "retain": split.retain}
-    )
+    stream = make_stream(dataset.x_train, dataset.y_train, index)
     variables, metrics, run_info = grid_variables(
         network,
         stream,
@@ -329,6 +349,7 @@ def sweep(
         values=grid,
         rule_config=rc,
         forget_classes=split.classes,
+        augment=augment,
     )
     seeds = int(jax.tree.leaves(keys)[0].shape[0])
     groups = {"oracle": oracles, "original": originals}
@@ -602,6 +623,7 @@ def _run_sweep(p, workdir, scenario, rule, param, values, val_fraction, val_seed
         rule_config=p.entry(scenario, rule),
         val_fraction=val_fraction,
         val_seed=val_seed,
+        augment=augment_lib.get(p.augmentation),
     )
     result["scenario"] = scenario
     # What the numbers depend on: the artefacts' and the rule entry's config fields, the request.

@@ -4,9 +4,10 @@ Training the original model, retraining an oracle and unlearning are all "a rule
 steps to variables, over batches drawn from index sets of an in-memory dataset". :func:`fit` does
 that with the steps fused into ``lax.scan`` chunks, batches gathered on device from per-epoch
 permutations (a pure function of the key and the step number, so a resumed run sees exactly the
-batches an uninterrupted run would), optional data parallelism over a ``data`` mesh axis,
-optional ``vmap`` over an ensemble of models, orbax checkpoints after every chunk, and a
-divergence check that stops a run whose parameters turn NaN or inf.
+batches an uninterrupted run would), optional on-device augmentation of every batch
+(:mod:`jaxunlearn.data.augment`, keyed the same way), optional data parallelism over a ``data``
+mesh axis, optional ``vmap`` over an ensemble of models, orbax checkpoints after every chunk,
+and a divergence check that stops a run whose parameters turn NaN or inf.
 """
 
 from __future__ import annotations
@@ -188,6 +189,15 @@ def _data_sharding(mesh: Mesh | None):
     return NamedSharding(mesh, PartitionSpec("data"))
 
 
+def _augmented(batch: dict, augment: Callable, key: Array) -> dict:
+    """``batch`` with every part's inputs ``x`` augmented, part ``j`` (of the sorted part names)
+    with key ``fold_in(key, j)``: independent draws per part, and per step through ``key``."""
+    return {
+        name: {**batch[name], "x": augment(batch[name]["x"], jax.random.fold_in(key, j))}
+        for j, name in enumerate(sorted(batch))
+    }
+
+
 def _chunk_fn(
     rule: UnlearningRule,
     batch_sizes: Mapping[str, int],
@@ -196,11 +206,13 @@ def _chunk_fn(
     mesh: Mesh | None,
     metric_shapes: PyTree,
     carry_shardings: tuple[PyTree, PyTree] | None = None,
+    augment: Callable | None = None,
 ):
     batch_sharding = _data_sharding(mesh)
 
     def chunk(variables, state, stream, key, start):
         data_key, rule_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+        augment_key = jax.random.fold_in(key, 2)
 
         parts = sorted(batch_sizes.items())
         sizes = [stream.index[name].shape[0] for name, _ in parts]
@@ -232,6 +244,8 @@ def _chunk_fn(
                     batch = jax.lax.with_sharding_constraint(
                         batch, jax.tree.map(lambda _: batch_sharding, batch)
                     )
+                if augment is not None:
+                    batch = _augmented(batch, augment, jax.random.fold_in(augment_key, step))
                 v, s, m = rule.update(v, s, batch, key=jax.random.fold_in(rule_key, step))
                 if carry_shardings is not None:  # sharded parameters stay sharded
                     v, s = jax.lax.with_sharding_constraint((v, s), carry_shardings)
@@ -326,6 +340,7 @@ def fit(
     per_model_index: bool = False,
     checkpoint_dir: str | None = None,
     progress: Callable | None = None,
+    augment: Callable | None = None,
 ) -> FitResult:
     """Applies ``rule`` to ``variables`` for ``num_steps`` steps.
 
@@ -354,6 +369,11 @@ def fit(
         (each model draws from its own index sets).
       checkpoint_dir: orbax checkpoint directory; the run resumes from its latest checkpoint.
       progress: ``(step, total, metrics, elapsed)`` callback after every chunk.
+      augment: ``(images, key) -> images`` (see :mod:`jaxunlearn.data.augment`) applied on the
+        device to the inputs ``x`` of every batch part at every step, inside the compiled scan;
+        the key of step ``t`` and part ``j`` is ``fold_in(fold_in(fold_in(key, 2), t), j)``, so
+        parts, steps and ensemble models draw independently and a resumed run augments as an
+        uninterrupted one. Only the training batches are augmented. ``None``: no augmentation.
 
     Returns:
       A :class:`FitResult`. A call with the same ``rule`` object, settings and argument types as
@@ -421,7 +441,9 @@ def fit(
             )
         else:
             metric_shapes = jax.eval_shape(one_update, variables, state, key, dict(stream.index))
-        chunk = _chunk_fn(rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes, carry)
+        chunk = _chunk_fn(
+            rule, batch_sizes, chunk_size, num_steps, mesh, metric_shapes, carry, augment=augment
+        )
         args = (variables, state, stream, key, jnp.asarray(start, jnp.int32))
         if not ensemble:
             return jax.jit(chunk).lower(*args).compile()
@@ -439,6 +461,7 @@ def fit(
         ensemble,
         per_model_index,
         shared,
+        augment,
         _signature((variables, state, stream, key)),
     )
     compile_s = 0.0
@@ -502,11 +525,13 @@ def scan_steps(
     key: Array,
     state: PyTree | None = None,
     mesh: Mesh | None = None,
+    augment: Callable | None = None,
 ):
     """All ``num_steps`` updates in one ``lax.scan``: a pure, traceable version of :func:`fit`.
 
     Use it inside ``jax.vmap`` (e.g. over a grid of hyperparameters that the rule is built from
-    inside the vmapped function) or ``jax.jit``. Batches are exactly those :func:`fit` draws.
+    inside the vmapped function) or ``jax.jit``. Batches (and their ``augment``ation) are exactly
+    those :func:`fit` draws.
 
     Returns:
       ``(variables, state, metrics)`` with metrics stacked over steps.
@@ -521,6 +546,8 @@ def scan_steps(
         return rule.update(v, s, batch, key=k)[2]
 
     metric_shapes = jax.eval_shape(one_update, variables, state, key)
-    chunk = _chunk_fn(rule, batch_sizes, int(num_steps), int(num_steps), mesh, metric_shapes)
+    chunk = _chunk_fn(
+        rule, batch_sizes, int(num_steps), int(num_steps), mesh, metric_shapes, augment=augment
+    )
     variables, state, metrics, _ = chunk(variables, state, stream, key, jnp.zeros((), jnp.int32))
     return variables, state, metrics

@@ -72,6 +72,21 @@ def test_separated_ensembles_score_zero_and_accuracy_ratios_scale_the_score():
     assert audit.run_ensemble(("competition",), worse)["competition_score"] == pytest.approx(0.25)
 
 
+def test_klom_published_is_the_other_direction():
+    rng = np.random.default_rng(1)
+    ctx = _context(3 + rng.uniform(0, 1, 8), 2 + rng.uniform(0, 2, 6))
+    metrics = audit.run_ensemble(("klom", "klom_published"), ctx)
+    arrays = ensemble_audits.per_example_arrays(ctx)
+    u = audit.margins(np.asarray(ctx.logits("forget", "unlearned")), ctx.data("forget")[1])
+    o = audit.margins(np.asarray(ctx.logits("forget", "oracle")), ctx.data("forget")[1])
+    np.testing.assert_array_equal(arrays["klom_forget"], audit.klom(u, o))
+    np.testing.assert_array_equal(
+        arrays["klom_pub_forget"], audit.klom(u, o, direction="oracle_vs_unlearned")
+    )
+    assert metrics["klom_pub_forget_mean"] != metrics["klom_forget_mean"]
+    assert {"klom_pub_retain_p95", "klom_pub_test_mean"} <= set(metrics)
+
+
 def test_bad_ensembles_are_rejected_with_the_argument_named():
     with pytest.raises(ValueError, match="equally many unlearned and oracle"):
         audit.run_ensemble(("competition",), _context(np.ones(4), np.ones(5)))
@@ -135,7 +150,8 @@ def test_ulira_is_a_registered_audit_of_the_shadows_the_context_provides():
 
 def test_gold_config_validates_at_full_size():
     p = plan(gold_config.get_config())
-    assert p.seeds == 32 and p.ensemble_audits == ("competition", "klom", "ulira")
+    assert p.seeds == 32 and p.originals == "per_run"
+    assert p.ensemble_audits == ("competition", "klom", "klom_published", "ulira")
     assert p.ulira["shadows"] == 16 and p.ulira["scenarios"] == ("random_10pct",)
     assert set(gold_config.PER_MODEL_AUDITS) <= set(audit.names())
 

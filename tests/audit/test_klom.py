@@ -90,6 +90,30 @@ def test_klom_is_kl_of_unlearned_from_oracle():
     assert klom(o, u)[0] > 5.0
 
 
+def test_klom_direction_published_is_kl_of_oracle_from_unlearned():
+    # Hand case: unlearned margins all in the first of 20 bins over [0, 1], oracle margins half in
+    # the first and half in the last bin.
+    u = np.array([[0.0], [0.0], [0.0], [0.0]])
+    o = np.array([[0.0], [0.0], [1.0], [1.0]])
+    # KL(unlearned || oracle) = 1 * log(1 / 0.5).
+    assert klom(u, o, direction="unlearned_vs_oracle")[0] == pytest.approx(math.log(2.0))
+    # data-unlearning-bench's published KL(oracle || unlearned): the unlearned histogram is
+    # floored at 1e-5 in the last bin and renormalised by z = 1 + 1e-5.
+    z = 1.0 + 1e-5
+    published = 0.5 * math.log(0.5 / (1.0 / z)) + 0.5 * math.log(0.5 / (1e-5 / z))
+    assert klom(u, o, direction="oracle_vs_unlearned")[0] == pytest.approx(published, rel=1e-12)
+    assert published > 5.0 > math.log(2.0)  # the two directions differ
+    # On awkward samples, each direction is the definition with its arguments in that order
+    # (the reference's compute_binned_KL_div(oracle, unlearned), as its run.py calls it).
+    u, o = _awkward_margins(3)
+    forward, reverse = klom(u, o), klom(u, o, direction="oracle_vs_unlearned")
+    np.testing.assert_allclose(forward, _direct_klom(u, o), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(reverse, _direct_klom(o, u), rtol=1e-10, atol=1e-12)
+    assert not np.allclose(forward, reverse)
+    with pytest.raises(ValueError, match="direction must be one of"):
+        klom(u, o, direction="symmetric")
+
+
 def test_margins_shapes_and_value():
     logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
     labels = np.array([0, 2])

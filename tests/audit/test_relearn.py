@@ -141,3 +141,49 @@ def test_relearn_audit_attacks_model_and_oracle_alike():
         ),
     )
     assert same["relearn_steps"] == same["relearn_steps_oracle"]
+
+
+def test_anamnesis_tolerance_alpha_uncensors_the_oracle():
+    # Relearned = within alpha of the original's accuracy, target (1 - alpha) * accuracy, as the
+    # Anamnesis Index's reference (zero-shot-unlearning metrics.py: error_range = 0.05).
+    assert audit.relearn.anamnesis_target(0.8, 0.05) == pytest.approx(0.76)
+    assert audit.relearn.anamnesis_target(0.8, 0.0) == 0.8
+    assert audit.relearn.RELEARN_ALPHA == 0.05
+    with pytest.raises(ValueError, match="alpha"):
+        audit.relearn.anamnesis_target(0.8, 1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        audit.relearn.relearn_audit_fn(alpha=-0.1)
+    # A random "oracle" relearning the digits' random forget set: it never reaches the original's
+    # accuracy (censored at max_steps + 1), but reaches a fifth of it; the step is read off the
+    # oracle's own curve under the audit's attack.
+    ds, split, net, original = tiny_problem("class")
+    split = data.make_split(ds, data.ForgetSpec("random", fraction=0.1), seed=0)
+    fresh = net.init(jax.random.key(11))
+    ctx = audit.AuditContext(
+        net, ds, split, original, original=original, oracle=fresh, extra={"seed": 0}
+    )
+    relearn_idx, eval_pos = audit.relearn._attack_split(ctx, "forget")
+    eval_y = ctx.data("forget")[1][eval_pos]
+    accuracy = float(np.mean(np.argmax(ctx.logits("forget", "original")[eval_pos], -1) == eval_y))
+    curve = audit.relearn_steps(
+        net.apply,
+        fresh,
+        jnp.asarray(ds.x_train[relearn_idx]),
+        jnp.asarray(ds.y_train[relearn_idx]),
+        jnp.asarray(ctx.data("forget")[0][eval_pos]),
+        jnp.asarray(eval_y),
+        target_accuracy=accuracy,
+        max_steps=audit.relearn.RELEARN_MAX_STEPS,
+        learning_rate=audit.relearn.RELEARN_LEARNING_RATE,
+        batch_size=audit.relearn.RELEARN_BATCH_SIZE,
+        key=jax.random.key(0),
+    ).curve
+    curve = np.asarray(curve)
+    censored = audit.relearn.RELEARN_MAX_STEPS + 1
+    strict = audit.relearn.relearn_audit_fn(alpha=0.0)(ctx)
+    assert strict["relearn_steps_oracle"] == censored and curve.max() < accuracy
+    loose = audit.relearn.relearn_audit_fn(alpha=0.8)(ctx)
+    expected = int(np.argmax(curve >= 0.2 * accuracy - 1e-6))
+    assert 0 < expected < censored and curve[expected - 1] < 0.2 * accuracy
+    assert loose["relearn_steps_oracle"] == expected
+    assert loose["relearn_steps"] == strict["relearn_steps"] == 0  # the original itself

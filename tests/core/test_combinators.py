@@ -20,6 +20,7 @@ from jaxunlearn.core import (
     saliency_masked,
     top_fraction_mask,
 )
+from jaxunlearn.core.combinators import leaf_paths, path_mask
 from jaxunlearn.train import fit, make_stream
 
 VARIABLES = {"params": {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}}
@@ -201,3 +202,47 @@ def test_top_fraction_mask_keeps_exactly_k_with_ties_in_order():
     mask = top_fraction_mask(scores, 0.5)  # k = 3 of 6: the three 3.0s
     np.testing.assert_array_equal(mask["a"], [True, False, True])
     np.testing.assert_array_equal(mask["b"], [False, True, False])
+
+
+def test_path_mask_selects_leaves_by_dotted_path():
+    params = {
+        "layers": {
+            str(i): {"mlp": {"down_proj": {"kernel": jnp.ones((2, 3))}, "up_proj": {"kernel": 1.0}}}
+            for i in range(9)
+        },
+        "norm": {"scale": jnp.ones(3)},
+    }
+    assert leaf_paths(params)["layers"]["5"]["mlp"]["down_proj"]["kernel"] == (
+        "layers.5.mlp.down_proj.kernel"
+    )
+    mask = path_mask({"params": params}, r"layers\.(5|6|7)\.mlp\.down_proj\.kernel")
+    chosen = {i for i in range(9) if np.all(mask["layers"][str(i)]["mlp"]["down_proj"]["kernel"])}
+    assert chosen == {5, 6, 7}
+    assert mask["layers"]["5"]["mlp"]["down_proj"]["kernel"].shape == (2, 3)
+    assert not np.any(mask["norm"]["scale"]) and not mask["layers"]["5"]["mlp"]["up_proj"]["kernel"]
+    # fullmatch: "layers.1" does not select layers 10-19; several patterns are or-ed.
+    either = path_mask(params, [r"norm\.scale", r"layers\.1\..*"])
+    assert np.all(either["norm"]["scale"]) and not np.any(
+        either["layers"]["2"]["mlp"]["down_proj"]["kernel"]
+    )
+    with pytest.raises(ValueError, match="matches no parameter"):
+        path_mask(params, r"layers\.5")
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        path_mask(params, "layers.(5")
+
+
+def test_masked_takes_a_mask_function_evaluated_at_init():
+    params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+
+    def init(variables, *, key):
+        return ()
+
+    def update(variables, state, batch, *, key):
+        return jax.tree.map(lambda x: x + 1.0, variables), state, {}
+
+    rule = masked(UnlearningRule(init, update), lambda v: path_mask(v, "b"))
+    variables = {"params": params}
+    state = rule.init(variables, key=jax.random.key(0))
+    new, _, _ = rule.update(variables, state, {}, key=jax.random.key(1))
+    np.testing.assert_array_equal(new["params"]["a"], [1.0, 1.0])
+    np.testing.assert_array_equal(new["params"]["b"], [2.0, 2.0])

@@ -30,7 +30,11 @@ def test_resolve_defaults_and_overrides():
 @pytest.mark.parametrize(
     "optimizer,lr,match",
     [
-        ({"name": "rmsprop"}, 0.1, "Unknown optimizer 'rmsprop'; valid: \\['adam', 'sgd'\\]"),
+        (
+            {"name": "rmsprop"},
+            0.1,
+            "Unknown optimizer 'rmsprop'; valid: \\['adam', 'adamw', 'sgd'\\]",
+        ),
         ({"momentun": 0.9}, 0.1, "no setting"),
         ({"learning_rate": 0.1}, 0.1, "learning_rate"),
         (None, "fast", "must be a number"),
@@ -42,3 +46,17 @@ def test_resolve_defaults_and_overrides():
 def test_resolve_rejects_bad_settings(optimizer, lr, match):
     with pytest.raises(ValueError, match=match):
         optim.resolve(optimizer, learning_rate=lr)
+
+
+def test_adamw_decays_weights_outside_adam():
+    # Step 1 of Adam moves every coordinate by lr * sign(g); AdamW also subtracts lr * wd * w.
+    params, grads = jnp.array([1.0, -2.0]), jnp.array([0.5, -0.25])
+    lm = optim.resolve(None, learning_rate=0.1, default=optim.REFERENCE_ADAMW)
+    expected = params - 0.1 * (jnp.sign(grads) + 0.01 * params)
+    np.testing.assert_allclose(_step(lm, params, grads), expected, rtol=1e-5)
+    no_decay = optim.resolve(
+        {"weight_decay": 0.0}, learning_rate=0.1, default=optim.REFERENCE_ADAMW
+    )
+    np.testing.assert_allclose(
+        _step(no_decay, params, grads), params - 0.1 * jnp.sign(grads), rtol=1e-5
+    )

@@ -4,15 +4,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxunlearn import rules
 from jaxunlearn.core.types import Outputs
 
 
 def _batch(xf, yf, xr, yr):
+    # Rows 0..nf-1 of a data set are the forget examples, the next ones the retain examples.
+    nf, nr = len(yf), len(yr)
     return {
-        "forget": {"x": jnp.asarray(xf, jnp.float32), "y": jnp.asarray(yf, jnp.int32)},
-        "retain": {"x": jnp.asarray(xr, jnp.float32), "y": jnp.asarray(yr, jnp.int32)},
+        "forget": {
+            "x": jnp.asarray(xf, jnp.float32),
+            "y": jnp.asarray(yf, jnp.int32),
+            "index": jnp.arange(nf, dtype=jnp.int32),
+        },
+        "retain": {
+            "x": jnp.asarray(xr, jnp.float32),
+            "y": jnp.asarray(yr, jnp.int32),
+            "index": jnp.arange(nf, nf + nr, dtype=jnp.int32),
+        },
     }
 
 
@@ -84,16 +95,43 @@ def test_amnesiac_draws_each_examples_wrong_label_once():
     assert not np.allclose(d["params"]["w"], e["params"]["w"])
 
 
-def test_amnesiac_uses_the_index_when_the_batch_carries_it():
-    apply, variables, batch = _linear_problem()
+def test_amnesiac_labels_belong_to_the_rows_of_the_batches_fit_draws():
+    # Batches drawn from a stream carry each example's row ("index"); the wrong label is a
+    # function of the row, not of the input: 64 forget examples with identical inputs get
+    # independent labels (the reference relabels each example with its own draw), and an
+    # augmented view of a row keeps its label. Before, the label was a hash of the input bits,
+    # so equal inputs shared one label and an augmented input got another.
     from jaxunlearn.rules.amnesiac import fixed_wrong_labels
+    from jaxunlearn.train import make_stream
+    from jaxunlearn.train.loop import sample_batch
 
+    n, num_classes = 64, 5
+    x = np.zeros((2 * n, 3), np.float32)  # every input the same
+    y = np.zeros((2 * n,), np.int32)
+    stream = make_stream(x, y, {"forget": np.arange(n), "retain": np.arange(n, 2 * n)})
     key = jax.random.key(3)
-    part = dict(batch["forget"])
-    by_content = jax.jit(fixed_wrong_labels, static_argnums=2)(key, part, 5)
-    noisy = {**part, "x": part["x"] + 1.0, "index": jnp.arange(8)}
-    by_index = fixed_wrong_labels(key, noisy, 5)
-    # An augmented input with the same index keeps its label.
-    again = fixed_wrong_labels(key, {**noisy, "x": noisy["x"] * 2.0}, 5)
-    np.testing.assert_array_equal(by_index, again)
-    assert np.all(by_content != part["y"]) and np.all(by_index != part["y"])
+    labels = jax.jit(fixed_wrong_labels, static_argnums=2)
+    by_row = {}
+    for step in range(3):  # three epochs of the forget part, each in another order
+        part = sample_batch(stream, {"forget": 16, "retain": 16}, jax.random.key(0), step)["forget"]
+        drawn = np.asarray(labels(key, part, num_classes))
+        for row, label in zip(np.asarray(part["index"]), drawn, strict=True):
+            assert by_row.setdefault(int(row), int(label)) == label
+    assert len(by_row) == 48 and 0 not in set(by_row.values())
+    assert len(set(by_row.values())) == num_classes - 1  # identical inputs, independent labels
+    part = sample_batch(stream, {"forget": 16}, jax.random.key(0), 0)["forget"]
+    augmented = {**part, "x": part["x"] + jax.random.normal(jax.random.key(1), part["x"].shape)}
+    np.testing.assert_array_equal(labels(key, part, num_classes), labels(key, augmented, 5))
+
+
+def test_amnesiac_needs_the_rows_of_a_hand_built_batch():
+    apply, variables, batch = _linear_problem()
+    rule = rules.amnesiac(apply, num_classes=5)
+    state = rule.init(variables, key=jax.random.key(0))
+    no_rows = {**batch, "forget": {k: v for k, v in batch["forget"].items() if k != "index"}}
+    with pytest.raises(ValueError, match="no 'index'"):
+        rule.update(variables, state, no_rows, key=jax.random.key(1))
+    # The per-update redraw needs no rows.
+    redraw = rules.amnesiac(apply, num_classes=5, fixed_labels=False)
+    redraw.update(variables, redraw.init(variables, key=jax.random.key(0)), no_rows,
+                  key=jax.random.key(1))  # fmt: skip

@@ -53,3 +53,28 @@ def test_bad_teacher_weighs_forget_as_the_reference_loader_of_forget_and_30pc_re
     _, _, metrics = jax.jit(pooled.update)(variables, state, batch, key=jax.random.key(3))
     expected = 0.5 * _kl(student[:8], bad) + 0.5 * _kl(student[8:], good)
     np.testing.assert_allclose(float(metrics["loss"]), float(expected) / 4, rtol=1e-5)
+
+
+def test_each_epoch_reads_a_fresh_retain_fraction():
+    # An epoch is ceil(0.3 * steps_per_epoch) updates, so it reads 30% of the retain set, and the
+    # retain part's per-pass permutation makes each epoch's 30% a fresh slice; before, an epoch
+    # was a whole pass over the retain set. retain_fraction=None keeps that.
+    from jaxunlearn.train import make_stream
+    from jaxunlearn.train.loop import sample_batch
+
+    steps = lambda epochs, spe, **hparams: rules.num_steps(
+        "bad_teacher", epochs, steps_per_epoch=spe, forget_steps_per_epoch=5, hparams=hparams
+    )
+    assert steps(2, 20) == 12 and steps(1, 7, retain_fraction=0.5) == 4
+    assert steps(2, 20, retain_fraction=None) == 40
+    stream = make_stream(np.zeros((120, 1)), np.zeros(120), {
+        "forget": np.arange(20), "retain": np.arange(20, 120)
+    })  # fmt: skip
+    sizes = {"forget": 4, "retain": 5}  # 100 retain examples: 20 steps per pass, 6 per epoch
+    rows = lambda steps: [
+        int(r)
+        for s in steps
+        for r in np.asarray(sample_batch(stream, sizes, jax.random.key(0), s)["retain"]["index"])
+    ]
+    first, second = rows(range(0, 6)), rows(range(6, 12))
+    assert len(set(first)) == len(set(second)) == 30 and not set(first) & set(second)

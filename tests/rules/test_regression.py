@@ -99,8 +99,9 @@ def test_gaussian_amnesiac_step_fits_the_pooled_relabelled_batch():
         part: {
             "x": jnp.asarray(rng.normal(size=(n, 10)), jnp.float32),
             "y": jnp.asarray(rng.normal(size=(n,)), jnp.float32),
+            "index": jnp.arange(start, start + n),  # the rows fit's batches carry
         }
-        for part, n in (("forget", 4), ("retain", 8))
+        for part, n, start in (("forget", 4, 0), ("retain", 8, 4))
     }
     rule = rules.make(
         "gaussian_amnesiac", net, target_mean=2.0, target_std=0.0, optimizer=optax.sgd(0.1)
@@ -128,8 +129,9 @@ def _hand_batch(y_forget, y_retain, seed=0):
         part: {
             "x": jnp.asarray(rng.normal(size=(len(y), 10)), jnp.float32),
             "y": jnp.asarray(y, jnp.float32),
+            "index": jnp.arange(start, start + len(y)),  # the rows fit's batches carry
         }
-        for part, y in (("forget", y_forget), ("retain", y_retain))
+        for part, y, start in (("forget", y_forget, 0), ("retain", y_retain, len(y_forget)))
     }
 
 

@@ -13,6 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import pytest
+from rule_testing import lm_batch, tiny_lm_problem
 
 from jaxunlearn import data, models, rules
 from jaxunlearn.core.checks import concrete
@@ -40,18 +41,27 @@ def test_concrete():
 
 @functools.cache
 def _problem(dataset: str):
+    if dataset == "language_model":
+        net, variables, stream = tiny_lm_problem(trained=False)
+        batch = {"forget": lm_batch(stream, "forget"), "retain": lm_batch(stream, "retain", 8)}
+        return None, net, variables, batch
     ds = data.load(dataset)
     net = models.make_network(
         "mlp", input_shape=ds.input_shape, num_outputs=ds.num_outputs, hidden=(8,)
     )
-    part = {"x": jnp.asarray(ds.x_train[:8]), "y": jnp.asarray(ds.y_train[:8])}
+    part = {
+        "x": jnp.asarray(ds.x_train[:8]),
+        "y": jnp.asarray(ds.y_train[:8]),
+        "index": jnp.arange(8),
+    }
     return ds, net, net.init(jax.random.key(0)), {"forget": part, "retain": part}
 
 
 @pytest.mark.parametrize("name,param,default", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_float_hyperparameter_traces_under_vmap(name, param, default):
     info = registry.get(name)
-    ds, net, variables, batch = _problem("diabetes" if info.task == "regression" else "digits")
+    dataset = {"regression": "diabetes", "language_model": "language_model"}
+    ds, net, variables, batch = _problem(dataset.get(info.task, "digits"))
 
     def first_update(value):
         rule = registry.make(

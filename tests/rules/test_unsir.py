@@ -160,3 +160,65 @@ def test_the_registry_gives_the_reference_schedule():
     state = state._replace(step=state.step._replace(count=jnp.asarray(25 + 81, jnp.int32)))
     _, _, metrics = jax.jit(rule.update)(variables, state, next(_batches(1)), key=jax.random.key(1))
     assert int(metrics["phase"]) == 2
+
+
+def test_reference_retain_subsample_takes_the_first_k_of_every_retained_class():
+    from jaxunlearn.rules.unsir import reference_retain_subsample
+
+    labels = np.array([0, 1, 2, 1, 2, 2, 0, 1, 2, 1])
+    retain = np.array([1, 2, 3, 4, 5, 7, 8, 9])  # class 1: rows 1, 3, 7, 9; class 2: 2, 4, 5, 8
+    # Class 0 forgotten: k = min(500, 4) rows of classes 1 and 2, in retain's order.
+    sub, k = reference_retain_subsample(labels, retain, num_classes=3, forget_classes=(0,))
+    assert k == 4 and sub.tolist() == [1, 3, 7, 9, 2, 4, 5, 8]
+    sub, k = reference_retain_subsample(
+        labels, retain, num_classes=3, forget_classes=(0,), retain_per_class=3
+    )
+    assert k == 3 and sub.tolist() == [1, 3, 7, 2, 4, 5]
+    # A forget set that is not a class keeps every class; the smallest one (class 0: row 6 only
+    # once row 0 is forgotten) sets k.
+    sub, k = reference_retain_subsample(labels, np.arange(1, 10), num_classes=3)
+    assert k == 1 and sub.tolist() == [6, 1, 2]
+    with pytest.raises(ValueError, match=r"retained classes \[0\]"):
+        reference_retain_subsample(labels, retain, num_classes=3)
+
+
+def test_the_registry_runs_the_reference_schedule_on_the_subsample():
+    # The registry's index sets give UNSIR the subsample and its per-class size; its run length
+    # is the noise, impair and repair updates of that subsample (the earlier schedule: epochs
+    # over the whole retain set).
+    from jaxunlearn.rules.unsir import reference_steps
+
+    info = rules.get("unsir")
+    labels = np.repeat(np.arange(10), 30)
+    index = {"forget": np.arange(30), "retain": np.arange(30, 300)}
+    sets, overrides = info.index_sets(
+        index, labels=labels, num_classes=10, forget_classes=(0,), hparams={}
+    )
+    assert overrides == {"retain_per_class": 30} and len(sets["retain"]) == 270
+    steps = reference_steps(num_classes=10, num_forget_classes=1, retain_per_class=30)
+    assert (steps.impair, steps.repair) == (89, 3)  # ceil((2560 + 270) / 32), ceil(270 / 128)
+    n = rules.num_steps(
+        "unsir",
+        1,
+        steps_per_epoch=4,
+        forget_steps_per_epoch=1,
+        hparams=overrides,
+        num_classes=10,
+        forget_classes=(0,),
+    )
+    assert n == 25 + 89 + 3
+    with pytest.raises(ValueError, match="epochs=1"):
+        rules.num_steps(
+            "unsir", 2, steps_per_epoch=4, forget_steps_per_epoch=1, hparams={}, num_classes=10
+        )
+    earlier = {"impair_epochs": 1.0}
+    same, none = info.index_sets(
+        index, labels=labels, num_classes=10, forget_classes=(0,), hparams=earlier
+    )
+    assert none == {} and len(same["retain"]) == 270 and same["retain"] is index["retain"]
+    assert (
+        rules.num_steps(
+            "unsir", 3, steps_per_epoch=4, forget_steps_per_epoch=1, hparams=earlier, num_classes=10
+        )
+        == 12
+    )

@@ -9,8 +9,9 @@ import pytest
 from config_testing import tiny_config
 
 from experiments.configs import default
+from jaxunlearn import data as data_lib
 from jaxunlearn import rules
-from jaxunlearn.scenarios import build_rule, plan, scenario_entry
+from jaxunlearn.scenarios import build_rule, fingerprint, plan, scenario_entry
 from jaxunlearn.scenarios.plan import DEFAULTS, RETRAIN, TRAIN_DEFAULTS, rule_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,6 +48,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
         ),
         ({"rules.finetune.per_scenario": {"class_0": {"epochs": 0}}}, "positive"),
         ({"rules.finetune.note": 3}, "`note` must be a string"),
+        ({"augmentation": "flip"}, r"`augmentation`: Unknown augmentation 'flip'.*'crop_flip'"),
+        ({"originals": "one"}, r"`originals` must be one of \['per_run', 'shared'\]"),
     ],
 )
 def test_bad_config_fails_before_compute(overrides, message):
@@ -105,8 +108,8 @@ def _config_modules():
     paths = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py")))
     names = [os.path.basename(p)[:-3] for p in paths if not p.endswith("__init__.py")]
     modules = [importlib.import_module(f"experiments.configs.{n}") for n in names]
-    # Configs of another track (e.g. unlearnable examples) are planned by their own module.
-    return [m for m in modules if "track" not in m.get_config()]
+    # The unlearnable-examples config is checked by its own experiment (tests/unlearnable).
+    return [m for m in modules if m.get_config().get("track") != "unlearnable"]
 
 
 @pytest.mark.parametrize(
@@ -176,3 +179,79 @@ def test_data_dir_reaches_the_tfds_loader(tmp_path):
         plan(tiny_config(dataset="mnist", data_dir=str(tmp_path)))
     assert str(tmp_path) in str(info.value) and "--config.data_dir" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_augmentation_is_read_resolved_and_fingerprinted(monkeypatch):
+    assert plan(tiny_config()).augmentation == "none"  # "auto" on digits
+    p = plan(tiny_config(augmentation="crop_flip"))
+    assert p.augmentation == "crop_flip"
+    # A changed augmentation changes the originals', oracles' and every record's fingerprint.
+    base = plan(tiny_config())
+    assert fingerprint.original_fields(p)["augmentation"] == "crop_flip"
+    for fields in (fingerprint.original_fields, lambda q: fingerprint.oracle_fields(q, "class_0")):
+        assert fingerprint.digest(fields(p)) != fingerprint.digest(fields(base))
+    assert fingerprint.digest(fingerprint.record_fields(p, "class_0", "finetune")) != (
+        fingerprint.digest(fingerprint.record_fields(base, "class_0", "finetune"))
+    )
+    # "auto" is the dataset's default, resolved before anything is loaded; an unknown name fails
+    # before the data are even read.
+    monkeypatch.setattr(data_lib, "load", lambda *a, **k: pytest.fail("data loaded"))
+    with pytest.raises(ValueError, match="Unknown augmentation 'crop_and_flip'"):
+        plan(tiny_config(augmentation="crop_and_flip"))
+
+
+def test_augmentation_of_non_image_data_is_rejected():
+    from experiments.configs import regression
+
+    c = regression.get_config()
+    assert plan(c).augmentation == "none"
+    c.augmentation = "crop"
+    with pytest.raises(ValueError, match="`augmentation`: Augmentation 'crop'.*'diabetes'"):
+        plan(c)
+
+
+def test_rule_index_feeds_unsir_its_subsample_and_the_merging_rules_validation_parts():
+    # What the references feed a rule beyond the scenario's forget and retain sets. Before, every
+    # rule read the whole retain set and the merging rules got no validation parts (lambda = 1).
+    import math
+
+    import numpy as np
+
+    from jaxunlearn.scenarios.plan import build_run, rule_index, validation_batch_size
+
+    c = tiny_config()
+    c.scenarios = {"class_0": {"kind": "class", "classes": (0,)}}
+    c.rules = {"retrain": {}, "unsir": {}, "negmerge": {"forget_batch_size": 32}}
+    p = plan(c)
+    split, y = p.splits["class_0"], p.dataset.y_train
+    run = lambda name: build_run(
+        name, p.network, p.entry("class_0", name), y, split.forget, split.retain,
+        forget_classes=split.classes,
+    )  # fmt: skip
+    # UNSIR: the first k of every retained class, k = min(500, the smallest class: digits has
+    # fewer than 500 per class), and the reference's noise + impair + repair updates for them.
+    _, index, bs, num_steps = run("unsir")
+    k = int(np.bincount(y[split.retain], minlength=10)[1:].min())
+    counts = np.bincount(y[index["retain"]], minlength=10)
+    assert counts[0] == 0 and set(counts[1:].tolist()) == {k} and 100 < k < 500
+    np.testing.assert_array_equal(index["forget"], split.forget)
+    assert num_steps == 25 + math.ceil((80 * 32 + 9 * k) / 32) + math.ceil(9 * k / 128)
+    # NegMerge: validation batches from the forget set and the retain set.
+    _, index, bs, _ = run("negmerge")
+    assert set(index) == {"forget", "val_forget", "val_control"}
+    assert index["val_forget"] is split.forget and index["val_control"] is split.retain
+    assert bs == {"forget": 32, "val_forget": 128, "val_control": 128}
+    # A scenario that withholds its retain set gives none (the rule keeps lambda = 1).
+    index, _ = rule_index(
+        "negmerge", {}, split.forget, split.retain, labels=y, num_classes=10,
+        retain_available=False,
+    )  # fmt: skip
+    assert set(index) == {"forget"}
+    assert validation_batch_size(1000) == 128 and validation_batch_size(100, 8) == 96
+
+
+def test_the_catalog_runs_wagle_with_its_graddiff_inner_rule_at_a_95pc_mask():
+    from experiments.configs import catalog
+
+    hparams = catalog.catalog_rules()["weight_attribution_mask"]["hparams"]
+    assert hparams["inner"]["name"] == "grad_diff" and hparams["mask_fraction"] == 0.95

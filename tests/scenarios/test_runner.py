@@ -111,3 +111,46 @@ def test_binaries_keep_compiled_programs_in_a_persistent_cache(tmp_path):
     # The flag's directory was filled; with the cache off, not even $JAX_COMPILATION_CACHE_DIR.
     assert any(flag_cache.iterdir())
     assert not env_cache.exists() or not any(env_cache.iterdir())
+
+
+def test_the_runner_feeds_each_rule_what_its_reference_reads(tmp_path, monkeypatch):
+    # A tiny run through the runner: UNSIR reads the reference's retain subsample for its
+    # reference step count, bad teaching a fresh 30% of the retain set per epoch, NegMerge
+    # validation parts to choose lambda, amnesiac its labels from the batches' rows.
+    import math
+
+    import numpy as np
+
+    from jaxunlearn import ensemble
+    from jaxunlearn.scenarios import plan
+
+    c = tiny_config()
+    c.scenarios = {"class_0": {"kind": "class", "classes": (0,)}}
+    c.audits = ("accuracy",)
+    c.rules = {
+        "retrain": {},
+        "unsir": {},
+        "bad_teacher": {"forget_batch_size": 16, "retain_batch_size": 64},
+        "negmerge": {"epochs": 1, "forget_batch_size": 32},
+        "amnesiac": {"forget_batch_size": 16, "retain_batch_size": 112},
+    }
+    runs = {}
+    unlearn = ensemble.unlearn
+
+    def spy(rule, variables, x, y, index, **kwargs):
+        runs[kwargs["progress"].label] = (index, kwargs["batch_sizes"], kwargs["num_steps"])
+        return unlearn(rule, variables, x, y, index, **kwargs)
+
+    monkeypatch.setattr(ensemble, "unlearn", spy)
+    records = run_experiment(c, str(tmp_path / "run"), verbose=True)
+    assert {r.method for r in records if r.status == "ok"} == {"original", *c.rules}
+    split = plan(c).splits["class_0"]
+    n_r = len(split.retain)
+    index, _, num_steps = runs["class_0/unsir"]
+    assert 0 < len(index["retain"]) < n_r and num_steps > 25 + 80
+    index, _, num_steps = runs["class_0/bad_teacher"]
+    assert num_steps == math.ceil(0.3 * (n_r // 64)) and len(index["retain"]) == n_r
+    index, batch_sizes, _ = runs["class_0/negmerge"]
+    assert {"val_forget", "val_control"} <= set(index) <= set(batch_sizes) | {"forget"}
+    np.testing.assert_array_equal(index["val_control"], split.retain)
+    assert set(runs["class_0/amnesiac"][0]) == {"forget", "retain"}

@@ -106,7 +106,8 @@ def test_grid_runs_in_one_program_vmapped_or_unrolled(rule, param, values, mode)
     keys = jax.vmap(jax.random.key)(jnp.arange(1))
     config = {"epochs": 0.1, "forget_batch_size": 32, "retain_batch_size": 32}
     if rule == "unsir":
-        config["hparams"] = {"noise_steps": 1}
+        # impair_epochs is the earlier schedule's (epochs over the retain set): the entry says so.
+        config["hparams"] = {"noise_steps": 1, "impair_epochs": 1.0}
     variables, _, info = sweep_lib.grid_variables(
         net,
         stream,
@@ -163,3 +164,31 @@ def test_run_sweep_from_config_checks_scenario(tmp_path):
             values=[0.0],
             verbose=False,
         )
+
+
+def test_a_merging_rule_sweeps_with_the_validation_parts_it_chooses_lambda_on():
+    # The sweep draws the rule's batches from plan.rule_index's sets, so NegMerge gets validation
+    # batches and chooses lambda on them (here 0.85 of the candidates 0, 0.05, ..., 1 for both
+    # ratios). Before, no validation parts reached the rule and lambda was 1.
+    from jaxunlearn.scenarios.plan import rule_index
+
+    ds, split, net, original = tiny_problem("class")
+    keys = jax.vmap(jax.random.key)(jnp.arange(1))
+    config = {"epochs": 1, "forget_batch_size": 32, "hparams": {"learning_rates": (0.05, 0.1)}}
+    index, entry = rule_index(
+        "negmerge", config, split.forget, split.retain, labels=ds.y_train, num_classes=10
+    )
+    stream = make_stream(ds.x_train, ds.y_train, index)
+    _, metrics, info = sweep_lib.grid_variables(
+        net, stream, _stack(original), keys, rule="negmerge", param="min_control_ratio",
+        values=[0.0, 1.0], rule_config=entry, forget_classes=split.classes,
+    )  # fmt: skip
+    chosen = np.asarray(metrics["scaling_coef"])[:, 0, -1]
+    assert info["mode"] == "vmap" and "val_forget_acc" in metrics
+    np.testing.assert_allclose(chosen, [0.85, 0.85])
+    result = sweep_lib.sweep(
+        net, ds, split, _stack(original), _stack(original), keys, rule="negmerge",
+        param="min_control_ratio", values=[0.0, 1.0], rule_config=config,
+    )  # fmt: skip
+    assert result["mode"] == "vmap" and result["best"] is not None
+    assert result["batch_sizes"] == {"forget": 32, "val_forget": 128, "val_control": 128}
