@@ -33,6 +33,11 @@ def main(argv):
     del argv
     common.set_up(_CONFIG.value)
     common.check_workdir(_WORKDIR.value)
+    if _CONFIG.value.get("track") == "unlearnable":
+        from jaxunlearn.unlearnable import experiment
+
+        experiment.run(_CONFIG.value, _WORKDIR.value)
+        return
     from jaxunlearn.scenarios import run_experiment
 
     run_experiment(_CONFIG.value, _WORKDIR.value)
