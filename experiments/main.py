@@ -44,6 +44,11 @@ def main(argv):
 
         run_lm_experiment(_CONFIG.value, _WORKDIR.value)
         return
+    if _CONFIG.value.get("track") == "unlearnable":
+        from jaxunlearn.unlearnable import experiment
+
+        experiment.run(_CONFIG.value, _WORKDIR.value)
+        return
     from jaxunlearn.scenarios import run_experiment
 
     run_experiment(_CONFIG.value, _WORKDIR.value)

@@ -37,8 +37,9 @@ from jaxunlearn.train import FitResult, fit, make_stream
 
 __version__ = "0.1.0"
 
-# Experiment machinery (config plans, the runner, reports) pulls in plotting: imported on use.
-_LAZY = ("scenarios",)
+# Experiment machinery (config plans, the runner, reports) pulls in plotting: imported on use;
+# so are the representation-learning rules (``ju.repr``; the name would shadow the builtin here).
+_LAZY = ("scenarios", "repr")
 
 
 def __getattr__(name: str):
@@ -70,6 +71,7 @@ __all__ = [
     "one_shot",
     "optim",
     "phases",
+    "repr",
     "rule_from_grads",
     "rule_from_loss",
     "rules",

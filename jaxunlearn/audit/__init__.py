@@ -68,6 +68,7 @@ from jaxunlearn.audit.registry import (
     run_ensemble,
 )
 from jaxunlearn.audit.relearn import RelearnResult, relearn_steps  # noqa: E402  (+ "relearn")
+from jaxunlearn.audit.repr_measures import alignment, effective_rank, uniformity
 from jaxunlearn.audit.representation import linear_cka, linear_probe_accuracy, weighted_knn_accuracy
 from jaxunlearn.audit.text import (
     count_leaks,
@@ -114,6 +115,10 @@ __all__ = [
     "linear_cka",
     "linear_probe_accuracy",
     "weighted_knn_accuracy",
+    # Label-free embedding measures (RankMe, uniformity, alignment).
+    "alignment",
+    "effective_rank",
+    "uniformity",
     # Language models (TOFU, MUSE, membership inference, leak@k).
     "exact_memorization",
     "extraction_strength",

@@ -55,6 +55,7 @@ import optax
 
 from jaxunlearn.audit import registry
 from jaxunlearn.audit.membership import zrf_score
+from jaxunlearn.core.losses import linear_cka_core  # noqa: F401  (re-exported here)
 from jaxunlearn.core.types import Array
 
 
@@ -100,47 +101,6 @@ def _train_test(train_features, train_labels, test_features, test_labels):
 
 # --------------------------------------------------------------------------------------------------
 # Linear CKA.
-
-
-@jax.jit
-def linear_cka_core(x: Array, y: Array) -> Array:
-    """Jittable centred linear CKA (the core of :func:`linear_cka`), usable inside ``jax.jit``.
-
-    Uses the Gram form ``<X X^T, Y Y^T>_F`` when there are fewer rows than features and the feature
-    form ``||Y^T X||_F^2`` otherwise (chosen from the static shapes); both are equal.
-
-    Args:
-      x: ``[n, d1]`` float features.
-      y: ``[n, d2]`` float features of the same ``n`` inputs.
-
-    Returns:
-      A scalar array in ``[0, 1]``; 0 when either centred matrix is identically zero (a constant
-      representation shares no structure with anything). No input validation is done here.
-
-    References:
-      Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019.
-    """
-    x = x - x.mean(axis=0, keepdims=True)
-    y = y - y.mean(axis=0, keepdims=True)
-    # CKA is scale invariant; normalising first keeps the fourth powers below from overflowing.
-    nx = jnp.linalg.norm(x)
-    ny = jnp.linalg.norm(y)
-    x = x / jnp.where(nx > 0, nx, 1.0)
-    y = y / jnp.where(ny > 0, ny, 1.0)
-    n, d1 = x.shape
-    d2 = y.shape[1]
-    if n * n * (d1 + d2) < n * (d1 * d2 + d1 * d1 + d2 * d2):
-        # Gram form, cheaper when there are fewer examples than features: <K, L>_F / (|K|_F |L|_F).
-        k = x @ x.T
-        l_ = y @ y.T
-        cross, norm_x, norm_y = jnp.vdot(k, l_), jnp.linalg.norm(k), jnp.linalg.norm(l_)
-    else:
-        cross = jnp.sum(jnp.square(y.T @ x))
-        norm_x = jnp.linalg.norm(x.T @ x)
-        norm_y = jnp.linalg.norm(y.T @ y)
-    denom = norm_x * norm_y
-    value = jnp.where(denom > 0, cross / jnp.where(denom > 0, denom, 1.0), 0.0)
-    return jnp.clip(value, 0.0, 1.0)  # Rounding can exceed 1 by an ulp or two for equal inputs.
 
 
 def linear_cka(x, y, *, batch_size: int | None = None) -> float:

@@ -158,3 +158,44 @@ def per_example_supervised(outputs_logits: Array, targets: Array) -> Array:
         return per_example_cross_entropy(outputs_logits, targets)
     diff = outputs_logits.reshape(targets.shape) - targets
     return jnp.mean(jnp.square(diff).reshape(diff.shape[0], -1), axis=1)
+
+
+@jax.jit
+def linear_cka_core(x: Array, y: Array) -> Array:
+    """Jittable, differentiable centred linear CKA (the core of ``audit.linear_cka``).
+
+    Uses the Gram form ``<X X^T, Y Y^T>_F`` when there are fewer rows than features and the feature
+    form ``||Y^T X||_F^2`` otherwise (chosen from the static shapes); both are equal.
+
+    Args:
+      x: ``[n, d1]`` float features.
+      y: ``[n, d2]`` float features of the same ``n`` inputs.
+
+    Returns:
+      A scalar array in ``[0, 1]``; 0 when either centred matrix is identically zero (a constant
+      representation shares no structure with anything). No input validation is done here.
+
+    References:
+      Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019.
+    """
+    x = x - x.mean(axis=0, keepdims=True)
+    y = y - y.mean(axis=0, keepdims=True)
+    # CKA is scale invariant; normalising first keeps the fourth powers below from overflowing.
+    nx = jnp.linalg.norm(x)
+    ny = jnp.linalg.norm(y)
+    x = x / jnp.where(nx > 0, nx, 1.0)
+    y = y / jnp.where(ny > 0, ny, 1.0)
+    n, d1 = x.shape
+    d2 = y.shape[1]
+    if n * n * (d1 + d2) < n * (d1 * d2 + d1 * d1 + d2 * d2):
+        # Gram form, cheaper when there are fewer examples than features: <K, L>_F / (|K|_F |L|_F).
+        k = x @ x.T
+        l_ = y @ y.T
+        cross, norm_x, norm_y = jnp.vdot(k, l_), jnp.linalg.norm(k), jnp.linalg.norm(l_)
+    else:
+        cross = jnp.sum(jnp.square(y.T @ x))
+        norm_x = jnp.linalg.norm(x.T @ x)
+        norm_y = jnp.linalg.norm(y.T @ y)
+    denom = norm_x * norm_y
+    value = jnp.where(denom > 0, cross / jnp.where(denom > 0, denom, 1.0), 0.0)
+    return jnp.clip(value, 0.0, 1.0)  # Rounding can exceed 1 by an ulp or two for equal inputs.

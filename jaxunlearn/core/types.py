@@ -29,12 +29,19 @@ class Outputs(NamedTuple):
       batch_stats: refreshed BatchNorm statistics when called with ``train=True`` on a model that
         has them, else ``None``.
       hidden: optional tuple of intermediate activations (used by attention-transfer style losses).
+      projection: ``[batch, dim]`` output of a projection head on the features, for a network
+        wrapped by :func:`jaxunlearn.repr.with_projection_head` (what self-supervised losses
+        read), else ``None``.
+      prediction: ``[batch, dim]`` output of a predictor on the projection (BYOL, SimSiam), else
+        ``None``.
     """
 
     logits: Array
     features: Array
     batch_stats: PyTree | None = None
     hidden: tuple[Array, ...] = ()
+    projection: Array | None = None
+    prediction: Array | None = None
 
 
 class Network(NamedTuple):

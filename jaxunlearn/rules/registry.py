@@ -4,6 +4,10 @@
 a factory the extra context it declares in its signature (:data:`CONTEXT`: what the network, the
 run's schedule and the forget scenario determine), so every factory keeps a plain keyword-only
 signature and a user sets only true hyperparameters.
+
+The machinery is a :class:`Registry`; this module's functions are those of :data:`RULES`, the
+unlearning rules' namespace. Representation-learning rules (:mod:`jaxunlearn.repr`) are a second
+:class:`Registry` with the same ``make``/``names``/``get`` interface.
 """
 
 from __future__ import annotations
@@ -69,8 +73,6 @@ class RuleInfo:
         return "retain" if "retain" in self.parts else self.parts[0]
 
 
-_REGISTRY: dict[str, RuleInfo] = {}
-
 # Factory arguments that ``make`` fills in, never hyperparameters: the network's initializer,
 # number of outputs and input shape, the run's schedule (updates in all, per pass over the epoch
 # part and per pass over the forget set), the forget set's share of the training
@@ -87,219 +89,259 @@ CONTEXT = (
 )
 
 
-def register(info: RuleInfo) -> RuleInfo:
-    """Adds a rule to the registry (the name must be new; sweepable names must be keywords)."""
-    if info.name in _REGISTRY:
-        raise ValueError(f"Rule {info.name!r} is already registered")
-    if not (isinstance(info.sweepable, tuple) and all(isinstance(k, str) for k in info.sweepable)):
-        raise ValueError(f"Rule {info.name!r}: `sweepable` must be a tuple of names")
-    params = inspect.signature(info.factory).parameters
-    unknown = [k for k in info.sweepable if k not in params or k in CONTEXT]
-    if unknown:
-        raise ValueError(f"Rule {info.name!r} declares unknown sweepable hyperparameters {unknown}")
-    _REGISTRY[info.name] = info
-    return info
-
-
-def rule(name: str, *, parts: tuple[str, ...], paper: str, **info) -> Callable:
-    """Decorator that registers a rule factory where it is defined.
-
-    >>> @rule("my_rule", parts=("forget",), paper="Me et al., 2026", sweepable=("learning_rate",))
-    ... def my_rule(apply, *, learning_rate=1e-3): ...  # doctest: +SKIP
-    """
-
-    def decorate(factory: Callable[..., UnlearningRule]) -> Callable[..., UnlearningRule]:
-        register(RuleInfo(name, factory, tuple(parts), paper, **info))
-        return factory
-
-    return decorate
-
-
-def num_steps(
-    name: str,
-    epochs: float,
-    *,
-    steps_per_epoch: int,
-    forget_steps_per_epoch: int | None = None,
-    hparams: Mapping | None = None,
-    num_classes: int | None = None,
-    forget_classes: tuple[int, ...] | None = None,
-) -> int:
-    """Updates of a run of rule ``name`` lasting ``epochs`` epochs (what ``fit`` is given).
-
-    An epoch is one pass over the rule's epoch part (``steps_per_epoch`` updates) unless the rule
-    declares its own ``run_length`` (e.g. SCRUB: a max pass over the forget set, then a min pass
-    over the retain set, in its first ``msteps`` epochs).
+class Registry:
+    """A namespace of rule factories: registration, lookup, checked construction by name.
 
     Args:
-      name: registry name.
-      epochs: the run's epochs (rules with passes of their own need whole epochs).
-      steps_per_epoch: updates in one pass over the epoch part.
-      forget_steps_per_epoch: updates in one pass over the forget set, if the rule reads it.
-      hparams: the rule's hyperparameters (a schedule may depend on them).
-      num_classes, forget_classes: the classes of the data set and the forgotten ones, for a
-        ``run_length`` that takes them (UNSIR's reference step counts).
+      kind: what the entries are called in error messages (``"Rule"``).
+      module: the public module users call ``make`` from, named in error messages (``"rules"``).
+      info_class: the :class:`RuleInfo` (sub)class the :meth:`rule` decorator builds.
     """
-    info = get(name)
-    if info.run_length is None or forget_steps_per_epoch is None:
-        return max(1, int(math.ceil(float(epochs) * int(steps_per_epoch))))
-    params = inspect.signature(info.run_length).parameters
-    context = {"num_classes": num_classes, "forget_classes": forget_classes}
-    return int(
-        info.run_length(
-            epochs,
-            steps_per_epoch=int(steps_per_epoch),
-            forget_steps_per_epoch=int(forget_steps_per_epoch),
-            hparams=dict(hparams or {}),
-            **{k: v for k, v in context.items() if k in params},
+
+    def __init__(self, kind: str = "Rule", module: str = "rules", info_class: type = RuleInfo):
+        self.kind = kind
+        self.module = module
+        self.info_class = info_class
+        self.entries: dict[str, RuleInfo] = {}
+
+    def register(self, info: RuleInfo) -> RuleInfo:
+        """Adds a rule (the name must be new; sweepable names must be keywords)."""
+        if info.name in self.entries:
+            raise ValueError(f"{self.kind} {info.name!r} is already registered")
+        if not (
+            isinstance(info.sweepable, tuple) and all(isinstance(k, str) for k in info.sweepable)
+        ):
+            raise ValueError(f"{self.kind} {info.name!r}: `sweepable` must be a tuple of names")
+        params = inspect.signature(info.factory).parameters
+        unknown = [k for k in info.sweepable if k not in params or k in CONTEXT]
+        if unknown:
+            raise ValueError(
+                f"{self.kind} {info.name!r} declares unknown sweepable hyperparameters {unknown}"
+            )
+        self.entries[info.name] = info
+        return info
+
+    def rule(self, name: str, *, parts: tuple[str, ...], paper: str, **info) -> Callable:
+        """Decorator that registers a rule factory where it is defined.
+
+        >>> @rule("my_rule", parts=("forget",), paper="Me et al., 2026",
+        ...       sweepable=("learning_rate",))
+        ... def my_rule(apply, *, learning_rate=1e-3): ...  # doctest: +SKIP
+        """
+
+        def decorate(factory: Callable[..., UnlearningRule]) -> Callable[..., UnlearningRule]:
+            self.register(self.info_class(name, factory, tuple(parts), paper, **info))
+            return factory
+
+        return decorate
+
+    def num_steps(
+        self,
+        name: str,
+        epochs: float,
+        *,
+        steps_per_epoch: int,
+        forget_steps_per_epoch: int | None = None,
+        hparams: Mapping | None = None,
+        num_classes: int | None = None,
+        forget_classes: tuple[int, ...] | None = None,
+    ) -> int:
+        """Updates of a run of rule ``name`` lasting ``epochs`` epochs (what ``fit`` is given).
+
+        An epoch is one pass over the rule's epoch part (``steps_per_epoch`` updates) unless the
+        rule declares its own ``run_length`` (e.g. SCRUB: a max pass over the forget set, then a
+        min pass over the retain set, in its first ``msteps`` epochs).
+
+        Args:
+          name: registry name.
+          epochs: the run's epochs (rules with passes of their own need whole epochs).
+          steps_per_epoch: updates in one pass over the epoch part.
+          forget_steps_per_epoch: updates in one pass over the forget set, if the rule reads it.
+          hparams: the rule's hyperparameters (a schedule may depend on them).
+          num_classes, forget_classes: the classes of the data set and the forgotten ones, for a
+            ``run_length`` that takes them (UNSIR's reference step counts).
+        """
+        info = self.get(name)
+        if info.run_length is None or forget_steps_per_epoch is None:
+            return max(1, int(math.ceil(float(epochs) * int(steps_per_epoch))))
+        params = inspect.signature(info.run_length).parameters
+        context = {"num_classes": num_classes, "forget_classes": forget_classes}
+        return int(
+            info.run_length(
+                epochs,
+                steps_per_epoch=int(steps_per_epoch),
+                forget_steps_per_epoch=int(forget_steps_per_epoch),
+                hparams=dict(hparams or {}),
+                **{k: v for k, v in context.items() if k in params},
+            )
         )
-    )
 
+    def whole_epochs(self, name: str, epochs: float) -> int:
+        """``epochs`` as an int, or a ``ValueError`` for a rule whose passes need whole epochs."""
+        if float(epochs) != int(epochs) or int(epochs) < 1:
+            raise ValueError(
+                f"{self.kind} {name!r} runs whole epochs of its own passes; got epochs={epochs}"
+            )
+        return int(epochs)
 
-def whole_epochs(name: str, epochs: float) -> int:
-    """``epochs`` as an int, or a ``ValueError`` for a rule whose passes need whole epochs."""
-    if float(epochs) != int(epochs) or int(epochs) < 1:
-        raise ValueError(f"Rule {name!r} runs whole epochs of its own passes; got epochs={epochs}")
-    return int(epochs)
+    def default(self, name: str, hparam: str, hparams: Mapping | None = None):
+        """Hyperparameter ``hparam`` of rule ``name``: the given value, else the factory's
+        default."""
+        hparams = hparams or {}
+        if hparam in hparams:
+            return hparams[hparam]
+        return (self.get(name).factory.__kwdefaults__ or {}).get(hparam)
 
+    def sweepable(self, name: str) -> tuple[str, ...]:
+        """The hyperparameters of rule ``name`` that a sweep may vmap over (see
+        :class:`RuleInfo`)."""
+        return self.get(name).sweepable
 
-def default(name: str, hparam: str, hparams: Mapping | None = None):
-    """Hyperparameter ``hparam`` of rule ``name``: the given value, else the factory's default."""
-    hparams = hparams or {}
-    if hparam in hparams:
-        return hparams[hparam]
-    return (get(name).factory.__kwdefaults__ or {}).get(hparam)
+    def names(self) -> list[str]:
+        """Names of every registered rule."""
+        return sorted(self.entries)
 
+    def get(self, name: str) -> RuleInfo:
+        """The :class:`RuleInfo` of ``name``; unknown names list the valid ones."""
+        if name not in self.entries:
+            raise ValueError(
+                f"Unknown {self.kind.lower()} {name!r}; valid {self.kind.lower()}s: {self.names()}"
+            )
+        return self.entries[name]
 
-def sweepable(name: str) -> tuple[str, ...]:
-    """The hyperparameters of rule ``name`` that a sweep may vmap over (see :class:`RuleInfo`)."""
-    return get(name).sweepable
-
-
-def names() -> list[str]:
-    """Names of every registered rule."""
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> RuleInfo:
-    """The :class:`RuleInfo` of ``name``; unknown names list the valid ones."""
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown rule {name!r}; valid rules: {names()}")
-    return _REGISTRY[name]
-
-
-def check_hparams(name: str, hparams: dict) -> None:
-    """Rejects hyperparameters that the rule's factory does not take, before any compute."""
-    factory = get(name).factory
-    params = inspect.signature(factory).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    valid = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in CONTEXT]
-    supplied = sorted(set(hparams) & set(CONTEXT))
-    if supplied:
-        raise ValueError(
-            f"Rule {name!r}: {supplied} come from the network, the schedule and the forget set "
-            "(`rules.make` fills them in), not from hyperparameters"
-        )
-    bad = sorted(set(hparams) - set(valid))
-    if bad:
-        raise ValueError(f"Rule {name!r} has no hyperparameter(s) {bad}; valid: {sorted(valid)}")
-
-
-def make(
-    name: str,
-    network: Network,
-    *,
-    num_steps: int | None = None,
-    steps_per_epoch: int | None = None,
-    forget_steps_per_epoch: int | None = None,
-    forget_fraction: float | None = None,
-    forget_classes: tuple[int, ...] | None = None,
-    **hparams,
-) -> UnlearningRule:
-    """Builds the rule ``name`` for ``network`` with ``hparams`` overriding the paper defaults.
-
-    Args:
-      name: registry name.
-      network: the model; its ``init``, ``num_outputs`` and ``input_shape`` go to factories that
-        take ``init_fn``, ``num_classes`` or ``input_shape``.
-      num_steps, steps_per_epoch: the run's schedule, for factories that take them.
-      forget_steps_per_epoch: updates in one pass over the forget set,
-        ``ceil(|D_f| / forget_batch_size)``, for factories with passes over the forget set.
-      forget_fraction: ``|D_f| / (|D_f| + |D_r|)`` of the forget scenario, for factories that
-        weigh forget against full-data statistics (SSD, influence unlearning).
-      forget_classes: the classes of a class-wise forget set (``None`` for other forget sets),
-        for factories with a class-wise edit (Fisher forgetting); optional.
-      **hparams: the rule's hyperparameters.
-
-    Raises:
-      ValueError: for an unknown rule or hyperparameter, a context argument passed as a
-        hyperparameter, or context the factory needs but the caller did not give.
-    """
-    info = get(name)
-    check_hparams(name, hparams)
-    params = inspect.signature(info.factory).parameters
-    context = {
-        "init_fn": network.init,
-        "num_classes": network.num_outputs,
-        "input_shape": network.input_shape,
-        "num_steps": num_steps,
-        "steps_per_epoch": steps_per_epoch,
-        "forget_steps_per_epoch": forget_steps_per_epoch,
-        "forget_fraction": forget_fraction,
-        "forget_classes": forget_classes,
-    }
-    if isinstance(hparams.get("inner"), (str, Mapping)):
-        hparams["inner"] = inner_builder(hparams["inner"], network, context)
-    for key, value in context.items():
-        if key in params:
-            if value is None and params[key].default is inspect.Parameter.empty:
-                raise ValueError(f"Rule {name!r} needs `{key}`; pass it to `rules.make`")
-            if value is not None:
-                hparams[key] = value
-    return info.factory(network.apply, **hparams)
-
-
-def inner_builder(spec: str | Mapping, network: Network, context: Mapping) -> Callable:
-    """A builder of the inner rule named by a config, with the outer rule's context.
-
-    A wrapper rule (SalUn, WAGLE) takes its inner rule as an object; a config names it instead,
-    as ``"random_label"`` or ``{"name": "random_label", "hparams": {...}}``. The inner rule is
-    checked at once and built later, by the wrapper, with the same network and forget scenario
-    and the schedule the wrapper leaves it (``builder(num_steps=...)``).
-
-    Raises:
-      ValueError: for an unknown rule name, unknown keys or hyperparameters.
-    """
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    spec = dict(spec)
-    unknown = sorted(set(spec) - {"name", "hparams"})
-    if unknown or "name" not in spec:
-        raise ValueError(
-            "an inner rule is a name or {'name': ..., 'hparams': {...}}; "
-            f"got keys {sorted(spec)}"
-        )
-    inner_name, inner_hparams = spec["name"], dict(spec.get("hparams") or {})
-    check_hparams(inner_name, inner_hparams)
-
-    def build(**overrides) -> UnlearningRule:
-        bad = sorted(set(overrides) - {"num_steps", "steps_per_epoch", "forget_steps_per_epoch"})
+    def check_hparams(self, name: str, hparams: dict) -> None:
+        """Rejects hyperparameters that the rule's factory does not take, before any compute."""
+        factory = self.get(name).factory
+        params = inspect.signature(factory).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return
+        valid = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in CONTEXT]
+        supplied = sorted(set(hparams) & set(CONTEXT))
+        if supplied:
+            raise ValueError(
+                f"{self.kind} {name!r}: {supplied} come from the network, the schedule and the "
+                f"forget set (`{self.module}.make` fills them in), not from hyperparameters"
+            )
+        bad = sorted(set(hparams) - set(valid))
         if bad:
-            raise ValueError(f"an inner rule's builder overrides only its schedule; got {bad}")
-        ctx = {**context, **overrides}
-        return make(
-            inner_name,
-            network,
-            num_steps=ctx["num_steps"],
-            steps_per_epoch=ctx["steps_per_epoch"],
-            forget_steps_per_epoch=ctx["forget_steps_per_epoch"],
-            forget_fraction=ctx["forget_fraction"],
-            forget_classes=ctx["forget_classes"],
-            **inner_hparams,
-        )
+            raise ValueError(
+                f"{self.kind} {name!r} has no hyperparameter(s) {bad}; valid: {sorted(valid)}"
+            )
 
-    return build
+    def make(
+        self,
+        name: str,
+        network: Network,
+        *,
+        num_steps: int | None = None,
+        steps_per_epoch: int | None = None,
+        forget_steps_per_epoch: int | None = None,
+        forget_fraction: float | None = None,
+        forget_classes: tuple[int, ...] | None = None,
+        **hparams,
+    ) -> UnlearningRule:
+        """Builds the rule ``name`` for ``network`` with ``hparams`` overriding the paper defaults.
+
+        Args:
+          name: registry name.
+          network: the model; its ``init``, ``num_outputs`` and ``input_shape`` go to factories
+            that take ``init_fn``, ``num_classes`` or ``input_shape``.
+          num_steps, steps_per_epoch: the run's schedule, for factories that take them.
+          forget_steps_per_epoch: updates in one pass over the forget set,
+            ``ceil(|D_f| / forget_batch_size)``, for factories with passes over the forget set.
+          forget_fraction: ``|D_f| / (|D_f| + |D_r|)`` of the forget scenario, for factories that
+            weigh forget against full-data statistics (SSD, influence unlearning).
+          forget_classes: the classes of a class-wise forget set (``None`` for other forget
+            sets), for factories with a class-wise edit (Fisher forgetting); optional.
+          **hparams: the rule's hyperparameters.
+
+        Raises:
+          ValueError: for an unknown rule or hyperparameter, a context argument passed as a
+            hyperparameter, or context the factory needs but the caller did not give.
+        """
+        info = self.get(name)
+        self.check_hparams(name, hparams)
+        params = inspect.signature(info.factory).parameters
+        context = {
+            "init_fn": network.init,
+            "num_classes": network.num_outputs,
+            "input_shape": network.input_shape,
+            "num_steps": num_steps,
+            "steps_per_epoch": steps_per_epoch,
+            "forget_steps_per_epoch": forget_steps_per_epoch,
+            "forget_fraction": forget_fraction,
+            "forget_classes": forget_classes,
+        }
+        if isinstance(hparams.get("inner"), (str, Mapping)):
+            hparams["inner"] = self.inner_builder(hparams["inner"], network, context)
+        for key, value in context.items():
+            if key in params:
+                if value is None and params[key].default is inspect.Parameter.empty:
+                    raise ValueError(
+                        f"{self.kind} {name!r} needs `{key}`; pass it to `{self.module}.make`"
+                    )
+                if value is not None:
+                    hparams[key] = value
+        return info.factory(network.apply, **hparams)
+
+    def inner_builder(self, spec: str | Mapping, network: Network, context: Mapping) -> Callable:
+        """A builder of the inner rule named by a config, with the outer rule's context.
+
+        A wrapper rule (SalUn, WAGLE) takes its inner rule as an object; a config names it
+        instead, as ``"random_label"`` or ``{"name": "random_label", "hparams": {...}}``. The
+        inner rule is checked at once and built later, by the wrapper, with the same network and
+        forget scenario and the schedule the wrapper leaves it (``builder(num_steps=...)``).
+
+        Raises:
+          ValueError: for an unknown rule name, unknown keys or hyperparameters.
+        """
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        spec = dict(spec)
+        unknown = sorted(set(spec) - {"name", "hparams"})
+        if unknown or "name" not in spec:
+            raise ValueError(
+                "an inner rule is a name or {'name': ..., 'hparams': {...}}; "
+                f"got keys {sorted(spec)}"
+            )
+        inner_name, inner_hparams = spec["name"], dict(spec.get("hparams") or {})
+        self.check_hparams(inner_name, inner_hparams)
+
+        def build(**overrides) -> UnlearningRule:
+            bad = sorted(
+                set(overrides) - {"num_steps", "steps_per_epoch", "forget_steps_per_epoch"}
+            )
+            if bad:
+                raise ValueError(f"an inner rule's builder overrides only its schedule; got {bad}")
+            ctx = {**context, **overrides}
+            return self.make(
+                inner_name,
+                network,
+                num_steps=ctx["num_steps"],
+                steps_per_epoch=ctx["steps_per_epoch"],
+                forget_steps_per_epoch=ctx["forget_steps_per_epoch"],
+                forget_fraction=ctx["forget_fraction"],
+                forget_classes=ctx["forget_classes"],
+                **inner_hparams,
+            )
+
+        return build
+
+
+# The unlearning rules' namespace; the module-level functions below are its methods.
+RULES = Registry("Rule", "rules")
+_REGISTRY = RULES.entries
+register = RULES.register
+rule = RULES.rule
+num_steps = RULES.num_steps
+whole_epochs = RULES.whole_epochs
+default = RULES.default
+sweepable = RULES.sweepable
+names = RULES.names
+get = RULES.get
+check_hparams = RULES.check_hparams
+make = RULES.make
+inner_builder = RULES.inner_builder
 
 
 def markdown_table() -> str:

@@ -1,0 +1,58 @@
+import json
+import os
+
+import pytest
+
+from experiments.configs import unlearnable as config_module
+from jaxunlearn.scenarios import report
+from jaxunlearn.unlearnable import experiment
+
+
+def test_the_tiny_config_writes_the_table_results_and_plot(tmp_path):
+    records = experiment.run(config_module.get_config("tiny"), str(tmp_path), log=lambda m: None)
+    for name in ("results.json", "results.txt", "results.png", "generation.json"):
+        assert os.path.getsize(tmp_path / name) > 0
+    loaded = report.load_results(str(tmp_path / "results.json"))
+    assert [r.to_json() for r in loaded] == [r.to_json() for r in records]
+    rows = {(r.scenario, r.method) for r in loaded}
+    for method in ("em_classwise", "bayes_error"):
+        assert {(method, "none"), (method, "jpeg")} <= rows
+    assert ("clean", "none") in rows and ("clean_part_alone", "none") in rows
+    em = next(r for r in loaded if r.scenario == "em_classwise" and r.method == "none")
+    assert set(em.metrics) == {"TA@100%", "TA@50%"} and 0 <= em.metrics["TA@100%"] <= 100
+    part = next(r for r in loaded if r.scenario == "clean_part_alone")
+    assert set(part.metrics) == {"TA@50%"}
+    generation = json.loads((tmp_path / "generation.json").read_text())
+    for label in ("em_classwise", "bayes_error"):
+        assert generation[label]["max_abs_delta_x255"] <= 8 + 1e-3
+    assert "TA@100%" in (tmp_path / "results.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"fractions": (1.0, 1.5)}, "`fractions` must be in \\[0, 1\\]"),
+        ({"fractions": (-0.1,)}, "`fractions` must be in \\[0, 1\\]"),
+        ({"epsilon": 0.0}, "`epsilon`"),
+        ({"epsilon": float("inf")}, "`epsilon`"),
+        ({"countermeasures": ("none", "mixup")}, "Unknown countermeasure 'mixup'"),
+        ({"methods": {"x": {"generator": "em"}}}, "Unknown unlearnable-example generator 'em'"),
+        (
+            {"methods": {"x": {"generator": "bayes_error_noise", "hparams": {"epsilon": -1}}}},
+            "`x.epsilon`",
+        ),
+        ({"dataset": "imagenet21k"}, "Unknown dataset"),
+    ],
+)
+def test_bad_settings_fail_before_compute(tmp_path, override, match):
+    c = config_module.get_config("tiny")
+    for k, v in override.items():
+        c[k] = v
+    with pytest.raises(ValueError, match=match):
+        experiment.run(c, str(tmp_path))
+    assert not os.listdir(tmp_path)
+
+
+def test_unknown_variants_are_rejected():
+    with pytest.raises(ValueError, match="variant"):
+        config_module.get_config("huge")
