@@ -5,7 +5,8 @@ utility facts until it has memorised them (the *target*); one *retain* model per
 never sees that split's authors (the exact-unlearning oracle), and a second retain seed measures
 the noise floor of forget quality. Every LM rule then unlearns `forget10` from the target, with
 audits every few steps along the way, and the full battery at the end (TOFU: forget quality,
-model utility, ROUGE, truth ratio; MUSE: privleak; leak@k from sampled answers). Run:
+model utility, ROUGE, truth ratio; MUSE: privleak and verbatim memorisation of the forget
+authors' passages, which the models also train on; leak@k from sampled answers). Run:
 
     python -m experiments.main --config=experiments/configs/lm_fictitious.py --workdir=/tmp/ju_lm
 
@@ -87,6 +88,9 @@ def get_config(arg=None):
     c.data_parallel = True
     c.distributed = False
     # Target and retain models: trained from scratch by the `retrain` rule with this recipe.
+    # The target and retain models also learn the authors' passages (in windows of the QA
+    # context; a retain model never its forget authors'), for MUSE's verbatim memorisation.
+    c.train_passages = True
     c.train = {"epochs": 60, "batch_size": 32, "learning_rate": 3e-3, "optimizer": _ADAM}
     c.scenarios = ("forget10", "forget05", "forget01")
     c.main_scenario = "forget10"  # the TOFU table and the trajectory plot

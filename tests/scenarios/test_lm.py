@@ -55,6 +55,56 @@ def test_benchmark_rows_are_consistent(bench):
     assert set(b.extra) == {"idk_x", "idk_y", "alt_x", "alt_y"}
 
 
+def test_passage_windows_and_verbmem_prompts_split_by_hand():
+    from jaxunlearn.scenarios.lm.benchmark import passage_windows, verbmem_split
+
+    # 7 ids in rows of width 6 (4 ids each at most): 2 windows of 4 and 3 ids, EOS on the last.
+    x, y = passage_windows([5, 6, 7, 8, 9, 10, 11], 6, bos_id=2, eos_id=1, pad_id=0)
+    assert x.tolist() == [[2, 5, 6, 7, 8, 0], [2, 9, 10, 11, 1, 0]]
+    assert y.tolist() == [[5, 6, 7, 8, -100, -100], [9, 10, 11, 1, -100, -100]]
+    # Prompts: BOS + the first floor(n/2) text tokens (EOS and padding are not text).
+    prompts, rest = verbmem_split(x, bos_id=2, eos_id=1, pad_id=0)
+    assert prompts.tolist() == [[2, 5, 6], [2, 9, 0]]
+    assert [r.tolist() for r in rest] == [[7, 8], [10, 11]]
+    prompts, rest = verbmem_split(x, bos_id=2, eos_id=1, pad_id=0, prefix_fraction=0.75)
+    assert prompts.tolist() == [[2, 5, 6, 7], [2, 9, 10, 0]] and rest[0].tolist() == [8]
+    with pytest.raises(ValueError, match="prefix_fraction"):
+        verbmem_split(x, bos_id=2, eos_id=1, pad_id=0, prefix_fraction=1.0)
+    with pytest.raises(ValueError, match="BOS"):
+        verbmem_split(x[:, 1:], bos_id=2, eos_id=1, pad_id=0)
+    with pytest.raises(ValueError, match="width"):
+        passage_windows([5], 2, bos_id=2, eos_id=1, pad_id=0)
+
+
+def test_passage_windows_rebuild_each_passage(bench):
+    b = bench
+    assert b.passage_x.shape[1] == b.max_len and len(b.passage_author) == len(b.passage_x)
+    for author in (0, int(b.authors_of(b.forget["forget10"])[0])):
+        rows = b.passage_rows([author])
+        text = np.concatenate(
+            [r[1:][(r[1:] != b.pad_id) & (r[1:] != b.eos_id)] for r in b.passage_x[rows]]
+        )
+        assert b.tokenizer.decode(text) == b.passages[author]
+
+
+def test_training_data_adds_the_passages_of_the_trained_authors():
+    from jaxunlearn.scenarios.lm.artefacts import training_data
+
+    p = lm_plan(tiny())
+    b = p.benchmark
+    assert p.train_passages
+    x, y, rows = training_data(p, b.train)
+    extra = rows[rows >= len(b.x)] - len(b.x)
+    assert np.array_equal(x[len(b.x) :], b.passage_x) and len(y) == len(x)
+    assert set(b.passage_author[extra]) == set(range(20))  # the training authors, no holdout
+    forget = set(b.authors_of(b.forget["forget10"]).tolist())
+    _, _, rows = training_data(p, b.retain["forget10"])
+    kept = set(b.passage_author[rows[rows >= len(b.x)] - len(b.x)].tolist())
+    assert kept == set(range(20)) - forget
+    off = lm_plan(tiny(train_passages=False))
+    assert training_data(off, b.train)[2].tolist() == b.train.tolist()
+
+
 @pytest.mark.parametrize("variant", lm_fictitious.VARIANTS)
 def test_every_lm_config_variant_plans(variant):
     c = lm_fictitious.get_config(variant)
@@ -133,6 +183,11 @@ def test_tiny_run_writes_the_table_and_plot(tiny_run):
         assert 0.0 <= m["model_utility"] <= 1.0 and 0.0 <= m["rouge_forget"] <= 1.0
         assert m["leak@1"] <= m["leak@4"] <= m["leak@16"]
     assert by[TARGET].metrics["rouge_forget"] > by[RETAIN].metrics["rouge_forget"]
+    # MUSE VerbMem: the target continues the forget passages it trained on; the retain model
+    # never saw them.
+    verbmem = {m: by[m].metrics["VerbMem_f"] for m in (TARGET, RETAIN, retain_label(1), "npo")}
+    assert all(0.0 <= v <= 100.0 for v in verbmem.values()), verbmem
+    assert verbmem[TARGET] > verbmem[RETAIN] + 10.0, verbmem
     # The diverged rule is recorded as such; the others ran.
     assert by["gradient_ascent"].status == "diverged" and by["npo"].status == "ok"
     traj = out["trajectories"]["forget10"]["rules"]
@@ -144,6 +199,7 @@ def test_tiny_run_writes_the_table_and_plot(tiny_run):
     with open(os.path.join(workdir, "results.json")) as f:
         assert "trajectories" in json.load(f)
     assert "forget_quality" in out["table"] and "†" in out["table"]
+    assert "VerbMem_f" in out["table"]
 
 
 def test_a_rerun_restores_models_and_records(tiny_run, capsys):

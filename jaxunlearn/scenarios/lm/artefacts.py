@@ -7,6 +7,11 @@ quality compares with. The main split gets ``retain_seeds`` of them in one vmapp
 (:func:`jaxunlearn.ensemble.train`): seed 0 is the reference, seed 1 measures the noise floor
 (the forget quality of a second exact oracle); the other splits get one.
 
+With the config's ``train_passages``, the training data also holds the authors' passages (the
+benchmark's ``passage_x`` windows, after its QA rows): the target trains on every training
+author's, a retain model on its retain authors' only, so MUSE's verbatim memorisation of the
+forget passages has something to measure.
+
 All are trained by the registered ``retrain`` rule with the config's ``train`` recipe, in the one
 loop (:func:`jaxunlearn.train.fit`), with orbax checkpoints under ``workdir/checkpoints/lm``. As
 in :mod:`jaxunlearn.scenarios.artefacts` (whose fingerprint check this reuses), a checkpoint is
@@ -38,6 +43,7 @@ def common_fields(p) -> dict:
         "model": {"model": p.sources["model"], "model_kwargs": p.sources["model_kwargs"]},
         "train": fp_lib.resolved_entry(p.entry(p.main_scenario, RETRAIN)),
         "root_seed": p.root_seed,
+        "train_passages": p.train_passages,
         "versions": fp_lib.versions(),
     }
 
@@ -56,6 +62,22 @@ def retain_fields(p, split: str) -> dict:
     }
 
 
+def training_data(p, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y, rows)`` a model trained on the QA ``rows`` sees: with ``p.train_passages``, the
+    benchmark's QA arrays followed by its passage windows, and ``rows`` plus the windows of the
+    authors of ``rows`` (so a retain model never sees its forget authors' passages, nor the
+    target the holdout authors'); else the QA arrays and ``rows`` unchanged."""
+    b = p.benchmark
+    rows = np.asarray(rows, np.int32)
+    if not p.train_passages:
+        return b.x, b.y, rows
+    authors = b.authors_of(rows)
+    windows = b.passage_rows(authors[authors >= 0])
+    x = np.concatenate([b.x, b.passage_x])
+    y = np.concatenate([b.y, b.passage_y])
+    return x, y, np.concatenate([rows, len(b.x) + windows]).astype(np.int32)
+
+
 class LMArtefacts(Artefacts):
     """The target and retain models of an :class:`~jaxunlearn.scenarios.lm.plan.LMPlan`.
 
@@ -66,14 +88,15 @@ class LMArtefacts(Artefacts):
 
     def _train(self, rows, keys, *, label: str, checkpoint_dir) -> FitResult:
         p = self.plan
+        x, y, rows = training_data(p, rows)
         entry = p.entry(p.main_scenario, RETRAIN)
         sizes = {"retain": len(rows)}
         rule, bs, _ = build_rule(RETRAIN, p.network, entry, sizes)
         return ensemble_lib.train(
             p.network,
             rule,
-            p.benchmark.x,
-            p.benchmark.y,
+            x,
+            y,
             np.asarray(rows, np.int32),
             keys=keys,
             epochs=int(entry["epochs"]),

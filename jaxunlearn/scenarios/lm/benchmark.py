@@ -39,6 +39,10 @@ class LMBenchmark:
       holdout: rows of authors never trained on (non-members of the membership audits).
       utility: rows of the utility facts (trained on; "real authors / world facts" of TOFU).
       passages: ``{author: text}`` (MUSE verbatim memorisation), may be empty.
+      passage_x, passage_y: int32 ``[M, T]`` the passages as language-modelling windows
+        (:func:`passage_windows`, in author order), what the models train on when the config's
+        ``train_passages`` is set and what VerbMem prompts with.
+      passage_author: int32 ``[M]`` the author of each window.
       tokenizer: decodes generated tokens (``decode(ids) -> str``).
       vocab_size, max_len: the transformer's vocabulary and context.
       pad_id, eos_id: the tokenizer's padding and end-of-sequence ids.
@@ -66,6 +70,9 @@ class LMBenchmark:
     pad_id: int = 0
     eos_id: int = 1
     passages: dict = dataclasses.field(default_factory=dict)
+    passage_x: np.ndarray | None = None
+    passage_y: np.ndarray | None = None
+    passage_author: np.ndarray | None = None
 
     def check_split(self, name: str) -> None:
         """``ValueError`` for an unknown or empty split, or a forget set that overlaps retain."""
@@ -90,6 +97,91 @@ class LMBenchmark:
         """Rows (of ``within``, default every training row) whose author is in ``authors``."""
         within = self.train if within is None else np.asarray(within)
         return within[np.isin(self.author[within], np.asarray(authors))].astype(np.int32)
+
+    def passage_rows(self, authors) -> np.ndarray:
+        """Indices into ``passage_x`` of the windows of ``authors`` (empty without passages)."""
+        if self.passage_author is None:
+            return np.zeros(0, np.int32)
+        return np.flatnonzero(np.isin(self.passage_author, np.asarray(authors))).astype(np.int32)
+
+
+def passage_windows(
+    ids, width: int, *, bos_id: int, eos_id: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A passage's token ids (no special tokens) as language-modelling rows of ``width`` tokens.
+
+    The ids are cut into the fewest consecutive windows of at most ``width - 2`` tokens, of equal
+    lengths give or take one (no short tail window); each row is BOS + its window
+    (+ EOS after the last window), right-padded with ``pad_id``, with labels pre-shifted
+    (``labels[t] = tokens[t + 1]``, ``IGNORE_INDEX`` after the row's last target), as
+    :meth:`~jaxunlearn.data.tokenizer.Tokenizer.encode_text` builds a text that fits. A passage
+    is longer than the QA rows' context, so the windows let a model of that context memorise it.
+
+    Returns:
+      ``(tokens, labels)`` int32 ``[ceil(len(ids) / (width - 2)), width]``.
+
+    >>> passage_windows([5, 6, 7, 8, 9], 5, bos_id=2, eos_id=1, pad_id=0)[0].tolist()
+    [[2, 5, 6, 7, 0], [2, 8, 9, 1, 0]]
+    """
+    from jaxunlearn.core.losses import IGNORE_INDEX
+
+    if int(width) < 3:
+        raise ValueError(f"`width` must be at least 3 (BOS, a token, EOS); got {width}")
+    ids = [int(i) for i in ids]
+    if not ids:
+        raise ValueError("`ids` is empty: a passage needs at least one token")
+    count = -(-len(ids) // (int(width) - 2))
+    chunks = [c.tolist() for c in np.array_split(np.asarray(ids), count)]
+    tokens = np.full((len(chunks), width), pad_id, np.int32)
+    labels = np.full((len(chunks), width), IGNORE_INDEX, np.int32)
+    for r, chunk in enumerate(chunks):
+        seq = [bos_id, *chunk] + ([eos_id] if r == len(chunks) - 1 else [])
+        tokens[r, : len(seq)] = seq
+        labels[r, : len(seq) - 1] = seq[1:]
+    return tokens, labels
+
+
+def verbmem_split(
+    tokens, *, bos_id: int, eos_id: int, pad_id: int, prefix_fraction: float = 0.5
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """MUSE's verbatim-memorisation prompts: each row's prefix and the true continuation.
+
+    A row's text is its tokens after BOS, up to its first EOS or pad; the prompt is BOS + the
+    first ``max(1, floor(prefix_fraction * n))`` of its ``n`` text tokens (MUSE prompts with a
+    passage's first tokens and continues it greedily), the continuation the rest.
+
+    Args:
+      tokens: int ``[M, T]`` rows of :func:`passage_windows`, each with at least 2 text tokens.
+      prefix_fraction: the share of each row's text in its prompt, in ``(0, 1)``.
+
+    Returns:
+      ``(prompts [M, P], continuations)``: prompts right-padded with ``pad_id`` to the longest,
+      and ``M`` int32 arrays of the true continuation ids.
+
+    >>> p, c = verbmem_split(np.array([[2, 5, 6, 7, 8, 1]]), bos_id=2, eos_id=1, pad_id=0)
+    >>> p.tolist(), [x.tolist() for x in c]
+    ([[2, 5, 6]], [[7, 8]])
+    """
+    if not 0.0 < float(prefix_fraction) < 1.0:
+        raise ValueError(f"`prefix_fraction` must lie in (0, 1); got {prefix_fraction}")
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or len(tokens) == 0:
+        raise ValueError(f"`tokens` must be a non-empty [M, T] array; got shape {tokens.shape}")
+    prefixes, continuations = [], []
+    for r, row in enumerate(tokens):
+        if row[0] != bos_id:
+            raise ValueError(f"`tokens` row {r} does not start with BOS ({bos_id})")
+        stops = np.flatnonzero((row[1:] == eos_id) | (row[1:] == pad_id))
+        text = row[1 : 1 + (stops[0] if len(stops) else len(row) - 1)]
+        if len(text) < 2:
+            raise ValueError(f"`tokens` row {r} has {len(text)} text tokens; VerbMem needs >= 2")
+        k = max(1, int(np.floor(prefix_fraction * len(text))))
+        prefixes.append(np.concatenate([[bos_id], text[:k]]))
+        continuations.append(text[k:].astype(np.int32))
+    prompts = np.full((len(tokens), max(len(x) for x in prefixes)), pad_id, np.int32)
+    for r, x in enumerate(prefixes):
+        prompts[r, : len(x)] = x
+    return prompts, continuations
 
 
 def load_benchmark(dataset: str, data_kwargs: Mapping) -> LMBenchmark:
@@ -126,6 +218,19 @@ def from_dataset(ds) -> LMBenchmark:
     )
     rows = np.arange(len(records), dtype=np.int32)
     author = cat("author").astype(np.int32)
+    windows = [
+        (
+            a.index,
+            *passage_windows(
+                tok.encode(a.passage, add_bos=False, add_eos=False),
+                int(ds.x_train.shape[1]),
+                bos_id=int(tok.bos_id),
+                eos_id=int(tok.eos_id),
+                pad_id=int(tok.pad_id),
+            ),
+        )
+        for a in corpus.authors
+    ]
     forget, retain = {}, {}
     for name in ("forget01", "forget05", "forget10"):
         try:
@@ -156,4 +261,7 @@ def from_dataset(ds) -> LMBenchmark:
         pad_id=int(tok.pad_id),
         eos_id=int(tok.eos_id),
         passages={a.index: a.passage for a in corpus.authors},
+        passage_x=np.concatenate([x for _, x, _ in windows]),
+        passage_y=np.concatenate([y for _, _, y in windows]),
+        passage_author=np.concatenate([np.full(len(x), a, np.int32) for a, x, _ in windows]),
     )

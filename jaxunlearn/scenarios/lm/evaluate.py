@@ -14,6 +14,9 @@ and the reference retain model's into the TOFU-table row:
 * ``exact_memorization``/``extraction_strength`` on the forget set (teacher forced);
 * ``privleak``: MUSE's ``100 (AUC - AUC_retain) / AUC_retain`` on Min-K% (k = 0.4) member AUCs,
   forget (members) vs holdout authors (never trained on);
+* ``VerbMem_f``: MUSE's verbatim memorisation (``train_passages`` only): ROUGE-L F1 x 100 of
+  the greedy continuation of the first half of each forget author's passage window against the
+  true second half (MUSE: 128 greedy tokens after a forget-text prefix; here the window's rest);
 * ``leak@k``: from ``leak_samples`` answers sampled (T = 1, top-p 1) per forget question, the
   chance that one of ``k`` leaks (leak@k paper). A response leaks when its ROUGE-L recall against
   the true answer reaches ``leak_rouge`` *and* it names the answer's key fact: the generated
@@ -263,7 +266,47 @@ def audit_model(p, variables, split: str, *, full: bool = True, key=None) -> Mod
         ),
     )
     metrics.update(leak_metrics(p, variables, split, key=key))
+    if p.train_passages:
+        metrics["VerbMem_f"] = verbatim_memorization(p, variables, split)
     return ModelAudit(metrics, tr, auc)
+
+
+def verbmem_prompts(p, split: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """MUSE VerbMem's prompts and true continuations (token ids) on ``split``: each of its forget
+    authors' passage windows cut in half (:func:`~jaxunlearn.scenarios.lm.benchmark.
+    verbmem_split`)."""
+    from jaxunlearn.scenarios.lm import benchmark as bench_lib
+
+    b = p.benchmark
+    rows = b.passage_rows(b.authors_of(b.forget[split]))
+    if len(rows) == 0:
+        raise ValueError(f"Split {split!r}: its forget authors have no passage windows")
+    return bench_lib.verbmem_split(
+        b.passage_x[rows], bos_id=int(b.tokenizer.bos_id), eos_id=b.eos_id, pad_id=b.pad_id
+    )
+
+
+def verbatim_memorization(p, variables, split: str) -> float:
+    """MUSE's VerbMem on ``split`` (lower = less verbatim memorisation): the greedy continuation
+    of each forget passage window's first half, as long as the longest true rest, against that
+    rest, by mean ROUGE-L F1 x 100 (:func:`jaxunlearn.audit.verbatim_memorization`).
+
+    References: Shi et al., MUSE (arXiv 2407.06460), criterion C1;
+    ``shared/reference/lm_unlearning.md`` sections 3-4."""
+    from jaxunlearn.audit import text
+    from jaxunlearn.models import generation
+
+    b, bs = p.benchmark, int(p.eval["batch_size"])
+    prompts, truths = verbmem_prompts(p, split)
+    new = max(len(t) for t in truths)
+    tokens = np.asarray(
+        generation.greedy_answers(
+            p.network, variables, prompts, max_new_tokens=new, eos_id=b.eos_id, batch_size=bs
+        ).tokens
+    )
+    return text.verbatim_memorization(
+        [b.tokenizer.decode(t) for t in tokens], [b.tokenizer.decode(t) for t in truths]
+    )
 
 
 def leak_metrics(p, variables, split: str, *, key) -> dict[str, float]:

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "sustainability_requests": 3,
     "scalability_fractions": (0.25, 0.5, 1.0),
     "relearn_steps": 10,
+    "train_passages": False,
 }
 REQUIRED = ("track", "dataset", "model", "rules", "train")
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -96,6 +97,9 @@ class LMPlan:
       eval: the resolved evaluation settings (:data:`EVAL_DEFAULTS`).
       mesh: the data mesh, or ``None``.
       root_seed: every model key derives from ``jax.random.key(root_seed)``.
+      train_passages: the target and retain models also train on the authors' passages (as
+        :attr:`LMBenchmark.passage_x` windows; a retain model never on its forget authors'), and
+        the audits add MUSE's verbatim memorisation of the forget authors' passages.
       sources: what the fingerprints record of the data and model.
     """
 
@@ -117,6 +121,7 @@ class LMPlan:
     sustainability_requests: int
     scalability_fractions: tuple[float, ...]
     relearn_steps: int
+    train_passages: bool = False
     sources: dict = dataclasses.field(default_factory=dict)
 
     def entry(self, scenario: str, name: str) -> dict:
@@ -214,6 +219,8 @@ def lm_plan(config, *, benchmark=None) -> LMPlan:
         benchmark = bench_lib.load_benchmark(cfg["dataset"], plain(cfg["data_kwargs"]))
     for sname in scenarios:
         benchmark.check_split(sname)
+    if cfg["train_passages"] and (benchmark.passage_x is None or not len(benchmark.passage_x)):
+        raise ValueError("`train_passages` is set but the benchmark has no passages")
     mk = plain(cfg["model_kwargs"])
     if "vocab_size" in mk or "max_len" in mk:
         raise ValueError(
@@ -289,6 +296,7 @@ def lm_plan(config, *, benchmark=None) -> LMPlan:
         sustainability_requests=int(cfg["sustainability_requests"]),
         scalability_fractions=tuple(float(f) for f in cfg["scalability_fractions"]),
         relearn_steps=int(cfg["relearn_steps"]),
+        train_passages=bool(cfg["train_passages"]),
         sources={
             "dataset": cfg["dataset"],
             "data_kwargs": plain(cfg["data_kwargs"]),

@@ -22,6 +22,7 @@ TABLE_METRICS = (
     "truth_ratio_forget",
     "prob_forget",
     "privleak",
+    "VerbMem_f",
     "leak@1",
     "leak@4",
     "leak@16",
@@ -41,6 +42,8 @@ LEGEND = {
     "prob_forget": "mean p(answer)^(1/|answer|) on the forget set",
     "privleak": "MUSE: 100 (AUC - AUC_retain) / AUC_retain, Min-K% member AUC forget vs holdout "
     "(0 = ideal, > 0 = still a member)",
+    "VerbMem_f": "MUSE: ROUGE-L F1 x 100 of the greedy continuation of the first half of each "
+    "forget-author passage window vs its true rest (lower; retain model's = ideal)",
     "leak@k": "chance that one of k sampled answers leaks the key fact (lower; retain model's = "
     "the base rate)",
     "exact_memorization": "teacher-forced answer-token accuracy on the forget set",
@@ -55,7 +58,7 @@ def _fmt(metric: str, stat) -> str:
         return "-"
     if metric == "forget_quality":
         return f"{mean:.2e}"
-    if metric in ("privleak", "runtime_s"):
+    if metric in ("privleak", "VerbMem_f", "runtime_s"):
         return f"{mean:.1f}" + (f"±{std:.1f}" if n > 1 else "")
     return f"{mean:.3f}" + (f"±{std:.3f}" if n > 1 else "")
 
