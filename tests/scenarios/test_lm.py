@@ -245,10 +245,13 @@ def test_lm_sweep_rejects_a_parameter_it_cannot_vmap():
 
 # Data parallelism reorders the gradient's float sums; over a few hundred training steps of a
 # memorising model the two runs drift apart slightly, and greedy decoding and the KS test turn
-# that into discrete steps. The tolerance is what the tiny run shows between 1 and 8 devices.
+# that into discrete steps. The tolerance is what the tiny run shows between 1 and 8 devices
+# (rouge_forget: the retain model's answers to 8 questions on authors it never saw, which moved
+# by 0.12 once the models also train on passages). VerbMem_f, over the forget authors' 4 passage
+# windows, is not compared: a retain model's moves by 15-20 points between the two runs.
 REPRODUCIBLE = {
     "model_utility": 0.05,
-    "rouge_forget": 0.1,
+    "rouge_forget": 0.15,
     "rouge_retain": 0.1,
     "truth_ratio_forget": 0.05,
     "prob_forget": 0.05,
