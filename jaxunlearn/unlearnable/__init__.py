@@ -40,7 +40,7 @@ from jaxunlearn.unlearnable.evaluate import (
 )
 from jaxunlearn.unlearnable.registry import get, names, protect
 from jaxunlearn.unlearnable.text_conditioned import text_conditioned_noise
-from jaxunlearn.unlearnable.ungeneralizable import ungeneralizable_examples, uge_terms
+from jaxunlearn.unlearnable.ungeneralizable import uge_terms, ungeneralizable_examples
 
 __all__ = [
     "COUNTERMEASURES",
@@ -62,7 +62,7 @@ __all__ = [
     "text_conditioned_noise",
     "train_victims",
     "uge_terms",
-    "unlearnable_clusters",
     "ungeneralizable_examples",
+    "unlearnable_clusters",
     "victim_rule",
 ]
