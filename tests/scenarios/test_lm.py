@@ -210,7 +210,7 @@ def test_one_and_eight_devices_give_the_same_table(tiny_run, tmp_path):
     c8.rules = {"npo": c.rules.npo}
     sharded = run_lm_experiment(c8, str(tmp_path), verbose=False)
     eight = {(r.method, r.seed): r for r in sharded["records"]}
-    one = {key: r for key, r in ((r.method, r.seed) for r in out["records"]) if key in eight}
+    one = {(r.method, r.seed): r for r in out["records"] if (r.method, r.seed) in eight}
     assert {m for m, _ in eight} == {TARGET, RETAIN, "npo"} and set(one) == set(eight)
     for key, r in one.items():
         assert eight[key].status == r.status, key
