@@ -59,6 +59,7 @@ def get_config(arg=None):
         # The paper's 16/255 is used at 8/255 here, the budget of every other method.
         "clusters": {"generator": "unlearnable_clusters", "hparams": {"epsilon": 8 / 255}},
         "text_conditioned": {"generator": "text_conditioned_noise", "hparams": {}},
+        "ungeneralizable": {"generator": "ungeneralizable_examples", "hparams": {}},
         "em_samplewise_32": {
             "generator": "error_minimizing_noise",
             "hparams": {"mode": "samplewise", "learning_rate": 0.05, "epsilon": 32 / 255},

@@ -7,7 +7,9 @@ Generators (pure, jitted transforms of a dataset; registry :mod:`.registry`):
   (Zhang et al., AAAI 2026);
 - :func:`unlearnable_clusters`: label-agnostic cluster-wise noise (Zhang et al., CVPR 2023);
 - :func:`text_conditioned_noise`: class-wise noise from text descriptions alone (T2UE's
-  zero-contact idea, with a text encoder trained here).
+  zero-contact idea, with a text encoder trained here);
+- :func:`ungeneralizable_examples`: learnable for an authorised network only (Ye & Wang, CVPR
+  2024; the shared feature space is a surrogate trained here, not CLIP).
 
 Evaluation (:mod:`.evaluate`): victims trained from scratch with the one training loop, vmapped
 over seeds and mix ratios, under countermeasures; :func:`kernel_bayes_error` of a dataset. The
@@ -38,6 +40,7 @@ from jaxunlearn.unlearnable.evaluate import (
 )
 from jaxunlearn.unlearnable.registry import get, names, protect
 from jaxunlearn.unlearnable.text_conditioned import text_conditioned_noise
+from jaxunlearn.unlearnable.ungeneralizable import uge_terms, ungeneralizable_examples
 
 __all__ = [
     "COUNTERMEASURES",
@@ -58,6 +61,8 @@ __all__ = [
     "registry",
     "text_conditioned_noise",
     "train_victims",
+    "uge_terms",
+    "ungeneralizable_examples",
     "unlearnable_clusters",
     "victim_rule",
 ]

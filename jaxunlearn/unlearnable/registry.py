@@ -15,6 +15,7 @@ from jaxunlearn.unlearnable.bayes_error import bayes_error_noise
 from jaxunlearn.unlearnable.clusters import unlearnable_clusters
 from jaxunlearn.unlearnable.error_minimizing import error_minimizing_noise
 from jaxunlearn.unlearnable.text_conditioned import text_conditioned_noise
+from jaxunlearn.unlearnable.ungeneralizable import ungeneralizable_examples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,5 +127,17 @@ register(
         "class-wise, from class descriptions only (hashed character trigrams, encoder + linear "
         "generator); L-inf eps 8/255; min-min on uniform-noise proxies, never the data; Adam "
         "1e-2, 300 steps",
+    )
+)
+register(
+    GeneratorInfo(
+        "ungeneralizable_examples",
+        ungeneralizable_examples,
+        "Ye & Wang, Ungeneralizable Examples, CVPR 2024 (arXiv 2404.14016; no CLIP: shared "
+        "feature space = surrogate trained here)",
+        "authorised network (default: its initialisation); gradient matching + feature distance "
+        "(maximised) + undistillation (weights 1 / 1 / 0.1, T = 4); L-inf eps 8/255; 20 signed "
+        "PGD steps of eps/10 per batch of 128",
+        needs_surrogate=True,
     )
 )

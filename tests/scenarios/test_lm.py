@@ -263,12 +263,14 @@ def test_one_and_eight_devices_give_the_same_table(tiny_run, tmp_path):
 
     assert jax.device_count() == 8
     c, _, out = tiny_run
-    c8 = tiny(data_parallel=True)
-    c8.rules = c.rules
+    # The target, the reference retain model and one rule on 8 devices (the other rows add
+    # compile time, not coverage: they run the same sharded programs).
+    c8 = tiny(data_parallel=True, retain_seeds=1)
+    c8.rules = {"npo": c.rules.npo}
     sharded = run_lm_experiment(c8, str(tmp_path), verbose=False)
-    one = {(r.method, r.seed): r for r in out["records"]}
     eight = {(r.method, r.seed): r for r in sharded["records"]}
-    assert set(one) == set(eight)
+    one = {(r.method, r.seed): r for r in out["records"] if (r.method, r.seed) in eight}
+    assert {m for m, _ in eight} == {TARGET, RETAIN, "npo"} and set(one) == set(eight)
     for key, r in one.items():
         assert eight[key].status == r.status, key
         for metric, tol in REPRODUCIBLE.items():

@@ -9,6 +9,7 @@ def test_every_generator_is_registered_with_its_paper():
         "bayes_error_noise",
         "error_minimizing_noise",
         "text_conditioned_noise",
+        "ungeneralizable_examples",
         "unlearnable_clusters",
     ]
     table = unlearnable.registry.markdown_table()
