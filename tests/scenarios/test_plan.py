@@ -108,8 +108,9 @@ def _config_modules():
     paths = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py")))
     names = [os.path.basename(p)[:-3] for p in paths if not p.endswith("__init__.py")]
     modules = [importlib.import_module(f"experiments.configs.{n}") for n in names]
-    # LM-track configs have their own plan (tests/scenarios/test_lm.py plans every variant); the
-    # unlearnable-examples config is checked by its own experiment (tests/unlearnable).
+    # LM-track configs have their own plan (tests/scenarios/test_lm_experiment.py plans every
+    # variant); the unlearnable-examples config is checked by its own experiment
+    # (tests/unlearnable).
     return [m for m in modules if m.get_config().get("track") not in ("lm", "unlearnable")]
 
 

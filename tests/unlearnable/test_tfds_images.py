@@ -26,6 +26,7 @@ def test_every_generator_protects_mock_cifar10_within_budget():
         },
         "bayes_error_noise": {"steps": 1, "batch_size": 20},
         "text_conditioned_noise": {"steps": 2, "batch_size": 8},
+        "ungeneralizable_examples": {"steps": 1, "batch_size": 20},
         "unlearnable_clusters": {
             "num_clusters": 3,
             "steps": 1,
