@@ -69,13 +69,19 @@ def run_rule(
         **hparams,
     )
     stream = make_stream(ds.x_train, ds.y_train, {"forget": split.forget, "retain": split.retain})
+    return fit_seeds(rule, variables, stream, info.parts, batch_size, steps, seeds)
+
+
+def fit_seeds(rule, variables, stream, parts, batch_size: int, steps: int, seeds: int):
+    """``rule`` run for ``steps`` steps on ``seeds`` copies of ``variables`` as one vmapped
+    ensemble (seed i keyed ``key(i)``); returns ``(start, FitResult)``."""
     start = jax.tree.map(lambda x: jnp.stack([x] * seeds), variables)
     keys = jax.vmap(jax.random.key)(jnp.arange(seeds))
     res = fit(
         rule,
         start,
         stream,
-        batch_sizes={p: batch_size for p in info.parts},
+        batch_sizes={p: batch_size for p in parts},
         num_steps=steps,
         key=keys,
         ensemble=True,
@@ -219,18 +225,7 @@ def run_lm_rule(name: str, *, steps: int = 8, seeds: int = 2, batch_size: int = 
         forget_fraction=0.2,
         **hparams,
     )
-    start = jax.tree.map(lambda x: jnp.stack([x] * seeds), variables)
-    keys = jax.vmap(jax.random.key)(jnp.arange(seeds))
-    res = fit(
-        rule,
-        start,
-        stream,
-        batch_sizes={p: batch_size for p in info.parts},
-        num_steps=steps,
-        key=keys,
-        ensemble=True,
-    )
-    return start, res
+    return fit_seeds(rule, variables, stream, info.parts, batch_size, steps, seeds)
 
 
 def forget_log_prob(variables, part: str = "forget") -> float:

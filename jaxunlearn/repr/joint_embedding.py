@@ -167,9 +167,12 @@ def vicreg(
     References:
       Bardes et al., ICLR 2022; facebookresearch/vicreg ``main_vicreg.py``.
     """
-    for value, name in ((sim_weight, "sim_weight"), (var_weight, "var_weight")):
+    for value, name in (
+        (sim_weight, "sim_weight"),
+        (var_weight, "var_weight"),
+        (cov_weight, "cov_weight"),
+    ):
         check_nonnegative(value, name)
-    check_nonnegative(cov_weight, "cov_weight")
     opt = optim.resolve(optimizer, learning_rate=learning_rate, default=ADAM)
 
     def pair_loss(out):

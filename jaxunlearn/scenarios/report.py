@@ -171,6 +171,24 @@ def footnotes(records) -> list[str]:
     return lines + [f"{NOTE_MARK} {m} on {s}: {n}" for (s, m), n in notes(records).items()]
 
 
+def aligned(header: list, rows: list[list]) -> list[str]:
+    """Text lines of a table: the first two columns (scenario, method) left-aligned, the rest
+    right-aligned, a rule under the header and a blank line between scenarios."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(
+        str(c).rjust(w) if i > 1 else str(c).ljust(w)
+        for i, (c, w) in enumerate(zip(r, widths, strict=True))
+    )
+    out = [line(header), line(["-" * w for w in widths])]
+    last = None
+    for r in rows:
+        if last is not None and r[0] != last:
+            out.append("")
+        out.append(line(r))
+        last = r[0]
+    return out
+
+
 def table(records, metrics=TABLE_METRICS, *, with_legend: bool = False) -> str:
     """Mean ± std over seeds per (scenario, method) as aligned text; methods with diverged or
     skipped seeds are marked, with a footnote naming the seeds. ``with_legend`` adds
@@ -193,18 +211,7 @@ def table(records, metrics=TABLE_METRICS, *, with_legend: bool = False) -> str:
                 *[_fmt(v["stats"].get(c)) for c in cols],
             ]
         )
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(
-        str(c).rjust(w) if i > 1 else str(c).ljust(w)
-        for i, (c, w) in enumerate(zip(r, widths, strict=True))
-    )
-    out = [line(header), line(["-" * w for w in widths])]
-    last = None
-    for r in rows:
-        if last is not None and r[0] != last:
-            out.append("")
-        out.append(line(r))
-        last = r[0]
+    out = aligned(header, rows)
     below = footnotes(records)
     if below:
         out += ["", *below]

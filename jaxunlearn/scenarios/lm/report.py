@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from jaxunlearn.scenarios.report import DIVERGED_MARK, footnotes, summarize
+from jaxunlearn.scenarios.report import DIVERGED_MARK, aligned, footnotes, summarize
 
 TABLE_METRICS = (
     "forget_quality",
@@ -76,18 +76,7 @@ def table(records, *, metrics=TABLE_METRICS, with_legend: bool = True) -> str:
         rows.append(
             [scen, method, f"{ok}/{v['n']}{mark}", *[_fmt(c, v["stats"].get(c)) for c in cols]]
         )
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(
-        str(c).rjust(w) if i > 1 else str(c).ljust(w)
-        for i, (c, w) in enumerate(zip(r, widths, strict=True))
-    )
-    out = [line(header), line(["-" * w for w in widths])]
-    last = None
-    for r in rows:
-        if last is not None and r[0] != last:
-            out.append("")
-        out.append(line(r))
-        last = r[0]
+    out = aligned(header, rows)
     notes = footnotes(records)
     if notes:
         out += ["", *notes]
