@@ -6,7 +6,9 @@ r"""The experiment binary: train originals and oracles, run unlearning rules, au
 
 A config with ``track = "lm"`` (``experiments/configs/lm_fictitious.py``) runs the language-model
 experiment instead (:mod:`jaxunlearn.scenarios.lm`: target and retain models, LM rules, the TOFU
-table and the forget quality vs model utility plot).
+table and the forget quality vs model utility plot); ``track = "ssl"``
+(``experiments/configs/ssl.py``) the self-supervised one (:mod:`jaxunlearn.scenarios.ssl`: every
+representation rule trained and evaluated, then unlearning in the encoders).
 
 Writes ``results.json`` (one record per scenario, method and seed), ``results.txt`` (the table
 also printed here) and ``results.png`` into ``--workdir``. Rerunning with the same workdir
@@ -43,6 +45,11 @@ def main(argv):
         from jaxunlearn.scenarios.lm import run_lm_experiment
 
         run_lm_experiment(_CONFIG.value, _WORKDIR.value)
+        return
+    if _CONFIG.value.get("track") == "ssl":  # self-supervised encoders and their unlearning
+        from jaxunlearn.scenarios import ssl
+
+        ssl.run(_CONFIG.value, _WORKDIR.value)
         return
     if _CONFIG.value.get("track") == "unlearnable":
         from jaxunlearn.unlearnable import experiment
