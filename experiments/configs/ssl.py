@@ -49,15 +49,17 @@ def get_config(arg=None):
         "steps": 100,
         "forget_batch_size": 64,
         "retain_batch_size": 128,
-        "ascent": {"learning_rate": 1e-4, "forget_weight": 1.0},
+        "ascent": {"learning_rate": 3e-4, "forget_weight": 1.0},
         "rules": {"label_agnostic_forgetting": {}, "bad_teacher": {}},
     }
     if arg == "tiny":
         c.rules = ("simclr", "byol")
-        c.width = 32
-        c.steps = 6
+        c.model = "mlp"
+        c.model_kwargs = {"hidden": (16,)}
+        c.width = 16
+        c.steps = 4
         c.batch_size = 32
-        c.eval_every = 3
+        c.eval_every = 2
         c.probe_epochs = 5
         c.unlearn.encoders = ("simclr",)
         c.unlearn.forget = {"class 0": {"kind": "class", "classes": (0,)}}
