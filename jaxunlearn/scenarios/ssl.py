@@ -28,7 +28,10 @@ Audits (all percent but ``rank``), per model, on the backbone's features: ``CKA_
 ``CKA_orig_forget`` (to the original), ``kNN_forget`` / ``kNN_retain`` (weighted 20-NN of forget /
 retain training examples against the whole test split as labelled memory, the protocol of
 :mod:`jaxunlearn.audit.representation`), ``kNN_test`` (test examples of the kept classes against
-the retain set as memory) and ``rank`` (RankMe of the test features).
+the retain set as memory), ``rank`` (RankMe of the test features) and ``align_forget`` /
+``align_retain`` (Wang and Isola's alignment of two fixed augmented views of the forget / retain
+examples, lower = closer: an encoder trained on an example maps its views closer, a label-free
+trace that k-NN misses when the encoder generalises to a class it never saw).
 
 Writes into the workdir ``results.json`` (records), ``results.txt`` (both tables, also printed),
 ``results.png`` (k-NN accuracy over training; forget-set k-NN and CKA to the oracle per unlearning
@@ -46,6 +49,7 @@ import functools
 import os
 import sys
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +60,7 @@ from jaxunlearn import data as data_lib
 from jaxunlearn import models as models_lib
 from jaxunlearn import repr as repr_lib
 from jaxunlearn import rules as rules_lib
+from jaxunlearn.data import views as views_lib
 from jaxunlearn.data.forget import ForgetSpec, check_fields, make_split, validate
 from jaxunlearn.repr import unlearning
 from jaxunlearn.scenarios import report
@@ -104,6 +109,8 @@ UNLEARN_METRICS = (
     "kNN_retain",
     "kNN_test",
     "rank",
+    "align_forget",
+    "align_retain",
     "train_s",
 )
 KNN_K, KNN_TEMPERATURE = 20, 0.07
@@ -212,14 +219,33 @@ def check_config(config) -> dict:
 # ---------------------------------------------------------------------------------- evaluation
 
 
+class EncoderFeatures(NamedTuple):
+    """Backbone features of one model.
+
+    Attributes:
+      train: ``[n_train, d]`` features of the training split.
+      test: ``[n_test, d]`` features of the test split.
+      views: ``([n_train, d], [n_train, d])`` features of two fixed augmented views of every
+        training example (for the alignment audit), or ``None``.
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    views: tuple[np.ndarray, np.ndarray] | None = None
+
+
 class _Features:
-    """Backbone features of the training and test splits under a network, one jitted program per
-    network."""
+    """Backbone features of the splits (and of two fixed views of the training split) under a
+    network, one jitted program per network."""
 
-    def __init__(self, ds, chunk: int = 1024):
+    def __init__(self, ds, *, key, chunk: int = 1024):
         self.ds, self.chunk, self._programs = ds, chunk, {}
+        pipeline = views_lib.default_pipeline(ds.input_shape)
+        self.views = np.asarray(
+            views_lib.make_views(pipeline, key, jnp.asarray(ds.x_train, jnp.float32), 2)
+        )
 
-    def __call__(self, network, variables) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, network, variables, *, views: bool = False) -> EncoderFeatures:
         key = (network.name, id(network.apply))
         if key not in self._programs:
             self._programs[key] = jax.jit(lambda v, x: network.apply(v, x).features)
@@ -232,7 +258,8 @@ class _Features:
             ]
             return np.asarray(jnp.concatenate(parts)).reshape(len(x), -1)
 
-        return run(self.ds.x_train), run(self.ds.x_test)
+        pair = (run(self.views[0]), run(self.views[1])) if views else None
+        return EncoderFeatures(run(self.ds.x_train), run(self.ds.x_test), pair)
 
 
 def _knn(memory, memory_labels, queries, labels) -> float:
@@ -266,7 +293,7 @@ def unlearning_audit(features, *, oracle, original, ds, split) -> dict[str, floa
     """The representation audits of one model against the oracle and the original.
 
     Args:
-      features: ``(train features, test features)`` of the audited model.
+      features: :class:`EncoderFeatures` (or a ``(train, test)`` pair) of the audited model.
       oracle: the same for the encoder retrained on the retain set.
       original: the same for the encoder before unlearning.
       ds: the dataset (labels).
@@ -274,16 +301,20 @@ def unlearning_audit(features, *, oracle, original, ds, split) -> dict[str, floa
 
     Returns:
       ``{metric: value}`` (see the module docstring); empty when the features are not finite.
+      With ``features.views``, also ``align_forget`` / ``align_retain``: Wang and Isola's
+      alignment of two views of the forget / retain examples (lower = views closer: an encoder
+      trained on an example tends to map its views closer together, a label-free trace of it).
     """
-    train, test = features
+    features, oracle, original = (EncoderFeatures(*f) for f in (features, oracle, original))
+    train, test = features.train, features.test
     if not (np.all(np.isfinite(train)) and np.all(np.isfinite(test))):
         return {}
     retain = _subsample(split.retain)
     out = {}
     for part, rows in (("forget", split.forget), ("retain", retain)):
-        out[f"CKA_oracle_{part}"] = 100.0 * audit.linear_cka(train[rows], oracle[0][rows])
+        out[f"CKA_oracle_{part}"] = 100.0 * audit.linear_cka(train[rows], oracle.train[rows])
     out["CKA_orig_forget"] = 100.0 * audit.linear_cka(
-        train[split.forget], original[0][split.forget]
+        train[split.forget], original.train[split.forget]
     )
     out["kNN_forget"] = _knn(test, ds.y_test, train[split.forget], ds.y_train[split.forget])
     out["kNN_retain"] = _knn(test, ds.y_test, train[retain], ds.y_train[retain])
@@ -291,6 +322,10 @@ def unlearning_audit(features, *, oracle, original, ds, split) -> dict[str, floa
         train[split.retain], ds.y_train[split.retain], test[split.test], ds.y_test[split.test]
     )
     out["rank"] = audit.effective_rank(test)
+    if features.views is not None and all(np.all(np.isfinite(v)) for v in features.views):
+        a, b = features.views
+        out["align_forget"] = audit.alignment(a[split.forget], b[split.forget])
+        out["align_retain"] = audit.alignment(a[retain], b[retain])
     return out
 
 
@@ -360,14 +395,21 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
     withheld = make_stream(
         ds.x_train, unlearning.withheld_labels(ds.y_train), {"retain": everything}
     )
-    features = _Features(ds)
+    features = _Features(ds, key=jax.random.fold_in(root, 3))
     os.makedirs(workdir, exist_ok=True)
     records: list[report.Record] = []
     curves: dict[str, list] = {}
-    scores = lambda net, v: encoder_scores(*features(net, v), ds, probe_epochs=cfg["probe_epochs"])
+
+    def scores(net, v):
+        f = features(net, v)
+        return encoder_scores(f.train, f.test, ds, probe_epochs=cfg["probe_epochs"])
 
     def knn_of(net):
-        return lambda v: (lambda f: _knn(f[0], ds.y_train, f[1], ds.y_test))(features(net, v))
+        def evaluate(v):
+            f = features(net, v)
+            return _knn(f.train, ds.y_train, f.test, ds.y_test)
+
+        return evaluate
 
     # ---- references: raw pixels, the random backbone, supervised training
     flat = ds.x_train.reshape(n, -1), ds.x_test.reshape(len(ds.x_test), -1)
@@ -448,7 +490,7 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
         if name not in trained:
             continue
         net, start, original = trained[name]
-        original_features = features(net, original)
+        original_features = features(net, original, views=True)
         for label, spec in u["forget"].items():
             split = make_split(ds, spec, seed=int(cfg["root_seed"]))
             scenario = f"{name}: {label}"
@@ -465,7 +507,7 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
                 num_steps=cfg["steps"],
                 key=data_key,
             )
-            oracle_features = features(net, res.variables)
+            oracle_features = features(net, res.variables, views=True)
             audit_of = functools.partial(
                 unlearning_audit,
                 oracle=oracle_features,
@@ -518,7 +560,8 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
                     num_steps=u["steps"],
                     key=jax.random.fold_in(data_key, 7),
                 )
-                m = audit_of(features(view, res.variables)) if not res.diverged else {}
+                diverged = res.diverged
+                m = {} if diverged else audit_of(features(view, res.variables, views=True))
                 records.append(_record(scenario, method, m, train_s=res.runtime_s))
                 log(
                     f"  [ssl] {scenario} / {method}: "
@@ -538,7 +581,8 @@ LEGEND = (
     "to the encoder retrained without the forget set, on forget / retain training examples; "
     "CKA_orig_forget = to the encoder before unlearning; kNN_forget / kNN_retain = 20-NN of forget "
     "/ retain training examples against the test split as memory; kNN_test = test examples of the "
-    "kept classes against the retain set as memory. No unlearning method reads a label."
+    "kept classes against the retain set as memory; align_* = alignment of two augmented views "
+    "of forget / retain examples (lower = closer). No unlearning method reads a label."
 )
 
 

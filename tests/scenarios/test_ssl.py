@@ -40,6 +40,7 @@ def test_the_tiny_config_writes_tables_results_curves_and_plot(tmp_path):
     assert oracle["CKA_orig_forget"] == pytest.approx(original["CKA_oracle_forget"], abs=1e-3)
     for m in unlearn.values():
         assert 0 <= m["kNN_forget"] <= 100 and 0 <= m["CKA_oracle_retain"] <= 100 + 1e-3
+        assert 0 <= m["align_forget"] <= 4 and 0 <= m["align_retain"] <= 4
     curves = json.loads((tmp_path / "curves.json").read_text())
     assert [s for s, _ in curves["simclr"]] == [0, 2, 4]
     text = (tmp_path / "results.txt").read_text()
@@ -83,6 +84,13 @@ def test_unlearning_audit_on_hand_made_features():
     # CKA of [[1, 0], [1, .1]] to [[1, 1], [1, 2]] on two rows: both vary along one axis -> 1.
     assert out["CKA_orig_forget"] == pytest.approx(100.0)
     assert out["rank"] > 1.0
+    assert "align_forget" not in out  # no views given
+    # Views: forget pairs identical (alignment 0), retain pairs orthogonal (|a - b|^2 = 2).
+    a = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], np.float32)
+    b = np.array([[1, 0], [0, 1], [0, 1], [1, 0]], np.float32)
+    viewed = ssl.EncoderFeatures(train, test, (a, b))
+    out = ssl.unlearning_audit(viewed, oracle=viewed, original=viewed, ds=ds, split=split)
+    assert out["align_forget"] == pytest.approx(0.0) and out["align_retain"] == pytest.approx(2.0)
     assert (
         ssl.unlearning_audit(
             (train * np.nan, test), oracle=(train, test), original=(train, test), ds=ds, split=split
