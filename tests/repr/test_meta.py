@@ -109,15 +109,13 @@ def test_truncated_unrolls_carry_state_reset_tasks_and_vmap_matches_sequential()
     np.testing.assert_array_equal(two.inner.serial, [1, 1])
     np.testing.assert_array_equal(two.inner.step, [2, 2])
     assert not np.array_equal(two.inner.task.classes, one.inner.task.classes)
-    ev = trainers[0].evaluate(two.theta, jax.random.key(3))
-    assert set(ev) == {"loss", "accuracy", "random_loss", "random_accuracy"}
-    assert all(np.isfinite(float(v)) for v in ev.values())
-    # meta_train continues a history and evaluates at multiples of eval_every and at the end.
+    # meta_train continues from a state and a history, one meta-step per key fold-in.
+    history = {"meta_loss": [0.5], "meta_accuracy": [0.5], "grad_norm": [1.0], "eval": []}
     state3, history = meta.meta_train(
-        trainers[0], 1, key=jax.random.key(5), state=two, eval_every=2
+        trainers[0], 1, key=jax.random.key(5), state=two, history=history
     )
-    assert int(state3.step) == 3 and len(history["meta_loss"]) == 1
-    assert [e["step"] for e in history["eval"]] == [2, 3]
+    assert int(state3.step) == 3 and len(history["meta_loss"]) == 2
+    np.testing.assert_array_equal(state3.inner.step, [2, 2])
 
 
 @pytest.mark.parametrize(
@@ -150,6 +148,6 @@ def test_bad_trainer_input_fails_before_compute():
         meta.meta_trainer(wide, train)
     with pytest.raises(ValueError, match="`num_steps` must be an integer >= 1"):
         meta.meta_train(meta.meta_trainer(net(), train), 0, key=jax.random.key(0))
-    with pytest.raises(ValueError, match="no example"):
+    with pytest.raises(ValueError, match="classes \\[1\\] have none"):
         meta.task_data(np.zeros((3, 2)), np.asarray([0, 0, 2]))
     assert learned.architecture_of(jax.eval_shape(net().init, jax.random.key(0))) == (64, 8)
