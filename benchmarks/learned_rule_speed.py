@@ -10,8 +10,8 @@ included), compile time excluded; each variant is timed over ``--repeats`` meta-
 warm-up step.
 
 Usage:
-  PYTHONPATH=. python benchmarks/learned_rule_speed.py [--tasks 8] [--unroll 10] [--batch 64]
-      [--hidden 64,32] [--theta_hidden 32] [--repeats 5]
+  PYTHONPATH=. python benchmarks/learned_rule_speed.py [--tasks 8] [--unroll 10] [--batch 32]
+      [--hidden 64,32] [--theta_hidden 16] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--unroll", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--hidden", default="64,32", help="the base MLP's hidden widths")
-    parser.add_argument("--theta_hidden", type=int, default=32)
+    parser.add_argument("--theta_hidden", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     set_cpu_flags()

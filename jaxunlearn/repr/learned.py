@@ -158,10 +158,10 @@ def _dense(key: Array, fan_in: int, fan_out: int, scale: float = 1.0) -> dict:
 def init_theta(
     key: Array,
     *,
-    hidden: int = 32,
+    hidden: int = 16,
     channels: int = 4,
     rank: int = 4,
-    learning_rate: float = 0.05,
+    learning_rate: float = 0.02,
     bias_learning_rate: float = 0.01,
 ) -> dict:
     """Fresh parameters of the learned rule (shared by every unit, independent of the base
@@ -376,7 +376,7 @@ def learned_unsupervised_rule(
     theta: PyTree | None = None,
     checkpoint: str | None = None,
     step_scale: float = 1.0,
-    hidden: int = 32,
+    hidden: int = 16,
     channels: int = 4,
     rank: int = 4,
 ) -> UnlearningRule:

@@ -226,7 +226,7 @@ class MetaSettings:
     num_tasks: int = 8
     unroll_length: int = 10
     trajectory_length: int = 100
-    batch_size: int = 64
+    batch_size: int = 32
     num_ways: int = 5
     shots: int = 10
     queries: int = 10

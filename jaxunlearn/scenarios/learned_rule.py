@@ -51,9 +51,9 @@ DEFAULTS = {
     "evaluation": {},
     "distributed": False,
 }
-RULE_DEFAULTS = {"hidden": 32, "channels": 4, "rank": 4}
+RULE_DEFAULTS = {"hidden": 16, "channels": 4, "rank": 4}
 META_RUN_DEFAULTS = {"num_steps": 150, "eval_every": 25, "eval_tasks": 16, "checkpoint_every": 50}
-EVALUATION_DEFAULTS = {"seeds": 3, "steps": 100, "batch_size": 64, "knn_k": 20, "probe_epochs": 100}
+EVALUATION_DEFAULTS = {"seeds": 3, "steps": 100, "batch_size": 32, "knn_k": 20, "probe_epochs": 100}
 ENCODERS = ("random_encoder", "untrained_rule", "learned_rule")
 METRICS = ("knn", "linear_probe", "ridge_loss", "ridge_accuracy")
 THETA_DIR = "learned_rule"
