@@ -325,6 +325,7 @@ def write(records, history, cfg, workdir, *, seconds: float, stream=None) -> dic
     summary = {
         "meta_steps": len(history["meta_loss"]),
         "meta_seconds": seconds,
+        # Wall clock of meta-training, compilation and evaluations included.
         "inner_steps_per_s": (
             len(history["meta_loss"])
             * cfg["meta"]["num_tasks"]
@@ -348,7 +349,8 @@ def write(records, history, cfg, workdir, *, seconds: float, stream=None) -> dic
     lines.append(
         f"meta-training: {summary['meta_steps']} meta-steps x {cfg['meta']['num_tasks']} tasks x "
         f"{cfg['meta']['unroll_length']} inner steps in {seconds:.0f}s "
-        f"({summary['inner_steps_per_s']:.0f} inner steps/s)"
+        f"({summary['inner_steps_per_s']:.0f} inner steps/s, compilation and evaluations "
+        "included; benchmarks/learned_rule_speed.py times the meta-step alone)"
     )
     if evals:
         first, last = evals[0], evals[-1]
