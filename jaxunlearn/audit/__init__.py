@@ -21,6 +21,7 @@ from jaxunlearn.audit.competition import (
     forgetting_score,
     logit_scaled_confidence,
 )
+from jaxunlearn.audit.forget_sets import compare_forget_sets
 from jaxunlearn.audit.klom import klom, margins
 from jaxunlearn.audit.lm import (
     exact_memorization,
@@ -78,6 +79,14 @@ from jaxunlearn.audit.text import (
     verbatim_memorization,
     zlib_lengths,
 )
+from jaxunlearn.audit.attribution import (
+    UnTracResult,
+    leave_dataset_out,
+    run_untrac,
+    spearman,
+    untrac,
+    untrac_inv,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -112,6 +121,14 @@ __all__ = [
     "zrf_score",
     "RelearnResult",
     "relearn_steps",
+    # Data attribution by unlearning (UnTrac) and forget-set comparison.
+    "UnTracResult",
+    "compare_forget_sets",
+    "leave_dataset_out",
+    "run_untrac",
+    "spearman",
+    "untrac",
+    "untrac_inv",
     "linear_cka",
     "linear_probe_accuracy",
     "weighted_knn_accuracy",

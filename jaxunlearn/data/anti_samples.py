@@ -193,7 +193,41 @@ def empty_anti_samples(
     }
 
 
+def anti_sample_extras(
+    corpus: fa.FictitiousAuthors,
+    tokenizer: Tokenizer,
+    row_records: Sequence[fa.QARecord | None],
+    max_len: int,
+    *,
+    seed: int = 0,
+    scope: str = "answer",
+    rationale: str = "fit",
+) -> dict[str, np.ndarray]:
+    """:func:`encode_anti_samples` for every row of a stream, with :func:`empty_anti_samples`
+    filler where a row is no corpus QA record (``None``: another form, a graph fact, a passage
+    window). Pass the result to ``make_stream(..., extra=...)`` (``anti_x``/``anti_y``; the
+    rule reads only the forget part's rows)."""
+    rows = [i for i, r in enumerate(row_records) if r is not None]
+    out = empty_anti_samples(
+        len(row_records), max_len, bos_id=int(tokenizer.bos_id), pad_id=int(tokenizer.pad_id)
+    )
+    if rows:
+        enc = encode_anti_samples(
+            corpus,
+            tokenizer,
+            [row_records[i] for i in rows],
+            max_len,
+            seed=seed,
+            scope=scope,
+            rationale=rationale,
+        )
+        for name, values in enc.items():
+            out[name][rows] = values
+    return out
+
+
 __all__ = [
+    "anti_sample_extras",
     "RATIONALES",
     "AntiSample",
     "anti_samples",

@@ -78,3 +78,15 @@ def test_empty_anti_samples_have_no_target():
     e = asm.empty_anti_samples(3, 8, bos_id=1)
     assert (e["anti_y"] == IGNORE_INDEX).all() and (e["anti_x"][:, 0] == 1).all()
     assert (e["anti_x"][:, 1:] == 0).all() and not e["anti_rationale"].any()
+
+
+def test_extras_for_a_mixed_stream_fill_rows_without_a_record(ds):
+    tok, records = ds.tokenizer, ds.corpus.split("forget10").records[:2]
+    rows = [None, records[0], None, records[1]]
+    out = asm.anti_sample_extras(ds.corpus, tok, rows, 128)
+    assert out["anti_x"].shape == out["anti_y"].shape == (4, 128)
+    direct = asm.encode_anti_samples(ds.corpus, tok, records, 128)
+    np.testing.assert_array_equal(out["anti_y"][[1, 3]], direct["anti_y"])
+    assert (out["anti_y"][[0, 2]] == IGNORE_INDEX).all()
+    assert (out["anti_x"][[0, 2], 0] == tok.bos_id).all()
+    np.testing.assert_array_equal(out["anti_rationale"], [False, True, False, True])

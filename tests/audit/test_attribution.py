@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from rule_testing import LM_ANSWER, LM_PROMPT, LM_VOCAB, _qa_rows, tiny_lm_network
 
-from jaxunlearn.audit import untrac as ut
+from jaxunlearn.audit import attribution as ut
 
 
 def test_spearman_hand_computed():
