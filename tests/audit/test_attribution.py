@@ -58,7 +58,7 @@ def test_untrac_ranks_the_dataset_the_test_set_comes_from_first():
         y,
         groups,
         test,
-        train_steps=80,
+        train_steps=40,
         train_learning_rate=0.02,
         unlearn_steps=3,
         unlearn_learning_rate=1e-3,
