@@ -66,8 +66,8 @@ def main(out: str | None = None) -> dict:
     results: dict = {"corpus": CORPUS, "model": MODEL, "train": TRAIN, "unlearn": UNLEARN}
 
     # ------------------------------------------------------------------ 1. UnTrac
-    groups = np.stack([np.flatnonzero((authors // 4) == k) for k in range(5)]).astype(np.int32)
-    test_rows = np.concatenate([groups[k][: 2 * k] for k in range(5)])
+    groups = ut.author_groups(authors, np.arange(len(x)), 5)  # 4 authors (20 rows) each
+    test_rows = ut.graded_rows(groups, (0, 2, 4, 6, 8))
     test = (extra["paraphrase_x"][test_rows], extra["paraphrase_y"][test_rows])
     res = ut.run_untrac(
         net.apply,

@@ -8,6 +8,16 @@ audit module that registers its audits (``register``, ``register_ensemble``) nee
 import importlib
 import pkgutil
 
+from jaxunlearn.audit.attribution import (
+    UnTracResult,
+    author_groups,
+    graded_rows,
+    leave_dataset_out,
+    run_untrac,
+    spearman,
+    untrac,
+    untrac_inv,
+)
 from jaxunlearn.audit.classification import (
     accuracy_percent,
     avg_gap,
@@ -79,14 +89,6 @@ from jaxunlearn.audit.text import (
     verbatim_memorization,
     zlib_lengths,
 )
-from jaxunlearn.audit.attribution import (
-    UnTracResult,
-    leave_dataset_out,
-    run_untrac,
-    spearman,
-    untrac,
-    untrac_inv,
-)
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -123,7 +125,9 @@ __all__ = [
     "relearn_steps",
     # Data attribution by unlearning (UnTrac) and forget-set comparison.
     "UnTracResult",
+    "author_groups",
     "compare_forget_sets",
+    "graded_rows",
     "leave_dataset_out",
     "run_untrac",
     "spearman",

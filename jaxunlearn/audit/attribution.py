@@ -98,6 +98,51 @@ def check_groups(groups, num_rows: int) -> np.ndarray:
     return g.astype(np.int32)
 
 
+def author_groups(author, rows, num_groups: int) -> np.ndarray:
+    """``[K, n]`` datasets for UnTrac from a corpus's rows: the distinct authors of ``rows``
+    (``author[row] >= 0``; utility facts, ``-1``, are left out) in order of appearance, cut into
+    ``num_groups`` consecutive runs of equally many authors (the remainder is dropped), each
+    dataset holding its authors' rows, truncated to the smallest dataset's size.
+
+    Raises:
+      ValueError: ``num_groups < 2`` or fewer authors than groups.
+    """
+    num_groups = _positive_int("num_groups", num_groups)
+    if num_groups < 2:
+        raise ValueError(f"`num_groups` must be at least 2; got {num_groups}.")
+    rows = np.asarray(rows)
+    who = np.asarray(author)[rows]
+    keep = who >= 0
+    rows, who = rows[keep], who[keep]
+    _, first = np.unique(who, return_index=True)
+    order = who[np.sort(first)]
+    per = len(order) // num_groups
+    if per == 0:
+        raise ValueError(f"{len(order)} authors cannot fill `num_groups`={num_groups} datasets.")
+    groups = [rows[np.isin(who, order[k * per : (k + 1) * per])] for k in range(num_groups)]
+    n = min(len(g) for g in groups)
+    return np.stack([g[:n] for g in groups]).astype(np.int32)
+
+
+def graded_rows(groups, counts: Sequence[int]) -> np.ndarray:
+    """The first ``counts[k]`` rows of each dataset ``groups[k]``, concatenated: a test set whose
+    dependence on the datasets is planted (more rows, more influence).
+
+    Raises:
+      ValueError: one count per dataset is needed, each in ``[0, n]``, not all zero.
+    """
+    g = np.asarray(groups)
+    counts = [int(c) for c in counts]
+    if len(counts) != g.shape[0] or min(counts) < 0 or max(counts) > g.shape[1]:
+        raise ValueError(
+            f"`counts` must give one count in [0, {g.shape[1]}] per dataset ({g.shape[0]}); "
+            f"got {counts}."
+        )
+    if sum(counts) == 0:
+        raise ValueError("`counts` selects no row.")
+    return np.concatenate([g[k, :c] for k, c in enumerate(counts)]).astype(np.int32)
+
+
 def mean_token_loss(apply: Callable, variables: Variables, x: Array, y: Array) -> Array:
     """``L(Z; theta)``: the mean token NLL of ``y`` given ``x`` (scalar, float32)."""
     return losses.token_nll_mean(apply(variables, x).logits, y)

@@ -23,6 +23,23 @@ def test_spearman_hand_computed():
         ut.spearman([1, 2], [1, 2, 3])
 
 
+def test_author_groups_and_graded_rows():
+    author = np.array([0, 0, 1, 1, 1, 2, 2, -1, 3, 3])
+    rows = np.arange(10)
+    # Authors 0..3 in two groups of two: rows {0,1,2,3,4} and {5,6,8,9}, cut to 4 rows each.
+    np.testing.assert_array_equal(ut.author_groups(author, rows, 2), [[0, 1, 2, 3], [5, 6, 8, 9]])
+    # Three groups of one author (author 3 is the remainder): 2 rows each.
+    np.testing.assert_array_equal(ut.author_groups(author, rows, 3), [[0, 1], [2, 3], [5, 6]])
+    with pytest.raises(ValueError, match="num_groups"):
+        ut.author_groups(author, rows, 5)
+    groups = np.array([[0, 1, 2], [3, 4, 5]])
+    np.testing.assert_array_equal(ut.graded_rows(groups, [1, 3]), [0, 3, 4, 5])
+    with pytest.raises(ValueError, match="counts"):
+        ut.graded_rows(groups, [1, 4])
+    with pytest.raises(ValueError, match="no row"):
+        ut.graded_rows(groups, [0, 0])
+
+
 def test_bad_groups_are_rejected():
     with pytest.raises(ValueError, match="groups"):
         ut.check_groups([[0, 1], [2]], 4)
