@@ -8,9 +8,10 @@ forgetting, where the forget set is no separate "task" to negate (Avg. Gap 12.5-
 ``val_forget`` with retain accuracy >= 0.95 x the original's on ``val_control``), over
 candidates 0, 0.25, ..., 5 instead of the reference's 0, 0.05, ..., 1 (too small a negation for
 class 0 on this MLP): class_0 gap 2.27 (task vector) and 2.32 (NegMerge) against 3.75 at the
-fixed 4, random 10% 4.51 and 6.28 against 12.98 and 12.48 (3 seeds; docs/tuning.md). Plain gradient ascent collapses
-the model on class 0 for some seeds, so UNO runs with a per-example cap on the forget loss. LAF
-needs Adam rates ~60x the reference's (which runs 20 epochs on a CNN) to act within 4 epochs.
+fixed 4, random 10% 4.51 and 6.28 against 12.98 and 12.48 (3 seeds; docs/tuning.md). Plain
+gradient ascent collapses the model on class 0 for some seeds, so UNO runs with a per-example cap
+on the forget loss. LAF needs Adam rates ~60x the reference's (which runs 20 epochs on a CNN) to
+act within 4 epochs.
 """
 
 # The candidate lambdas of the forget-set editors' choice (the reference: 0, 0.05, ..., 1).
