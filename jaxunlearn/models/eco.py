@@ -18,7 +18,8 @@ Here:
 
 * **classifier**: logistic regression on the model's own mean features (``Outputs.features``,
   the final normed hidden state averaged over non-pad tokens; the paper fine-tunes a separate
-  RoBERTa), fitted by Newton's method on standardised features with an L2 penalty; a row is
+  RoBERTa), fitted by Newton's method on standardised features with an L2 penalty and the two
+  classes weighed equally (the forget set is the small one); a row is
   flagged when ``P(forget | x) > threshold`` (paper: 0.99 for its RoBERTa; 0.5 by default here,
   a logistic model on a small corpus is less confident). It is trained on the prompts alone and on
   the full question-answer rows, the two inputs it sees (generation, scoring);
@@ -117,11 +118,15 @@ def _logistic_newton(x, y, ridge):
     scale = jnp.where(scale > 1e-8, scale, 1.0)
     z = jnp.concatenate([(x - mean) / scale, jnp.ones((x.shape[0], 1), x.dtype)], 1)
     penalty = ridge * jnp.eye(z.shape[1]).at[-1, -1].set(0.0)  # no penalty on the bias
+    # Balanced classes: each weighs half (the forget set is usually the small one).
+    positives = y.sum()
+    weight = jnp.where(y > 0, 0.5 / positives, 0.5 / (y.size - positives)) * y.size
 
     def step(w, _):
         p = jax.nn.sigmoid(z @ w)
-        grad = z.T @ (p - y) + penalty @ w
-        hess = (z * (p * (1 - p))[:, None]).T @ z + penalty + 1e-6 * jnp.eye(z.shape[1])
+        grad = z.T @ (weight * (p - y)) + penalty @ w
+        curvature = weight * p * (1 - p)
+        hess = (z * curvature[:, None]).T @ z + penalty + 1e-6 * jnp.eye(z.shape[1])
         return w - jnp.linalg.solve(hess, grad), None
 
     w, _ = jax.lax.scan(step, jnp.zeros(z.shape[1], x.dtype), None, length=25)
@@ -131,7 +136,8 @@ def _logistic_newton(x, y, ridge):
 def fit_prompt_classifier(
     forget_features, retain_features, *, threshold: float = 0.5, ridge: float = 1.0
 ) -> PromptClassifier:
-    """Logistic regression separating forget (label 1) from retain (label 0) features.
+    """Logistic regression separating forget (label 1) from retain (label 0) features, the two
+    classes weighed equally.
 
     Args:
       forget_features, retain_features: ``[n, d]`` features (:func:`prompt_features`).
