@@ -149,7 +149,8 @@ def rocr_edit(
       ``(variables, metrics)``: ``metrics`` holds ``concept_positions`` (forget prompt positions
       redirected; 0 means no concept token was found and nothing changed),
       ``replacement_positions`` (retain positions averaged into ``h_r``; 0 also means no
-      change), ``dropped_positions`` (beyond ``max_positions``), ``residual_norm`` (mean ``|h_r - h_i|``) and ``update_norm``.
+      change), ``dropped_positions`` (beyond ``max_positions``), ``residual_norm`` (mean
+      ``|h_r - h_i|``) and ``update_norm``.
     """
     (fx, fy), (rx, ry) = forget, retain
     kernel = _kernel(variables["params"], layer)
