@@ -3,7 +3,8 @@ then unlearn a class or a random subset from some of the encoders and audit the 
 
 Training (one row per rule of :mod:`jaxunlearn.repr`'s registry that trains an encoder alone;
 rules that need labels, a guide or an old task -- ``lwf``, ``representational_alignment`` -- or
-that cannot be built for the backbone are listed as skipped with the reason). Each rule trains the
+that cannot be built for the backbone -- ``learned_unsupervised_rule`` trains MLPs only -- are
+listed as skipped with the reason). Each rule trains the
 backbone with its projection head (``repr.encoder``) for ``steps`` updates of ``batch_size`` with
 :func:`jaxunlearn.train.fit` (one ``lax.scan``-fused program per ``eval_every`` segment); the labels
 in its stream are withheld (all zero). Reported per rule, on the backbone's features: weighted
@@ -359,6 +360,20 @@ def train_encoder(rule, variables, stream, *, steps, batch_size, eval_every, key
     return variables, state, curve, run_s, compile_s
 
 
+def build_encoder_rule(name, backbone, *, width, num_steps, key, hparams=None):
+    """``(encoder, rule, starting variables)`` of representation rule ``name`` on ``backbone``.
+
+    Raises:
+      ValueError: (or ``TypeError``) when the rule cannot be built or initialised for this
+        backbone; the initialisation is traced abstractly, without compute.
+    """
+    net = repr_lib.encoder(name, backbone, width=width)
+    rule = repr_lib.make(name, net, num_steps=num_steps, **(hparams or {}))
+    start = net.init(key)
+    jax.eval_shape(lambda v: rule.init(v, key=key), start)
+    return net, rule, start
+
+
 def _record(scenario, method, metrics, **extra) -> report.Record:
     status = "ok" if metrics else "diverged"
     return report.Record(scenario, method, 0, status, {**metrics, **extra} if metrics else {})
@@ -451,15 +466,20 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
     for name in cfg["rules"]:
         t0 = time.perf_counter()
         try:
-            net = repr_lib.encoder(name, backbone, width=cfg["width"])
-            rule = repr_lib.make(name, net, num_steps=cfg["steps"], **cfg["hparams"].get(name, {}))
+            net, rule, start = build_encoder_rule(
+                name,
+                backbone,
+                width=cfg["width"],
+                num_steps=cfg["steps"],
+                key=init_key,
+                hparams=cfg["hparams"].get(name, {}),
+            )
         except (ValueError, TypeError) as err:
             if cfg["explicit_rules"]:
                 raise
             cfg["skipped"][name] = f"cannot be built for this backbone: {err}"
             log(f"  [ssl] {name}: skipped ({err})")
             continue
-        start = net.init(init_key)
         variables, state, curve, run_s, compile_s = train_encoder(
             rule,
             start,

@@ -78,14 +78,21 @@ def test_a_target_rule_reads_its_target_at_init_held_fixed():
     np.testing.assert_allclose(state.reference.target["params"]["w"], W0["params"]["w"])
 
 
-def test_every_rule_that_trains_alone_exposes_its_loss():
+def test_every_self_supervised_rule_exposes_its_loss():
     backbone = models.make_network("mlp", input_shape=(8, 8, 1), num_outputs=10, hidden=(8,))
+    exposed, refused = set(), set()
     for name in R.names():
-        info = R.get(name)
-        if info.needs_labels:
+        if R.get(name).needs_labels:
             continue
         net = R.encoder(name, backbone, width=8)
-        U.ssl_objective(R.make(name, net, num_steps=4), name=name)  # no ValueError
+        try:
+            U.ssl_objective(R.make(name, net, num_steps=4), name=name)
+            exposed.add(name)
+        except ValueError as err:
+            assert f"{name} exposes no loss" in str(err)
+            refused.add(name)
+    assert {"simclr", "byol", "vicreg", "barlow_twins", "simsiam", "dino", "rotation"} <= exposed
+    assert refused <= {"learned_unsupervised_rule"}  # a learned update, not a loss's gradient
 
 
 def test_a_rule_without_a_loss_is_rejected_by_name():

@@ -3,10 +3,12 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from experiments.configs import ssl as config_module
+from jaxunlearn import models
 from jaxunlearn import repr as R
 from jaxunlearn.data.datasets import Dataset
 from jaxunlearn.data.forget import Split
@@ -47,6 +49,20 @@ def test_the_registry_is_iterated_and_the_rules_that_cannot_train_alone_say_why(
     assert {"simclr", "byol", "vicreg", "barlow_twins", "simsiam", "dino", "rotation"} <= set(names)
     assert {"lwf", "representational_alignment"} <= set(skipped)
     assert "labels" in skipped["lwf"]
+
+
+def test_a_rule_that_cannot_be_built_for_the_backbone_says_why_before_compute():
+    if "learned_unsupervised_rule" not in R.names():
+        pytest.skip("no learned rule in this registry")
+    cnn = models.make_network("cnn", input_shape=(8, 8, 1), num_outputs=10)
+    with pytest.raises(ValueError, match="MLP"):
+        ssl.build_encoder_rule(
+            "learned_unsupervised_rule", cnn, width=8, num_steps=2, key=jax.random.key(0)
+        )
+    net, _, start = ssl.build_encoder_rule(
+        "simclr", cnn, width=8, num_steps=2, key=jax.random.key(0)
+    )
+    assert net.apply(start, np.zeros((2, 8, 8, 1), np.float32)).projection.shape == (2, 128)
 
 
 def test_unlearning_audit_on_hand_made_features():
