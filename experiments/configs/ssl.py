@@ -2,12 +2,13 @@ r"""Self-supervised encoders on scikit-learn's `digits`, then unlearning in them
 
 Every representation rule of `jaxunlearn.repr` that trains an encoder from unlabelled data alone
 (the registry is iterated: `lwf` and `representational_alignment` need labels, a guide or an old
-task and are listed as skipped) trains the digits CNN with its projection head, 300 steps of
-batch 256; the table holds weighted 20-NN and linear-probe accuracy, RankMe effective rank and
-training time per rule, against raw pixels, the randomly initialised CNN and supervised training
-on the labels; the plot holds k-NN accuracy over training. Then class 0 and a random 10% of the
-training set are unlearned, without labels, from the SimCLR and BYOL encoders (the SSL loss
-turned around, LAF, bad teaching) and audited against encoders retrained without them. Run:
+task, `learned_unsupervised_rule` trains MLPs only; they are listed as skipped, with the reason)
+trains the digits CNN with its projection head, 300 steps of batch 256; the table holds weighted
+20-NN and linear-probe accuracy, RankMe effective rank and training time per rule, against raw
+pixels, the randomly initialised CNN and supervised training on the labels; the plot holds k-NN
+accuracy over training. Then class 0 and a random 10% of the training set are unlearned, without
+labels, from the SimCLR and BYOL encoders (the SSL loss turned around, LAF, bad teaching) and
+audited against encoders retrained without them. Run:
 
     python -m experiments.main --config=experiments/configs/ssl.py --workdir=/tmp/ssl
 
