@@ -6,7 +6,9 @@ r"""The experiment binary: train originals and oracles, run unlearning rules, au
 
 A config with ``track = "lm"`` (``experiments/configs/lm_fictitious.py``) runs the language-model
 experiment instead (:mod:`jaxunlearn.scenarios.lm`: target and retain models, LM rules, the TOFU
-table and the forget quality vs model utility plot).
+table and the forget quality vs model utility plot); ``track = "lm_robust"``
+(``experiments/configs/lm_robust.py``) runs every LM rule through the robustness audits
+(:mod:`jaxunlearn.scenarios.lm_robust`: the rule x audit table and heat map).
 
 Writes ``results.json`` (one record per scenario, method and seed), ``results.txt`` (the table
 also printed here) and ``results.png`` into ``--workdir``. Rerunning with the same workdir
@@ -43,6 +45,11 @@ def main(argv):
         from jaxunlearn.scenarios.lm import run_lm_experiment
 
         run_lm_experiment(_CONFIG.value, _WORKDIR.value)
+        return
+    if _CONFIG.value.get("track") == "lm_robust":  # every LM rule x every robustness audit
+        from jaxunlearn.scenarios.lm_robust import run_lm_robust_experiment
+
+        run_lm_robust_experiment(_CONFIG.value, _WORKDIR.value)
         return
     if _CONFIG.value.get("track") == "unlearnable":
         from jaxunlearn.unlearnable import experiment
