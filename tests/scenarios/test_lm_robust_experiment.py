@@ -210,3 +210,8 @@ def test_tiny_run_end_to_end_and_rerun_restores(bench, tmp_path, capsys):
     finally:
         extensions.ANALYSES.pop("_count_rules", None)
         extensions.WRAPPERS.pop("_identity", None)
+
+
+def test_unknown_variant_is_named():
+    with pytest.raises(ValueError, match="no-such-variant"):
+        lm_robust.get_config("no-such-variant")
