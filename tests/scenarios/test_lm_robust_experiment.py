@@ -9,7 +9,6 @@ import pytest
 
 from experiments.configs import lm_robust
 from jaxunlearn import rules as rules_lib
-from jaxunlearn.data import fictitious_variants as fv
 from jaxunlearn.scenarios.lm_robust import (
     build_benchmark,
     extensions,
@@ -126,19 +125,22 @@ def _records():
         return Record("forget10", method, seed, "ok", m)
 
     return [
-        rec("target", 0, **{"forget/qa": 1.0, "cv/cosine": 1.0}),
-        rec("retain", 0, **{"forget/qa": 0.2, "cv/cosine": 0.0}),
-        rec("npo", 0, **{"forget/qa": 0.5, "cv/cosine": 0.9}),
-        rec("npo", 1, **{"forget/qa": 0.7, "cv/cosine": 0.9}),
+        rec("target", 0, **{"forget/qa": 1.0, "cv/cosine": 1.0, "icl/k_shot": 0.0}),
+        rec("retain", 0, **{"forget/qa": 0.2, "cv/cosine": 0.0, "icl/k_shot": 0.05}),
+        rec("npo", 0, **{"forget/qa": 0.5, "cv/cosine": 0.9, "icl/k_shot": 0.0}),
+        rec("npo", 1, **{"forget/qa": 0.7, "cv/cosine": 0.9, "icl/k_shot": 0.0}),
     ]
 
 
 def test_knowledge_left_hand_case(tmp_path):
     methods, metrics, means, share = report_lib.knowledge_left(_records())
-    assert methods == ["target", "retain", "npo"] and metrics == ["forget/qa", "cv/cosine"]
-    np.testing.assert_allclose(means[2], [0.6, 0.9])
-    # (0.6 - 0.2) / (1.0 - 0.2) = 0.5; (0.9 - 0) / (1 - 0) = 0.9.
-    np.testing.assert_allclose(share, [[1, 1], [0, 0], [0.5, 0.9]])
+    assert methods == ["target", "retain", "npo"]
+    assert metrics == ["forget/qa", "icl/k_shot", "cv/cosine"]
+    np.testing.assert_allclose(means[2], [0.6, 0.0, 0.9])
+    # (0.6 - 0.2) / (1.0 - 0.2) = 0.5; (0.9 - 0) / (1 - 0) = 0.9; icl/k_shot's ends differ by
+    # 0.05 < MIN_SPAN: not normalised.
+    nan = np.nan
+    np.testing.assert_allclose(share, [[1, nan, 1], [0, nan, 0], [0.5, nan, 0.9]])
     text = report_lib.table(_records())
     assert "0.600±0.100" in text and "cv/cosine [concept_vectors]" in text
     assert os.path.isfile(report_lib.heatmap(_records(), str(tmp_path / "h.png")))
@@ -186,7 +188,7 @@ def test_tiny_run_end_to_end_and_rerun_restores(bench, tmp_path, capsys):
         }
         t, ident = recs[("target", 0)].metrics, recs[("_identity", 0)].metrics
         # Every audit's headline is present; the identity wrapper is the target, audited again.
-        for _, metric, _ in report_lib.COLUMNS:
+        for _, metric, _, _ in report_lib.COLUMNS:
             assert metric in t, metric
         for k, v in t.items():
             assert math.isclose(v, ident[k], abs_tol=1e-5) or (

@@ -135,7 +135,15 @@ def form_consistency(ctx: AuditContext, network, variables) -> dict:
             for f, enc in sets.items()
         }
     out = lr.form_consistency(results["forget"], results["retain"], trained_form=b.unlearn_form)
-    return {k: float(v) for k, v in out.items()}
+    return with_derived({k: float(v) for k, v in out.items()})
+
+
+def with_derived(metrics: dict) -> dict:
+    """``metrics`` with ``forget/other_forms`` (= ``forget/form_gap + forget/qa``, the mean
+    accuracy of the forms unlearning did not see) when both are present."""
+    if "forget/form_gap" in metrics and "forget/qa" in metrics:
+        return {**metrics, "forget/other_forms": metrics["forget/form_gap"] + metrics["forget/qa"]}
+    return metrics
 
 
 def _rows(enc: dict, keep) -> dict:
@@ -363,53 +371,79 @@ AUDITS: dict[str, Callable[..., dict]] = {
     "waterdrum": waterdrum,
     "retain_similarity": retain_similarity,
 }
-# The table's columns: (audit, metric, what it means; "higher" = more knowledge left unless
-# stated). The first of each audit is its heat-map cell.
-COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("form_consistency", "forget/qa", "forget key-fact accuracy, QA form (what unlearning saw)"),
+# The table's columns: (audit, metric, meaning, heat-map cell?). The heat map shows the metrics
+# that measure knowledge of the forget facts, where target (knows) and retain model (never saw)
+# are the two ends; the others (utility, gaps) are in the table only.
+COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
+    (
+        "form_consistency",
+        "forget/qa",
+        "forget key-fact accuracy, QA form (what unlearning saw)",
+        True,
+    ),
+    (
+        "form_consistency",
+        "forget/other_forms",
+        "mean forget accuracy over the other forms (cloze, multiple choice, true/false, narrative)",
+        True,
+    ),
     (
         "form_consistency",
         "forget/form_gap",
-        "other forms' mean accuracy minus QA's (> 0: knowledge left in unseen forms)",
+        "other forms' mean accuracy minus QA's (> 0: knowledge left in unseen forms; the retain "
+        "model's is the chance level of the choice forms)",
+        False,
     ),
-    ("form_consistency", "retain/qa", "retain key-fact accuracy, QA form (utility)"),
-    ("structural", "graph/forget", "key-fact accuracy on the forgotten graph facts"),
+    ("form_consistency", "retain/qa", "retain key-fact accuracy, QA form (utility)", False),
+    ("structural", "graph/forget", "key-fact accuracy on the forgotten graph facts", True),
     (
         "structural",
         "graph/dep_gap",
-        "independent minus dependent retain graph accuracy "
-        "(> 0: collateral damage on linked facts)",
+        "independent minus dependent retain graph accuracy (> 0: collateral damage on linked "
+        "facts)",
+        False,
+    ),
+    (
+        "relearn",
+        "relearn/start",
+        "held-out half of the forget set: key-fact token accuracy before any attack",
+        False,
     ),
     (
         "relearn",
         "relearn/utility",
-        "held-out forget accuracy after fine-tuning on unrelated utility facts",
+        "... after fine-tuning on unrelated utility facts",
+        True,
     ),
-    ("relearn", "relearn/retain", "... after fine-tuning on retain QA"),
-    ("relearn", "relearn/forget_half", "... after fine-tuning on the other half of the forget set"),
-    ("in_context", "icl/k_shot", "forget accuracy with other facts in context"),
-    ("in_context", "icl/self", "forget accuracy with the fact itself in context"),
+    ("relearn", "relearn/retain", "... after fine-tuning on retain QA", True),
+    ("relearn", "relearn/forget_half", "... after fine-tuning on the other half", True),
+    ("in_context", "icl/k_shot", "forget accuracy with other facts in context", True),
+    ("in_context", "icl/self", "forget accuracy with the fact itself in context", True),
     (
         "latent_probe",
         "probe/last",
         "last-layer probe accuracy on forget multiple choice (chance 1/options)",
+        True,
     ),
     (
         "concept_vectors",
         "cv/cosine",
         "cosine of the target's concept vectors to the audited model's (1 = unmoved)",
+        True,
     ),
     (
         "concept_vectors",
         "cv/projection_change",
         "change of the vectors' concept score (< 0: promotes the concept less)",
+        True,
     ),
-    ("adversarial", "gcg/success", "share of GCG-attacked forget questions answered exactly"),
-    ("waterdrum", "wm/z_forget", "watermark z of the forget owner's key in its answers"),
+    ("adversarial", "gcg/success", "share of GCG-attacked forget questions answered exactly", True),
+    ("waterdrum", "wm/z_forget", "watermark z of the forget owner's key in its answers", True),
     (
         "retain_similarity",
         "js/forget",
         "JS divergence from the retain model on forget QA (0 = exact unlearning)",
+        True,
     ),
 )
 

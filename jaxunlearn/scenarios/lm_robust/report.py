@@ -5,17 +5,29 @@ seeds, :func:`~jaxunlearn.scenarios.report.summarize`); columns are the metrics 
 :data:`~jaxunlearn.scenarios.lm_robust.audits.COLUMNS`. The heat map colours each cell by how much
 of the target's value is left, ``(m - m_retain) / (m_target - m_retain)``: 0 = the retain model's
 value (what exact unlearning gives), 1 = the target's (nothing forgotten), and prints the raw mean
-in the cell.
+in the cell (blank colour where target and retain differ by less than :data:`MIN_SPAN`: no
+scale). Only the columns that measure knowledge of the forget facts are mapped; utility and gap
+columns are in the table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
-from jaxunlearn.scenarios.lm_robust.audits import COLUMNS
-from jaxunlearn.scenarios.report import DIVERGED_MARK, aligned, summarize
+from jaxunlearn.scenarios.lm_robust.audits import COLUMNS, with_derived
+from jaxunlearn.scenarios.report import DIVERGED_MARK, aligned
+from jaxunlearn.scenarios.report import summarize as _summarize
+
+MIN_SPAN = 0.1  # |target - retain| below which a column is not normalised (blank cell)
+
+
+def summarize(records):
+    """:func:`~jaxunlearn.scenarios.report.summarize` with the derived metrics added."""
+    return _summarize([dataclasses.replace(r, metrics=with_derived(r.metrics)) for r in records])
+
 
 TARGET, RETAIN = "target", "retain"
 
@@ -50,7 +62,7 @@ def table(records, *, with_legend: bool = True) -> str:
     out = aligned(header, rows)
     if with_legend:
         out.append("")
-        out += [f"  {metric} [{audit}]: {meaning}" for audit, metric, meaning in cols]
+        out += [f"  {metric} [{audit}]: {meaning}" for audit, metric, meaning, _ in cols]
         out.append(
             "  rows: target = before unlearning; retain = trained without the forget facts (the "
             "exact-unlearning reference); rules: mean ± std over seeds"
@@ -59,11 +71,12 @@ def table(records, *, with_legend: bool = True) -> str:
 
 
 def knowledge_left(records) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    """``(methods, metrics, means [m, k], share [m, k])``: the table's means and the share of the
-    target's value left, ``(m - retain) / (target - retain)`` (nan where the two are equal)."""
+    """``(methods, metrics, means [m, k], share [m, k])`` of the heat-map columns: the means and
+    the share of the target's value left, ``(m - retain) / (target - retain)`` (nan where the two
+    differ by less than :data:`MIN_SPAN`)."""
     summary = summarize(records)
     present = {m for v in summary.values() for m in v["stats"]}
-    metrics = [c[1] for c in COLUMNS if c[1] in present]
+    metrics = [c[1] for c in COLUMNS if c[1] in present and c[3]]
     methods = [method for (_, method) in summary]
     by = {method: v["stats"] for (_, method), v in summary.items()}
     means = np.array([[by[m].get(k, (math.nan,))[0] for k in metrics] for m in methods], np.float64)
@@ -72,7 +85,7 @@ def knowledge_left(records) -> tuple[list[str], list[str], np.ndarray, np.ndarra
         r = means[methods.index(RETAIN)]
         span = t - r
         with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.where(np.abs(span) > 1e-9, (means - r) / span, math.nan)
+            share = np.where(np.abs(span) >= MIN_SPAN, (means - r) / span, math.nan)
     else:
         share = np.full_like(means, math.nan)
     return methods, metrics, means, share

@@ -135,6 +135,7 @@ def _run(p: RobustPlan, workdir: str, verbose: bool) -> dict:
 
 
 def _brief(metrics: dict) -> str:
+    metrics = audits_lib.with_derived(metrics)
     keys = [c[1] for c in audits_lib.COLUMNS if c[1] in metrics][:6]
     return ", ".join(f"{k} {metrics[k]:.3f}" for k in keys)
 
