@@ -8,7 +8,9 @@ A config with ``track = "lm"`` (``experiments/configs/lm_fictitious.py``) runs t
 experiment instead (:mod:`jaxunlearn.scenarios.lm`: target and retain models, LM rules, the TOFU
 table and the forget quality vs model utility plot); ``track = "lm_robust"``
 (``experiments/configs/lm_robust.py``) runs every LM rule through the robustness audits
-(:mod:`jaxunlearn.scenarios.lm_robust`: the rule x audit table and heat map).
+(:mod:`jaxunlearn.scenarios.lm_robust`: the rule x audit table and heat map);
+``track = "learned_rule"`` (``experiments/configs/learned_rule.py``) meta-trains the learned
+unsupervised rule (:mod:`jaxunlearn.scenarios.learned_rule`).
 
 Writes ``results.json`` (one record per scenario, method and seed), ``results.txt`` (the table
 also printed here) and ``results.png`` into ``--workdir``. Rerunning with the same workdir
@@ -55,6 +57,11 @@ def main(argv):
         from jaxunlearn.unlearnable import experiment
 
         experiment.run(_CONFIG.value, _WORKDIR.value)
+        return
+    if _CONFIG.value.get("track") == "learned_rule":
+        from jaxunlearn.scenarios import learned_rule
+
+        learned_rule.run(_CONFIG.value, _WORKDIR.value)
         return
     from jaxunlearn.scenarios import run_experiment
 
