@@ -74,6 +74,9 @@ def get_config(arg=None):
         "finetune": {"hparams": {"optimizer": _ADAM}},
         # One closed-form edit from the whole forget set (48 rows) and a retain batch.
         "rocr": {"forget_batch_size": 48, "retain_batch_size": 64, "hparams": {"layer": 0}},
+        # ConceptVectors' needle: zero the 4 value vectors that carry the forget set's concept
+        # tokens (found from the whole forget set and a retain batch), one edit.
+        "concept_ablation": {"forget_batch_size": 48, "retain_batch_size": 64},
     }
     c.audits = ()  # () = every audit
     c.audit = {

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxunlearn.data import anti_samples
 from jaxunlearn.data import fictitious_authors as fa
 from jaxunlearn.data import fictitious_variants as fv
 from jaxunlearn.data.tokenizer import Tokenizer
@@ -276,7 +277,17 @@ def build_benchmark(data_kwargs: Mapping, variants: Mapping) -> RobustBenchmark:
         answers=tuple(texts["answer"]),
         key_facts=tuple(texts["key_fact"]),
         author=merged["author"],
-        extra={k: merged[k] for k in ("idk_x", "idk_y", "alt_x", "alt_y")},
+        extra={
+            **{k: merged[k] for k in ("idk_x", "idk_y", "alt_x", "alt_y")},
+            # UnSTAR's anti-samples of the QA rows (filler elsewhere: never a forget QA row).
+            **anti_samples.anti_sample_extras(
+                corpus,
+                tok,
+                [*qa_records, *[None] * (len(merged["x"]) - len(qa_records))],
+                width,
+                seed=int(ck["seed"]),
+            ),
+        },
         train=train,
         forget={SPLIT: forget},
         retain={SPLIT: oracle},
