@@ -16,28 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses as core_losses
 from jaxunlearn.core import optim
 from jaxunlearn.core.rule import rule_from_loss
-from jaxunlearn.core.types import Array, UnlearningRule
+from jaxunlearn.core.types import UnlearningRule
+from jaxunlearn.data.views import rotations
 from jaxunlearn.repr.common import PART, encode, pipeline_of, views_of, with_batch_stats
 from jaxunlearn.repr.registry import rule
 
 ROTATION_SGD = {"name": "sgd", "momentum": 0.9, "weight_decay": 5e-4}
-
-
-def rotations(x: Array) -> tuple[Array, Array]:
-    """``([4, B, H, W, C] rotated images, [4, B] labels)``: ``k`` quarter turns for label ``k``."""
-    if x.ndim != 4 or x.shape[1] != x.shape[2]:
-        raise ValueError(
-            f"rotation prediction needs square images [B, H, H, C]; got shape {tuple(x.shape)}"
-        )
-    rotated = jnp.stack([jnp.rot90(x, k, axes=(1, 2)) for k in range(4)])
-    labels = jnp.broadcast_to(jnp.arange(4, dtype=jnp.int32)[:, None], rotated.shape[:2])
-    return rotated, labels
 
 
 @rule(
