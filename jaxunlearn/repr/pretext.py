@@ -1,10 +1,18 @@
 """Rotation prediction: a pretext task whose labels come from the data itself.
 
 Every example of ``batch["retain"]`` (after one augmented view, :mod:`jaxunlearn.repr.common`) is
-rotated by 0, 90, 180 and 270 degrees and the network's 4-way head (``repr.encoder("rotation",
-...)``: a linear head on the features) is trained with cross-entropy to tell which rotation it
-sees; all four rotations of an image are in the same batch, as in the reference. Labels are never
-read.
+rotated by 0, 90, 180 and 270 degrees (:func:`jaxunlearn.data.views.rotations`) and the
+network's 4-way head (``repr.encoder("rotation", ...)``) is trained with cross-entropy to tell
+which rotation it sees; all four rotations of an image are in the same batch, as in the
+reference. Labels are never read.
+
+The head is a 3-layer MLP (``width -> BN -> ReLU -> width -> BN -> ReLU -> 4``), not a linear
+layer on the features: Gidaris et al. find that the layers next to the rotation classifier
+specialise in the pretext task and that the best features sit a few layers below it (their
+Table 1: block 2 of a 4-block NIN beats the last ones). With a linear head the digits CNN's
+feature layer *is* the rotation classifier's input and its k-NN accuracy falls below a random
+encoder's (89.4% against 94.2% after 300 steps); with the MLP head it rises above it (see the
+README).
 
 References:
   Gidaris, Singh, Komodakis, "Unsupervised Representation Learning by Predicting Image
@@ -37,7 +45,7 @@ ROTATION_SGD = {"name": "sgd", "momentum": 0.9, "weight_decay": 5e-4}
     needs_labels=False,
     task="any",
     sweepable=("learning_rate",),
-    head=lambda width, num_outputs: {"dims": (4,), "batch_norm": False},
+    head=lambda width, num_outputs: {"dims": (width, width, 4), "batch_norm": True},
     num_views=1,
     optimizer=ROTATION_SGD,
 )

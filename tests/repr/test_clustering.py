@@ -1,0 +1,142 @@
+"""SwAV: Sinkhorn-Knopp and the swapped-prediction loss against NumPy loops on tiny inputs, the
+prototypes' freezing and normalisation, bad settings."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxunlearn import models
+from jaxunlearn import repr as R
+from jaxunlearn.repr import clustering
+
+
+def sinkhorn_loop(scores, epsilon, iterations):
+    """main_swav.py's distributed_sinkhorn on one worker, element by element."""
+    b, k = scores.shape
+    q = np.exp(np.asarray(scores, np.float64) / epsilon).T  # [K, B]
+    q = q / q.sum()
+    for _ in range(iterations):
+        for i in range(k):
+            q[i] = q[i] / q[i].sum() / k
+        for j in range(b):
+            q[:, j] = q[:, j] / q[:, j].sum() / b
+    return (q * b).T
+
+
+SCORES = np.array([[0.9, 0.1, -0.3], [0.2, 0.8, 0.0], [0.5, 0.4, -0.9], [-0.1, 0.3, 0.7]])
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 3])
+def test_sinkhorn_matches_the_reference_loop(iterations):
+    got = np.asarray(
+        clustering.sinkhorn_knopp(jnp.asarray(SCORES), epsilon=0.5, iterations=iterations)
+    )
+    np.testing.assert_allclose(got, sinkhorn_loop(SCORES, 0.5, iterations), rtol=1e-5)
+    if iterations:
+        np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-5)  # every example is assigned
+    # With epsilon 0.05 the exponentials reach e^18; subtracting the max changes nothing.
+    np.testing.assert_allclose(
+        clustering.sinkhorn_knopp(jnp.asarray(SCORES), epsilon=0.05, iterations=3),
+        sinkhorn_loop(SCORES, 0.05, 3),
+        rtol=1e-4,
+        atol=1e-7,
+    )
+
+
+def test_sinkhorn_spreads_a_batch_that_prefers_one_prototype():
+    # All four examples score prototype 0 highest; the codes still share the batch out.
+    scores = jnp.asarray([[1.0, 0.0], [0.9, 0.1], [0.8, 0.3], [0.7, 0.6]])
+    q = np.asarray(clustering.sinkhorn_knopp(scores, epsilon=0.05, iterations=50))
+    np.testing.assert_allclose(q.sum(0), [2.0, 2.0], rtol=1e-2)  # B / K per prototype
+    assert q[0, 0] > 0.99 and q[3, 1] > 0.99  # the most and least prototype-0 examples
+
+
+def test_swav_loss_on_two_views_of_two_examples_and_three_prototypes():
+    scores = np.array(
+        [[[0.9, 0.1, -0.3], [0.2, 0.8, 0.0]], [[0.5, 0.4, -0.9], [-0.1, 0.3, 0.7]]]
+    )  # [V=2, B=2, K=3]
+    t, eps = 0.1, 0.05
+
+    def log_softmax(row):
+        row = row / t
+        return row - np.log(np.exp(row).sum())
+
+    expected = 0.0
+    for a, v in ((0, 1), (1, 0)):
+        q = sinkhorn_loop(scores[a], eps, 3)
+        expected += -np.mean([np.sum(q[b] * log_softmax(scores[v, b])) for b in range(2)])
+    expected /= 2
+    got = clustering.swav_loss(jnp.asarray(scores), temperature=t, epsilon=eps, iterations=3)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    # Multi-crop: a third (local) view predicts both codes and is never assigned.
+    three = np.concatenate([scores, scores[:1] * 0.5], 0)
+    local = [log_softmax(three[2, b]) for b in range(2)]
+    expected3 = 0.0
+    for a in (0, 1):
+        q = sinkhorn_loop(three[a], eps, 3)
+        other = 1 - a
+        sub = -np.mean([np.sum(q[b] * log_softmax(three[other, b])) for b in range(2)])
+        sub += -np.mean([np.sum(q[b] * local[b]) for b in range(2)])
+        expected3 += sub / 2
+    got3 = clustering.swav_loss(jnp.asarray(three), temperature=t, epsilon=eps, num_assigned=2)
+    np.testing.assert_allclose(float(got3), expected3 / 2, rtol=1e-5)
+    # The codes are targets: no gradient flows through them.
+    grad = jax.grad(lambda s: clustering.swav_loss(s, temperature=t))(jnp.asarray(scores))
+    q0 = clustering.sinkhorn_knopp(jnp.asarray(scores[0]), epsilon=eps)
+    p1 = jax.nn.softmax(jnp.asarray(scores[1]) / t, -1)
+    np.testing.assert_allclose(grad[1], (p1 - q0) / t / 2 / 2, rtol=1e-4, atol=1e-6)
+
+
+@functools.cache
+def _net():
+    backbone = models.make_network("mlp", input_shape=(8, 8, 1), num_outputs=10, hidden=(16,))
+    return R.encoder("swav", backbone, width=16)
+
+
+def test_prototypes_are_normalised_and_frozen_for_the_first_steps():
+    net = _net()
+    rule = R.make(
+        "swav",
+        net,
+        n_prototypes=5,
+        freeze_prototypes_steps=2,
+        num_local_views=1,
+        views="identity",
+        local_views="identity",
+    )
+    v = net.init(jax.random.key(0))
+    s = rule.init(v, key=jax.random.key(1))
+    assert s.prototypes.shape == (128, 5)
+    np.testing.assert_allclose(np.linalg.norm(s.prototypes, axis=0), 1.0, rtol=1e-5)
+    x = jax.random.uniform(jax.random.key(2), (8, 8, 8, 1))
+    update = jax.jit(lambda v, s, k: rule.update(v, s, {"retain": {"x": x}}, key=k))
+    protos = [s.prototypes]
+    for i in range(3):
+        v, s, m = update(v, s, jax.random.key(10 + i))
+        assert np.isfinite(float(m["loss"])) and 0 < float(m["code_entropy"]) <= np.log(5) + 1e-5
+        protos.append(s.prototypes)
+    # Frozen: only renormalised (rounding); then released.
+    np.testing.assert_allclose(protos[1], protos[0], atol=1e-6)
+    np.testing.assert_allclose(protos[2], protos[0], atol=1e-6)
+    assert float(jnp.abs(protos[3] - protos[2]).max()) > 1e-4
+    assert int(s.step.count) == 3
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("temperature", 0.0),
+        ("temperature", -0.1),
+        ("epsilon", 0.0),
+        ("epsilon", -0.05),
+        ("n_prototypes", 1),
+        ("sinkhorn_iterations", 0),
+        ("num_views", 1),
+    ],
+)
+def test_bad_settings_name_the_setting(setting, value):
+    with pytest.raises(ValueError, match=f"`{setting}`"):
+        R.make("swav", _net(), **{setting: value})
