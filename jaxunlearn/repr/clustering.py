@@ -289,3 +289,257 @@ def swav(
         )
 
     return UnlearningRule(init, update)
+
+
+# ------------------------------------------------------------------- DeeperCluster (k-means)
+
+
+def spherical_kmeans(
+    points: Array, weights: Array, centroids: Array, iterations: int
+) -> tuple[Array, Array]:
+    """``(centroids [K, D], assignments [N])`` after ``iterations`` Lloyd steps of k-means on
+    unit vectors (cosine similarity), from the given ``centroids``.
+
+    ``weights`` ``[N]`` (0 or 1) leaves unseen rows out; a cluster that gets no point keeps its
+    centroid (DeepCluster instead re-seeds it from a perturbed non-empty one).
+    """
+    points = losses.l2_normalize(points)
+
+    def assign(c):
+        return jnp.argmax(points @ c.T, axis=-1)
+
+    def step(_, c):
+        one_hot = jax.nn.one_hot(assign(c), c.shape[0], dtype=points.dtype) * weights[:, None]
+        sums = one_hot.T @ points
+        counts = one_hot.sum(0)[:, None]
+        return jnp.where(counts > 0, losses.l2_normalize(sums), c)
+
+    centroids = jax.lax.fori_loop(0, int(iterations), step, losses.l2_normalize(centroids))
+    return centroids, assign(centroids)
+
+
+class DeeperClusterState(NamedTuple):
+    """State of :func:`deepcluster`.
+
+    Attributes:
+      opt_state: the optimizer's state over ``{"network": params, "classifier": classifier}``.
+      classifier: ``[D, K * 4]`` linear classifier on the normalised projection (reset at each
+        clustering, as DeepCluster resets its top layer).
+      bank: ``[N, D]`` the latest projection of every example (un-rotated view).
+      seen: ``[N]`` whether the bank row was filled.
+      assignments: ``[N]`` cluster of every example at the last clustering (-1: not yet in the
+        bank then; such examples are trained on their rotation only).
+      centroids: ``[K, D]`` the last clustering's centroids.
+      clustered: whether a clustering has run (before it, only rotations are predicted).
+      step: updates taken so far.
+    """
+
+    opt_state: PyTree
+    classifier: Array
+    bank: Array
+    seen: Array
+    assignments: Array
+    centroids: Array
+    clustered: Array
+    step: StepCounter
+
+
+CLASSIFIER = "classifier"
+
+
+@rule(
+    "deepcluster",
+    parts=(PART,),
+    paper="Caron, Bojanowski, Mairal, Joulin, Unsupervised Pre-Training of Image Features on "
+    "Non-Curated Data (DeeperCluster), ICCV 2019",
+    needs_labels=False,
+    task="any",
+    sweepable=("learning_rate",),
+    head=lambda width, num_outputs: {"dims": (width, width), "batch_norm": True},
+    num_views=1,
+    optimizer=SWAV_ADAM,
+)
+def deepcluster(
+    apply: Callable,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    num_examples: int | None = None,
+    n_clusters: int = 20,
+    recluster_every: int = 20,
+    kmeans_iterations: int = 10,
+    learning_rate: float = 1e-3,
+    views: str | Callable | None = None,
+    train_mode: bool = True,
+    optimizer: optax.GradientTransformation | Mapping | None = None,
+) -> UnlearningRule:
+    """DeeperCluster: k-means pseudo-labels crossed with rotation prediction.
+
+    Every example of the batch is rotated by 0, 90, 180, 270 degrees
+    (:func:`jaxunlearn.data.views.rotations`, after one augmented view) and a linear classifier
+    on the normalised projection predicts the pair (cluster of the example, rotation): ``K * 4``
+    classes, the paper's product of the clustering and the rotation labels. Clusters come from
+    spherical k-means (:func:`spherical_kmeans`) over a bank of every example's latest
+    un-rotated projection, rerun every ``recluster_every`` updates (DeepCluster reclusters every
+    epoch), after which the classifier is reset; before the first clustering (while the bank
+    fills), and for examples not yet in the bank at the last clustering, only the rotation is
+    predicted (the classifier's probabilities summed over clusters). Batch
+    parts must carry ``"index"`` (as :func:`jaxunlearn.train.fit`'s do): the rows of the bank.
+
+    Simplifications of the reference (a VGG-16 on 96M images): one level of clustering instead
+    of the hierarchical super-class / sub-class split across workers, no PCA-whitening of the
+    features before k-means, no uniform sampling over pseudo-labels, Adam by default.
+
+    Args:
+      apply: the encoder's ``apply`` (``repr.encoder("deepcluster", ...)``).
+      input_shape: context; square images.
+      num_examples: rows of the bank: the size of the data the batch indices point into
+        (``len(stream.x)``); required.
+      n_clusters: ``K`` >= 2 (the paper's 320k for 96M images; 20 here for 10-class data).
+      recluster_every: updates between clusterings, >= 1 (about an epoch).
+      kmeans_iterations: Lloyd iterations per clustering, >= 1.
+      learning_rate: step size.
+      views: pipeline of the one view that is rotated.
+      train_mode: BatchNorm in training mode.
+      optimizer: an optax optimizer or settings over Adam.
+
+    Metrics: ``loss``, ``rotation_accuracy`` and ``clustered`` (1 once a clustering ran).
+
+    References:
+      Caron et al., ICCV 2019 (DeeperCluster; facebookresearch/DeeperCluster); Caron et al.,
+      "Deep Clustering for Unsupervised Learning of Visual Features", ECCV 2018 (DeepCluster);
+      Gidaris et al., ICLR 2018 (rotations).
+    """
+    n_clusters = check_count(n_clusters, "n_clusters", 2)
+    recluster_every = check_count(recluster_every, "recluster_every", 1)
+    kmeans_iterations = check_count(kmeans_iterations, "kmeans_iterations", 1)
+    if num_examples is None:
+        raise ValueError(
+            "deepcluster needs `num_examples` (the size of the data batch indices point into, "
+            "e.g. len(stream.x)) for its feature bank"
+        )
+    num_examples = check_count(num_examples, "num_examples", n_clusters)
+    if input_shape is None or len(input_shape) != 3 or input_shape[0] != input_shape[1]:
+        raise ValueError(f"deepcluster needs square images (H, H, C); got {input_shape}")
+    opt = optim.resolve(optimizer, learning_rate=learning_rate, default=SWAV_ADAM)
+    pipeline = pipeline_of(views, input_shape)
+    n_classes = 4 * n_clusters
+
+    def new_classifier(key, dim):
+        bound = 1.0 / dim**0.5
+        return jax.random.uniform(key, (dim, n_classes), jnp.float32, -bound, bound)
+
+    def init(variables: Variables, *, key: Array | None = None) -> DeeperClusterState:
+        shape = jax.eval_shape(
+            lambda v: apply(v, jnp.zeros((2, *input_shape), jnp.float32)), variables
+        )
+        if shape.projection is None:
+            raise ValueError(
+                "deepcluster reads a projection head: build the network with repr.encoder"
+            )
+        dim = shape.projection.shape[-1]
+        key = jax.random.key(0) if key is None else key
+        classifier = new_classifier(jax.random.fold_in(key, 0x4443), dim)
+        trainable = {"network": variables["params"], CLASSIFIER: classifier}
+        return DeeperClusterState(
+            opt.init(trainable),
+            classifier,
+            jnp.zeros((num_examples, dim), jnp.float32),
+            jnp.zeros((num_examples,), jnp.float32),
+            jnp.zeros((num_examples,), jnp.int32),
+            jnp.zeros((n_clusters, dim), jnp.float32),
+            jnp.zeros((), jnp.bool_),
+            StepCounter.zero(),
+        )
+
+    def recluster(state: DeeperClusterState, key: Array) -> DeeperClusterState:
+        k_seed, k_head = jax.random.split(key)
+        # Seed k-means with K distinct seen examples (unseen rows get no chance).
+        noise = jax.random.uniform(k_seed, (num_examples,)) + state.seen
+        seeds = state.bank[jax.lax.top_k(noise, n_clusters)[1]]
+        centroids, assignments = spherical_kmeans(state.bank, state.seen, seeds, kmeans_iterations)
+        classifier = new_classifier(k_head, state.bank.shape[-1])
+        # A fresh top layer starts with fresh optimizer moments.
+        opt_state = _reset_leaf(opt, state.opt_state, CLASSIFIER, classifier)
+        return state._replace(
+            opt_state=opt_state,
+            classifier=classifier,
+            assignments=jnp.where(state.seen > 0, assignments, -1),
+            centroids=centroids,
+            clustered=jnp.ones((), jnp.bool_),
+        )
+
+    def update(variables: Variables, state: DeeperClusterState, batch: Batch, *, key: Array):
+        part = batch[PART]
+        if "index" not in part:
+            raise ValueError(
+                "deepcluster needs the batch part's 'index' (rows of its feature bank), as "
+                "train.fit's batches carry"
+            )
+        due = (state.step.count > 0) & (state.step.count % recluster_every == 0)
+        state = jax.lax.cond(due, recluster, lambda s, k: s, state, jax.random.fold_in(key, 0x4B4D))
+        view = views_of(
+            part, key, pipeline, 1, rule="deepcluster", min_batch=2, why="BatchNorm in the head"
+        )[0]
+        rotated, rotation = views_lib.rotations(view)
+        index = part["index"]
+        cluster = state.assignments[index]
+        known = cluster >= 0  # in the bank when it was last clustered
+        cluster = jnp.maximum(cluster, 0)
+
+        def objective(trainable):
+            out, stats = encode(
+                apply,
+                {**variables, "params": trainable["network"]},
+                rotated,
+                train=train_mode,
+                rule="deepcluster",
+            )
+            z = losses.l2_normalize(out.projection)  # [4, B, D]
+            logits = (z @ trainable[CLASSIFIER]).reshape(4, -1, n_clusters, 4)
+            joint = jax.nn.log_softmax(logits.reshape(4, -1, n_classes), -1).reshape(logits.shape)
+            picked_joint = jnp.take_along_axis(
+                jnp.take_along_axis(joint, cluster[None, :, None, None], 2)[:, :, 0],
+                rotation[..., None],
+                -1,
+            )[..., 0]
+            by_rotation = jax.nn.logsumexp(joint, axis=2)  # marginal over clusters
+            picked_rotation = jnp.take_along_axis(by_rotation, rotation[..., None], -1)[..., 0]
+            loss = -jnp.mean(jnp.where(known[None], picked_joint, picked_rotation))
+            accuracy = jnp.mean(jnp.argmax(by_rotation, -1) == rotation)
+            return loss, (stats, z[0], accuracy)
+
+        trainable = {"network": variables["params"], CLASSIFIER: state.classifier}
+        (loss, (stats, z0, accuracy)), grads = jax.value_and_grad(objective, has_aux=True)(
+            trainable
+        )
+        new, opt_state = optimizer_step(opt, grads, state.opt_state, {"params": trainable})
+        variables = {**variables, "params": new["params"]["network"]}
+        if stats is not None:
+            variables[BATCH_STATS_KEY] = stats
+        state = state._replace(
+            opt_state=opt_state,
+            classifier=new["params"][CLASSIFIER],
+            bank=state.bank.at[index].set(jax.lax.stop_gradient(z0)),
+            seen=state.seen.at[index].set(1.0),
+            step=state.step.next(),
+        )
+        metrics = {
+            "loss": loss,
+            "rotation_accuracy": accuracy,
+            "clustered": state.clustered.astype(jnp.float32),
+        }
+        return variables, state, metrics
+
+    return UnlearningRule(init, update)
+
+
+def _reset_leaf(opt, opt_state, name: str, value: Array):
+    """``opt_state`` with the entries of the ``name`` leaf replaced by a fresh init's."""
+    fresh = opt.init({"network": None, name: value})
+
+    def pick(old, new):
+        if isinstance(old, dict) and name in old and "network" in old:
+            return {**old, name: new[name]}
+        return old
+
+    return jax.tree.map(pick, opt_state, fresh, is_leaf=lambda n: isinstance(n, dict) and name in n)

@@ -19,8 +19,9 @@ So every audit and unlearning rule runs unchanged on an encoder, and
 Head layers: ``Linear -> BatchNorm -> ReLU`` for every hidden width and a final ``Linear`` (BYOL,
 SimSiam, VICReg, Barlow Twins use BatchNorm in their projectors; PyTorch initialisation and
 momentum 0.1 for the running statistics). The DINO head (``kind="dino"``) is
-``Linear -> GELU -> ... -> Linear(bottleneck)``, L2 normalisation, then a weight-normalised linear
-layer without bias whose weight norms are fixed at 1 (DINO's ``norm_last_layer=True``).
+``Linear -> GELU -> ... -> Linear(bottleneck)`` (no activation on the bottleneck), L2
+normalisation, then a weight-normalised linear layer without bias whose weight norms are fixed
+at 1 (DINO's ``norm_last_layer=True``).
 
 References:
   Chen et al., SimCLR, ICML 2020 (the projection head, and why the representation is read before
@@ -111,7 +112,13 @@ def mlp_head_apply(params: dict, stats: dict, h: Array, *, train: bool, kind: st
                 mean, var = running["mean"], running["var"]
                 new_stats[str(i)] = running
             h = (h - mean) / jnp.sqrt(var + BN_EPS) * layer["bn_scale"] + layer["bn_bias"]
-        h = jax.nn.gelu(h, approximate=False) if kind == "dino" else jax.nn.relu(h)
+        if kind == "dino":
+            # DINOHead's MLP ends at the bottleneck without an activation: a GELU there would
+            # make the normalised bottleneck vectors nearly all positive, hence nearly parallel.
+            if i < n_layers - 2:
+                h = jax.nn.gelu(h, approximate=False)
+        else:
+            h = jax.nn.relu(h)
     return h, new_stats
 
 
