@@ -402,7 +402,9 @@ def deepcluster(
       train_mode: BatchNorm in training mode.
       optimizer: an optax optimizer or settings over Adam.
 
-    Metrics: ``loss``, ``rotation_accuracy`` and ``clustered`` (1 once a clustering ran).
+    Metrics: ``loss`` (its scale changes from ``log 4`` to ``log 4K`` at the first clustering),
+    ``rotation_loss`` and ``rotation_accuracy`` (of the rotation alone, the classifier's
+    probabilities summed over clusters) and ``clustered`` (1 once a clustering ran).
 
     References:
       Caron et al., ICCV 2019 (DeeperCluster; facebookresearch/DeeperCluster); Caron et al.,
@@ -505,11 +507,14 @@ def deepcluster(
             by_rotation = jax.nn.logsumexp(joint, axis=2)  # marginal over clusters
             picked_rotation = jnp.take_along_axis(by_rotation, rotation[..., None], -1)[..., 0]
             loss = -jnp.mean(jnp.where(known[None], picked_joint, picked_rotation))
-            accuracy = jnp.mean(jnp.argmax(by_rotation, -1) == rotation)
-            return loss, (stats, z[0], accuracy)
+            rotation_metrics = {
+                "rotation_loss": -jnp.mean(picked_rotation),
+                "rotation_accuracy": jnp.mean(jnp.argmax(by_rotation, -1) == rotation),
+            }
+            return loss, (stats, z[0], rotation_metrics)
 
         trainable = {"network": variables["params"], CLASSIFIER: state.classifier}
-        (loss, (stats, z0, accuracy)), grads = jax.value_and_grad(objective, has_aux=True)(
+        (loss, (stats, z0, rotation_metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
             trainable
         )
         new, opt_state = optimizer_step(opt, grads, state.opt_state, {"params": trainable})
@@ -525,7 +530,7 @@ def deepcluster(
         )
         metrics = {
             "loss": loss,
-            "rotation_accuracy": accuracy,
+            **rotation_metrics,
             "clustered": state.clustered.astype(jnp.float32),
         }
         return variables, state, metrics
