@@ -447,7 +447,7 @@ def deepcluster(
             classifier,
             jnp.zeros((num_examples, dim), jnp.float32),
             jnp.zeros((num_examples,), jnp.float32),
-            jnp.zeros((num_examples,), jnp.int32),
+            jnp.full((num_examples,), -1, jnp.int32),
             jnp.zeros((n_clusters, dim), jnp.float32),
             jnp.zeros((), jnp.bool_),
             StepCounter.zero(),

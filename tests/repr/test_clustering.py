@@ -140,3 +140,77 @@ def test_prototypes_are_normalised_and_frozen_for_the_first_steps():
 def test_bad_settings_name_the_setting(setting, value):
     with pytest.raises(ValueError, match=f"`{setting}`"):
         R.make("swav", _net(), **{setting: value})
+
+
+# --------------------------------------------------------------------------- DeeperCluster
+
+
+def test_spherical_kmeans_on_two_hand_made_groups():
+    points = jnp.asarray([[1.0, 0.1], [2.0, 0.0], [1.0, -0.1], [0.1, 1.0], [0.0, 3.0], [9.0, 9.0]])
+    weights = jnp.asarray([1.0, 1.0, 1.0, 1.0, 1.0, 0.0])  # the last row is not in the bank
+    # One seed per group and one that no point is nearest to (an empty cluster keeps it).
+    seeds = jnp.asarray([[1.0, 0.5], [0.5, 1.0], [-1.0, 0.0]])
+    centroids, assign = clustering.spherical_kmeans(points, weights, seeds, iterations=3)
+    np.testing.assert_array_equal(assign[:5], [0, 0, 0, 1, 1])
+    unit = np.asarray(points) / np.linalg.norm(points, axis=1, keepdims=True)
+    for c, rows in ((0, [0, 1, 2]), (1, [3, 4])):
+        mean = unit[rows].sum(0)  # the unweighted row 5 would pull both toward the diagonal
+        np.testing.assert_allclose(centroids[c], mean / np.linalg.norm(mean), rtol=1e-5)
+    np.testing.assert_allclose(centroids[2], [-1.0, 0.0])
+
+
+def test_deepcluster_clusters_its_bank_and_resets_the_classifier():
+    backbone = models.make_network("mlp", input_shape=(8, 8, 1), num_outputs=10, hidden=(16,))
+    net = R.encoder("deepcluster", backbone, width=16)
+    rule = R.make(
+        "deepcluster", net, num_examples=12, n_clusters=3, recluster_every=2, views="identity"
+    )
+    v = net.init(jax.random.key(0))
+    s = rule.init(v, key=jax.random.key(1))
+    assert s.classifier.shape == (16, 12) and s.bank.shape == (12, 16)
+    x = jax.random.uniform(jax.random.key(2), (12, 8, 8, 1))
+    update = jax.jit(
+        lambda v, s, i, k: rule.update(v, s, {"retain": {"x": x[i], "index": i}}, key=k)
+    )
+    first, second = jnp.arange(6), jnp.arange(6, 12)
+    v, s, m = update(v, s, first, jax.random.key(3))
+    assert float(m["clustered"]) == 0 and float(m["loss"]) == pytest.approx(
+        float(m["rotation_loss"])
+    )
+    np.testing.assert_array_equal(s.seen, [1] * 6 + [0] * 6)
+    v, s, m = update(v, s, second, jax.random.key(4))
+    before_reset = s.classifier
+    v, s, m = update(v, s, first, jax.random.key(5))  # step 2: cluster the full bank first
+    assert float(m["clustered"]) == 1
+    assert set(np.asarray(s.assignments).tolist()) <= {0, 1, 2}
+    # The bank rows are unit projections, and the assignments are their nearest centroids.
+    bank = np.asarray(s.bank)
+    np.testing.assert_allclose(np.linalg.norm(bank, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(s.classifier, before_reset, atol=0.05)  # a fresh top layer
+    # With K x 4 classes the joint loss is no longer the rotation loss alone.
+    assert float(m["loss"]) > float(m["rotation_loss"])
+
+
+def test_deepcluster_bad_settings():
+    backbone = models.make_network("mlp", input_shape=(8, 8, 1), num_outputs=10, hidden=(16,))
+    net = R.encoder("deepcluster", backbone, width=16)
+    with pytest.raises(ValueError, match="`num_examples`"):
+        R.make("deepcluster", net)
+    with pytest.raises(ValueError, match="`n_clusters`"):
+        R.make("deepcluster", net, num_examples=10, n_clusters=1)
+    with pytest.raises(ValueError, match="`num_examples`"):
+        R.make("deepcluster", net, num_examples=5, n_clusters=10)
+    with pytest.raises(ValueError, match="`recluster_every`"):
+        R.make("deepcluster", net, num_examples=10, recluster_every=0)
+    rule = R.make("deepcluster", net, num_examples=10, n_clusters=2)
+    v = net.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="'index'"):
+        jax.eval_shape(
+            lambda v: rule.update(
+                v,
+                rule.init(v, key=jax.random.key(0)),
+                {"retain": {"x": jnp.zeros((4, 8, 8, 1))}},
+                key=jax.random.key(1),
+            ),
+            v,
+        )
