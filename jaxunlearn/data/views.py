@@ -23,6 +23,13 @@ cut-out), ``"grey"`` (a milder crop, elastic noise, cut-out for larger greyscale
 
 :func:`make_views` stacks ``num_views`` independent views into ``[V, B, ...]``.
 
+Multi-crop (DINO, SwAV): every image pipeline has a ``"<name>_local"`` twin drawing small
+crops resized to the full size (:func:`default_local_pipeline`).
+
+Policy selection (SelfAugment): :func:`select_policy` scores candidate pipelines by the
+rotation-prediction proxy (a short rotation-prediction run per policy, :func:`rotation_proxy`,
+scored on held-out clean images) and returns the best one's name for a rule's ``views=``.
+
 References:
   Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations" (SimCLR),
   ICML 2020, Appendix A (the augmentation recipe: crop scale (0.08, 1), jitter strength 0.8 with
@@ -33,6 +40,10 @@ References:
   Document Analysis", ICDAR 2003 (elastic distortions of digits).
   DeVries and Taylor, "Improved Regularization of Convolutional Neural Networks with Cutout",
   arXiv 1708.04552 (2017).
+  Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO), ICCV 2021
+  (multi-crop: local crops of scale (0.05, 0.4)).
+  Reed et al., "SelfAugment: Automatic Augmentation Policies for Self-Supervised Learning",
+  CVPR 2021 (rotation prediction as the label-free score of an augmentation policy).
   See ``shared/reference/unlearnable_and_representation.md`` (Part B) for the SSL losses.
 """
 
