@@ -323,9 +323,9 @@ class DeeperClusterState(NamedTuple):
 
     Attributes:
       opt_state: the optimizer's state over ``{"network": params, "classifier": classifier}``.
-      classifier: ``[D, K * 4]`` linear classifier on the normalised projection (reset at each
+      classifier: ``[D, K * 4]`` linear classifier on the projection (reset at each
         clustering, as DeepCluster resets its top layer).
-      bank: ``[N, D]`` the latest projection of every example (un-rotated view).
+      bank: ``[N, D]`` the latest normalised projection of every example (un-rotated view).
       seen: ``[N]`` whether the bank row was filled.
       assignments: ``[N]`` cluster of every example at the last clustering (-1: not yet in the
         bank then; such examples are trained on their rotation only).
@@ -376,7 +376,7 @@ def deepcluster(
 
     Every example of the batch is rotated by 0, 90, 180, 270 degrees
     (:func:`jaxunlearn.data.views.rotations`, after one augmented view) and a linear classifier
-    on the normalised projection predicts the pair (cluster of the example, rotation): ``K * 4``
+    on the projection predicts the pair (cluster of the example, rotation): ``K * 4``
     classes, the paper's product of the clustering and the rotation labels. Clusters come from
     spherical k-means (:func:`spherical_kmeans`) over a bank of every example's latest
     un-rotated projection, rerun every ``recluster_every`` updates (DeepCluster reclusters every
@@ -496,7 +496,7 @@ def deepcluster(
                 train=train_mode,
                 rule="deepcluster",
             )
-            z = losses.l2_normalize(out.projection)  # [4, B, D]
+            z = out.projection  # [4, B, D]
             logits = (z @ trainable[CLASSIFIER]).reshape(4, -1, n_clusters, 4)
             joint = jax.nn.log_softmax(logits.reshape(4, -1, n_classes), -1).reshape(logits.shape)
             picked_joint = jnp.take_along_axis(
@@ -511,7 +511,7 @@ def deepcluster(
                 "rotation_loss": -jnp.mean(picked_rotation),
                 "rotation_accuracy": jnp.mean(jnp.argmax(by_rotation, -1) == rotation),
             }
-            return loss, (stats, z[0], rotation_metrics)
+            return loss, (stats, losses.l2_normalize(z[0]), rotation_metrics)
 
         trainable = {"network": variables["params"], CLASSIFIER: state.classifier}
         (loss, (stats, z0, rotation_metrics)), grads = jax.value_and_grad(objective, has_aux=True)(

@@ -71,7 +71,8 @@ def mlp_head_init(key: Array, in_dim: int, dims: Sequence[int], *, batch_norm: b
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         last = i == len(dims) - 1
         layer = _dense(keys[i], a, b, bias=not (last and kind == "dino"))
-        if not last and batch_norm and kind == "mlp":
+        # DINOHead (use_bn=True) normalises its hidden layers, not the bottleneck.
+        if batch_norm and i < len(dims) - (2 if kind == "dino" else 1):
             layer["bn_scale"] = jnp.ones((b,), jnp.float32)
             layer["bn_bias"] = jnp.zeros((b,), jnp.float32)
             stats[str(i)] = {"mean": jnp.zeros((b,), jnp.float32), "var": jnp.ones((b,))}
@@ -150,7 +151,8 @@ def with_projection_head(
         (``(4,)`` is a linear head with 4 outputs).
       predictor_dims: widths of the predictor's layers (its last must equal ``dims[-1]``), or
         ``None`` for no predictor.
-      batch_norm: BatchNorm after every hidden layer of the heads (``kind="mlp"``).
+      batch_norm: BatchNorm after every hidden layer of the heads (with ``kind="dino"``, the
+        layers before the bottleneck: DINO's ``use_bn_in_head``).
       kind: ``"mlp"`` or ``"dino"`` (see the module docstring); the predictor is always an MLP.
 
     Returns:
