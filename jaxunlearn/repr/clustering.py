@@ -318,6 +318,17 @@ def spherical_kmeans(
     return centroids, assign(centroids)
 
 
+def pca_whiten(points: Array, weights: Array, eps: float = 1e-5) -> Array:
+    """``points`` centred, rotated onto their principal axes and scaled to unit variance along
+    each (DeepCluster's PCA-whitening before k-means), over the rows with ``weights`` 1."""
+    total = jnp.maximum(weights.sum(), 1.0)
+    mean = (weights[:, None] * points).sum(0) / total
+    centred = points - mean
+    cov = (weights[:, None] * centred).T @ centred / total
+    eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
+    return centred @ eigenvectors / jnp.sqrt(jnp.maximum(eigenvalues, 0.0) + eps)
+
+
 class DeeperClusterState(NamedTuple):
     """State of :func:`deepcluster`.
 
@@ -325,11 +336,11 @@ class DeeperClusterState(NamedTuple):
       opt_state: the optimizer's state over ``{"network": params, "classifier": classifier}``.
       classifier: ``[D, K * 4]`` linear classifier on the projection (reset at each
         clustering, as DeepCluster resets its top layer).
-      bank: ``[N, D]`` the latest normalised projection of every example (un-rotated view).
+      bank: ``[N, F]`` the latest backbone features of every example (un-rotated view).
       seen: ``[N]`` whether the bank row was filled.
       assignments: ``[N]`` cluster of every example at the last clustering (-1: not yet in the
         bank then; such examples are trained on their rotation only).
-      centroids: ``[K, D]`` the last clustering's centroids.
+      centroids: ``[K, F]`` the last clustering's centroids (in the whitened space).
       clustered: whether a clustering has run (before it, only rotations are predicted).
       step: updates taken so far.
     """
@@ -378,16 +389,18 @@ def deepcluster(
     (:func:`jaxunlearn.data.views.rotations`, after one augmented view) and a linear classifier
     on the projection predicts the pair (cluster of the example, rotation): ``K * 4``
     classes, the paper's product of the clustering and the rotation labels. Clusters come from
-    spherical k-means (:func:`spherical_kmeans`) over a bank of every example's latest
-    un-rotated projection, rerun every ``recluster_every`` updates (DeepCluster reclusters every
-    epoch), after which the classifier is reset; before the first clustering (while the bank
-    fills), and for examples not yet in the bank at the last clustering, only the rotation is
-    predicted (the classifier's probabilities summed over clusters). Batch
-    parts must carry ``"index"`` (as :func:`jaxunlearn.train.fit`'s do): the rows of the bank.
+    spherical k-means (:func:`spherical_kmeans`) of the PCA-whitened (:func:`pca_whiten`)
+    bank of every example's latest un-rotated backbone features, rerun every ``recluster_every``
+    updates (DeepCluster reclusters every epoch), after which the classifier is reset. Before
+    the first clustering (while the bank fills), and for examples not yet in the bank at the
+    last clustering, only the rotation is predicted (the classifier's probabilities summed over
+    clusters). Batch parts must carry ``"index"`` (as :func:`jaxunlearn.train.fit`'s do): the
+    rows of the bank.
 
     Simplifications of the reference (a VGG-16 on 96M images): one level of clustering instead
-    of the hierarchical super-class / sub-class split across workers, no PCA-whitening of the
-    features before k-means, no uniform sampling over pseudo-labels, Adam by default.
+    of the hierarchical super-class / sub-class split across workers, no dimension reduction
+    in the PCA, each example's loss weighted by 1 / (its cluster's size) in place of sampling
+    uniformly over pseudo-labels, Adam by default.
 
     Args:
       apply: the encoder's ``apply`` (``repr.encoder("deepcluster", ...)``).
@@ -438,17 +451,17 @@ def deepcluster(
             raise ValueError(
                 "deepcluster reads a projection head: build the network with repr.encoder"
             )
-        dim = shape.projection.shape[-1]
+        dim, feature_dim = shape.projection.shape[-1], shape.features.shape[-1]
         key = jax.random.key(0) if key is None else key
         classifier = new_classifier(jax.random.fold_in(key, 0x4443), dim)
         trainable = {"network": variables["params"], CLASSIFIER: classifier}
         return DeeperClusterState(
             opt.init(trainable),
             classifier,
-            jnp.zeros((num_examples, dim), jnp.float32),
+            jnp.zeros((num_examples, feature_dim), jnp.float32),
             jnp.zeros((num_examples,), jnp.float32),
             jnp.full((num_examples,), -1, jnp.int32),
-            jnp.zeros((n_clusters, dim), jnp.float32),
+            jnp.zeros((n_clusters, feature_dim), jnp.float32),
             jnp.zeros((), jnp.bool_),
             StepCounter.zero(),
         )
@@ -457,9 +470,10 @@ def deepcluster(
         k_seed, k_head = jax.random.split(key)
         # Seed k-means with K distinct seen examples (unseen rows get no chance).
         noise = jax.random.uniform(k_seed, (num_examples,)) + state.seen
-        seeds = state.bank[jax.lax.top_k(noise, n_clusters)[1]]
-        centroids, assignments = spherical_kmeans(state.bank, state.seen, seeds, kmeans_iterations)
-        classifier = new_classifier(k_head, state.bank.shape[-1])
+        points = pca_whiten(state.bank, state.seen)
+        seeds = points[jax.lax.top_k(noise, n_clusters)[1]]
+        centroids, assignments = spherical_kmeans(points, state.seen, seeds, kmeans_iterations)
+        classifier = new_classifier(k_head, state.classifier.shape[0])
         # A fresh top layer starts with fresh optimizer moments.
         opt_state = _reset_leaf(opt, state.opt_state, CLASSIFIER, classifier)
         return state._replace(
@@ -487,6 +501,11 @@ def deepcluster(
         cluster = state.assignments[index]
         known = cluster >= 0  # in the bank when it was last clustered
         cluster = jnp.maximum(cluster, 0)
+        # DeepCluster samples images uniformly over the pseudo-labels; weighting each example by
+        # 1 / (its cluster's size) gives the same expected loss (mean weight 1 over the batch).
+        sizes = jnp.zeros(n_clusters).at[state.assignments].add(1.0, mode="drop")
+        weight = jnp.where(known, 1.0 / jnp.maximum(sizes[cluster], 1.0), 1.0)
+        weight = weight / jnp.mean(weight)
 
         def objective(trainable):
             out, stats = encode(
@@ -506,12 +525,12 @@ def deepcluster(
             )[..., 0]
             by_rotation = jax.nn.logsumexp(joint, axis=2)  # marginal over clusters
             picked_rotation = jnp.take_along_axis(by_rotation, rotation[..., None], -1)[..., 0]
-            loss = -jnp.mean(jnp.where(known[None], picked_joint, picked_rotation))
+            loss = -jnp.mean(weight * jnp.where(known[None], picked_joint, picked_rotation))
             rotation_metrics = {
                 "rotation_loss": -jnp.mean(picked_rotation),
                 "rotation_accuracy": jnp.mean(jnp.argmax(by_rotation, -1) == rotation),
             }
-            return loss, (stats, losses.l2_normalize(z[0]), rotation_metrics)
+            return loss, (stats, out.features[0], rotation_metrics)
 
         trainable = {"network": variables["params"], CLASSIFIER: state.classifier}
         (loss, (stats, z0, rotation_metrics)), grads = jax.value_and_grad(objective, has_aux=True)(

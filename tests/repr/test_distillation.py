@@ -89,7 +89,7 @@ def test_local_views_reach_the_student_but_not_the_teacher():
         )
         s = rule.init(v, key=jax.random.key(0))
         _, s1, m = jax.jit(
-            lambda v, s: rule.update(v, s, {"retain": {"x": x}}, key=jax.random.key(1))
+            lambda v, s, rule=rule: rule.update(v, s, {"retain": {"x": x}}, key=jax.random.key(1))
         )(v, s)
         assert float(m["loss"]) == pytest.approx(one_pair, rel=1e-4)
         # The centre moves toward the mean of the two global teacher outputs only.
