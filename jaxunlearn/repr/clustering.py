@@ -503,7 +503,9 @@ def deepcluster(
         cluster = jnp.maximum(cluster, 0)
         # DeepCluster samples images uniformly over the pseudo-labels; weighting each example by
         # 1 / (its cluster's size) gives the same expected loss (mean weight 1 over the batch).
-        sizes = jnp.zeros(n_clusters).at[state.assignments].add(1.0, mode="drop")
+        # (-1, not yet clustered, would wrap around: it is sent out of bounds and dropped.)
+        in_bank = jnp.where(state.assignments >= 0, state.assignments, n_clusters)
+        sizes = jnp.zeros(n_clusters).at[in_bank].add(1.0, mode="drop")
         weight = jnp.where(known, 1.0 / jnp.maximum(sizes[cluster], 1.0), 1.0)
         weight = weight / jnp.mean(weight)
 
