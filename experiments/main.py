@@ -6,7 +6,11 @@ r"""The experiment binary: train originals and oracles, run unlearning rules, au
 
 A config with ``track = "lm"`` (``experiments/configs/lm_fictitious.py``) runs the language-model
 experiment instead (:mod:`jaxunlearn.scenarios.lm`: target and retain models, LM rules, the TOFU
-table and the forget quality vs model utility plot).
+table and the forget quality vs model utility plot); ``track = "learned_rule"``
+(``experiments/configs/learned_rule.py``) meta-trains the learned unsupervised rule
+(:mod:`jaxunlearn.scenarios.learned_rule`); ``track = "ssl"`` (``experiments/configs/ssl.py``) the
+self-supervised experiment (:mod:`jaxunlearn.scenarios.ssl`: every representation rule trained
+and evaluated, then unlearning in the encoders).
 
 Writes ``results.json`` (one record per scenario, method and seed), ``results.txt`` (the table
 also printed here) and ``results.png`` into ``--workdir``. Rerunning with the same workdir
@@ -44,10 +48,20 @@ def main(argv):
 
         run_lm_experiment(_CONFIG.value, _WORKDIR.value)
         return
+    if _CONFIG.value.get("track") == "ssl":  # self-supervised encoders and their unlearning
+        from jaxunlearn.scenarios import ssl
+
+        ssl.run(_CONFIG.value, _WORKDIR.value)
+        return
     if _CONFIG.value.get("track") == "unlearnable":
         from jaxunlearn.unlearnable import experiment
 
         experiment.run(_CONFIG.value, _WORKDIR.value)
+        return
+    if _CONFIG.value.get("track") == "learned_rule":
+        from jaxunlearn.scenarios import learned_rule
+
+        learned_rule.run(_CONFIG.value, _WORKDIR.value)
         return
     from jaxunlearn.scenarios import run_experiment
 

@@ -48,7 +48,7 @@ from jaxunlearn.core import losses
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data import fictitious_variants as fv
 from jaxunlearn.data.tokenizer import ANSWER_TEMPLATE, PROMPT_TEMPLATE, Tokenizer
-from jaxunlearn.models import generation, transformer
+from jaxunlearn.models import generation, transformer, value_vectors
 
 # --------------------------------------------------------------------------------- helpers
 
@@ -844,12 +844,6 @@ def gcg_segments(tokenizer: Tokenizer, question: str, answer: str):
 # ------------------------------------------------------------------------- concept vectors
 
 
-def _unembedding(spec, params) -> Array:
-    """``[d, V]`` output projection, with the final norm's scale folded in."""
-    table = _embedding(params).T if spec.tie_embeddings else params["lm_head"]["kernel"]
-    return params["norm"]["scale"][:, None] * table
-
-
 def value_vector_scores(network: Network, variables: Variables, concept_ids) -> Array:
     """``[num_layers, d_ff]`` how strongly each MLP value vector (row ``j`` of a layer's
     ``down_proj`` kernel, what unit ``j`` writes into the residual stream) favours the concept's
@@ -866,13 +860,8 @@ def value_vector_scores(network: Network, variables: Variables, concept_ids) -> 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _value_vector_scores(spec, params, ids):
-    out = _unembedding(spec, params)
-    rows = jnp.stack(
-        [params["layers"][str(i)]["mlp"]["down_proj"]["kernel"] for i in range(spec.num_layers)]
-    )  # [L, f, d]
-    logits = rows @ out  # [L, f, V]
-    mean, std = logits.mean(-1), logits.std(-1) + 1e-8
-    return (logits[..., ids].mean(-1) - mean) / std
+    weights = jnp.zeros(spec.vocab_size).at[ids].add(1.0)
+    return value_vectors.concept_scores(params, weights)
 
 
 def locate_concept_vectors(
