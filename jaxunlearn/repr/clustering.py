@@ -46,6 +46,7 @@ from jaxunlearn.repr.common import (
     frozen_until,
     pipeline_of,
     views_of,
+    with_batch_stats,
 )
 from jaxunlearn.repr.registry import rule
 
@@ -231,9 +232,9 @@ def swav(
         trainable = {"network": variables["params"], PROTOTYPES: prototypes}
         return SwavState(opt.init(trainable), normalize_prototypes(prototypes), StepCounter.zero())
 
-    def update(variables: Variables, state: SwavState, batch: Batch, *, key: Array):
+    def views_for(part, key):
         stacked = views_of(
-            batch[PART],
+            part,
             key,
             pipeline,
             num_views,
@@ -243,40 +244,42 @@ def swav(
         )
         if num_local_views:
             local = views_lib.make_views(
-                local_pipeline,
-                jax.random.fold_in(key, VIEW_KEY + 1),
-                batch[PART]["x"],
-                num_local_views,
+                local_pipeline, jax.random.fold_in(key, VIEW_KEY + 1), part["x"], num_local_views
             )
             stacked = jnp.concatenate([stacked, local.astype(stacked.dtype)], 0)
+        return stacked
 
-        def objective(trainable):
-            out, stats = encode(
-                apply,
-                {**variables, "params": trainable["network"]},
-                stacked,
-                train=train_mode,
-                rule="swav",
-            )
-            z = losses.l2_normalize(out.projection)
-            scores = z @ trainable[PROTOTYPES]
-            loss = swav_loss(
-                scores,
-                temperature=temperature,
-                epsilon=epsilon,
-                iterations=sinkhorn_iterations,
-                num_assigned=num_views,
-            )
-            q = sinkhorn_knopp(scores[0], epsilon=epsilon, iterations=sinkhorn_iterations)
-            entropy = jnp.mean(-jnp.sum(q * jnp.log(jnp.maximum(q, 1e-30)), -1))
-            return loss, (stats, entropy)
+    def objective(trainable, variables, stacked):
+        out, stats = encode(
+            apply,
+            {**variables, "params": trainable["network"]},
+            stacked,
+            train=train_mode,
+            rule="swav",
+        )
+        z = losses.l2_normalize(out.projection)
+        scores = z @ trainable[PROTOTYPES]
+        loss = swav_loss(
+            scores,
+            temperature=temperature,
+            epsilon=epsilon,
+            iterations=sinkhorn_iterations,
+            num_assigned=num_views,
+        )
+        q = sinkhorn_knopp(scores[0], epsilon=epsilon, iterations=sinkhorn_iterations)
+        entropy = jnp.mean(-jnp.sum(q * jnp.log(jnp.maximum(q, 1e-30)), -1))
+        return loss, (stats, entropy)
 
+    def update(variables: Variables, state: SwavState, batch: Batch, *, key: Array):
+        stacked = views_for(batch[PART], key)
         # main_swav.py normalises the prototypes in place before every forward pass.
         trainable = {
             "network": variables["params"],
             PROTOTYPES: normalize_prototypes(state.prototypes),
         }
-        (loss, (stats, entropy)), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
+        (loss, (stats, entropy)), grads = jax.value_and_grad(objective, has_aux=True)(
+            trainable, variables, stacked
+        )
         new, opt_state = optimizer_step(opt, grads, state.opt_state, {"params": trainable})
         variables = {**variables, "params": new["params"]["network"]}
         if stats is not None:
@@ -288,6 +291,21 @@ def swav(
             metrics,
         )
 
+    def ssl_grads(variables: Variables, state: SwavState, part, *, key: Array):
+        """The loss's gradient for the network's params alone, the prototypes held at
+        ``state``'s (for :func:`jaxunlearn.repr.unlearning.ssl_objective`)."""
+        stacked = views_for(part, key)
+        prototypes = normalize_prototypes(state.prototypes)
+
+        def network_loss(params):
+            return objective({"network": params, PROTOTYPES: prototypes}, variables, stacked)
+
+        (loss, (stats, _)), grads = jax.value_and_grad(network_loss, has_aux=True)(
+            variables["params"]
+        )
+        return grads, with_batch_stats({"loss": loss}, stats)
+
+    update.ssl_grads = ssl_grads
     return UnlearningRule(init, update)
 
 
@@ -486,15 +504,14 @@ def deepcluster(
             clustered=jnp.ones((), jnp.bool_),
         )
 
-    def update(variables: Variables, state: DeeperClusterState, batch: Batch, *, key: Array):
-        part = batch[PART]
+    def objective_for(state: DeeperClusterState, part, key: Array):
+        """``objective(trainable, variables) -> (loss, (stats, features, metrics))`` on fresh
+        rotated views of ``part``, with ``state``'s cluster assignments."""
         if "index" not in part:
             raise ValueError(
                 "deepcluster needs the batch part's 'index' (rows of its feature bank), as "
                 "train.fit's batches carry"
             )
-        due = (state.step.count > 0) & (state.step.count % recluster_every == 0)
-        state = jax.lax.cond(due, recluster, lambda s, k: s, state, jax.random.fold_in(key, 0x4B4D))
         view = views_of(
             part, key, pipeline, 1, rule="deepcluster", min_batch=2, why="BatchNorm in the head"
         )[0]
@@ -511,7 +528,7 @@ def deepcluster(
         weight = jnp.where(known, 1.0 / jnp.maximum(sizes[cluster], 1.0), 1.0)
         weight = weight / jnp.mean(weight)
 
-        def objective(trainable):
+        def objective(trainable, variables):
             out, stats = encode(
                 apply,
                 {**variables, "params": trainable["network"]},
@@ -536,9 +553,17 @@ def deepcluster(
             }
             return loss, (stats, out.features[0], rotation_metrics)
 
+        return objective
+
+    def update(variables: Variables, state: DeeperClusterState, batch: Batch, *, key: Array):
+        part = batch[PART]
+        index = part.get("index")
+        due = (state.step.count > 0) & (state.step.count % recluster_every == 0)
+        state = jax.lax.cond(due, recluster, lambda s, k: s, state, jax.random.fold_in(key, 0x4B4D))
+        objective = objective_for(state, part, key)
         trainable = {"network": variables["params"], CLASSIFIER: state.classifier}
         (loss, (stats, z0, rotation_metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
-            trainable
+            trainable, variables
         )
         new, opt_state = optimizer_step(opt, grads, state.opt_state, {"params": trainable})
         variables = {**variables, "params": new["params"]["network"]}
@@ -558,6 +583,20 @@ def deepcluster(
         }
         return variables, state, metrics
 
+    def ssl_grads(variables: Variables, state: DeeperClusterState, part, *, key: Array):
+        """The loss's gradient for the network's params alone, the classifier and the
+        assignments held at ``state``'s (for :func:`jaxunlearn.repr.unlearning.ssl_objective`)."""
+        objective = objective_for(state, part, key)
+
+        def network_loss(params):
+            return objective({"network": params, CLASSIFIER: state.classifier}, variables)
+
+        (loss, (stats, _, _)), grads = jax.value_and_grad(network_loss, has_aux=True)(
+            variables["params"]
+        )
+        return grads, with_batch_stats({"loss": loss}, stats)
+
+    update.ssl_grads = ssl_grads
     return UnlearningRule(init, update)
 
 
