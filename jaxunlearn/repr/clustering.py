@@ -1,4 +1,5 @@
-"""Online clustering: SwAV's swapped prediction of Sinkhorn-Knopp cluster assignments.
+"""Clustering rules: SwAV's swapped prediction of Sinkhorn-Knopp codes, and DeeperCluster's
+k-means pseudo-labels crossed with rotations.
 
 SwAV (Caron et al., NeurIPS 2020) learns prototypes ``C`` (``K`` unit vectors) together with the
 encoder. For every batch, the scores ``s = normalize(z) C`` of each global view are turned into
@@ -14,13 +15,23 @@ live in the rule state (:class:`SwavState`) and are trained by the same optimize
 forward pass and frozen (gradients zeroed) for the first ``freeze_prototypes_steps`` updates.
 The queue of past embeddings the reference adds for small batches is not kept.
 
+DeeperCluster (:func:`deepcluster`, Caron et al., ICCV 2019) instead clusters a bank of every
+example's features with k-means every so often and trains a classifier on the product of the
+cluster and rotation labels of rotated images (see its docstring).
+
+Both rules keep trained state beside the network (prototypes; a classifier and the bank), so
+each gives :mod:`jaxunlearn.repr.unlearning` the gradient of its loss for the network alone
+(``update.ssl_grads``).
+
 References:
   Caron, Misra, Mairal, Goyal, Bojanowski, Joulin, "Unsupervised Learning of Visual Features by
   Contrasting Cluster Assignments", NeurIPS 2020; facebookresearch/swav ``main_swav.py``
   (``distributed_sinkhorn``, temperature 0.1, epsilon 0.05, 3 Sinkhorn iterations,
   ``freeze_prototypes_niters``), ``src/resnet50.py`` (head, prototypes). The repository's
-  ``shared/reference/unlearnable_and_representation.md`` (Part B1) lists SwAV among the methods
-  users expect.
+  ``shared/reference/unlearnable_and_representation.md`` (Part B1) lists SwAV and DeepCluster
+  among the methods users expect.
+  Caron, Bojanowski, Mairal, Joulin, "Unsupervised Pre-Training of Image Features on
+  Non-Curated Data", ICCV 2019 (facebookresearch/DeeperCluster).
 """
 
 from __future__ import annotations
