@@ -74,6 +74,8 @@ def main() -> None:
     for name in args.rules.split(","):
         net = R.encoder(name, backbone, width=args.width)
         hparams = json.loads(args.hparams).get(name, {})
+        if "num_examples" in (R.get(name).factory.__kwdefaults__ or {}):
+            hparams.setdefault("num_examples", len(ds.x_train))  # deepcluster's feature bank
         label = name + "".join(f" {k}={v}" for k, v in hparams.items())
         runs.append((label, net, R.make(name, net, num_steps=args.steps, **hparams)))
     for label, net, rule in runs:

@@ -78,7 +78,10 @@ def main() -> None:
         )
         for name in args.rules.split(","):
             net = R.encoder(name, backbone, width=args.width)
-            rule = R.make(name, net, num_steps=args.steps)
+            extra = {}
+            if "num_examples" in (R.get(name).factory.__kwdefaults__ or {}):
+                extra["num_examples"] = len(ds.x_train)  # deepcluster's feature bank
+            rule = R.make(name, net, num_steps=args.steps, **extra)
             sps = steps_per_second(rule, net, stream, steps=args.steps, batch=args.batch)
             print(f"| {model} | {name} | {sps:.1f} | {base:.1f} | {base / sps:.2f} |", flush=True)
 

@@ -23,6 +23,13 @@ cut-out), ``"grey"`` (a milder crop, elastic noise, cut-out for larger greyscale
 
 :func:`make_views` stacks ``num_views`` independent views into ``[V, B, ...]``.
 
+Multi-crop (DINO, SwAV): every image pipeline has a ``"<name>_local"`` twin drawing small
+crops resized to the full size (:func:`default_local_pipeline`).
+
+Policy selection (SelfAugment): :func:`select_policy` scores candidate pipelines by the
+rotation-prediction proxy (a short rotation-prediction run per policy, :func:`rotation_proxy`,
+scored on held-out clean images) and returns the best one's name for a rule's ``views=``.
+
 References:
   Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations" (SimCLR),
   ICML 2020, Appendix A (the augmentation recipe: crop scale (0.08, 1), jitter strength 0.8 with
@@ -33,13 +40,19 @@ References:
   Document Analysis", ICDAR 2003 (elastic distortions of digits).
   DeVries and Taylor, "Improved Regularization of Convolutional Neural Networks with Cutout",
   arXiv 1708.04552 (2017).
+  Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO), ICCV 2021
+  (multi-crop: local crops of scale (0.05, 0.4)).
+  Reed et al., "SelfAugment: Automatic Augmentation Policies for Self-Supervised Learning",
+  CVPR 2021 (rotation prediction as the label-free score of an augmentation policy).
   See ``shared/reference/unlearnable_and_representation.md`` (Part B) for the SSL losses.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -346,9 +359,9 @@ def _bound(fn, **kwargs):
     return lambda key, image: fn(key, image, **kwargs)
 
 
-def _simclr(blur: bool, strength: float) -> Pipeline:
+def _simclr(blur: bool, strength: float, scale: tuple[float, float] = (0.08, 1.0)) -> Pipeline:
     parts = [
-        random_resized_crop,
+        _bound(random_resized_crop, scale=scale),
         horizontal_flip,
         _bound(
             color_jitter,
@@ -379,6 +392,20 @@ _PIPELINES: dict[str, Pipeline] = {
     ),
     "noise": compose(feature_noise),
     "identity": lambda key, x: x,
+    # Multi-crop's small local views (DINO, SwAV): a small part of the image, resized to the
+    # full size (the inputs of a flattening network keep one size), then the pipeline's other
+    # transforms. DINO's local crops cover 5-40% of an ImageNet image; on 8x8 digits a crop
+    # below about a third of the area keeps too little of the stroke to tell digits apart.
+    "simclr_rgb_local": _simclr(blur=True, strength=1.0, scale=(0.05, 0.4)),
+    "cifar_rgb_local": _simclr(blur=False, strength=0.5, scale=(0.14, 0.4)),
+    "digits_local": compose(
+        _bound(random_resized_crop, scale=(0.35, 0.6), ratio=(3 / 4, 4 / 3)),
+        _bound(elastic_noise, alpha=0.5, sigma=1.0, p=0.5),
+    ),
+    "grey_local": compose(
+        _bound(random_resized_crop, scale=(0.2, 0.5), ratio=(3 / 4, 4 / 3)),
+        _bound(elastic_noise, alpha=1.0, sigma=2.0, p=0.5),
+    ),
 }
 
 
@@ -415,6 +442,14 @@ def default_pipeline(input_shape: Sequence[int] | None) -> str:
     return "noise"
 
 
+def default_local_pipeline(input_shape: Sequence[int] | None) -> str:
+    """The multi-crop local-view pipeline for inputs of ``input_shape``: the
+    :func:`default_pipeline` name with ``"_local"`` (small crops resized to the full size), or
+    ``"noise"`` for non-image inputs."""
+    name = default_pipeline(input_shape)
+    return name if name == "noise" else f"{name}_local"
+
+
 def make_views(pipeline: str | Pipeline, key: Array, x: Array, num_views: int = 2) -> Array:
     """``num_views`` independent views of the batch ``x``, stacked: ``[num_views, B, ...]``.
 
@@ -432,3 +467,193 @@ def make_views(pipeline: str | Pipeline, key: Array, x: Array, num_views: int = 
         raise ValueError(f"`num_views` must be a positive integer; got {num_views!r}")
     # One traced pipeline vmapped over the views (not one copy per view: compile time).
     return jax.vmap(fn, in_axes=(0, None))(jax.random.split(key, int(num_views)), x)
+
+
+# ------------------------------------------------------------ rotations and policy selection
+
+
+def rotations(x: Array) -> tuple[Array, Array]:
+    """``([4, B, H, W, C] rotated images, [4, B] labels)``: ``k`` quarter turns for label ``k``
+    (the pretext task of Gidaris et al., ICLR 2018, and SelfAugment's proxy)."""
+    if x.ndim != 4 or x.shape[1] != x.shape[2]:
+        raise ValueError(
+            f"rotation prediction needs square images [B, H, H, C]; got shape {tuple(x.shape)}"
+        )
+    rotated = jnp.stack([jnp.rot90(x, k, axes=(1, 2)) for k in range(4)])
+    labels = jnp.broadcast_to(jnp.arange(4, dtype=jnp.int32)[:, None], rotated.shape[:2])
+    return rotated, labels
+
+
+def _rotation_loss_and_accuracy(apply, params, x: Array) -> tuple[Array, Array]:
+    rotated, labels = rotations(x)
+    logits = apply(params, rotated.reshape(-1, *x.shape[1:]))
+    if logits.shape[-1] != 4:
+        raise ValueError(f"the rotation proxy needs 4 outputs; `apply` gives {logits.shape[-1]}")
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    labels = labels.reshape(-1)
+    loss = -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], -1))
+    return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def proxy_mlp(hidden: int = 64) -> tuple[Callable, Callable]:
+    """``(init(key, input_shape), apply(params, x))`` of the default proxy network: one ReLU
+    hidden layer on the flattened image and 4 outputs (PyTorch's uniform initialisation)."""
+
+    def init(key: Array, input_shape: Sequence[int]) -> dict:
+        fan_in = int(np.prod(input_shape))
+        keys = jax.random.split(key, 4)
+        b1, b2 = 1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(hidden)
+        return {
+            "w1": jax.random.uniform(keys[0], (fan_in, hidden), jnp.float32, -b1, b1),
+            "b1": jax.random.uniform(keys[1], (hidden,), jnp.float32, -b1, b1),
+            "w2": jax.random.uniform(keys[2], (hidden, 4), jnp.float32, -b2, b2),
+            "b2": jax.random.uniform(keys[3], (4,), jnp.float32, -b2, b2),
+        }
+
+    def apply(params: dict, x: Array) -> Array:
+        h = jax.nn.relu(x.reshape(x.shape[0], -1).astype(jnp.float32) @ params["w1"] + params["b1"])
+        return h @ params["w2"] + params["b2"]
+
+    return init, apply
+
+
+def rotation_proxy(
+    pipeline: str | Pipeline,
+    key: Array,
+    x_train: Array,
+    x_eval: Array,
+    *,
+    params,
+    apply: Callable,
+    steps: int = 100,
+    batch_size: int = 64,
+    learning_rate: float = 0.1,
+) -> tuple[Array, Array]:
+    """SelfAugment's rotation proxy of one augmentation policy: ``(loss, accuracy)`` of rotation
+    prediction on the clean held-out ``x_eval`` after ``steps`` of SGD on rotated views of
+    ``x_train`` drawn by ``pipeline``. Pure and jittable (``pipeline`` and ``apply`` static).
+
+    Args:
+      pipeline: the candidate policy (a name or ``pipeline(key, x) -> views``).
+      key: draws the batches and the views (the same key for every candidate compares them
+        on the same batches).
+      x_train, x_eval: ``[N, H, H, C]`` square images.
+      params: the proxy network's starting parameters.
+      apply: ``apply(params, x) -> [N, 4]`` rotation logits.
+      steps, batch_size, learning_rate: the short SGD run (plain SGD: no optimizer state).
+    """
+    fn = get(pipeline)
+    n = x_train.shape[0]
+
+    def step(params, k):
+        k_idx, k_view = jax.random.split(k)
+        idx = jax.random.randint(k_idx, (batch_size,), 0, n)
+        views = fn(k_view, x_train[idx])
+        grads = jax.grad(lambda p: _rotation_loss_and_accuracy(apply, p, views)[0])(params)
+        return jax.tree.map(lambda p, g: p - learning_rate * g, params, grads), None
+
+    params, _ = jax.lax.scan(step, params, jax.random.split(key, steps))
+    return _rotation_loss_and_accuracy(apply, params, x_eval)
+
+
+class PolicyScores(NamedTuple):
+    """What :func:`select_policy` found.
+
+    Attributes:
+      best: the name of the chosen policy.
+      names: the candidates' names, in order.
+      rotation_loss: ``[P]`` held-out rotation cross-entropy per candidate.
+      rotation_accuracy: ``[P]`` held-out rotation accuracy per candidate.
+    """
+
+    best: str
+    names: tuple[str, ...]
+    rotation_loss: np.ndarray
+    rotation_accuracy: np.ndarray
+
+
+def select_policy(
+    candidates: Sequence[str] | Mapping[str, Pipeline],
+    x: Array,
+    *,
+    key: Array,
+    steps: int = 100,
+    batch_size: int = 64,
+    learning_rate: float = 0.1,
+    eval_fraction: float = 0.25,
+    criterion: str = "accuracy",
+    network: tuple[Callable, Callable] | None = None,
+) -> PolicyScores:
+    """SelfAugment-style choice of an augmentation policy by the rotation-prediction proxy.
+
+    Every candidate trains the same proxy network from the same start, on the same batches, for
+    ``steps`` of rotation prediction on its views (:func:`rotation_proxy`); the candidate
+    whose network best predicts the rotations of the held-out clean images (the last
+    ``eval_fraction`` of ``x``) wins: highest accuracy (``criterion="accuracy"``, ties broken by
+    the lower loss) or lowest loss (``"loss"``). SelfAugment found that rotation prediction
+    correlates with the supervised evaluation across policies, so needs no labels; it scores a
+    self-supervised encoder trained under each policy, which this short proxy run stands in for.
+    The result's ``best`` is a pipeline name for the rules' ``views=``.
+
+    Args:
+      candidates: pipeline names, or ``{name: pipeline}``; at least one.
+      x: ``[N, H, H, C]`` square images in [0, 1] (N >= 8).
+      key: PRNG key (the proxy's initialisation, batches and views).
+      steps, batch_size, learning_rate: the proxy's SGD run.
+      eval_fraction: the share of ``x`` held out for scoring, in (0, 1).
+      criterion: ``"accuracy"`` or ``"loss"``.
+      network: ``(init(key, input_shape), apply(params, x) -> [N, 4] logits)``; default
+        :func:`proxy_mlp`.
+
+    Returns:
+      :class:`PolicyScores`.
+
+    References:
+      Reed et al., "SelfAugment: Automatic Augmentation Policies for Self-Supervised Learning",
+      CVPR 2021 (rotation prediction as the label-free evaluation of an augmentation policy).
+    """
+    if isinstance(candidates, Mapping):
+        named = dict(candidates)
+    else:
+        named = {c if isinstance(c, str) else f"policy_{i}": c for i, c in enumerate(candidates)}
+    if not named:
+        raise ValueError("`candidates` must name at least one augmentation policy")
+    pipelines = {name: get(fn) for name, fn in named.items()}
+    if criterion not in ("accuracy", "loss"):
+        raise ValueError(f"`criterion` must be 'accuracy' or 'loss'; got {criterion!r}")
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"`eval_fraction` must lie in (0, 1); got {eval_fraction}")
+    for value, name in ((steps, "steps"), (batch_size, "batch_size")):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"`learning_rate` must be finite and > 0; got {learning_rate}")
+    x = jnp.asarray(x)
+    n_eval = int(round(eval_fraction * x.shape[0]))
+    if x.shape[0] < 8 or not 1 <= n_eval < x.shape[0]:
+        raise ValueError(f"`x` needs at least 8 images to train and score on; got {x.shape[0]}")
+    init, apply = network if network is not None else proxy_mlp()
+    k_init, k_run = jax.random.split(key)
+    params = init(k_init, x.shape[1:])
+    x_train, x_eval = x[:-n_eval], x[-n_eval:]
+    scores = [
+        jax.jit(
+            functools.partial(
+                rotation_proxy,
+                pipeline,
+                apply=apply,
+                steps=int(steps),
+                batch_size=int(batch_size),
+                learning_rate=learning_rate,
+            )
+        )(k_run, x_train, x_eval, params=params)
+        for pipeline in pipelines.values()
+    ]
+    losses = np.asarray([float(s[0]) for s in scores])
+    accuracies = np.asarray([float(s[1]) for s in scores])
+    if criterion == "accuracy":
+        order = np.lexsort((losses, -accuracies))  # last key first: accuracy, then loss
+    else:
+        order = np.argsort(losses, kind="stable")
+    names_ = tuple(pipelines)
+    return PolicyScores(names_[int(order[0])], names_, losses, accuracies)

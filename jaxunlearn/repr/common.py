@@ -251,3 +251,40 @@ def rule_with_target(
     # The loss, for wrappers that reuse it (self-supervised unlearning, repr.unlearning).
     update.target_loss = loss_fn
     return UnlearningRule(init, update)
+
+
+class FrozenUntilState(NamedTuple):
+    """State of :func:`frozen_until`: updates seen so far (an int32 scalar)."""
+
+    count: Array
+
+
+def frozen_until(steps: int, mask: Callable[[PyTree], PyTree]) -> optax.GradientTransformation:
+    """Zeroes the gradients of the leaves ``mask`` selects for the first ``steps`` updates; chain
+    it before the optimizer.
+
+    What the references do by dropping those gradients for a while: DINO's
+    ``cancel_gradients_last_layer`` (the head's last layer, first epoch) and SwAV's prototypes
+    (``freeze_prototypes_niters``). With Adam the frozen leaves' moments stay at zero, so they
+    start from scratch when released, as parameters whose ``.grad`` was ``None`` do.
+
+    Args:
+      steps: updates to freeze for (0: never).
+      mask: ``params -> pytree of bools`` of the same structure (as ``optax.masked`` takes):
+        ``True`` for the leaves to freeze.
+    """
+    steps = check_count(steps, "steps", 0)
+
+    def init(params):
+        del params
+        return FrozenUntilState(jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        live = state.count >= steps
+        updates = jax.tree.map(
+            lambda g, m: jnp.where(live, g, jnp.zeros_like(g)) if m else g, updates, mask(updates)
+        )
+        return updates, FrozenUntilState(state.count + 1)
+
+    return optax.GradientTransformation(init, update)

@@ -19,8 +19,9 @@ So every audit and unlearning rule runs unchanged on an encoder, and
 Head layers: ``Linear -> BatchNorm -> ReLU`` for every hidden width and a final ``Linear`` (BYOL,
 SimSiam, VICReg, Barlow Twins use BatchNorm in their projectors; PyTorch initialisation and
 momentum 0.1 for the running statistics). The DINO head (``kind="dino"``) is
-``Linear -> GELU -> ... -> Linear(bottleneck)``, L2 normalisation, then a weight-normalised linear
-layer without bias whose weight norms are fixed at 1 (DINO's ``norm_last_layer=True``).
+``Linear -> GELU -> ... -> Linear(bottleneck)`` (no activation on the bottleneck), L2
+normalisation, then a weight-normalised linear layer without bias whose weight norms are fixed
+at 1 (DINO's ``norm_last_layer=True``).
 
 References:
   Chen et al., SimCLR, ICML 2020 (the projection head, and why the representation is read before
@@ -70,7 +71,8 @@ def mlp_head_init(key: Array, in_dim: int, dims: Sequence[int], *, batch_norm: b
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         last = i == len(dims) - 1
         layer = _dense(keys[i], a, b, bias=not (last and kind == "dino"))
-        if not last and batch_norm and kind == "mlp":
+        # DINOHead (use_bn=True) normalises its hidden layers, not the bottleneck.
+        if batch_norm and i < len(dims) - (2 if kind == "dino" else 1):
             layer["bn_scale"] = jnp.ones((b,), jnp.float32)
             layer["bn_bias"] = jnp.zeros((b,), jnp.float32)
             stats[str(i)] = {"mean": jnp.zeros((b,), jnp.float32), "var": jnp.ones((b,))}
@@ -111,7 +113,13 @@ def mlp_head_apply(params: dict, stats: dict, h: Array, *, train: bool, kind: st
                 mean, var = running["mean"], running["var"]
                 new_stats[str(i)] = running
             h = (h - mean) / jnp.sqrt(var + BN_EPS) * layer["bn_scale"] + layer["bn_bias"]
-        h = jax.nn.gelu(h, approximate=False) if kind == "dino" else jax.nn.relu(h)
+        if kind == "dino":
+            # DINOHead's MLP ends at the bottleneck without an activation: a GELU there would
+            # make the normalised bottleneck vectors nearly all positive, hence nearly parallel.
+            if i < n_layers - 2:
+                h = jax.nn.gelu(h, approximate=False)
+        else:
+            h = jax.nn.relu(h)
     return h, new_stats
 
 
@@ -143,7 +151,8 @@ def with_projection_head(
         (``(4,)`` is a linear head with 4 outputs).
       predictor_dims: widths of the predictor's layers (its last must equal ``dims[-1]``), or
         ``None`` for no predictor.
-      batch_norm: BatchNorm after every hidden layer of the heads (``kind="mlp"``).
+      batch_norm: BatchNorm after every hidden layer of the heads (with ``kind="dino"``, the
+        layers before the bottleneck: DINO's ``use_bn_in_head``).
       kind: ``"mlp"`` or ``"dino"`` (see the module docstring); the predictor is always an MLP.
 
     Returns:

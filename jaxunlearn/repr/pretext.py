@@ -1,10 +1,18 @@
 """Rotation prediction: a pretext task whose labels come from the data itself.
 
 Every example of ``batch["retain"]`` (after one augmented view, :mod:`jaxunlearn.repr.common`) is
-rotated by 0, 90, 180 and 270 degrees and the network's 4-way head (``repr.encoder("rotation",
-...)``: a linear head on the features) is trained with cross-entropy to tell which rotation it
-sees; all four rotations of an image are in the same batch, as in the reference. Labels are never
-read.
+rotated by 0, 90, 180 and 270 degrees (:func:`jaxunlearn.data.views.rotations`) and the
+network's 4-way head (``repr.encoder("rotation", ...)``) is trained with cross-entropy to tell
+which rotation it sees; all four rotations of an image are in the same batch, as in the
+reference. Labels are never read.
+
+The head is a 3-layer MLP (``width -> BN -> ReLU -> width -> BN -> ReLU -> 4``), not a linear
+layer on the features: Gidaris et al. find that the layers next to the rotation classifier
+specialise in the pretext task and that the best features sit a few layers below it (their
+Table 1: block 2 of a 4-block NIN beats the last ones). With a linear head the digits CNN's
+feature layer *is* the rotation classifier's input and its k-NN accuracy falls below a random
+encoder's (89.4% against 94.2% after 300 steps); with the MLP head it rises above it (see the
+README).
 
 References:
   Gidaris, Singh, Komodakis, "Unsupervised Representation Learning by Predicting Image
@@ -16,28 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses as core_losses
 from jaxunlearn.core import optim
 from jaxunlearn.core.rule import rule_from_loss
-from jaxunlearn.core.types import Array, UnlearningRule
+from jaxunlearn.core.types import UnlearningRule
+from jaxunlearn.data.views import rotations
 from jaxunlearn.repr.common import PART, encode, pipeline_of, views_of, with_batch_stats
 from jaxunlearn.repr.registry import rule
 
 ROTATION_SGD = {"name": "sgd", "momentum": 0.9, "weight_decay": 5e-4}
-
-
-def rotations(x: Array) -> tuple[Array, Array]:
-    """``([4, B, H, W, C] rotated images, [4, B] labels)``: ``k`` quarter turns for label ``k``."""
-    if x.ndim != 4 or x.shape[1] != x.shape[2]:
-        raise ValueError(
-            f"rotation prediction needs square images [B, H, H, C]; got shape {tuple(x.shape)}"
-        )
-    rotated = jnp.stack([jnp.rot90(x, k, axes=(1, 2)) for k in range(4)])
-    labels = jnp.broadcast_to(jnp.arange(4, dtype=jnp.int32)[:, None], rotated.shape[:2])
-    return rotated, labels
 
 
 @rule(
@@ -48,7 +45,7 @@ def rotations(x: Array) -> tuple[Array, Array]:
     needs_labels=False,
     task="any",
     sweepable=("learning_rate",),
-    head=lambda width, num_outputs: {"dims": (4,), "batch_norm": False},
+    head=lambda width, num_outputs: {"dims": (width, width, 4), "batch_norm": True},
     num_views=1,
     optimizer=ROTATION_SGD,
 )

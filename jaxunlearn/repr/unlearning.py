@@ -80,13 +80,20 @@ def ssl_objective(rule: UnlearningRule, *, name: str = "the rule") -> SSLObjecti
 
     Args:
       rule: a rule built by ``rule_from_loss`` / ``rule_from_grads`` (its ``GradFn``) or by
-        ``repr.common.rule_with_target`` (its target loss), e.g. ``repr.make("byol", net)``.
+        ``repr.common.rule_with_target`` (its target loss), e.g. ``repr.make("byol", net)``, or
+        one whose ``update.ssl_grads`` is an :class:`SSLObjective` ``grads`` (``swav``,
+        ``deepcluster``).
       name: the rule's name, for the error message.
 
     Raises:
       ValueError: for a rule that exposes neither (a phased rule such as LwF with a warm-up, a
         hand-written update): there is no loss to turn around.
     """
+    # A rule with trained state of its own (SwAV's prototypes, DeeperCluster's classifier and
+    # bank) gives the gradient of its loss for the network's params itself.
+    own = getattr(rule.update, "ssl_grads", None)
+    if own is not None:
+        return SSLObjective(rule.init, own)
     parts = grad_parts(rule)
     if parts is not None:
 

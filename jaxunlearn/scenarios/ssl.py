@@ -360,6 +360,13 @@ def train_encoder(rule, variables, stream, *, steps, batch_size, eval_every, key
     return variables, state, curve, run_s, compile_s
 
 
+def data_settings(name: str, num_examples: int) -> dict:
+    """What rule ``name`` needs to know of the training data: the number of examples batch
+    indices point into, for a rule with a per-example bank (``deepcluster``)."""
+    takes = repr_lib.get(name).factory.__kwdefaults__ or {}
+    return {"num_examples": num_examples} if "num_examples" in takes else {}
+
+
 def build_encoder_rule(name, backbone, *, width, num_steps, key, hparams=None):
     """``(encoder, rule, starting variables)`` of representation rule ``name`` on ``backbone``.
 
@@ -472,7 +479,7 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
                 width=cfg["width"],
                 num_steps=cfg["steps"],
                 key=init_key,
-                hparams=cfg["hparams"].get(name, {}),
+                hparams={**data_settings(name, len(ds.x_train)), **cfg["hparams"].get(name, {})},
             )
         except (ValueError, TypeError) as err:
             if cfg["explicit_rules"]:

@@ -97,3 +97,97 @@ def test_registry_defaults_and_bad_input():
         views.grayscale(jax.random.key(0), _image(c=3), p=1.5)
     with pytest.raises(ValueError, match=r"\(H, W, C\)"):
         views.horizontal_flip(jax.random.key(0), jnp.zeros((8, 8)))
+
+
+def test_local_crop_pipelines_keep_the_shape_and_zoom_in():
+    assert views.default_local_pipeline((8, 8, 1)) == "digits_local"
+    assert views.default_local_pipeline((32, 32, 3)) == "cifar_rgb_local"
+    assert views.default_local_pipeline((224, 224, 3)) == "simclr_rgb_local"
+    assert views.default_local_pipeline((28, 28, 1)) == "grey_local"
+    assert views.default_local_pipeline((10,)) == "noise"
+    # One lit pixel at the centre of a blank image: a crop of at most 60% of the area, resized
+    # to the full size, spreads it over more pixels (or crops it away) but never off [0, 1].
+    x = jnp.zeros((16, 8, 8, 1)).at[:, 3:5, 3:5, 0].set(1.0)
+    local = np.asarray(
+        jax.jit(lambda k: views.make_views("digits_local", k, x, 2))(jax.random.key(0))
+    )
+    assert local.shape == (2, 16, 8, 8, 1)
+    assert local.min() >= -1e-6 and local.max() <= 1 + 1e-6
+    lit = (local > 0.05).reshape(32, -1).sum(1)
+    assert np.median(lit) > 4  # the 2x2 square is magnified in most views
+
+
+def test_rotations_turn_a_hand_made_image():
+    x = jnp.asarray([[[1.0], [2.0]], [[3.0], [4.0]]])[None]  # one 2x2 image [[1, 2], [3, 4]]
+    rotated, labels = views.rotations(x)
+    np.testing.assert_array_equal(labels, [[0], [1], [2], [3]])
+    np.testing.assert_array_equal(rotated[0, 0, ..., 0], [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(rotated[1, 0, ..., 0], [[2, 4], [1, 3]])  # a quarter turn left
+    np.testing.assert_array_equal(rotated[2, 0, ..., 0], [[4, 3], [2, 1]])
+    np.testing.assert_array_equal(rotated[3, 0, ..., 0], [[3, 1], [4, 2]])
+    with pytest.raises(ValueError, match="square images"):
+        views.rotations(jnp.zeros((2, 8, 6, 1)))
+
+
+def _digits(n=160):
+    from jaxunlearn import data
+
+    return jnp.asarray(data.load("digits").x_train[:n])
+
+
+def test_select_policy_prefers_the_policy_that_keeps_rotations_learnable():
+    x = _digits()
+    blank = lambda k, x: jnp.zeros_like(x)  # noqa: E731  (rotation is unlearnable from it)
+    shift = views.compose(lambda k, im: views.random_shift(k, im, max_shift=1))
+    result = views.select_policy(
+        {"blank": blank, "identity": "identity", "shift": shift},
+        x,
+        key=jax.random.key(0),
+        steps=25,
+        batch_size=32,
+        learning_rate=0.2,
+    )
+    assert result.names == ("blank", "identity", "shift")
+    assert result.best in ("identity", "shift")
+    # Trained on blank images, the first layer gets no gradient: the proxy stays near chance.
+    assert result.rotation_accuracy[0] < 0.4
+    assert min(result.rotation_accuracy[1:]) > result.rotation_accuracy[0] + 0.2
+    assert result.rotation_loss[0] > max(result.rotation_loss[1:])
+    by_loss = views.select_policy(
+        {"blank": blank, "identity": "identity"},
+        x,
+        key=jax.random.key(0),
+        steps=25,
+        batch_size=32,
+        learning_rate=0.2,
+        criterion="loss",
+    )
+    assert by_loss.best == "identity"
+    # The proxy run is one pure function of the key: rerunning gives the same scores.
+    init, apply = views.proxy_mlp(8)
+    params = init(jax.random.key(1), x.shape[1:])
+    run = jax.jit(
+        lambda k: views.rotation_proxy(
+            "identity", k, x[:96], x[96:], params=params, apply=apply, steps=5, batch_size=8
+        )
+    )
+    np.testing.assert_array_equal(run(jax.random.key(2)), run(jax.random.key(2)))
+
+
+def test_select_policy_rejects_bad_settings():
+    x = jnp.zeros((16, 8, 8, 1))
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="`candidates`"):
+        views.select_policy({}, x, key=key)
+    with pytest.raises(ValueError, match="`criterion`"):
+        views.select_policy(["identity"], x, key=key, criterion="best")
+    with pytest.raises(ValueError, match="`eval_fraction`"):
+        views.select_policy(["identity"], x, key=key, eval_fraction=1.0)
+    with pytest.raises(ValueError, match="`steps`"):
+        views.select_policy(["identity"], x, key=key, steps=0)
+    with pytest.raises(ValueError, match="`learning_rate`"):
+        views.select_policy(["identity"], x, key=key, learning_rate=-1.0)
+    with pytest.raises(ValueError, match="at least 8 images"):
+        views.select_policy(["identity"], x[:4], key=key)
+    with pytest.raises(ValueError, match="Unknown view pipeline"):
+        views.select_policy(["nope"], x, key=key)

@@ -20,7 +20,8 @@ BATCH = 64
 WIDTH = 32
 # The metric a rule's update is expected to lower: its loss, except DINO, whose cross-entropy
 # H(q) + KL(q || p) rises early while centring spreads the teacher; the student lowers the KL.
-PROGRESS = {"dino": "kl"}
+# DeeperCluster's loss changes scale at its first clustering; its rotation part is comparable.
+PROGRESS = {"dino": "kl", "deepcluster": "rotation_loss"}
 # Rules without a loss of their own to lower: the learned rule's updates come from its
 # meta-trained network (tests/repr/test_learned.py, tests/repr/test_meta.py).
 WITH_LOSS = [n for n in R.names() if n != "learned_unsupervised_rule"]
@@ -37,9 +38,13 @@ def backbone():
     return models.make_network("mlp", input_shape=(8, 8, 1), num_outputs=10, hidden=(32,))
 
 
+# Settings a rule needs from its data: deepcluster's feature bank has a row per example.
+DATA_SETTINGS = {"deepcluster": {"num_examples": 1500}}
+
+
 def build(name, **hparams):
     net = R.encoder(name, backbone(), width=WIDTH)
-    return net, R.make(name, net, num_steps=STEPS, **hparams)
+    return net, R.make(name, net, num_steps=STEPS, **{**DATA_SETTINGS.get(name, {}), **hparams})
 
 
 @pytest.mark.parametrize("name", WITH_LOSS)
@@ -52,7 +57,7 @@ def test_rule_lowers_its_loss_jitted_and_vmapped_over_seeds(name):
     update = jax.jit(
         jax.vmap(lambda v, s, b, k: rule.update(v, s, b, key=k), in_axes=(0, 0, None, 0))
     )
-    fixed = {"retain": {"x": x[:BATCH], "y": y[:BATCH]}}
+    fixed = {"retain": {"x": x[:BATCH], "y": y[:BATCH], "index": jnp.arange(BATCH)}}
     fixed_keys = jax.random.split(jax.random.key(99), 2)
     metric = PROGRESS.get(name, "loss")
     before = np.asarray(update(variables, state, fixed, fixed_keys)[2][metric])
@@ -60,7 +65,7 @@ def test_rule_lowers_its_loss_jitted_and_vmapped_over_seeds(name):
     rng = np.random.default_rng(0)
     for step in range(STEPS):
         idx = rng.choice(len(x), BATCH, replace=False)
-        batch = {"retain": {"x": x[idx], "y": y[idx]}}
+        batch = {"retain": {"x": x[idx], "y": y[idx], "index": jnp.asarray(idx)}}
         variables, state, metrics = update(
             variables, state, batch, jax.random.split(jax.random.key(step + 1), 2)
         )
@@ -81,11 +86,11 @@ def test_sweepable_hyperparameters_trace(name):
     x, y = digits()
     net = R.encoder(name, backbone(), width=WIDTH)
     variables = net.init(jax.random.key(0))
-    batch = {"retain": {"x": x[:8], "y": y[:8]}}
+    batch = {"retain": {"x": x[:8], "y": y[:8], "index": jnp.arange(8)}}
     defaults = R.get(name).factory.__kwdefaults__
 
     def run(values):
-        rule = R.make(name, net, num_steps=STEPS, **values)
+        rule = R.make(name, net, num_steps=STEPS, **DATA_SETTINGS.get(name, {}), **values)
         state = rule.init(variables, key=jax.random.key(0))
         return rule.update(variables, state, batch, key=jax.random.key(1))[2]["loss"]
 
