@@ -11,7 +11,12 @@ in-context, latent probes, concept vectors, GCG, WaterDrum and retain similarity
     python -m experiments.main --config=experiments/configs/lm_robust.py --workdir=/tmp/ju_lmr
 
 `--config=experiments/configs/lm_robust.py:tiny` is the seconds-long version the tests run
-(`d_model` 16, 1 layer, three rules, few steps).
+(`d_model` 16, 1 layer, three rules, few steps, none of the wrappers and analyses).
+
+Besides the rules: ECO prompts (an inference-time guard: audited as a row, `n/a` under the
+audits that read the weights), UnTrac (data attribution by unlearning, ranked against
+leave-dataset-out retraining) and a synthetic forget set sampled from the target
+(`jaxunlearn.scenarios.lm_robust.methods`).
 
 Rule settings: the LM scenario's (`lm_fictitious.py`: Adam at 5e-4, batches of 16, one epoch of
 the retain set for rules that read it); ROCR edits one layer in one step from the whole forget
@@ -94,10 +99,20 @@ def get_config(arg=None):
         "gcg_candidates": 32,
         "max_new_tokens": 24,
     }
-    # Extension points (jaxunlearn.scenarios.lm_robust.extensions): registered inference
-    # wrappers (e.g. ECO prompts) audited as rows, and analyses (e.g. UnTrac) run after the rules.
-    c.wrappers = ()
-    c.analyses = ()
+    # Extension points (jaxunlearn.scenarios.lm_robust.extensions; the methods in
+    # jaxunlearn.scenarios.lm_robust.methods): inference wrappers audited as rows (ECO prompts:
+    # n/a under concept vectors and GCG, which read the weights), and analyses run after the
+    # rules (UnTrac's attribution vs retraining; a forget set sampled from the target vs the
+    # true one). `methods[name]` overrides a method's defaults (methods.DEFAULTS).
+    c.wrappers = ("eco",)
+    c.analyses = ("untrac", "synthetic_forget_set")
+    c.methods = {
+        "eco": {"threshold": 0.5, "sigma": 0.1, "learning_rate": 1.0, "steps": 10},
+        # 5 datasets of 8 authors' QA (40 rows); 6 retrainings (all, and without each) of
+        # 300 Adam steps at batch 16 (24 epochs of the 200 rows), vmapped.
+        "untrac": {"train_steps": 300, "train_learning_rate": 3e-3, "unlearn_steps": 5},
+        "synthetic_forget_set": {"samples": 8, "rule": "npo", "steps": 20},
+    }
     if arg == "tiny":
         c.data_kwargs = {
             "num_authors": 20,
@@ -136,4 +151,8 @@ def get_config(arg=None):
             "gcg_candidates": 4,
             "max_new_tokens": 12,
         }
+        # The methods are tested on their own (tests/scenarios/test_lm_robust_methods.py).
+        c.wrappers = ()
+        c.analyses = ()
+        c.methods = {}
     return c

@@ -103,6 +103,8 @@ def test_plan_takes_every_registered_lm_rule():
         ({"variants": {"train_forms": ("qa", "haiku")}}, "train_forms"),
         ({"variants": {"train_forms": ("cloze",)}}, "unlearn_form"),
         ({"analyses": ("untrac_not_registered",)}, "`analyses` names unregistered"),
+        ({"methods": {"eco": {}}}, "`methods` configures \\['eco'\\], which are not run"),
+        ({"wrappers": ("eco",), "methods": {"eco": {"sigmaa": 1}}}, "methods.eco"),
         ({"rules": {"simnpo": {}}}, "not run"),
         ({"audit": {"gcg_budget": 0}}, "audit.gcg_budget"),
         ({"dataset": "cifar10"}, "fictitious_authors"),
@@ -166,7 +168,7 @@ def test_tiny_run_end_to_end_and_rerun_restores(bench, tmp_path, capsys):
 
     @extensions.register_wrapper("_identity")
     def identity(plan, target, *, key):
-        return plan.network, target
+        return plan.network, target, {"fitted": 1}
 
     try:
         c = tiny(
@@ -185,13 +187,22 @@ def test_tiny_run_end_to_end_and_rerun_restores(bench, tmp_path, capsys):
             ("_identity", 0),
         }
         t, ident = recs[("target", 0)].metrics, recs[("_identity", 0)].metrics
-        # Every audit's headline is present; the identity wrapper is the target, audited again.
+        # Every audit's headline is present; the identity wrapper is the target, audited again,
+        # except by the audits that read the weights (n/a for a wrapper).
         for _, metric, _, _ in report_lib.COLUMNS:
             assert metric in t, metric
+        assert not any(k.startswith(("cv/", "gcg/")) for k in ident)
         for k, v in t.items():
+            if k.startswith(("cv/", "gcg/")):
+                continue
             assert math.isclose(v, ident[k], abs_tol=1e-5) or (
                 math.isnan(v) and math.isnan(ident[k])
             )
+        assert out["wrappers"] == {
+            "_identity": {"fitted": 1, "not_applicable": ["concept_vectors", "adversarial"]}
+        }
+        ident_line = next(x for x in out["table"].splitlines() if "_identity" in x)
+        assert ident_line.count("n/a") == 3  # cv/cosine, cv/projection_change, gcg/success
         # The target's concept vectors are its own: cosine 1, no change; JS(retain, retain) = 0.
         assert t["cv/cosine"] == pytest.approx(1.0) and t["cv/projection_change"] == 0.0
         assert recs[("retain", 0)].metrics["js/forget"] == pytest.approx(0.0, abs=1e-6)
@@ -201,12 +212,13 @@ def test_tiny_run_end_to_end_and_rerun_restores(bench, tmp_path, capsys):
         assert out["analyses"] == {"_count_rules": {"rules": 1}}
         data = json.load(open(tmp_path / "results.json"))
         assert len(data["records"]) == 5 and len(data["concepts"]) == 2
+        assert data["wrappers"]["_identity"]["fitted"] == 1
         assert os.path.isfile(tmp_path / "heatmap.png")
         assert "gradient_ascent" in open(tmp_path / "results.txt").read()
         # A rerun restores the models and every method's records: same numbers, nothing rerun.
         again = run_lm_robust_experiment(c, str(tmp_path), verbose=False, bench=bench)
         assert [r.metrics for r in again["records"]] == [r.metrics for r in out["records"]]
-        assert len(calls) == 2  # analyses always run (they own their caching)
+        assert len(calls) == 1 and again["analyses"] == out["analyses"]  # restored too
     finally:
         extensions.ANALYSES.pop("_count_rules", None)
         extensions.WRAPPERS.pop("_identity", None)

@@ -5,10 +5,12 @@ target learned in several forms, as a knowledge graph and through watermarked ow
 robustness audit of :mod:`jaxunlearn.audit.lm_robust` then looks for what is left.
 ``benchmark`` (the rows and evaluation sets), ``plan`` (config -> :class:`RobustPlan`),
 ``audits`` (the battery of one model), ``extensions`` (inference wrappers and analyses),
+``methods`` (ECO, UnTrac and the synthetic forget set, registered there),
 ``runner`` (:func:`run_lm_robust_experiment`) and ``report`` (the table and the heat map). The
 target and retain models are the LM scenario's artefacts (:mod:`jaxunlearn.scenarios.lm`).
 """
 
+from jaxunlearn.scenarios.lm_robust import methods  # noqa: F401 (registers ECO, UnTrac, ...)
 from jaxunlearn.scenarios.lm_robust.benchmark import RobustBenchmark, build_benchmark
 from jaxunlearn.scenarios.lm_robust.extensions import register_analysis, register_wrapper
 from jaxunlearn.scenarios.lm_robust.plan import RobustPlan, is_lm_robust_config, robust_plan

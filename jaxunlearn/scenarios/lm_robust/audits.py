@@ -371,6 +371,9 @@ AUDITS: dict[str, Callable[..., dict]] = {
     "waterdrum": waterdrum,
     "retain_similarity": retain_similarity,
 }
+# Audits that read the parameters directly, not through `network.apply` or generation: an
+# inference-time wrapper (ECO) is invisible to them, so they are not applicable to one.
+READS_WEIGHTS = ("concept_vectors", "adversarial")
 # The table's columns: (audit, metric, meaning, heat-map cell?). The heat map shows the metrics
 # that measure knowledge of the forget facts, where target (knows) and retain model (never saw)
 # are the two ends; the others (utility, gaps) are in the table only.
@@ -464,4 +467,12 @@ def concept_summary(ctx: AuditContext) -> list[dict]:
     ]
 
 
-__all__ = ["AUDITS", "COLUMNS", "SETTINGS", "AuditContext", "audit_model", "make_context"]
+__all__ = [
+    "AUDITS",
+    "COLUMNS",
+    "READS_WEIGHTS",
+    "SETTINGS",
+    "AuditContext",
+    "audit_model",
+    "make_context",
+]

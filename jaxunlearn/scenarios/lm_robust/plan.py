@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "audit": {},
     "analyses": (),
     "wrappers": (),
+    "methods": {},  # {wrapper or analysis: settings} (extensions.settings)
 }
 RULE_DEFAULTS: dict[str, Any] = {
     "epochs": 1,
@@ -65,6 +66,8 @@ class RobustPlan:
       analyses, wrappers: names of :data:`~jaxunlearn.scenarios.lm_robust.extensions.ANALYSES`
         and :data:`~jaxunlearn.scenarios.lm_robust.extensions.WRAPPERS` to run.
       variants: the resolved variant settings.
+      methods: ``{wrapper or analysis: settings given}`` (the config's ``methods``; resolve one
+        with :func:`~jaxunlearn.scenarios.lm_robust.extensions.settings`).
     """
 
     bench: Any
@@ -75,6 +78,7 @@ class RobustPlan:
     analyses: tuple[str, ...]
     wrappers: tuple[str, ...]
     variants: dict
+    methods: dict = dataclasses.field(default_factory=dict)
 
     @property
     def split(self) -> str:
@@ -125,7 +129,7 @@ def robust_plan(config, *, bench=None) -> RobustPlan:
         of building one from ``data_kwargs`` and ``variants``.
     """
     from jaxunlearn.scenarios.lm_robust import audits as audits_lib
-    from jaxunlearn.scenarios.lm_robust import extensions
+    from jaxunlearn.scenarios.lm_robust import extensions, methods  # noqa: F401 (registers)
 
     given = plain(config)
     unknown_keys("The lm_robust config", given, {*REQUIRED, *DEFAULTS})
@@ -167,6 +171,15 @@ def robust_plan(config, *, bench=None) -> RobustPlan:
         bad = [a for a in chosen if a not in table]
         if bad:
             raise ValueError(f"`{kind}` names unregistered {bad}; registered: {sorted(table)}")
+    chosen_methods = {*cfg["analyses"], *cfg["wrappers"]}
+    method_settings = {k: plain(v) for k, v in plain(cfg["methods"]).items()}
+    stray = sorted(set(method_settings) - chosen_methods)
+    if stray:
+        raise ValueError(
+            f"`methods` configures {stray}, which are not run (not in `wrappers` or `analyses`)"
+        )
+    for name, given in method_settings.items():
+        extensions.settings(name, given)
     if bench is None:
         bench = bench_lib.build_benchmark(plain(cfg["data_kwargs"]), variants)
     lm_config = {
@@ -196,6 +209,7 @@ def robust_plan(config, *, bench=None) -> RobustPlan:
         analyses=tuple(cfg["analyses"]),
         wrappers=tuple(cfg["wrappers"]),
         variants=variants,
+        methods=method_settings,
     )
 
 

@@ -39,8 +39,14 @@ def _fmt(stat) -> str:
     return f"{mean:.3f}" + (f"±{std:.3f}" if n > 1 else "")
 
 
-def table(records, *, with_legend: bool = True) -> str:
-    """The rule x audit table (mean ± std over seeds) with its legend."""
+NOT_APPLICABLE = "n/a"
+
+
+def table(records, *, with_legend: bool = True, not_applicable=None) -> str:
+    """The rule x audit table (mean ± std over seeds) with its legend; ``not_applicable``
+    (``{method: audits}``) marks those audits' cells of a method ``n/a`` (an inference wrapper
+    under the audits that read the weights)."""
+    not_applicable = {m: set(a) for m, a in (not_applicable or {}).items()}
     summary = summarize(records)
     present = {m for v in summary.values() for m in v["stats"]}
     cols = [c for c in COLUMNS if c[1] in present]
@@ -55,7 +61,12 @@ def table(records, *, with_legend: bool = True) -> str:
                 scenario,
                 method,
                 f"{ok}/{v['n']}{mark}",
-                *[_fmt(v["stats"].get(c[1])) for c in cols],
+                *[
+                    NOT_APPLICABLE
+                    if c[0] in not_applicable.get(method, ())
+                    else _fmt(v["stats"].get(c[1]))
+                    for c in cols
+                ],
                 "-" if rt is None else f"{rt[0]:.1f}",
             ]
         )
@@ -67,6 +78,11 @@ def table(records, *, with_legend: bool = True) -> str:
             "  rows: target = before unlearning; retain = trained without the forget facts (the "
             "exact-unlearning reference); rules: mean ± std over seeds"
         )
+        if not_applicable:
+            out.append(
+                f"  {NOT_APPLICABLE}: an inference-time wrapper ({', '.join(not_applicable)}) "
+                "under an audit that reads the weights directly, which never see it"
+            )
     return "\n".join(out)
 
 

@@ -13,11 +13,15 @@
    the QA-form forget rows with the QA-form retain rows: unlearning sees one form only; then the
    battery on each seed (a seed whose parameters or scores turn non-finite is ``diverged``);
 4. the registered inference wrappers and analyses the config names
-   (:mod:`~jaxunlearn.scenarios.lm_robust.extensions`).
+   (:mod:`~jaxunlearn.scenarios.lm_robust.extensions`; ECO, UnTrac and the synthetic forget set
+   in :mod:`~jaxunlearn.scenarios.lm_robust.methods`): a wrapper is audited as a row (``n/a``
+   under the audits that read the weights directly), an analysis's payload goes to
+   ``analyses``; both cached like the rules.
 
 Writes ``results.json`` (``records``: one per method and seed with every metric; ``concepts``:
-the located concept vectors and their ablation effect; ``analyses``), ``results.txt`` (the rule x
-audit table, also printed) and ``heatmap.png``. Each method's records are stored under
+the located concept vectors and their ablation effect; ``wrappers``: what each wrapper fitted;
+``analyses``), ``results.txt`` (the rule x audit table and the wrappers' and analyses' small
+tables, also printed) and ``heatmap.png``. Each method's records are stored under
 ``workdir/records/lm_robust/`` with the fingerprint of what determines them; a rerun restores
 those that match and reruns the rest.
 """
@@ -58,7 +62,8 @@ def run_lm_robust_experiment(config, workdir: str, *, verbose: bool = True, benc
         of building the config's.
 
     Returns:
-      ``{"records": [Record], "concepts": [...], "analyses": {...}, "table": str}``.
+      ``{"records": [Record], "concepts": [...], "wrappers": {...}, "analyses": {...},
+      "table": str}``.
     """
     p = robust_plan(config, bench=bench)
     verbose = verbose and multihost.is_primary()
@@ -100,16 +105,41 @@ def _run(p: RobustPlan, workdir: str, verbose: bool) -> dict:
         )
         for s, entry in enumerate(payload["seeds"]):
             records.append(Record(split, name, s, entry["status"], entry["metrics"], digest))
+    wrappers, not_applicable = {}, {}
     for name in p.wrappers:
         payload, digest = _cached(
-            p, workdir, f"wrapper_{name}", {}, log, lambda _, n=name: _run_wrapper(p, ctx, n)
+            p,
+            workdir,
+            f"wrapper_{name}",
+            _settings(p, name),
+            log,
+            lambda _, n=name: _run_wrapper(p, ctx, n),
         )
-        records.append(Record(split, name, 0, OK, payload, digest))
-    analyses = {name: extensions.ANALYSES[name](p, art, log) for name in p.analyses}
-    text = report_lib.table(records)
+        records.append(Record(split, name, 0, OK, payload["metrics"], digest))
+        wrappers[name] = {**payload["info"], "not_applicable": payload["not_applicable"]}
+        not_applicable[name] = payload["not_applicable"]
+        log(f"  {name} (wrapper): " + _brief(payload["metrics"]))
+    analyses = {}
+    for name in p.analyses:
+        analyses[name], _ = _cached(
+            p,
+            workdir,
+            f"analysis_{name}",
+            _settings(p, name),
+            log,
+            lambda _, n=name: extensions.ANALYSES[n](p, art, log),
+        )
+    text = report_lib.table(records, not_applicable=not_applicable)
+    extras = [
+        extensions.REPORTS[n](v)
+        for n, v in (*wrappers.items(), *analyses.items())
+        if n in extensions.REPORTS
+    ]
+    text = "\n\n".join([text, *extras])
     out = {
         "records": records,
         "concepts": audits_lib.concept_summary(ctx),
+        "wrappers": wrappers,
         "analyses": analyses,
         "table": text,
     }
@@ -120,6 +150,7 @@ def _run(p: RobustPlan, workdir: str, verbose: bool) -> dict:
         {
             "records": [r.to_json() for r in records],
             "concepts": out["concepts"],
+            "wrappers": wrappers,
             "analyses": analyses,
             "settings": {"audit": p.audit, "variants": _jsonable(p.variants)},
         },
@@ -214,11 +245,19 @@ def _run_rule(p: RobustPlan, art: LMArtefacts, ctx, name: str, log) -> dict:
     return {"seeds": seeds}
 
 
+def _settings(p: RobustPlan, name: str) -> dict:
+    return {"settings": fp_lib.canonical(extensions.settings(name, p.methods.get(name)))}
+
+
 def _run_wrapper(p: RobustPlan, ctx, name: str) -> dict:
-    network, variables = extensions.WRAPPERS[name](
+    """The wrapper's audits (those reading the weights directly are not applicable) and info."""
+    network, variables, info = extensions.WRAPPERS[name](
         p, ctx.target, key=jax.random.key(p.lm.root_seed)
     )
-    return audits_lib.audit_model(ctx, network, variables, p.audits)
+    blind = [a for a in p.audits if a in audits_lib.READS_WEIGHTS]
+    audits = [a for a in p.audits if a not in audits_lib.READS_WEIGHTS]
+    metrics = audits_lib.audit_model(ctx, network, variables, audits)
+    return {"metrics": metrics, "info": info, "not_applicable": blind}
 
 
 __all__ = ["run_lm_robust_experiment"]
