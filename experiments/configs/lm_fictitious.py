@@ -42,8 +42,9 @@ def _rules():
         },
         "grad_diff": {"epochs": 1, **both, "hparams": {**lr, "optimizer": _ADAM}},
         "npo": {"epochs": 1, **both, "hparams": lr},
-        "simnpo": {"epochs": 1, **both, "hparams": lr},
-        "idk_dpo": {"epochs": 1, **both, "hparams": lr},
+        # SimNPO, IdkDPO: their sweeps (`SWEEPS`) chose 2e-3; at 5e-4 they barely moved.
+        "simnpo": {"epochs": 1, **both, "hparams": {"learning_rate": 2e-3, "beta": 2.5}},
+        "idk_dpo": {"epochs": 1, **both, "hparams": {"learning_rate": 2e-3, "beta": 0.1}},
         "altpo": {"epochs": 1, **both, "hparams": lr},
         "rmu": {"epochs": 1, **both, "hparams": lr},
         "undial": {"epochs": 1, **both, "hparams": lr},
@@ -103,8 +104,12 @@ def get_config(arg=None):
         "batch_size": 64,
         "retain_questions": 200,  # retain QA evaluated (TOFU: retain_perturbed, 400)
         "max_new_tokens": 24,
-        "leak_questions": 40,  # forget questions sampled for leak@k
-        "leak_samples": 64,  # samples per question (leak@k paper: 200)
+        # leak@k: 200 samples (the leak@k paper's) for every forget question (issue 11 asks for
+        # 400 questions; forget10 here has 100), decoded as one compiled program in chunks of
+        # `sample_rows` sequences.
+        "leak_questions": 400,
+        "leak_samples": 200,
+        "sample_rows": 1024,
         "leak_ks": (1, 4, 16, 64),
         "leak_rouge": 0.1,  # ROUGE-L recall a leaking answer must reach (leak@k paper)
         "min_k": 0.4,
