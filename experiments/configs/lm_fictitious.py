@@ -106,10 +106,10 @@ def get_config(arg=None):
         "max_new_tokens": 24,
         # leak@k: 200 samples (the leak@k paper's) for every forget question (issue 11 asks for
         # 400 questions; forget10 here has 100), decoded as one compiled program in chunks of
-        # `sample_rows` sequences.
+        # `sample_rows` sequences (one question's samples: a chunk stops at its longest answer).
         "leak_questions": 400,
         "leak_samples": 200,
-        "sample_rows": 1024,
+        "sample_rows": 200,
         "leak_ks": (1, 4, 16, 64),
         "leak_rouge": 0.1,  # ROUGE-L recall a leaking answer must reach (leak@k paper)
         "min_k": 0.4,

@@ -72,7 +72,7 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "max_new_tokens": 24,
     "leak_questions": 400,
     "leak_samples": 200,
-    "sample_rows": 1024,
+    "sample_rows": 200,
     "leak_ks": (1, 4, 16, 64),
     "leak_rouge": 0.1,
     "min_k": 0.4,
