@@ -55,7 +55,10 @@ def steps_per_second(rule, network, stream, *, steps: int, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mlp,cnn")
-    parser.add_argument("--rules", default=",".join(R.names()))
+    # The learned rule is meta-trained first (benchmarks/learned_rule_speed.py,
+    # experiments/configs/learned_rule.py) and trains MLPs only.
+    default_rules = [n for n in R.names() if n != "learned_unsupervised_rule"]
+    parser.add_argument("--rules", default=",".join(default_rules))
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--width", type=int, default=256)

@@ -59,6 +59,25 @@ USER_ERRORS = (ValueError, OSError, KeyError, AttributeError)
 _HINT = "(--verbose or JAXUNLEARN_VERBOSE=1 shows the traceback)"
 
 
+# config.track -> (module, function(config, workdir)) of the experiment that runs it.
+TRACKS = {
+    "classifier": ("jaxunlearn.scenarios", "run_experiment"),
+    "lm": ("jaxunlearn.scenarios.lm", "run_lm_experiment"),
+    "lm_robust": ("jaxunlearn.scenarios.lm_robust", "run_lm_robust_experiment"),
+    "ssl": ("jaxunlearn.scenarios.ssl", "run"),
+    "unlearnable": ("jaxunlearn.unlearnable.experiment", "run"),
+    "learned_rule": ("jaxunlearn.scenarios.learned_rule", "run"),
+}
+
+
+def track(config) -> str:
+    """The config's track (``config.track``; the classifier experiment when unset), checked."""
+    name = config.get("track", "classifier") if hasattr(config, "get") else "classifier"
+    if name not in TRACKS:
+        raise ValueError(f"Unknown config.track {name!r}; valid tracks: {sorted(TRACKS)}")
+    return name
+
+
 def verbose(argv=None) -> bool:
     """Whether tracebacks are wanted: ``--verbose`` or ``JAXUNLEARN_VERBOSE`` set (not 0)."""
     env = os.environ.get("JAXUNLEARN_VERBOSE", "").strip().lower()

@@ -6,7 +6,14 @@ r"""The experiment binary: train originals and oracles, run unlearning rules, au
 
 A config with ``track = "lm"`` (``experiments/configs/lm_fictitious.py``) runs the language-model
 experiment instead (:mod:`jaxunlearn.scenarios.lm`: target and retain models, LM rules, the TOFU
-table and the forget quality vs model utility plot).
+table and the forget quality vs model utility plot); ``track = "lm_robust"``
+(``experiments/configs/lm_robust.py``) runs every LM rule through the robustness audits
+(:mod:`jaxunlearn.scenarios.lm_robust`: the rule x audit table and heat map);
+``track = "learned_rule"`` (``experiments/configs/learned_rule.py``) meta-trains the learned
+unsupervised rule (:mod:`jaxunlearn.scenarios.learned_rule`); ``track = "ssl"``
+(``experiments/configs/ssl.py``) the self-supervised experiment (:mod:`jaxunlearn.scenarios.ssl`:
+every representation rule trained and evaluated, then unlearning in the encoders);
+``track = "unlearnable"`` (``experiments/configs/unlearnable.py``) the unlearnable examples.
 
 Writes ``results.json`` (one record per scenario, method and seed), ``results.txt`` (the table
 also printed here) and ``results.png`` into ``--workdir``. Rerunning with the same workdir
@@ -20,6 +27,8 @@ One job over several processes (hosts): start the same command on each with
 elsewhere add ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``.
 ``launch/local.sh 2 experiments/configs/default.py:smoke /tmp/ju_mp`` does this on one machine.
 """
+
+import importlib
 
 from absl import flags
 from ml_collections import config_flags
@@ -37,21 +46,9 @@ def main(argv):
     del argv
     common.set_up(_CONFIG.value)
     common.check_workdir(_WORKDIR.value)
-    from jaxunlearn.scenarios.lm import is_lm_config
-
-    if is_lm_config(_CONFIG.value):  # track = "lm": the language-model experiment
-        from jaxunlearn.scenarios.lm import run_lm_experiment
-
-        run_lm_experiment(_CONFIG.value, _WORKDIR.value)
-        return
-    if _CONFIG.value.get("track") == "unlearnable":
-        from jaxunlearn.unlearnable import experiment
-
-        experiment.run(_CONFIG.value, _WORKDIR.value)
-        return
-    from jaxunlearn.scenarios import run_experiment
-
-    run_experiment(_CONFIG.value, _WORKDIR.value)
+    track = common.track(_CONFIG.value)
+    module, function = common.TRACKS[track]
+    getattr(importlib.import_module(module), function)(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,8 @@ def tiny_lm_problem(trained: bool = True, num_forget: int = 8, num_retain: int =
 
     Each row is a 4-token prompt and a 3-token random answer (token 0 pads); the first
     ``num_forget`` rows are the forget set. The stream carries the rows' "I don't know" answers
-    (``idk_x``/``idk_y``, one fixed answer) and alternate answers (``alt_x``/``alt_y``). With
+    (``idk_x``/``idk_y``, one fixed answer), alternate answers (``alt_x``/``alt_y``) and
+    anti-sample answers (``anti_x``/``anti_y``, random wrong answers). With
     ``trained`` the model is trained on every row (100 Adam steps) until it has memorised the
     answers; otherwise it is freshly initialised.
     """
@@ -184,8 +185,10 @@ def tiny_lm_problem(trained: bool = True, num_forget: int = 8, num_retain: int =
     idk = np.broadcast_to(np.arange(LM_VOCAB - 3, LM_VOCAB), (n, LM_ANSWER))
     idk_x, idk_y = _qa_rows(rng, prompts, idk)
     alt_x, alt_y = _qa_rows(rng, prompts, rng.integers(1, LM_VOCAB - 3, (n, LM_ANSWER)))
+    anti_x, anti_y = _qa_rows(rng, prompts, rng.integers(1, LM_VOCAB - 3, (n, LM_ANSWER)))
     net = tiny_lm_network()
     extra = {"idk_x": idk_x, "idk_y": idk_y, "alt_x": alt_x, "alt_y": alt_y}
+    extra |= {"anti_x": anti_x, "anti_y": anti_y}
     variables = net.init(jax.random.key(0))
     if trained:
         variables = fit(

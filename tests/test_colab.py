@@ -15,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ("01_quickstart.ipynb", ("random_label", "UA")),
         ("02_gold_audits.ipynb", ("retrain (other seeds)", "neggrad_plus", "KLoM median")),
         ("03_lm_unlearning.ipynb", ("exact match", "retain (seed 1)", "npo", "forget_quality")),
+        ("04_representation.ipynb", ("random init", "ssl_ascent", "CKA_oracle_forget")),
         ("05_unlearnable.ipynb", ("100% protected", "clean half alone", "kernel Bayes error")),
     ],
 )

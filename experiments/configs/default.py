@@ -56,24 +56,60 @@ def get_config(arg=None):
     }
     c.rules = {
         "retrain": {},
-        "finetune": {"epochs": 10, "retain_batch_size": 64, "hparams": {"learning_rate": 0.01}},
+        # Each rule tuned per scenario with the sweep (3 seeds, selection by the Avg. Gap on a
+        # validation half of the test set; commands and grids in docs/tuning.md). An entry holds
+        # the class_0 values (and note) and overrides them for random_10pct only, so that a
+        # config that keeps one of the two scenarios (the gold notebook, benchmarks/) still
+        # plans: `per_scenario` must name scenarios the config has.
+        "finetune": {
+            "epochs": 10,
+            "retain_batch_size": 64,
+            # class_0: lr in {0.01, ..., 0.4} -> 0.25 (gap 0.72): below 0.15 class 0 stays
+            # (0.01: UA 0), 0.4 collapses a seed.
+            "hparams": {"learning_rate": 0.25},
+            # random_10pct: lr in {0.01, 0.03, 0.1, 0.2} -> 0.1 (gap 1.61; 0.01: 2.35).
+            "per_scenario": {"random_10pct": {"hparams": {"learning_rate": 0.1}}},
+        },
         "gradient_ascent": {
             "epochs": 5,
             "forget_batch_size": 32,
-            "hparams": {"learning_rate": 2e-3},
+            # class_0: lr in {2e-3, ..., 5e-2} and {6e-3, ..., 9e-3} -> 8e-3 (gap 33.8).
+            "hparams": {"learning_rate": 8e-3},
+            "note": (
+                "learning-rate cliff: no stable rate forgets class 0. Over 20 updates, "
+                "lr <= 6e-3 keeps it (UA <= 6) and from 9e-3 seeds collapse the model "
+                "(2e-2: RA 14 in every seed; 10 epochs at 3e-3 to 6e-3 collapse too); "
+                "8e-3, the sweep's choice, forgets it in some seeds only."
+            ),
+            # random_10pct: lr in {2e-3, 5e-3, 8e-3, 1e-2} -> 2e-3 (gap 2.44, the original's;
+            # 5e-3 costs retain accuracy); no cliff there, so no note.
+            "per_scenario": {"random_10pct": {"hparams": {"learning_rate": 2e-3}, "note": ""}},
         },
         "neggrad_plus": {
             "epochs": 5,
             "forget_batch_size": 16,
             "retain_batch_size": 64,
-            "hparams": {"beta": 0.95, "learning_rate": 0.01},
+            # class_0: beta in {0.5, ..., 0.95} and {0.91, ..., 0.94} -> 0.91 (gap 5.5).
+            "hparams": {"beta": 0.91, "learning_rate": 0.01},
+            "note": (
+                "cliff in beta (the forget loss's weight 1 - beta): 0.93 and above "
+                "keep class 0 (UA <= 8), 0.9 forgets it at a cost of ~10 points of "
+                "test accuracy and 0.8 or less diverges; 0.91, the sweep's choice, "
+                "forgets it in some seeds only (lr 2e-3 to 7e-3 at beta 0.9: UA <= 7)."
+            ),
+            # random_10pct: beta in {0.6, ..., 0.99} -> 0.75 (gap 1.16; 0.95: 2.40).
+            "per_scenario": {"random_10pct": {"hparams": {"beta": 0.75}, "note": ""}},
         },
         "random_label": {
             "epochs": 5,
             "forget_batch_size": 32,
             "retain_batch_size": 64,
-            # The forget batch's share of the concatenated batch (32 of 96), stated explicitly.
+            # class_0: lr in {3e-3, 5e-3, 1e-2, 2e-2} -> 1e-2 (gap 0.54), with the forget batch's
+            # share of the concatenated batch (32 of 96) stated explicitly.
             "hparams": {"learning_rate": 0.01, "forget_weight": 1 / 3},
+            # random_10pct: forget_weight in {0.05, 0.1, 0.2, 1/3} -> 0.05 (gap 2.00; 1/3: 7.58,
+            # the membership attack calls a third of the forget set non-members, the oracle 6%).
+            "per_scenario": {"random_10pct": {"hparams": {"forget_weight": 0.05}}},
         },
     }
     c.audits = (
@@ -96,6 +132,8 @@ def get_config(arg=None):
         c.train.epochs = 1
         c.train.chunk_size = 11  # two checkpoints per model (an epoch is 22 or 20 steps)
         c.scenarios = {"class_0": c.scenarios.class_0}
-        c.rules = {"retrain": {}, "neggrad_plus": {**c.rules.neggrad_plus, "epochs": 0.25}}
+        # The class_0 entry (the random_10pct override goes with that scenario).
+        smoke_rule = {k: v for k, v in c.rules.neggrad_plus.items() if k != "per_scenario"}
+        c.rules = {"retrain": {}, "neggrad_plus": {**smoke_rule, "epochs": 0.25}}
         c.audits = ("accuracy", "mia_efficacy")
     return c

@@ -8,6 +8,16 @@ audit module that registers its audits (``register``, ``register_ensemble``) nee
 import importlib
 import pkgutil
 
+from jaxunlearn.audit.attribution import (
+    UnTracResult,
+    author_groups,
+    graded_rows,
+    leave_dataset_out,
+    run_untrac,
+    spearman,
+    untrac,
+    untrac_inv,
+)
 from jaxunlearn.audit.classification import (
     accuracy_percent,
     avg_gap,
@@ -21,6 +31,7 @@ from jaxunlearn.audit.competition import (
     forgetting_score,
     logit_scaled_confidence,
 )
+from jaxunlearn.audit.forget_sets import compare_forget_sets
 from jaxunlearn.audit.klom import klom, margins
 from jaxunlearn.audit.lm import (
     exact_memorization,
@@ -112,6 +123,16 @@ __all__ = [
     "zrf_score",
     "RelearnResult",
     "relearn_steps",
+    # Data attribution by unlearning (UnTrac) and forget-set comparison.
+    "UnTracResult",
+    "author_groups",
+    "compare_forget_sets",
+    "graded_rows",
+    "leave_dataset_out",
+    "run_untrac",
+    "spearman",
+    "untrac",
+    "untrac_inv",
     "linear_cka",
     "linear_probe_accuracy",
     "weighted_knn_accuracy",

@@ -35,6 +35,7 @@ every target token that carries the key fact (the corpus marks them: ``key_mask`
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
@@ -48,7 +49,7 @@ from jaxunlearn.core import losses
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data import fictitious_variants as fv
 from jaxunlearn.data.tokenizer import ANSWER_TEMPLATE, PROMPT_TEMPLATE, Tokenizer
-from jaxunlearn.models import generation, transformer
+from jaxunlearn.models import generation, transformer, value_vectors
 
 # --------------------------------------------------------------------------------- helpers
 
@@ -408,16 +409,29 @@ def retain_similarity(
       (arXiv 2410.02879).
     """
 
+    if kind not in DIVERGENCES:
+        raise ValueError(f"kind must be one of {DIVERGENCES}; got {kind!r}.")
+    divergence = _divergence_fn(network, kind)
+    return {
+        name: float(
+            jnp.mean(divergence(variables, retain_variables, jnp.asarray(x), jnp.asarray(y)))
+        )
+        for name, (x, y) in sets.items()
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _divergence_fn(network: Network, kind: str):
+    """The jitted :func:`answer_divergence` of two models of ``network`` (one program for every
+    pair of models audited)."""
+
     @jax.jit
-    def divergence(tokens, labels):
+    def divergence(variables, retain_variables, tokens, labels):
         a = network.apply(variables, tokens).logits
         b = network.apply(retain_variables, tokens).logits
         return answer_divergence(a, b, labels, kind=kind)
 
-    return {
-        name: float(jnp.mean(divergence(jnp.asarray(x), jnp.asarray(y))))
-        for name, (x, y) in sets.items()
-    }
+    return divergence
 
 
 # ----------------------------------------------------------------------- in-context recovery
@@ -579,7 +593,6 @@ def relearn_lm(
       Doshi and Stickland 2024 (arXiv 2411.12103); Hu et al., "Unlearning or Obfuscating?",
       ICLR 2025 (arXiv 2406.13356); Lynch et al. 2024 (arXiv 2402.16835).
     """
-    from jaxunlearn.rules.finetune import finetune
     from jaxunlearn.train.loop import fit, make_stream
 
     x, y = np.asarray(forget[0]), np.asarray(forget[1])
@@ -595,11 +608,8 @@ def relearn_lm(
     if key_mask is not None:
         eval_y = np.where(np.asarray(key_mask)[half_b], eval_y, losses.IGNORE_INDEX)
     eval_x, eval_y = jnp.asarray(x[half_b]), jnp.asarray(eval_y)
-    rule = finetune(
-        network.apply, learning_rate=learning_rate, optimizer={"name": "adam"}, train_mode=False
-    )
-    rule = _with_eval_accuracy(rule, network.apply, eval_x, eval_y)
-    start = jax.jit(lambda v: losses.accuracy(network.apply(v, eval_x).logits, eval_y))(variables)
+    rule, accuracy = _relearn_programs(network, float(learning_rate), eval_x, eval_y)
+    start = accuracy(variables)
     attacks = {"forget_half": (x[half_a], y[half_a]), "retain": retain, "utility": utility}
     out = {}
     for name, data in attacks.items():
@@ -621,6 +631,29 @@ def relearn_lm(
         steps = int(np.argmax(reached)) if reached.any() else max_steps + 1
         out[name] = RelearnResult(np.int32(steps), curve.astype(np.float32))
     return out
+
+
+_RELEARN_CACHE: dict = {}
+
+
+def _relearn_programs(network: Network, learning_rate: float, eval_x, eval_y):
+    """``(rule, accuracy)``: the attacks' fine-tuning rule (tracking accuracy on the evaluation
+    set) and the jitted accuracy, one pair per (network, learning rate, evaluation set), so that
+    ``fit`` reuses its compiled programs for every model attacked on the same data."""
+    from jaxunlearn.rules.finetune import finetune
+
+    digest = hashlib.sha1(np.asarray(eval_x).tobytes() + np.asarray(eval_y).tobytes())
+    key = (network, learning_rate, eval_x.shape, digest.hexdigest())
+    if key not in _RELEARN_CACHE:
+        if len(_RELEARN_CACHE) >= 8:
+            _RELEARN_CACHE.clear()
+        rule = finetune(
+            network.apply, learning_rate=learning_rate, optimizer={"name": "adam"}, train_mode=False
+        )
+        rule = _with_eval_accuracy(rule, network.apply, eval_x, eval_y)
+        accuracy = jax.jit(lambda v: losses.accuracy(network.apply(v, eval_x).logits, eval_y))
+        _RELEARN_CACHE[key] = (rule, accuracy)
+    return _RELEARN_CACHE[key]
 
 
 # -------------------------------------------------------------------- forward with internals
@@ -844,12 +877,6 @@ def gcg_segments(tokenizer: Tokenizer, question: str, answer: str):
 # ------------------------------------------------------------------------- concept vectors
 
 
-def _unembedding(spec, params) -> Array:
-    """``[d, V]`` output projection, with the final norm's scale folded in."""
-    table = _embedding(params).T if spec.tie_embeddings else params["lm_head"]["kernel"]
-    return params["norm"]["scale"][:, None] * table
-
-
 def value_vector_scores(network: Network, variables: Variables, concept_ids) -> Array:
     """``[num_layers, d_ff]`` how strongly each MLP value vector (row ``j`` of a layer's
     ``down_proj`` kernel, what unit ``j`` writes into the residual stream) favours the concept's
@@ -866,13 +893,8 @@ def value_vector_scores(network: Network, variables: Variables, concept_ids) -> 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _value_vector_scores(spec, params, ids):
-    out = _unembedding(spec, params)
-    rows = jnp.stack(
-        [params["layers"][str(i)]["mlp"]["down_proj"]["kernel"] for i in range(spec.num_layers)]
-    )  # [L, f, d]
-    logits = rows @ out  # [L, f, V]
-    mean, std = logits.mean(-1), logits.std(-1) + 1e-8
-    return (logits[..., ids].mean(-1) - mean) / std
+    weights = jnp.zeros(spec.vocab_size).at[ids].add(1.0)
+    return value_vectors.concept_scores(params, weights)
 
 
 def locate_concept_vectors(

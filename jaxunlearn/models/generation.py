@@ -124,6 +124,7 @@ def generate(
     num_samples: int = 1,
     eos_id: int | None = None,
     batch_size: int | None = None,
+    prompt_embed_offset: Array | None = None,
 ) -> Generated:
     """Continues right-padded prompts with the KV cache, in one compiled program.
 
@@ -147,6 +148,11 @@ def generate(
       eos_id: end-of-sequence token; a row stops at its first EOS and is padded after it.
       batch_size: prompts decoded at once (``lax.map`` over chunks of this many prompts, each with
         its ``num_samples`` samples, in the same program); ``None``: all at once.
+      prompt_embed_offset: ``[B, P, d]`` added to the prompt tokens' embeddings in the prefill
+        only (the new tokens are embedded as they are): ECO's inference-time corruption
+        (:mod:`jaxunlearn.models.eco`). ``None``: the network's own
+        ``network.apply.prompt_embed_offset(variables, prompts)`` when it has one (an ECO-wrapped
+        network), else nothing.
 
     Returns:
       :class:`Generated`: ``tokens [B, num_samples, max_new_tokens]`` and ``lengths
@@ -194,11 +200,23 @@ def generate(
     if values is not None and np.any(np.all(values == spec.pad_id, 1)):
         raise ValueError("`prompts` has an empty row (only pad tokens): nothing to continue.")
     batch_size = n if batch_size is None else _positive_int("batch_size", batch_size)
+    if prompt_embed_offset is None and hasattr(network.apply, "prompt_embed_offset"):
+        prompt_embed_offset = network.apply.prompt_embed_offset(variables, prompts)
+    if prompt_embed_offset is not None and np.shape(prompt_embed_offset) != (
+        n,
+        width,
+        spec.d_model,
+    ):
+        raise ValueError(
+            f"`prompt_embed_offset` must be [B, P, d] = {(n, width, spec.d_model)}; got "
+            f"{np.shape(prompt_embed_offset)}."
+        )
     return _generate(
         spec,
         variables["params"],
         jnp.asarray(prompts, jnp.int32),
         key,
+        prompt_embed_offset,
         max_new_tokens=max_new_tokens,
         num_samples=num_samples,
         temperature=float(temperature),
@@ -297,6 +315,7 @@ def _generate(
     params,
     prompts,
     key,
+    offset,
     *,
     max_new_tokens,
     num_samples,
@@ -311,14 +330,17 @@ def _generate(
     rows = jnp.arange(chunks * batch_size).reshape(chunks, batch_size)
     variables = {"params": params}
     s, steps = num_samples, max_new_tokens
+    if offset is not None:
+        offset = jnp.pad(offset, ((0, chunks * batch_size - n), (0, 0), (0, 0)))
+        offset = offset.reshape(chunks, batch_size, width, -1)
 
     def chunk(args):
-        prompt, row = args
+        prompt, row, prompt_offset = args
         b = prompt.shape[0]
         lengths = jnp.maximum(prompt_lengths(prompt, spec.pad_id), 1)  # (filler rows are empty)
         cache = transformer.init_cache(spec, b, width + steps)
         positions = jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), (b, width))
-        logits, cache = transformer.decode(spec, variables, prompt, positions, cache)
+        logits, cache = transformer.decode(spec, variables, prompt, positions, cache, prompt_offset)
         logits = logits[jnp.arange(b), lengths - 1]
         # Fold the samples into the batch: row b * s + j is sample j of prompt b.
         logits = jnp.repeat(logits, s, 0)
@@ -353,7 +375,7 @@ def _generate(
         _, _, _, out, _, new_lengths = jax.lax.while_loop(cond, body, carry)
         return out.reshape(b, s, steps), new_lengths.reshape(b, s)
 
-    tokens, lengths = jax.lax.map(chunk, (padded.reshape(chunks, batch_size, width), rows))
+    tokens, lengths = jax.lax.map(chunk, (padded.reshape(chunks, batch_size, width), rows, offset))
     tokens = tokens.reshape(chunks * batch_size, s, steps)[:n]
     return Generated(tokens, lengths.reshape(chunks * batch_size, s)[:n])
 

@@ -316,12 +316,12 @@ class Transformer(nnx.Module):
             return self.embed_tokens.attend(h).astype(jnp.float32)
         return self.lm_head(h).astype(jnp.float32)
 
-    def __call__(self, tokens: Array):
+    def __call__(self, tokens: Array, embed_offset: Array | None = None):
         tokens = _check_tokens(self.spec, tokens)
         b, t = tokens.shape
         positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         valid = tokens != self.spec.pad_id
-        h = self.embed_tokens(tokens)
+        h = _embed(self.embed_tokens, tokens, embed_offset)
         hidden = []
         for layer in self.layers:
             h, _ = layer(h, positions, positions, valid)
@@ -331,7 +331,9 @@ class Transformer(nnx.Module):
         features = (normed.astype(jnp.float32) * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
         return self._logits(normed), features, tuple(hidden)
 
-    def decode(self, tokens: Array, positions: Array, cache: KVCache):
+    def decode(
+        self, tokens: Array, positions: Array, cache: KVCache, embed_offset: Array | None = None
+    ):
         """Runs ``tokens [B, t]`` at ``positions [B, t]`` (consecutive per row) against the cache.
 
         Returns ``(logits [B, t, V] float32, new cache)``.
@@ -340,11 +342,18 @@ class Transformer(nnx.Module):
         s = cache.valid.shape[1]
         valid = _write(cache.valid, tokens != self.spec.pad_id, positions[:, 0])
         key_positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
-        h = self.embed_tokens(tokens)
+        h = _embed(self.embed_tokens, tokens, embed_offset)
         k, v = cache.k, cache.v
         for i, layer in enumerate(self.layers):
             h, (k, v) = layer(h, positions, key_positions, valid, (k, v, i))
         return self._logits(self.norm(h)), KVCache(k, v, valid)
+
+
+def _embed(table: nnx.Embed, tokens: Array, offset: Array | None) -> Array:
+    """Token embeddings ``[B, t, d]``, plus ``offset`` (same shape) when given: inference-time
+    embedding corruption (ECO prompts, :mod:`jaxunlearn.models.eco`) leaves the weights alone."""
+    h = table(tokens)
+    return h if offset is None else h + jnp.asarray(offset).astype(h.dtype)
 
 
 def _check_tokens(spec: TransformerConfig, tokens) -> Array:
@@ -425,7 +434,12 @@ def init_cache(spec: TransformerConfig, batch_size: int, max_len: int | None = N
 
 
 def decode(
-    spec: TransformerConfig, variables, tokens: Array, positions: Array, cache: KVCache
+    spec: TransformerConfig,
+    variables,
+    tokens: Array,
+    positions: Array,
+    cache: KVCache,
+    embed_offset: Array | None = None,
 ) -> tuple[Array, KVCache]:
     """Prefill or one decoding step with a KV cache (pure and jittable).
 
@@ -439,6 +453,7 @@ def decode(
         holds position ``p``; a row's keys are the slots at or before the query's position that
         hold non-pad tokens, exactly what :func:`network`'s ``apply`` attends to.
       cache: from :func:`init_cache` or a previous call.
+      embed_offset: ``[B, t, d]`` added to the tokens' embeddings (``None``: nothing).
 
     Returns:
       ``(logits [B, t, V] float32, cache)``; ``logits[b, j]`` equals ``apply``'s logits at position
@@ -450,7 +465,7 @@ def decode(
         raise ValueError(
             f"`tokens` {tokens.shape} and `positions` {positions.shape} must both be [B, t]."
         )
-    return _module(spec, variables["params"]).decode(tokens, positions, cache)
+    return _module(spec, variables["params"]).decode(tokens, positions, cache, embed_offset)
 
 
 def logical_axes(spec: TransformerConfig) -> dict:

@@ -248,4 +248,6 @@ def rule_with_target(
         metrics.update(loss=loss, ema_rate=rate)
         return variables, TargetState(opt_state, target, extra, state.step.next()), metrics
 
+    # The loss, for wrappers that reuse it (self-supervised unlearning, repr.unlearning).
+    update.target_loss = loss_fn
     return UnlearningRule(init, update)

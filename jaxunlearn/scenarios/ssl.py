@@ -1,0 +1,686 @@
+"""The self-supervised experiment: train an encoder with every representation rule, evaluate it,
+then unlearn a class or a random subset from some of the encoders and audit the representation.
+
+Training (one row per rule of :mod:`jaxunlearn.repr`'s registry that trains an encoder alone;
+rules that need labels, a guide or an old task -- ``lwf``, ``representational_alignment`` -- or
+that cannot be built for the backbone -- ``learned_unsupervised_rule`` trains MLPs only -- are
+listed as skipped with the reason). Each rule trains the
+backbone with its projection head (``repr.encoder``) for ``steps`` updates of ``batch_size`` with
+:func:`jaxunlearn.train.fit` (one ``lax.scan``-fused program per ``eval_every`` segment); the labels
+in its stream are withheld (all zero). Reported per rule, on the backbone's features: weighted
+20-NN accuracy of the test split against the training split (``kNN``, and ``kNN_gain`` over the
+randomly initialised backbone), the linear-probe accuracy (``probe``), RankMe effective rank of
+the test features (``rank``) and the training time without compilation (``train_s``). Reference
+rows: the raw pixels, the randomly initialised backbone (``random init``) and supervised training
+(``rules.finetune`` on the labels, same backbone, steps and batch).
+
+Unlearning (item 5 of issue 13). For every encoder of ``unlearn.encoders`` and every request of
+``unlearn.forget`` (a class, a random subset: :class:`~jaxunlearn.data.ForgetSpec`), the rule is
+retrained from the same initialisation on the retain set alone (the *oracle*), and the trained
+encoder (the *original*) is unlearned without labels by
+
+* ``ssl_ascent``: the encoder's own loss turned around (:func:`jaxunlearn.repr.unlearning.
+  self_supervised_ascent`: ascent on forget views, descent on retain views);
+* each label-free unlearning rule of ``unlearn.rules`` (``label_agnostic_forgetting``,
+  ``bad_teacher``) on the encoder's projection (:func:`jaxunlearn.repr.unlearning.label_free_rule`).
+
+Audits (all percent but ``rank``), per model, on the backbone's features: ``CKA_oracle_forget`` /
+``CKA_oracle_retain`` (linear CKA to the oracle on the forget / retain training examples),
+``CKA_orig_forget`` (to the original), ``kNN_forget`` / ``kNN_retain`` (weighted 20-NN of forget /
+retain training examples against the whole test split as labelled memory, the protocol of
+:mod:`jaxunlearn.audit.representation`), ``kNN_test`` (test examples of the kept classes against
+the retain set as memory), ``rank`` (RankMe of the test features) and ``align_forget`` /
+``align_retain`` (Wang and Isola's alignment of two fixed augmented views of the forget / retain
+examples, lower = closer: an encoder trained on an example maps its views closer, a label-free
+trace that k-NN misses when the encoder generalises to a class it never saw).
+
+Writes into the workdir ``results.json`` (records), ``results.txt`` (both tables, also printed),
+``results.png`` (k-NN accuracy over training; forget-set k-NN and CKA to the oracle per unlearning
+method) and ``curves.json`` (the k-NN curves). Run it with ``python -m experiments.main
+--config=experiments/configs/ssl.py --workdir=/tmp/ssl``.
+
+References:
+  Issue 13; ``shared/reference/unlearnable_and_representation.md`` (Part B: rules, k-NN and probe
+  protocols, "Are We Truly Forgetting?"'s CKA and k-NN audits).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxunlearn import audit
+from jaxunlearn import data as data_lib
+from jaxunlearn import models as models_lib
+from jaxunlearn import repr as repr_lib
+from jaxunlearn import rules as rules_lib
+from jaxunlearn.data import views as views_lib
+from jaxunlearn.data.forget import ForgetSpec, check_fields, make_split, validate
+from jaxunlearn.repr import unlearning
+from jaxunlearn.scenarios import report
+from jaxunlearn.train import fit, make_stream
+from jaxunlearn.train import records as records_lib
+
+REQUIRED = ("dataset", "model", "steps", "batch_size")
+DEFAULTS = {
+    "track": "ssl",
+    "data_kwargs": {},
+    "data_dir": "",
+    "model_kwargs": {},
+    "width": 256,
+    "rules": (),
+    "hparams": {},
+    "eval_every": 50,
+    "probe_epochs": 100,
+    "supervised_learning_rate": 0.05,
+    "root_seed": 0,
+    "unlearn": {},
+    "distributed": False,
+}
+UNLEARN_DEFAULTS = {
+    "encoders": ("simclr",),
+    "forget": {"class 0": {"kind": "class", "classes": (0,)}},
+    "steps": 100,
+    "forget_batch_size": 64,
+    "retain_batch_size": 128,
+    "ascent": {},
+    "rules": {"label_agnostic_forgetting": {}, "bad_teacher": {}},
+}
+# Rules of the registry that do not train an encoder from unlabelled data alone, and why.
+NOT_STANDALONE = {
+    "lwf": "continual learning: needs an old task's network and new-task labels",
+    "representational_alignment": "guidance: needs a guide network and labels for its task loss",
+}
+RANDOM, SUPERVISED, PIXELS = "random init", "supervised", "raw pixels"
+ORIGINAL, ORACLE, ASCENT = "original", "retrained (oracle)", "ssl_ascent"
+TRAIN_SCENARIO = "train"
+TRAIN_METRICS = ("kNN", "kNN_gain", "probe", "rank", "train_s")
+UNLEARN_METRICS = (
+    "CKA_oracle_forget",
+    "CKA_oracle_retain",
+    "CKA_orig_forget",
+    "kNN_forget",
+    "kNN_retain",
+    "kNN_test",
+    "rank",
+    "align_forget",
+    "align_retain",
+    "train_s",
+)
+KNN_K, KNN_TEMPERATURE = 20, 0.07
+MAX_QUERIES = 2048  # retain queries and CKA rows beyond this are subsampled (fixed seed)
+
+
+def _plain(node):
+    to_dict = getattr(node, "to_dict", None)
+    return to_dict() if to_dict is not None else dict(node or {})
+
+
+def _count(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def standalone_rules() -> tuple[list[str], dict[str, str]]:
+    """``(rules that train an encoder from unlabelled data alone, {other rule: why not})``,
+    from the registry (rules added later are included unless they read labels)."""
+    names, skipped = [], {}
+    for name in repr_lib.names():
+        if name in NOT_STANDALONE:
+            skipped[name] = NOT_STANDALONE[name]
+        elif repr_lib.get(name).needs_labels:
+            skipped[name] = "reads labels"
+        else:
+            names.append(name)
+    return names, skipped
+
+
+def check_config(config) -> dict:
+    """The config as a plain dict with defaults filled; a ``ValueError`` naming any bad setting,
+    before compute."""
+    given = _plain(config)
+    missing = [k for k in REQUIRED if k not in given]
+    if missing:
+        raise ValueError(f"The ssl config has no {missing}")
+    unknown = sorted(set(given) - set(REQUIRED) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"The ssl config has unknown key(s) {unknown}")
+    cfg = {**DEFAULTS, **given}
+    data_lib.check_name(cfg["dataset"])
+    models_lib.check_name(cfg["model"])
+    cfg["steps"] = _count(cfg["steps"], "steps", 1)
+    cfg["batch_size"] = _count(cfg["batch_size"], "batch_size", 2)
+    cfg["width"] = _count(cfg["width"], "width", 1)
+    cfg["probe_epochs"] = _count(cfg["probe_epochs"], "probe_epochs", 1)
+    cfg["eval_every"] = _count(cfg["eval_every"], "eval_every", 1)
+    if cfg["steps"] % cfg["eval_every"]:
+        raise ValueError(f"`eval_every` ({cfg['eval_every']}) must divide `steps` ({cfg['steps']})")
+    if not float(cfg["supervised_learning_rate"]) > 0:
+        raise ValueError(
+            f"`supervised_learning_rate` must be > 0; got {cfg['supervised_learning_rate']}"
+        )
+    standalone, skipped = standalone_rules()
+    names = list(cfg["rules"])
+    cfg["explicit_rules"] = bool(names)
+    for name in names:
+        repr_lib.get(name)  # unknown names list the valid ones
+        if name in skipped:
+            raise ValueError(f"representation rule {name!r} cannot train alone: {skipped[name]}")
+    cfg["rules"] = names or standalone
+    cfg["skipped"] = {} if names else skipped
+    hparams = {k: _plain(v) for k, v in _plain(cfg["hparams"]).items()}
+    for name, hp in hparams.items():
+        if name not in cfg["rules"]:
+            raise ValueError(f"`hparams` names {name!r}, which is not among the rules run")
+        repr_lib.REPR.check_hparams(name, hp)
+    cfg["hparams"] = hparams
+
+    u = _plain(cfg["unlearn"])
+    bad = sorted(set(u) - set(UNLEARN_DEFAULTS))
+    if bad:
+        raise ValueError(f"`unlearn` has unknown key(s) {bad}; valid: {sorted(UNLEARN_DEFAULTS)}")
+    u = {**UNLEARN_DEFAULTS, **u}
+    u["encoders"] = tuple(u["encoders"])
+    for name in u["encoders"]:
+        if name not in cfg["rules"]:
+            raise ValueError(
+                f"`unlearn.encoders` names {name!r}, which is not among the rules trained "
+                f"{cfg['rules']}"
+            )
+    specs = {}
+    for label, entry in _plain(u["forget"]).items():
+        spec = ForgetSpec.from_config(_plain(entry))
+        check_fields(spec)
+        specs[str(label)] = spec
+    u["forget"] = specs
+    for k in ("steps", "forget_batch_size", "retain_batch_size"):
+        u[k] = _count(u[k], f"unlearn.{k}", 2 if k.endswith("batch_size") else 1)
+    u["ascent"] = _plain(u["ascent"])
+    u["rules"] = {k: _plain(v) for k, v in _plain(u["rules"]).items()}
+    for name, hp in u["rules"].items():
+        info = rules_lib.get(name)
+        if info.needs_labels:
+            raise ValueError(
+                f"`unlearn.rules` names {name!r}, which reads forget labels; label-free rules: "
+                f"{unlearning.label_free_names()}"
+            )
+        rules_lib.registry.check_hparams(name, {**unlearning.ENCODER_SETTINGS.get(name, {}), **hp})
+    cfg["unlearn"] = u
+    return cfg
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+
+class EncoderFeatures(NamedTuple):
+    """Backbone features of one model.
+
+    Attributes:
+      train: ``[n_train, d]`` features of the training split.
+      test: ``[n_test, d]`` features of the test split.
+      views: ``([n_train, d], [n_train, d])`` features of two fixed augmented views of every
+        training example (for the alignment audit), or ``None``.
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    views: tuple[np.ndarray, np.ndarray] | None = None
+
+
+class _Features:
+    """Backbone features of the splits (and of two fixed views of the training split) under a
+    network, one jitted program per network."""
+
+    def __init__(self, ds, *, key, chunk: int = 1024):
+        self.ds, self.chunk, self._programs = ds, chunk, {}
+        pipeline = views_lib.default_pipeline(ds.input_shape)
+        self.views = np.asarray(
+            views_lib.make_views(pipeline, key, jnp.asarray(ds.x_train, jnp.float32), 2)
+        )
+
+    def __call__(self, network, variables, *, views: bool = False) -> EncoderFeatures:
+        key = (network.name, id(network.apply))
+        if key not in self._programs:
+            self._programs[key] = jax.jit(lambda v, x: network.apply(v, x).features)
+        program = self._programs[key]
+
+        def run(x):
+            parts = [
+                program(variables, jnp.asarray(x[i : i + self.chunk]))
+                for i in range(0, len(x), self.chunk)
+            ]
+            return np.asarray(jnp.concatenate(parts)).reshape(len(x), -1)
+
+        pair = (run(self.views[0]), run(self.views[1])) if views else None
+        return EncoderFeatures(run(self.ds.x_train), run(self.ds.x_test), pair)
+
+
+def _knn(memory, memory_labels, queries, labels) -> float:
+    if len(labels) == 0:
+        return float("nan")
+    return audit.weighted_knn_accuracy(
+        memory, memory_labels, queries, labels, k=KNN_K, temperature=KNN_TEMPERATURE
+    )
+
+
+def encoder_scores(train, test, ds, *, probe_epochs: int) -> dict[str, float]:
+    """``kNN``, ``probe`` (percent) and ``rank`` of frozen features of the two splits."""
+    if not (np.all(np.isfinite(train)) and np.all(np.isfinite(test))):
+        return {}
+    return {
+        "kNN": _knn(train, ds.y_train, test, ds.y_test),
+        "probe": audit.linear_probe_accuracy(
+            train, ds.y_train, test, ds.y_test, epochs=probe_epochs
+        ),
+        "rank": audit.effective_rank(test),
+    }
+
+
+def _subsample(index: np.ndarray, limit: int = MAX_QUERIES) -> np.ndarray:
+    if len(index) <= limit:
+        return index
+    return np.sort(np.random.default_rng(0).choice(index, limit, replace=False))
+
+
+def unlearning_audit(features, *, oracle, original, ds, split) -> dict[str, float]:
+    """The representation audits of one model against the oracle and the original.
+
+    Args:
+      features: :class:`EncoderFeatures` (or a ``(train, test)`` pair) of the audited model.
+      oracle: the same for the encoder retrained on the retain set.
+      original: the same for the encoder before unlearning.
+      ds: the dataset (labels).
+      split: the forget scenario's :class:`~jaxunlearn.data.forget.Split`.
+
+    Returns:
+      ``{metric: value}`` (see the module docstring); empty when the features are not finite.
+      With ``features.views``, also ``align_forget`` / ``align_retain``: Wang and Isola's
+      alignment of two views of the forget / retain examples (lower = views closer: an encoder
+      trained on an example tends to map its views closer together, a label-free trace of it).
+    """
+    features, oracle, original = (EncoderFeatures(*f) for f in (features, oracle, original))
+    train, test = features.train, features.test
+    if not (np.all(np.isfinite(train)) and np.all(np.isfinite(test))):
+        return {}
+    retain = _subsample(split.retain)
+    out = {}
+    for part, rows in (("forget", split.forget), ("retain", retain)):
+        out[f"CKA_oracle_{part}"] = 100.0 * audit.linear_cka(train[rows], oracle.train[rows])
+    out["CKA_orig_forget"] = 100.0 * audit.linear_cka(
+        train[split.forget], original.train[split.forget]
+    )
+    out["kNN_forget"] = _knn(test, ds.y_test, train[split.forget], ds.y_train[split.forget])
+    out["kNN_retain"] = _knn(test, ds.y_test, train[retain], ds.y_train[retain])
+    out["kNN_test"] = _knn(
+        train[split.retain], ds.y_train[split.retain], test[split.test], ds.y_test[split.test]
+    )
+    out["rank"] = audit.effective_rank(test)
+    if features.views is not None and all(np.all(np.isfinite(v)) for v in features.views):
+        a, b = features.views
+        out["align_forget"] = audit.alignment(a[split.forget], b[split.forget])
+        out["align_retain"] = audit.alignment(a[retain], b[retain])
+    return out
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def train_encoder(rule, variables, stream, *, steps, batch_size, eval_every, key, evaluate):
+    """Runs ``rule`` for ``steps`` updates in ``eval_every``-long fused segments.
+
+    Returns:
+      ``(variables, state, curve [(step, kNN)], train seconds, compile seconds)``; the curve
+      starts at step 0 and holds ``evaluate(variables)`` after each segment.
+    """
+    state, curve, run_s, compile_s = None, [(0, evaluate(variables))], 0.0, 0.0
+    for i in range(steps // eval_every):
+        res = fit(
+            rule,
+            variables,
+            stream,
+            batch_sizes={"retain": batch_size},
+            num_steps=eval_every,
+            key=jax.random.fold_in(key, i),
+            state=state,
+        )
+        variables, state = res.variables, res.state
+        run_s += res.runtime_s
+        compile_s += res.compile_s
+        curve.append(((i + 1) * eval_every, evaluate(variables)))
+        if res.diverged:
+            break
+    return variables, state, curve, run_s, compile_s
+
+
+def build_encoder_rule(name, backbone, *, width, num_steps, key, hparams=None):
+    """``(encoder, rule, starting variables)`` of representation rule ``name`` on ``backbone``.
+
+    Raises:
+      ValueError: (or ``TypeError``) when the rule cannot be built or initialised for this
+        backbone; the initialisation is traced abstractly, without compute.
+    """
+    net = repr_lib.encoder(name, backbone, width=width)
+    rule = repr_lib.make(name, net, num_steps=num_steps, **(hparams or {}))
+    start = net.init(key)
+    jax.eval_shape(lambda v: rule.init(v, key=key), start)
+    return net, rule, start
+
+
+def _record(scenario, method, metrics, **extra) -> report.Record:
+    status = "ok" if metrics else "diverged"
+    return report.Record(scenario, method, 0, status, {**metrics, **extra} if metrics else {})
+
+
+def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
+    """Runs the experiment of ``config`` and writes its results into ``workdir``.
+
+    Returns:
+      The records (also in ``results.json``).
+    """
+    cfg = check_config(config)
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    kwargs = dict(_plain(cfg["data_kwargs"]))
+    if cfg["data_dir"] and cfg["dataset"] not in ("digits", "diabetes"):
+        kwargs["data_dir"] = cfg["data_dir"]
+    ds = data_lib.load(cfg["dataset"], **kwargs)
+    if ds.task != "classification" or len(ds.input_shape) != 3:
+        raise ValueError(f"dataset {cfg['dataset']!r} is not an image classification dataset")
+    u = cfg["unlearn"]
+    for spec in u["forget"].values():
+        validate(spec, ds)
+    backbone = models_lib.make_network(
+        cfg["model"],
+        input_shape=ds.input_shape,
+        num_outputs=ds.num_outputs,
+        **_plain(cfg["model_kwargs"]),
+    )
+    root = jax.random.key(int(cfg["root_seed"]))
+    init_key, data_key = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
+    n = len(ds.y_train)
+    everything = np.arange(n)
+    labelled = make_stream(ds.x_train, ds.y_train, {"retain": everything})
+    withheld = make_stream(
+        ds.x_train, unlearning.withheld_labels(ds.y_train), {"retain": everything}
+    )
+    features = _Features(ds, key=jax.random.fold_in(root, 3))
+    os.makedirs(workdir, exist_ok=True)
+    records: list[report.Record] = []
+    curves: dict[str, list] = {}
+
+    def scores(net, v):
+        f = features(net, v)
+        return encoder_scores(f.train, f.test, ds, probe_epochs=cfg["probe_epochs"])
+
+    def knn_of(net):
+        def evaluate(v):
+            f = features(net, v)
+            return _knn(f.train, ds.y_train, f.test, ds.y_test)
+
+        return evaluate
+
+    # ---- references: raw pixels, the random backbone, supervised training
+    flat = ds.x_train.reshape(n, -1), ds.x_test.reshape(len(ds.x_test), -1)
+    records.append(
+        _record(TRAIN_SCENARIO, PIXELS, encoder_scores(*flat, ds, probe_epochs=cfg["probe_epochs"]))
+    )
+    random_scores = scores(backbone, backbone.init(init_key))
+    random_knn = random_scores.get("kNN", float("nan"))
+    records.append(_record(TRAIN_SCENARIO, RANDOM, random_scores, kNN_gain=0.0))
+    log(f"  [ssl] random init: {random_scores}")
+    t0 = time.perf_counter()
+    sup = rules_lib.finetune(backbone.apply, learning_rate=float(cfg["supervised_learning_rate"]))
+    variables, _, curve, run_s, compile_s = train_encoder(
+        sup,
+        backbone.init(init_key),
+        labelled,
+        steps=cfg["steps"],
+        batch_size=cfg["batch_size"],
+        eval_every=cfg["eval_every"],
+        key=data_key,
+        evaluate=knn_of(backbone),
+    )
+    s = scores(backbone, variables)
+    records.append(
+        _record(
+            TRAIN_SCENARIO,
+            SUPERVISED,
+            s,
+            kNN_gain=s.get("kNN", np.nan) - random_knn,
+            train_s=run_s,
+            compile_s=compile_s,
+        )
+    )
+    curves[SUPERVISED] = curve
+    log(f"  [ssl] supervised: {s} ({time.perf_counter() - t0:.1f}s)")
+
+    # ---- every representation rule
+    trained = {}
+    for name in cfg["rules"]:
+        t0 = time.perf_counter()
+        try:
+            net, rule, start = build_encoder_rule(
+                name,
+                backbone,
+                width=cfg["width"],
+                num_steps=cfg["steps"],
+                key=init_key,
+                hparams=cfg["hparams"].get(name, {}),
+            )
+        except (ValueError, TypeError) as err:
+            if cfg["explicit_rules"]:
+                raise
+            cfg["skipped"][name] = f"cannot be built for this backbone: {err}"
+            log(f"  [ssl] {name}: skipped ({err})")
+            continue
+        variables, state, curve, run_s, compile_s = train_encoder(
+            rule,
+            start,
+            withheld,
+            steps=cfg["steps"],
+            batch_size=cfg["batch_size"],
+            eval_every=cfg["eval_every"],
+            key=data_key,
+            evaluate=knn_of(net),
+        )
+        s = scores(net, variables)
+        records.append(
+            _record(
+                TRAIN_SCENARIO,
+                name,
+                s,
+                kNN_gain=s.get("kNN", np.nan) - random_knn,
+                train_s=run_s,
+                compile_s=compile_s,
+            )
+        )
+        curves[name] = curve
+        trained[name] = (net, start, variables)
+        log(f"  [ssl] {name}: {s} ({time.perf_counter() - t0:.1f}s)")
+
+    # ---- unlearning
+    for name in u["encoders"]:
+        if name not in trained:
+            continue
+        net, start, original = trained[name]
+        original_features = features(net, original, views=True)
+        for label, spec in u["forget"].items():
+            split = make_split(ds, spec, seed=int(cfg["root_seed"]))
+            scenario = f"{name}: {label}"
+            t0 = time.perf_counter()
+            retain_only = make_stream(
+                ds.x_train, unlearning.withheld_labels(ds.y_train), {"retain": split.retain}
+            )
+            rule = repr_lib.make(name, net, num_steps=cfg["steps"], **cfg["hparams"].get(name, {}))
+            res = fit(
+                rule,
+                start,
+                retain_only,
+                batch_sizes={"retain": min(cfg["batch_size"], len(split.retain))},
+                num_steps=cfg["steps"],
+                key=data_key,
+            )
+            oracle_features = features(net, res.variables, views=True)
+            audit_of = functools.partial(
+                unlearning_audit,
+                oracle=oracle_features,
+                original=original_features,
+                ds=ds,
+                split=split,
+            )
+            records.append(_record(scenario, ORIGINAL, audit_of(original_features)))
+            records.append(
+                _record(scenario, ORACLE, audit_of(oracle_features), train_s=res.runtime_s)
+            )
+            log(f"  [ssl] {scenario}: oracle retrained ({time.perf_counter() - t0:.1f}s)")
+            stream_u = make_stream(
+                ds.x_train,
+                unlearning.withheld_labels(ds.y_train),
+                {"forget": split.forget, "retain": split.retain},
+            )
+            batch_sizes = {
+                "forget": min(u["forget_batch_size"], len(split.forget)),
+                "retain": min(u["retain_batch_size"], len(split.retain)),
+            }
+            methods = {
+                ASCENT: (
+                    net,
+                    unlearning.self_supervised_ascent(
+                        repr_lib.make(
+                            name, net, num_steps=u["steps"], **cfg["hparams"].get(name, {})
+                        ),
+                        name=name,
+                        **u["ascent"],
+                    ),
+                )
+            }
+            for rule_name, hp in u["rules"].items():
+                methods[rule_name] = unlearning.label_free_rule(
+                    rule_name,
+                    net,
+                    num_steps=u["steps"],
+                    forget_fraction=len(split.forget) / n,
+                    forget_classes=split.classes or None,
+                    **hp,
+                )
+            for method, (view, method_rule) in methods.items():
+                t0 = time.perf_counter()
+                res = fit(
+                    method_rule,
+                    original,
+                    stream_u,
+                    batch_sizes=batch_sizes,
+                    num_steps=u["steps"],
+                    key=jax.random.fold_in(data_key, 7),
+                )
+                diverged = res.diverged
+                m = {} if diverged else audit_of(features(view, res.variables, views=True))
+                records.append(_record(scenario, method, m, train_s=res.runtime_s))
+                log(
+                    f"  [ssl] {scenario} / {method}: "
+                    f"{ {k: round(v, 1) for k, v in m.items()} } ({time.perf_counter() - t0:.1f}s)"
+                )
+    write(records, curves, workdir, cfg, stream=stream)
+    return records
+
+
+# ---------------------------------------------------------------------------------- output
+
+LEGEND = (
+    "Training: kNN = weighted 20-NN accuracy (T = 0.07) of the test split against the training "
+    "split's backbone features; kNN_gain = kNN - the random backbone's; probe = linear-probe "
+    "accuracy; rank = RankMe effective rank of the test features; train_s = training seconds "
+    "without compilation. Unlearning (per encoder and request): CKA_oracle_* = linear CKA x 100 "
+    "to the encoder retrained without the forget set, on forget / retain training examples; "
+    "CKA_orig_forget = to the encoder before unlearning; kNN_forget / kNN_retain = 20-NN of forget "
+    "/ retain training examples against the test split as memory; kNN_test = test examples of the "
+    "kept classes against the retain set as memory; align_* = alignment of two augmented views "
+    "of forget / retain examples (lower = closer). No unlearning method reads a label."
+)
+
+
+def write(records, curves, workdir, cfg, *, stream=None) -> dict[str, str]:
+    """``results.json``, ``results.txt`` (printed too), ``results.png`` and ``curves.json``."""
+    paths = {
+        "json": os.path.join(workdir, "results.json"),
+        "table": os.path.join(workdir, "results.txt"),
+        "plot": os.path.join(workdir, "results.png"),
+        "curves": os.path.join(workdir, "curves.json"),
+    }
+    records_lib.write_json(paths["json"], [r.to_json() for r in records], indent=1)
+    records_lib.write_json(
+        paths["curves"], {k: [[int(s), float(v)] for s, v in c] for k, c in curves.items()}
+    )
+    train = [r for r in records if r.scenario == TRAIN_SCENARIO]
+    rest = [r for r in records if r.scenario != TRAIN_SCENARIO]
+    lines = [
+        f"{cfg['dataset']}, {cfg['model']} backbone, {cfg['steps']} steps of batch "
+        f"{cfg['batch_size']}",
+        report.table(train, metrics=TRAIN_METRICS),
+    ]
+    if cfg["skipped"]:
+        lines += ["", "not trained here:"]
+        lines += [f"  {k}: {v}" for k, v in cfg["skipped"].items()]
+    if rest:
+        lines += ["", f"unlearning ({cfg['unlearn']['steps']} steps, no labels)"]
+        lines.append(report.table(rest, metrics=UNLEARN_METRICS))
+    lines += ["", LEGEND]
+    text = "\n".join(lines)
+    with open(paths["table"], "w") as f:
+        f.write(text + "\n")
+    plot(records, curves, paths["plot"])
+    print(text, file=stream or sys.stdout, flush=True)
+    print(f"\nwrote {', '.join(paths.values())}", file=stream or sys.stdout)
+    return paths
+
+
+def plot(records, curves, path: str) -> str:
+    """Left: k-NN accuracy over training per rule, the random backbone dashed. Right: forget-set
+    k-NN against CKA to the oracle, one marker per unlearning method and request."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, curve in curves.items():
+        steps, knn = zip(*curve, strict=True)
+        left.plot(steps, knn, marker=".", label=name, lw=2 if name == SUPERVISED else 1)
+    rnd = next((r for r in records if r.method == RANDOM and r.metrics), None)
+    if rnd is not None:
+        left.axhline(rnd.metrics["kNN"], color="k", ls="--", lw=1, label=RANDOM)
+    left.set_xlabel("training step")
+    left.set_ylabel("test k-NN accuracy (%)")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7, ncol=2)
+    rest = [r for r in records if r.scenario != TRAIN_SCENARIO and r.metrics]
+    markers = dict(zip(dict.fromkeys(r.scenario for r in rest), "osD^v<>", strict=False))
+    methods = list(dict.fromkeys(r.method for r in rest))
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
+    for r in rest:
+        right.scatter(
+            r.metrics["CKA_oracle_forget"],
+            r.metrics["kNN_forget"],
+            marker=markers.get(r.scenario, "o"),
+            color=colours[r.method],
+        )
+    for m in methods:
+        right.scatter([], [], color=colours[m], label=m)
+    for s, mk in markers.items():
+        right.scatter([], [], marker=mk, color="grey", label=s)
+    right.set_xlabel("CKA to the retrained encoder on the forget set (x100)")
+    right.set_ylabel("forget-set k-NN accuracy (%)")
+    right.grid(alpha=0.3)
+    if rest:
+        right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
