@@ -128,6 +128,20 @@ def test_nucleus_by_hand():
     np.testing.assert_array_equal(kept(1.0), [1, 1, 1, 1])
 
 
+def test_inverse_cdf_sample_by_hand():
+    # p = [0.1, 0, 0.6, 0.3] (token 1 excluded): u < 0.1 -> 0, 0.1 <= u < 0.7 -> 2, else 3.
+    logits = jnp.log(jnp.array([0.1, 1.0, 0.6, 0.3])).at[1].set(-jnp.inf)
+    keys = jax.random.split(jax.random.key(0), 200)
+    u = np.asarray(jax.vmap(jax.random.uniform)(keys))
+    expected = np.where(u < 0.1, 0, np.where(u < 0.7, 2, 3))
+    got = np.asarray(generation.inverse_cdf_sample(keys, jnp.tile(logits, (200, 1))))
+    np.testing.assert_array_equal(got, expected)
+    assert set(expected.tolist()) == {0, 2, 3}
+    # One token with all the mass is always drawn, whatever the uniform.
+    one = jnp.full((200, 4), -jnp.inf).at[:, 3].set(0.0)
+    assert np.all(np.asarray(generation.inverse_cdf_sample(keys, one)) == 3)
+
+
 def test_score_matches_the_forward_pass():
     net, variables = _net()
     tokens = np.array(jax.random.randint(jax.random.key(4), (5, 10), 1, V))

@@ -21,6 +21,37 @@ import ml_collections
 
 VARIANTS = ("", "tiny")
 
+# The sweeps behind the SimNPO, IdkDPO and SatImp defaults (OpenUnlearning's lr 1e-5 for 10 epochs
+# is for 7B models; at this config's first 5e-4 for one epoch they barely moved the target). Each
+# is one vmapped grid from the default target, scored on half of forget10's authors; the default
+# is the highest forget quality that keeps 0.85 of the target's validation utility (0.857), i.e.
+# `--utility_floor=0.85` (the sweep's default floor, 0.9, chose points of IdkDPO and SatImp that
+# still left the full forget10 run's forget quality at 1e-13 and 1e-19, the target's 1e-21;
+# NPO's default keeps 0.79 of the target's utility). E.g.
+#
+#   python -m experiments.sweep --config=experiments/configs/lm_fictitious.py --workdir=/tmp/ju_lm \
+#       --scenario=forget10 --rule=simnpo --param=learning_rate --values=5e-4,1e-3,2e-3,4e-3 \
+#       --param2=beta --values2=2.5,4.5
+#
+# Validation forget quality / model utility (the target's utility: 0.857):
+#   simnpo  lr x beta    5e-4: 1.6e-6/0.863 (2.5), 4.9e-7/0.862 (4.5); 1e-3: 3.8e-5/0.85 (both);
+#                        2e-3: 3.9e-2/0.811 (2.5, chosen), 2.8e-3/0.820 (4.5);
+#                        4e-3: 0.40/0.657 (2.5), 1.2e-2/0.668 (4.5)
+#   idk_dpo lr x beta    5e-4..1e-3: < 1e-7 (both betas, utility 0.83-0.85);
+#                        2e-3: 3.8e-5/0.816 (0.1), 1.5e-7/0.821 (0.5);
+#                        4e-3: 5.8e-4/0.752 (0.1, chosen), 1e-4/0.760; 8e-3: 0.11/0.536,
+#                        1.2e-2/0.547;
+#                        1.6e-2: 0.97/0.404, 0.72/0.409
+#   satimp  lr x beta1   1e-3: 2.6e-9/0.849 (1 and 5: no movement); 3e-3: 2.8e-3/0.734 (1,
+#                        chosen), 2.8e-3/0.726 (5);
+#                        1e-2: 0.40/0.43 (1), 0.18/0.47 (5); 3e-2: 0.72/0.33 (both)
+#                        then 1.5e-3 and 2e-3: 1e-8 to 4e-8/0.81-0.82; 2.5e-3: 5.8e-4/0.753 (1),
+#                        1e-4/0.764 (5)
+# Cliffs: utility falls off past 2e-3 (SimNPO, SatImp) or 4e-3 (IdkDPO), and no IdkDPO or SatImp
+# point reaches a forget quality of 1e-2 above the floor: on a model that has memorised its answers
+# (p_t ~ 1) SatImp's weight p^beta1 (1 - p)^beta2 is ~0 until a large step moves p, and IdkDPO's
+# preference for "I don't know" removes the answer only with the utility (TOFU's finding too).
+
 # Every LM rule of issue 11 with its config entry (epochs are passes over the forget set for
 # rules reading only it, else over the retain set: see `scenarios.plan.rule_schedule`).
 _ADAM = {"name": "adam"}
@@ -42,13 +73,14 @@ def _rules():
         },
         "grad_diff": {"epochs": 1, **both, "hparams": {**lr, "optimizer": _ADAM}},
         "npo": {"epochs": 1, **both, "hparams": lr},
-        "simnpo": {"epochs": 1, **both, "hparams": lr},
-        "idk_dpo": {"epochs": 1, **both, "hparams": lr},
+        # SimNPO, IdkDPO, SatImp: the sweeps above (at 5e-4 they barely moved).
+        "simnpo": {"epochs": 1, **both, "hparams": {"learning_rate": 2e-3, "beta": 2.5}},
+        "idk_dpo": {"epochs": 1, **both, "hparams": {"learning_rate": 4e-3, "beta": 0.1}},
         "altpo": {"epochs": 1, **both, "hparams": lr},
         "rmu": {"epochs": 1, **both, "hparams": lr},
         "undial": {"epochs": 1, **both, "hparams": lr},
         "wga": {"epochs": 1, **both, "hparams": lr},
-        "satimp": {"epochs": 1, **both, "hparams": lr},
+        "satimp": {"epochs": 1, **both, "hparams": {"learning_rate": 3e-3, "beta1": 1.0}},
         "ce_u": {"epochs": 5, "forget_batch_size": fb, "hparams": lr},
         "pdu": {"epochs": 1, **both, "hparams": lr},
         "task_vector_negation": {
@@ -103,8 +135,12 @@ def get_config(arg=None):
         "batch_size": 64,
         "retain_questions": 200,  # retain QA evaluated (TOFU: retain_perturbed, 400)
         "max_new_tokens": 24,
-        "leak_questions": 40,  # forget questions sampled for leak@k
-        "leak_samples": 64,  # samples per question (leak@k paper: 200)
+        # leak@k: 200 samples (the leak@k paper's) for every forget question (issue 11 asks for
+        # 400 questions; forget10 here has 100), decoded as one compiled program in chunks of
+        # `sample_rows` sequences (one question's samples: a chunk stops at its longest answer).
+        "leak_questions": 400,
+        "leak_samples": 200,
+        "sample_rows": 200,
         "leak_ks": (1, 4, 16, 64),
         "leak_rouge": 0.1,  # ROUGE-L recall a leaking answer must reach (leak@k paper)
         "min_k": 0.4,

@@ -6,9 +6,10 @@ one-token steps (it stops early once every row has emitted EOS). Many samples pe
 folded into the batch after the prefill (the prompt's cache is shared), and prompts may be
 chunked with ``lax.map``, so leak@k's 200 samples for each of 400 questions are one compiled
 program. Decoding is greedy (``temperature=0``) or samples from ``softmax(logits / temperature)``
-restricted to the top-``p`` nucleus (Holtzman et al., 2020). Every row draws from its own key,
-``fold_in(fold_in(key, prompt_index), sample_index)``, so samples do not depend on how prompts are
-batched.
+restricted to the top-``p`` nucleus (Holtzman et al., 2020), by inverting the cumulative
+distribution with one uniform per row (:func:`inverse_cdf_sample`). Every row draws from its own
+key, ``fold_in(fold_in(key, prompt_index), sample_index)``, so samples do not depend on how
+prompts are batched.
 
 :func:`score` gives the per-token teacher-forced log-probabilities of labelled tokens
 (``core.losses.token_log_probs``) with the statistics Min-K%++ needs: the mean and standard
@@ -272,13 +273,29 @@ def _sample_keys(key: Array, row: Array, num_samples: int) -> Array:
     return jax.vmap(lambda j: jax.random.fold_in(prompt_key, j))(jnp.arange(num_samples))
 
 
+def inverse_cdf_sample(keys: Array, logits: Array) -> Array:
+    """One token per row of ``logits [B, V]`` (``-inf`` = excluded), drawn from
+    ``softmax(logits)`` with one uniform ``u`` per row (``keys [B]``): the first token whose
+    cumulative probability exceeds ``u`` times the total.
+
+    Exact in distribution, like ``jax.random.categorical``'s Gumbel-max, which draws a uniform and
+    takes two logarithms for every vocabulary entry: on a CPU that was a quarter of the cost of a
+    sampled decoding step of the default LM model, this about a twentieth.
+    """
+    u = jax.vmap(jax.random.uniform)(keys)
+    cdf = jnp.cumsum(jax.nn.softmax(logits.astype(jnp.float32), -1), -1)
+    index = jnp.sum(cdf <= u[:, None] * cdf[:, -1:], -1)
+    # u < 1, so index < V up to rounding; never past the last token with probability > 0.
+    return jnp.minimum(index, jnp.argmax(cdf, -1)).astype(jnp.int32)
+
+
 def _pick(logits: Array, keys: Array, temperature: float, top_p: float) -> Array:
     if temperature == 0:
         return jnp.argmax(logits, -1).astype(jnp.int32)
     scaled = logits / temperature
     if top_p < 1:
         scaled = nucleus_logits(scaled, top_p)
-    return jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
+    return inverse_cdf_sample(keys, scaled)
 
 
 @functools.partial(

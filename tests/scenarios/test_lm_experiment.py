@@ -161,6 +161,87 @@ def test_table_formats_p_values_and_marks_diverged_rules():
     assert "npo on forget10: diverged on seeds [0]" in text
 
 
+class Interrupted(Exception):
+    """Stands in for a kill in the middle of a rule run."""
+
+
+def test_an_interrupted_rule_run_resumes_to_the_uninterrupted_result(bench, tmp_path, monkeypatch):
+    import jax
+
+    from jaxunlearn.scenarios.artefacts import role_keys
+    from jaxunlearn.scenarios.lm import runner
+
+    p = lm_plan(tiny(), benchmark=bench)
+    b = p.benchmark
+    start = jax.tree.map(lambda x: x[None], p.network.init(jax.random.key(3)))
+    args = (p, "npo", start, b.forget["forget10"], b.retain["forget10"])
+    # NPO on the tiny split: 10 steps, 3 segments of 4 steps, checkpoints every 2 steps.
+    kw = dict(
+        keys=role_keys(0, "unlearn", 1),
+        entry=p.entry("forget10", "npo"),
+        points=3,
+        chunk_size=2,
+        verbose=False,
+    )
+    # One rule object for every run, so that they share one compiled program.
+    built = runner.build_lm_run(p, "npo", kw["entry"], *args[3:])
+    monkeypatch.setattr(runner, "build_lm_run", lambda *a, **k: built)
+    leaf = lambda v: np.asarray(v["params"]["embed_tokens"]["embedding"])
+    point = lambda i, step, v, d: {"i": i, "step": step, "x": float(leaf(v).sum())}
+    points = []
+    full, div, steps, _ = runner.run_rule(
+        *args, **kw, on_point=lambda *a: points.append(point(*a)) or points[-1]
+    )
+    assert steps == 12 and not div.any() and [q["step"] for q in points] == [4, 8, 12]
+
+    # Killed inside segment 1 after its first chunk (fit has checkpointed step 2 of 4), then
+    # killed again in segment 2's audit (its fit finished, segments.json not yet updated).
+    ckpt = str(tmp_path / "npo")
+    calls = {"n": 0}
+
+    def progress(label, enabled):
+        def report(step, total, metrics, elapsed):
+            calls["n"] += 1
+            if calls["n"] == 3:  # chunks: 2 of segment 0, then the first of segment 1
+                raise Interrupted
+
+        return report
+
+    monkeypatch.setattr(runner, "Progress", progress)
+    with pytest.raises(Interrupted):
+        runner.run_rule(*args, **kw, on_point=point, checkpoint_dir=ckpt)
+    assert sorted(os.listdir(ckpt)) == ["segment_0", "segment_1", runner.SEGMENTS_FILE]
+    monkeypatch.setattr(runner, "Progress", lambda label, enabled: None)
+
+    def stop_in_audit(i, step, v, d):
+        if i == 2:
+            raise Interrupted
+        return point(i, step, v, d)
+
+    restored = []
+    on_restored = lambda i, step, value: restored.append((i, step, value))
+    with pytest.raises(Interrupted):
+        runner.run_rule(
+            *args, **kw, on_point=stop_in_audit, checkpoint_dir=ckpt, on_restored=on_restored
+        )
+    assert restored == [(0, 4, points[0])]
+    # Segment 0's checkpoint is dropped once segment 1 is recorded.
+    assert sorted(os.listdir(ckpt)) == ["segment_1", "segment_2", runner.SEGMENTS_FILE]
+    restored.clear()
+    audited = []
+    resumed, div2, steps2, runtime = runner.run_rule(
+        *args,
+        **kw,
+        on_point=lambda *a: audited.append(point(*a)) or audited[-1],
+        checkpoint_dir=ckpt,
+        on_restored=on_restored,
+    )
+    assert [r[2] for r in restored] == points[:2] and audited == points[2:]
+    assert steps2 == steps and not div2.any() and runtime > 0
+    for a, c in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One :tiny run in which gradient ascent diverges (SGD at a huge step size)."""
@@ -195,6 +276,9 @@ def test_tiny_run_writes_the_table_and_plot(tiny_run):
     assert traj["gradient_ascent"][-1].get("diverged")
     for name in ("results.json", "results.txt", "trajectory.png"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
+    # The rules' run checkpoints are removed once their records are stored.
+    rules_dir = os.path.join(workdir, "checkpoints", "lm", "forget10", "rules")
+    assert not os.path.isdir(rules_dir) or not os.listdir(rules_dir)
     assert {r.method for r in load_results(os.path.join(workdir, "results.json"))} == set(by)
     with open(os.path.join(workdir, "results.json")) as f:
         assert "trajectories" in json.load(f)

@@ -108,6 +108,11 @@ class LMArtefacts(Artefacts):
             min_models=1,
         )
 
+    def checkpoint_path(self, *parts: str) -> str | None:
+        """The checkpoint directory ``parts`` under ``workdir/checkpoints`` (``None`` when the
+        artefacts are kept in memory); :meth:`checked_dir` fingerprints one before use."""
+        return self._dir(*parts)
+
     def target(self) -> FitResult:
         """The target model (an ensemble of one): trained on every training row."""
         p = self.plan

@@ -135,35 +135,50 @@ def truth_ratios(p, variables, rows, *, paraphrased: bool = True, nll_correct=No
 
 
 def _generate(p, variables, rows, *, num_samples: int, key) -> list[list[str]]:
-    """``num_samples`` decoded answers to each of ``rows``' questions (greedy when 1 and
-    ``key`` is ``None``), generated in chunks of ``eval.batch_size`` prompts (the last padded),
-    so every set reuses one compiled program per decoding mode."""
+    """``num_samples`` decoded answers to each of ``rows``' questions.
+
+    Greedy (``key`` is ``None``, one answer): chunks of ``eval.batch_size`` prompts (the last
+    padded), so every set of rows reuses one compiled program. Sampled: every row in one
+    compiled program (:func:`~jaxunlearn.models.generation.generate` with its ``batch_size``),
+    which decodes ``eval.sample_rows // num_samples`` prompts with all their samples at a time
+    (a chunk stops once all its rows have emitted EOS)."""
     from jaxunlearn.models import generation
 
     b = p.benchmark
     rows = np.asarray(rows)
-    bs = int(p.eval["batch_size"])
-    if num_samples > 1:  # keep about `bs` sequences per program
-        bs = max(1, bs // num_samples)
     prompts = b.prompts[rows]
+    sampling = key is not None
+    if sampling:
+        bs = max(1, min(len(rows), int(p.eval["sample_rows"]) // num_samples))
+    else:
+        bs = int(p.eval["batch_size"])
     pad = (-len(rows)) % bs
     if pad:
         prompts = np.concatenate([prompts, np.repeat(prompts[:1], pad, 0)])
-    sampling = key is not None
-    out = []
-    for i in range(0, len(prompts), bs):
-        gen = generation.generate(
+    kw = dict(max_new_tokens=int(p.eval["max_new_tokens"]), eos_id=b.eos_id)
+    if sampling:
+        tokens = generation.generate(
             p.network,
             variables,
-            prompts[i : i + bs],
-            key=jax.random.fold_in(key, i) if sampling else jax.random.key(0),
-            max_new_tokens=int(p.eval["max_new_tokens"]),
-            temperature=1.0 if sampling else 0.0,
+            prompts,
+            key=key,
+            temperature=1.0,
             num_samples=num_samples,
-            eos_id=b.eos_id,
+            batch_size=bs,
+            **kw,
+        ).tokens
+    else:
+        tokens = np.concatenate(
+            [
+                np.asarray(
+                    generation.generate(
+                        p.network, variables, prompts[i : i + bs], key=jax.random.key(0), **kw
+                    ).tokens
+                )
+                for i in range(0, len(prompts), bs)
+            ]
         )
-        out.append(np.asarray(gen.tokens))
-    tokens = np.concatenate(out)[: len(rows)]
+    tokens = np.asarray(tokens)[: len(rows)]
     return [[b.tokenizer.decode(t) for t in per_q] for per_q in tokens]
 
 

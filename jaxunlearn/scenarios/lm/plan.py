@@ -70,8 +70,9 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "batch_size": 64,
     "retain_questions": 200,
     "max_new_tokens": 24,
-    "leak_questions": 40,
-    "leak_samples": 64,
+    "leak_questions": 400,
+    "leak_samples": 200,
+    "sample_rows": 200,
     "leak_ks": (1, 4, 16, 64),
     "leak_rouge": 0.1,
     "min_k": 0.4,
@@ -178,6 +179,9 @@ def lm_plan(config, *, benchmark=None) -> LMPlan:
     unknown_keys("`eval`", plain(cfg["eval"]), EVAL_DEFAULTS)
     ev = {**EVAL_DEFAULTS, **plain(cfg["eval"])}
     ev["leak_ks"] = tuple(int(k) for k in ev["leak_ks"])
+    for name in ("batch_size", "leak_questions", "leak_samples", "sample_rows"):
+        if int(ev[name]) < 1:
+            raise ValueError(f"`eval.{name}` must be at least 1; got {ev[name]}")
     if any(k < 1 or k > int(ev["leak_samples"]) for k in ev["leak_ks"]):
         raise ValueError(
             f"`eval.leak_ks` must lie in [1, eval.leak_samples={ev['leak_samples']}]; "

@@ -14,7 +14,11 @@
    full battery (:mod:`~jaxunlearn.scenarios.lm.evaluate`). Each segment draws its batches from its
    own key (``fold_in(run key, segment)``); the rule state (optimizer moments, step counter,
    reference model) carries over. A run whose parameters or scores turn non-finite is recorded
-   as ``diverged`` and the experiment goes on;
+   as ``diverged`` and the experiment goes on. Each run is checkpointed under
+   ``workdir/checkpoints/lm/<split>/rules/<rule>`` (fingerprinted like the models; see
+   :func:`run_rule`): an interrupted run resumes from its last checkpoint, with the audits of
+   the finished segments restored, and ends as an uninterrupted one; the checkpoints are removed
+   once the rule's records are stored;
 4. MUSE's sustainability (sequential deletion requests, each from the previous model) and
    scalability (growing forget sets), and the relearning attack, for ``muse_rules``
    (:mod:`~jaxunlearn.scenarios.lm.muse`).
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -142,9 +147,21 @@ def _run(p: LMPlan, workdir: str, verbose: bool) -> dict:
 # Cached records
 
 
+def _safe(method: str) -> str:
+    return method.replace(" ", "_").replace("(", "").replace(")", "")
+
+
 def _cache_path(workdir: str, split: str, method: str) -> str:
-    safe = method.replace(" ", "_").replace("(", "").replace(")", "")
-    return os.path.join(workdir, "records", "lm", split, f"{safe}.json")
+    return os.path.join(workdir, "records", "lm", split, f"{_safe(method)}.json")
+
+
+def _remove(directory: str | None) -> None:
+    """Removes a finished run's checkpoint directory (the primary process; others wait)."""
+    if directory is None:
+        return
+    multihost.sync(f"jaxunlearn_done_{directory}")
+    if multihost.is_primary():
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _stored(path: str, digest: str):
@@ -179,8 +196,9 @@ def _method_fields(p: LMPlan, split: str, method: str) -> dict:
     return fields
 
 
-def _cached(p, split, method, workdir, log, compute):
-    """``compute()``'s JSON payload for ``method``, restored when its fingerprint matches."""
+def _cached(p, split, method, workdir, log, compute, *, written=None):
+    """``compute()``'s JSON payload for ``method``, restored when its fingerprint matches;
+    ``written()`` runs once a computed payload is stored (e.g. to remove the run's checkpoints)."""
     fields = _method_fields(p, split, method)
     digest = fp_lib.digest(fields)
     path = _cache_path(workdir, split, method)
@@ -193,6 +211,8 @@ def _cached(p, split, method, workdir, log, compute):
         records_lib.write_json(
             path, {"fingerprint": digest, "fields": fp_lib.canonical(fields), "payload": payload}
         )
+    if written is not None:
+        written()
     return payload, digest
 
 
@@ -252,13 +272,25 @@ def _run_split(p: LMPlan, art: LMArtefacts, split: str, workdir: str, log):
     fq0, mu0 = refs[TARGET]
     start_point = {"forget_quality": fq0, "model_utility": mu0}
     for name in p.rules_of(split):
+        # The run resumes from its checkpoints (`run_rule`) until its records are stored.
+        where = ("lm", split, "rules", _safe(name))
+        label = f"{split}/{name}"
         payload, digest = _cached(
             p,
             split,
             name,
             workdir,
             log,
-            lambda d, n=name: _run_rule(p, art, split, n, reference, start_point),
+            lambda d, n=name, w=where, lb=label: _run_rule(
+                p,
+                art,
+                split,
+                n,
+                reference,
+                start_point,
+                art.checked_dir(lb, _method_fields(p, split, n), *w),
+            ),
+            written=lambda w=where: _remove(art.checkpoint_path(*w)),
         )
         for s, entry in enumerate(payload["seeds"]):
             if entry["status"] != OK:
@@ -299,6 +331,9 @@ def build_lm_run(
     return rule, data, bs, num_steps
 
 
+SEGMENTS_FILE = "segments.json"  # a checkpointed rule run's finished segments
+
+
 def run_rule(
     p: LMPlan,
     name: str,
@@ -312,42 +347,116 @@ def run_rule(
     points: int = 1,
     label: str = "",
     verbose: bool = True,
+    checkpoint_dir: str | None = None,
+    on_restored=None,
+    chunk_size: int | None = None,
 ):
     """Runs rule ``name`` from the ensemble ``variables`` ``[N, ...]`` in ``points`` equal
     segments of ``fit``, calling ``on_point(segment, step, variables, diverged)`` after each.
 
+    Segment ``i`` draws its batches from ``fold_in(key, i)`` of each model's key; the rule state
+    (optimizer moments, step counter, reference model) carries over between segments.
+
+    Args:
+      checkpoint_dir: where the run resumes from after an interruption (``None``: no
+        checkpoints). Each segment is a ``fit`` with its own orbax directory
+        ``segment_<i>`` (``fit`` checkpoints after every chunk and resumes inside the segment),
+        and ``segments.json`` records every finished segment: its step, the divergence flags
+        after ``on_point``, its run time and what ``on_point`` returned (a JSON value, e.g. the
+        audited trajectory point). A rerun with the same directory (and the same arguments)
+        restores the last finished segment's variables and state, calls
+        ``on_restored(segment, step, value)`` for each finished segment in order instead of
+        running or auditing it again, and continues with the next: it ends with the variables an
+        uninterrupted run ends with. The caller removes the directory once it has stored what
+        the run produced.
+      on_restored: see ``checkpoint_dir``.
+      chunk_size: steps per compiled chunk of ``fit`` (checkpoints happen between chunks);
+        default: one chunk per segment.
+
     Returns:
-      ``(variables, diverged [N], steps run, runtime seconds)``.
+      ``(variables, diverged [N], steps run, runtime seconds)`` (steps and run time include
+      the restored segments).
     """
     rule, stream, bs, num_steps = build_lm_run(p, name, entry, forget_rows, retain_rows)
     points = max(1, min(int(points), num_steps))
     seg = math.ceil(num_steps / points)
+    chunk = max(1, min(int(chunk_size or seg), seg))
     diverged = np.zeros(ensemble_lib.num_models(variables), bool)
     state, runtime, step = None, 0.0, 0
-    for i in range(points):
-        seg_keys = jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
-        t0 = time.perf_counter()
-        res = fit(
+    segment_keys = lambda i: jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+    segment_dir = lambda i: (
+        None if checkpoint_dir is None else os.path.join(checkpoint_dir, f"segment_{i}")
+    )
+
+    def segment(i, variables, state):
+        return fit(
             rule,
             variables,
             stream,
             batch_sizes=bs,
             num_steps=seg,
-            key=seg_keys,
+            key=segment_keys(i),
             state=state,
             ensemble=True,
             mesh=p.mesh,
-            chunk_size=seg,
+            chunk_size=chunk,
+            checkpoint_dir=segment_dir(i),
             progress=Progress(f"{label} {i + 1}/{points}", enabled=verbose),
         )
-        runtime += time.perf_counter() - t0
-        variables, state, step = res.variables, res.state, step + seg
-        diverged |= np.asarray(res.diverged, bool)
-        if on_point is not None:
-            on_point(i, step, variables, diverged)
+
+    finished = _finished_segments(checkpoint_dir, points)
+    if finished and not os.path.isdir(os.path.join(segment_dir(len(finished) - 1), str(seg))):
+        finished = []  # the finished segment's checkpoint is gone: start over
+    if finished:
+        # The last finished segment's checkpoint holds its final step: `fit` restores it and
+        # runs nothing (the state passed only gives the restore its structure).
+        last = len(finished) - 1
+        res = segment(last, variables, None)
+        variables, state = res.variables, res.state
+        for i, done in enumerate(finished):
+            if on_restored is not None:
+                on_restored(i, done["step"], done["value"])
+        step = finished[-1]["step"]
+        runtime = float(sum(d["runtime_s"] for d in finished))
+        diverged = np.asarray(finished[-1]["diverged"], bool)
+    for i in range(len(finished), points):
         if np.all(diverged):
             break
+        t0 = time.perf_counter()
+        res = segment(i, variables, state)
+        took = time.perf_counter() - t0
+        runtime += took
+        variables, state, step = res.variables, res.state, step + seg
+        diverged |= np.asarray(res.diverged, bool)
+        value = None if on_point is None else on_point(i, step, variables, diverged)
+        if checkpoint_dir is not None:
+            finished.append(
+                {"step": step, "diverged": diverged.tolist(), "runtime_s": took, "value": value}
+            )
+            if multihost.is_primary():
+                records_lib.write_json(
+                    os.path.join(checkpoint_dir, SEGMENTS_FILE), {"segments": finished}
+                )
+                if i > 0:  # only the last finished segment is restored from
+                    shutil.rmtree(segment_dir(i - 1), ignore_errors=True)
     return variables, diverged, step, runtime
+
+
+def _finished_segments(checkpoint_dir: str | None, points: int) -> list[dict]:
+    """The finished segments recorded in ``checkpoint_dir`` (none without one, or when the
+    record is missing, damaged, or from a run with more segments than ``points``). Every process
+    reads the record (the workdir is shared, as orbax's checkpoints need) and keeps as many
+    segments as the primary found."""
+    if checkpoint_dir is None:
+        return []
+    try:
+        stored = records_lib.read_json(os.path.join(checkpoint_dir, SEGMENTS_FILE), None)
+    except (records_lib.DamagedFileError, OSError):
+        stored = None
+    segments = stored.get("segments") if isinstance(stored, dict) else None
+    if not isinstance(segments, list) or len(segments) > points:
+        segments = []
+    return segments[: int(multihost.agree(len(segments)))]
 
 
 def audit_or_none(p: LMPlan, variables, split: str, **kw) -> evaluate.ModelAudit | None:
@@ -363,32 +472,35 @@ def audit_or_none(p: LMPlan, variables, split: str, **kw) -> evaluate.ModelAudit
     return a if finite else None
 
 
-def _run_rule(p: LMPlan, art: LMArtefacts, split: str, name: str, reference, start_point) -> dict:
+def _run_rule(
+    p: LMPlan, art: LMArtefacts, split: str, name: str, reference, start_point, checkpoint_dir
+) -> dict:
     b = p.benchmark
     start = jax.tree.map(lambda x: jnp.repeat(x[:1], p.seeds, 0), art.target().variables)
     trajectory = [{"step": 0, **start_point}]
     verbose = art.verbose
 
     def on_point(i, step, variables, diverged):
-        if diverged[0]:
-            trajectory.append({"step": step, "diverged": True})
-            return
-        a = audit_or_none(p, model(variables), split, full=False)
+        a = None if diverged[0] else audit_or_none(p, model(variables), split, full=False)
         if a is None:
             diverged[0] = True
-            trajectory.append({"step": step, "diverged": True})
-            return
-        fq = evaluate.table_metrics(a, reference)["forget_quality"]
-        trajectory.append(
-            {"step": step, "forget_quality": fq, "model_utility": a.metrics["model_utility"]}
-        )
-        if verbose:
-            print(
-                f"  [{split}/{name}] step {step}: forget quality {fq:.3g}, "
-                f"model utility {a.metrics['model_utility']:.3f}",
-                file=sys.stderr,
-                flush=True,
-            )
+            point = {"step": step, "diverged": True}
+        else:
+            fq = evaluate.table_metrics(a, reference)["forget_quality"]
+            point = {
+                "step": step,
+                "forget_quality": fq,
+                "model_utility": a.metrics["model_utility"],
+            }
+            if verbose:
+                print(
+                    f"  [{split}/{name}] step {step}: forget quality {fq:.3g}, "
+                    f"model utility {a.metrics['model_utility']:.3f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        trajectory.append(point)
+        return point
 
     variables, diverged, steps, runtime = run_rule(
         p,
@@ -402,6 +514,8 @@ def _run_rule(p: LMPlan, art: LMArtefacts, split: str, name: str, reference, sta
         points=p.audit_points,
         label=f"{split}/{name}",
         verbose=verbose,
+        checkpoint_dir=checkpoint_dir,
+        on_restored=lambda i, step, point: trajectory.append(point),
     )
     seeds = []
     for s in range(p.seeds):
