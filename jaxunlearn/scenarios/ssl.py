@@ -398,6 +398,10 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
     if cfg["data_dir"] and cfg["dataset"] not in ("digits", "diabetes"):
         kwargs["data_dir"] = cfg["data_dir"]
     ds = data_lib.load(cfg["dataset"], **kwargs)
+
+    def hparams_of(name):  # every rule of `name` here (trained, retrained, reversed) sees these
+        return {**data_settings(name, len(ds.x_train)), **cfg["hparams"].get(name, {})}
+
     if ds.task != "classification" or len(ds.input_shape) != 3:
         raise ValueError(f"dataset {cfg['dataset']!r} is not an image classification dataset")
     u = cfg["unlearn"]
@@ -479,7 +483,7 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
                 width=cfg["width"],
                 num_steps=cfg["steps"],
                 key=init_key,
-                hparams={**data_settings(name, len(ds.x_train)), **cfg["hparams"].get(name, {})},
+                hparams=hparams_of(name),
             )
         except (ValueError, TypeError) as err:
             if cfg["explicit_rules"]:
@@ -525,7 +529,7 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
             retain_only = make_stream(
                 ds.x_train, unlearning.withheld_labels(ds.y_train), {"retain": split.retain}
             )
-            rule = repr_lib.make(name, net, num_steps=cfg["steps"], **cfg["hparams"].get(name, {}))
+            rule = repr_lib.make(name, net, num_steps=cfg["steps"], **hparams_of(name))
             res = fit(
                 rule,
                 start,
@@ -560,9 +564,7 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
                 ASCENT: (
                     net,
                     unlearning.self_supervised_ascent(
-                        repr_lib.make(
-                            name, net, num_steps=u["steps"], **cfg["hparams"].get(name, {})
-                        ),
+                        repr_lib.make(name, net, num_steps=u["steps"], **hparams_of(name)),
                         name=name,
                         **u["ascent"],
                     ),

@@ -65,9 +65,12 @@ def test_builder_returns_distinct_rows_about_the_target_in_qa_form():
         assert len(t) >= 1 and np.all(np.diff(t) == 1)
         np.testing.assert_array_equal(row_y[t], row_x[t + 1])
         assert tok.decode_answer(row_y) == answer
-    # Near-greedy sampling repeats itself: dedup keeps at most one answer per prompt.
+    # Near-greedy sampling repeats itself: dedup keeps at most one answer per prompt. An untrained
+    # model's logits nearly tie, so its output layer is scaled up to make every choice decisive.
+    sharp = {**variables, "params": {**variables["params"]}}
+    sharp["params"]["lm_head"] = jax.tree.map(lambda w: 1e3 * w, variables["params"]["lm_head"])
     cold = sf.synthetic_forget_set(
-        net, variables, tok, target, key=jax.random.key(1), samples=4, templates=TEMPLATES,
+        net, sharp, tok, target, key=jax.random.key(1), samples=4, templates=TEMPLATES,
         max_new_tokens=8, temperature=1e-4,
     )  # fmt: skip
     assert len(cold.answers) <= len(TEMPLATES) < cold.num_sampled

@@ -108,10 +108,10 @@ def _config_modules():
     paths = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py")))
     names = [os.path.basename(p)[:-3] for p in paths if not p.endswith("__init__.py")]
     modules = [importlib.import_module(f"experiments.configs.{n}") for n in names]
-    # LM-track configs have their own plan (tests/scenarios/test_lm_experiment.py plans every
-    # variant); the unlearnable-examples config is checked by its own experiment
-    # (tests/unlearnable).
-    return [m for m in modules if m.get_config().get("track") not in ("lm", "unlearnable")]
+    # The classifier track's configs; every other track (experiments.common.TRACKS) has its own
+    # plan, checked on its variants by its experiment's tests (tests/scenarios/test_lm_*.py,
+    # test_ssl.py, test_learned_rule_experiment.py, tests/unlearnable).
+    return [m for m in modules if m.get_config().get("track", "classifier") == "classifier"]
 
 
 @pytest.mark.parametrize(
@@ -257,3 +257,16 @@ def test_the_catalog_runs_wagle_with_its_graddiff_inner_rule_at_a_95pc_mask():
 
     hparams = catalog.catalog_rules()["weight_attribution_mask"]["hparams"]
     assert hparams["inner"]["name"] == "grad_diff" and hparams["mask_fraction"] == 0.95
+
+
+def test_every_config_names_a_track_the_binary_dispatches():
+    from experiments import common
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py")))
+    names = [os.path.basename(p)[:-3] for p in paths if not p.endswith("__init__.py")]
+    for name in names:
+        config = importlib.import_module(f"experiments.configs.{name}").get_config()
+        module, function = common.TRACKS[common.track(config)]
+        assert callable(getattr(importlib.import_module(module), function)), name
+    with pytest.raises(ValueError, match="valid tracks: .*'ssl'"):
+        common.track({"track": "sssl"})
