@@ -34,7 +34,7 @@ from jaxunlearn import audit, models
 from jaxunlearn import data as data_lib
 from jaxunlearn import repr as repr_lib
 from jaxunlearn.repr import learned, meta
-from jaxunlearn.scenarios import fingerprint, report
+from jaxunlearn.scenarios import fingerprint, report, track_config
 from jaxunlearn.scenarios.lock import workdir_lock
 from jaxunlearn.train import checkpoint, fit, make_stream
 from jaxunlearn.train import records as records_lib
@@ -61,13 +61,8 @@ META_DIR = "meta_checkpoints"
 HISTORY_FILE = "meta_history.json"
 
 
-def _plain(node):
-    to_dict = getattr(node, "to_dict", None)
-    return to_dict() if to_dict is not None else dict(node or {})
-
-
 def _section(cfg: dict, name: str, defaults: dict) -> dict:
-    given = _plain(cfg[name])
+    given = track_config.plain(cfg[name])
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ValueError(f"`{name}` has unknown key(s) {unknown}; valid: {sorted(defaults)}")
@@ -77,14 +72,7 @@ def _section(cfg: dict, name: str, defaults: dict) -> dict:
 def check_config(config) -> dict:
     """The config as a plain dict with defaults filled in; a ``ValueError`` naming any bad
     setting, before compute."""
-    given = _plain(config)
-    missing = [k for k in REQUIRED if k not in given]
-    if missing:
-        raise ValueError(f"The learned-rule config has no {missing}")
-    unknown = sorted(set(given) - set(REQUIRED) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"The learned-rule config has unknown key(s) {unknown}")
-    cfg = {**DEFAULTS, **given}
+    cfg = track_config.with_defaults(config, REQUIRED, DEFAULTS, "learned-rule")
     data_lib.check_name(cfg["dataset"])
     models.check_name(cfg["model"])
     if cfg["model"] != "mlp":
@@ -117,7 +105,7 @@ def _meta_fields(cfg: dict, architecture) -> dict:
     """What the meta-trained theta depends on (its checkpoint is reused only when they match)."""
     return {
         "dataset": cfg["dataset"],
-        "data_kwargs": _plain(cfg["data_kwargs"]),
+        "data_kwargs": track_config.plain(cfg["data_kwargs"]),
         "architecture": list(architecture),
         "seed": cfg["seed"],
         "rule": cfg["rule"],
@@ -218,17 +206,14 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
     """
     cfg = check_config(config)
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    kwargs = dict(_plain(cfg["data_kwargs"]))
-    if cfg["data_dir"] and cfg["dataset"] not in ("digits", "diabetes"):
-        kwargs["data_dir"] = cfg["data_dir"]
-    ds = data_lib.load(cfg["dataset"], **kwargs)
+    ds = track_config.load_dataset(cfg)
     if ds.task != "classification":
         raise ValueError(f"dataset {cfg['dataset']!r} is not a classification dataset")
     network = models.make_network(
         "mlp",
         input_shape=ds.input_shape,
         num_outputs=ds.num_outputs,
-        **_plain(cfg["model_kwargs"]),
+        **track_config.plain(cfg["model_kwargs"]),
     )
     architecture = learned.architecture_of(jax.eval_shape(network.init, jax.random.key(0)))
     train = meta.task_data(ds.x_train, ds.y_train, num_classes=ds.num_classes)

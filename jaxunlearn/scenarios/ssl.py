@@ -64,7 +64,7 @@ from jaxunlearn import rules as rules_lib
 from jaxunlearn.data import views as views_lib
 from jaxunlearn.data.forget import ForgetSpec, check_fields, make_split, validate
 from jaxunlearn.repr import unlearning
-from jaxunlearn.scenarios import report
+from jaxunlearn.scenarios import report, track_config
 from jaxunlearn.train import fit, make_stream
 from jaxunlearn.train import records as records_lib
 
@@ -118,11 +118,6 @@ KNN_K, KNN_TEMPERATURE = 20, 0.07
 MAX_QUERIES = 2048  # retain queries and CKA rows beyond this are subsampled (fixed seed)
 
 
-def _plain(node):
-    to_dict = getattr(node, "to_dict", None)
-    return to_dict() if to_dict is not None else dict(node or {})
-
-
 def _count(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or int(value) != value or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
@@ -146,14 +141,7 @@ def standalone_rules() -> tuple[list[str], dict[str, str]]:
 def check_config(config) -> dict:
     """The config as a plain dict with defaults filled; a ``ValueError`` naming any bad setting,
     before compute."""
-    given = _plain(config)
-    missing = [k for k in REQUIRED if k not in given]
-    if missing:
-        raise ValueError(f"The ssl config has no {missing}")
-    unknown = sorted(set(given) - set(REQUIRED) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"The ssl config has unknown key(s) {unknown}")
-    cfg = {**DEFAULTS, **given}
+    cfg = track_config.with_defaults(config, REQUIRED, DEFAULTS, "ssl")
     data_lib.check_name(cfg["dataset"])
     models_lib.check_name(cfg["model"])
     cfg["steps"] = _count(cfg["steps"], "steps", 1)
@@ -176,14 +164,14 @@ def check_config(config) -> dict:
             raise ValueError(f"representation rule {name!r} cannot train alone: {skipped[name]}")
     cfg["rules"] = names or standalone
     cfg["skipped"] = {} if names else skipped
-    hparams = {k: _plain(v) for k, v in _plain(cfg["hparams"]).items()}
+    hparams = {k: track_config.plain(v) for k, v in track_config.plain(cfg["hparams"]).items()}
     for name, hp in hparams.items():
         if name not in cfg["rules"]:
             raise ValueError(f"`hparams` names {name!r}, which is not among the rules run")
         repr_lib.REPR.check_hparams(name, hp)
     cfg["hparams"] = hparams
 
-    u = _plain(cfg["unlearn"])
+    u = track_config.plain(cfg["unlearn"])
     bad = sorted(set(u) - set(UNLEARN_DEFAULTS))
     if bad:
         raise ValueError(f"`unlearn` has unknown key(s) {bad}; valid: {sorted(UNLEARN_DEFAULTS)}")
@@ -196,15 +184,15 @@ def check_config(config) -> dict:
                 f"{cfg['rules']}"
             )
     specs = {}
-    for label, entry in _plain(u["forget"]).items():
-        spec = ForgetSpec.from_config(_plain(entry))
+    for label, entry in track_config.plain(u["forget"]).items():
+        spec = ForgetSpec.from_config(track_config.plain(entry))
         check_fields(spec)
         specs[str(label)] = spec
     u["forget"] = specs
     for k in ("steps", "forget_batch_size", "retain_batch_size"):
         u[k] = _count(u[k], f"unlearn.{k}", 2 if k.endswith("batch_size") else 1)
-    u["ascent"] = _plain(u["ascent"])
-    u["rules"] = {k: _plain(v) for k, v in _plain(u["rules"]).items()}
+    u["ascent"] = track_config.plain(u["ascent"])
+    u["rules"] = {k: track_config.plain(v) for k, v in track_config.plain(u["rules"]).items()}
     for name, hp in u["rules"].items():
         info = rules_lib.get(name)
         if info.needs_labels:
@@ -394,10 +382,7 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
     """
     cfg = check_config(config)
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    kwargs = dict(_plain(cfg["data_kwargs"]))
-    if cfg["data_dir"] and cfg["dataset"] not in ("digits", "diabetes"):
-        kwargs["data_dir"] = cfg["data_dir"]
-    ds = data_lib.load(cfg["dataset"], **kwargs)
+    ds = track_config.load_dataset(cfg)
 
     def hparams_of(name):  # every rule of `name` here (trained, retrained, reversed) sees these
         return {**data_settings(name, len(ds.x_train)), **cfg["hparams"].get(name, {})}
@@ -411,7 +396,7 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
         cfg["model"],
         input_shape=ds.input_shape,
         num_outputs=ds.num_outputs,
-        **_plain(cfg["model_kwargs"]),
+        **track_config.plain(cfg["model_kwargs"]),
     )
     root = jax.random.key(int(cfg["root_seed"]))
     init_key, data_key = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)

@@ -33,7 +33,7 @@ import numpy as np
 from jaxunlearn import data as data_lib
 from jaxunlearn import ensemble
 from jaxunlearn import models as models_lib
-from jaxunlearn.scenarios import report
+from jaxunlearn.scenarios import report, track_config
 from jaxunlearn.train import records as records_lib
 from jaxunlearn.unlearnable import budget, evaluate, registry
 from jaxunlearn.unlearnable.bayes_error import kernel_bayes_error
@@ -60,11 +60,6 @@ VICTIM_DEFAULTS = {
 }
 
 
-def _plain(node):
-    to_dict = getattr(node, "to_dict", None)
-    return to_dict() if to_dict is not None else dict(node or {})
-
-
 def column(fraction: float) -> str:
     """The table column of a protected fraction: ``TA@50%``."""
     return f"TA@{round(100 * fraction):d}%"
@@ -73,14 +68,7 @@ def column(fraction: float) -> str:
 def check_config(config) -> dict:
     """The config as a plain dict with defaults filled; a ``ValueError`` naming any bad setting,
     before compute."""
-    given = _plain(config)
-    missing = [k for k in REQUIRED if k not in given]
-    if missing:
-        raise ValueError(f"The unlearnable config has no {missing}")
-    unknown = sorted(set(given) - set(REQUIRED) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"The unlearnable config has unknown key(s) {unknown}")
-    cfg = {**DEFAULTS, **given}
+    cfg = track_config.with_defaults(config, REQUIRED, DEFAULTS, "unlearnable")
     data_lib.check_name(cfg["dataset"])
     models_lib.check_name(cfg["model"])
     if int(cfg["seeds"]) < 1:
@@ -95,18 +83,18 @@ def check_config(config) -> dict:
             f"`validation_fraction` must be in (0, 0.5); got {cfg['validation_fraction']}"
         )
     budget.check_epsilon(cfg["epsilon"])
-    victim = _plain(cfg["victim"])
+    victim = track_config.plain(cfg["victim"])
     bad = sorted(set(victim) - set(VICTIM_DEFAULTS))
     if bad:
         raise ValueError(f"`victim` has unknown key(s) {bad}; valid: {sorted(VICTIM_DEFAULTS)}")
     cfg["victim"] = {**VICTIM_DEFAULTS, **victim}
     methods = {}
-    for label, entry in _plain(cfg["methods"]).items():
-        entry = _plain(entry)
+    for label, entry in track_config.plain(cfg["methods"]).items():
+        entry = track_config.plain(entry)
         if "generator" not in entry:
             raise ValueError(f"method {label!r} names no `generator`; valid: {registry.names()}")
         registry.get(entry["generator"])
-        hparams = _plain(entry.get("hparams"))
+        hparams = track_config.plain(entry.get("hparams"))
         budget.check_epsilon(hparams.get("epsilon", cfg["epsilon"]), f"{label}.epsilon")
         methods[label] = {"generator": entry["generator"], "hparams": hparams}
     if not methods:
@@ -174,17 +162,14 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
     """
     cfg = check_config(config)
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    kwargs = dict(_plain(cfg["data_kwargs"]))
-    if cfg["data_dir"] and cfg["dataset"] not in ("digits", "diabetes"):
-        kwargs["data_dir"] = cfg["data_dir"]
-    ds = data_lib.load(cfg["dataset"], **kwargs)
+    ds = track_config.load_dataset(cfg)
     if ds.task != "classification" or len(ds.input_shape) != 3:
         raise ValueError(f"dataset {cfg['dataset']!r} is not an image classification dataset")
     network = models_lib.make_network(
         cfg["model"],
         input_shape=ds.input_shape,
         num_outputs=ds.num_outputs,
-        **_plain(cfg["model_kwargs"]),
+        **track_config.plain(cfg["model_kwargs"]),
     )
     root = jax.random.key(int(cfg["root_seed"]))
     n_all = len(ds.y_train)
