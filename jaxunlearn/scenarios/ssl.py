@@ -431,31 +431,37 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
     random_knn = random_scores.get("kNN", float("nan"))
     records.append(_record(TRAIN_SCENARIO, RANDOM, random_scores, kNN_gain=0.0))
     log(f"  [ssl] random init: {random_scores}")
+
+    def train_and_score(method, net, rule, start, stream, t0):
+        """Trains one encoder, records its scores and k-NN curve; its variables."""
+        variables, _, curve, run_s, compile_s = train_encoder(
+            rule,
+            start,
+            stream,
+            steps=cfg["steps"],
+            batch_size=cfg["batch_size"],
+            eval_every=cfg["eval_every"],
+            key=data_key,
+            evaluate=knn_of(net),
+        )
+        s = scores(net, variables)
+        records.append(
+            _record(
+                TRAIN_SCENARIO,
+                method,
+                s,
+                kNN_gain=s.get("kNN", np.nan) - random_knn,
+                train_s=run_s,
+                compile_s=compile_s,
+            )
+        )
+        curves[method] = curve
+        log(f"  [ssl] {method}: {s} ({time.perf_counter() - t0:.1f}s)")
+        return variables
+
     t0 = time.perf_counter()
     sup = rules_lib.finetune(backbone.apply, learning_rate=float(cfg["supervised_learning_rate"]))
-    variables, _, curve, run_s, compile_s = train_encoder(
-        sup,
-        backbone.init(init_key),
-        labelled,
-        steps=cfg["steps"],
-        batch_size=cfg["batch_size"],
-        eval_every=cfg["eval_every"],
-        key=data_key,
-        evaluate=knn_of(backbone),
-    )
-    s = scores(backbone, variables)
-    records.append(
-        _record(
-            TRAIN_SCENARIO,
-            SUPERVISED,
-            s,
-            kNN_gain=s.get("kNN", np.nan) - random_knn,
-            train_s=run_s,
-            compile_s=compile_s,
-        )
-    )
-    curves[SUPERVISED] = curve
-    log(f"  [ssl] supervised: {s} ({time.perf_counter() - t0:.1f}s)")
+    train_and_score(SUPERVISED, backbone, sup, backbone.init(init_key), labelled, t0)
 
     # ---- every representation rule
     trained = {}
@@ -476,30 +482,8 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
             cfg["skipped"][name] = f"cannot be built for this backbone: {err}"
             log(f"  [ssl] {name}: skipped ({err})")
             continue
-        variables, state, curve, run_s, compile_s = train_encoder(
-            rule,
-            start,
-            withheld,
-            steps=cfg["steps"],
-            batch_size=cfg["batch_size"],
-            eval_every=cfg["eval_every"],
-            key=data_key,
-            evaluate=knn_of(net),
-        )
-        s = scores(net, variables)
-        records.append(
-            _record(
-                TRAIN_SCENARIO,
-                name,
-                s,
-                kNN_gain=s.get("kNN", np.nan) - random_knn,
-                train_s=run_s,
-                compile_s=compile_s,
-            )
-        )
-        curves[name] = curve
+        variables = train_and_score(name, net, rule, start, withheld, t0)
         trained[name] = (net, start, variables)
-        log(f"  [ssl] {name}: {s} ({time.perf_counter() - t0:.1f}s)")
 
     # ---- unlearning
     for name in u["encoders"]:
