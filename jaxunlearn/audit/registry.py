@@ -30,6 +30,7 @@ from jaxunlearn.ensemble.predict import Predictions, Predictor, predictor_for
 Audit = Callable[["AuditContext"], dict[str, np.ndarray]]
 DATA_PARTS = ("forget", "retain", "test", "test_forget")
 MODEL_KINDS = ("unlearned", "original", "oracle")
+_FIELDS = {"unlearned": "variables", "original": "original", "oracle": "oracle"}
 
 
 def part_data(dataset: Dataset, split: Split, part: str):
@@ -121,12 +122,12 @@ class AuditContext:
             self.predictions = make_predictions(self.network, self.dataset, self.split)
             self.groups, self.rows = {}, np.zeros(1, np.int64)
             for which in MODEL_KINDS:
-                variables = getattr(self, which)
+                variables = getattr(self, _FIELDS[which])
                 if variables is not None:
                     self.predictions.add_group(which, _one(variables))
                     self.groups[which] = which
             return
-        given = [w for w in MODEL_KINDS if getattr(self, w) is not None]
+        given = [_FIELDS[w] for w in MODEL_KINDS if getattr(self, _FIELDS[w]) is not None]
         if given:
             raise ValueError(
                 f"Give the models either as variables ({given}: one model) or as `groups` of "
