@@ -15,7 +15,9 @@ processes on a shared machine falls on all of them alike:
   environment (``python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch numpy``).
   Without torch those columns are skipped.
 
-Every model runs in inference mode (BatchNorm with running statistics), as the three rules run it.
+BatchNorm runs as the three rules run it: the model being updated in training mode (batch
+statistics, as the reference code's ``model.train()``: ``TRAIN_MODE``; the JAX side checks it
+against each rule's ``train_mode`` default), SCRUB's frozen teacher in inference mode.
 A JAX step is one call of the jitted ``rule.update`` (dispatch included); for the MLP and the CNN
 the script also times steps fused in one ``lax.scan``, as ``train.fit`` runs them. Reported: the
 median wall time per step over all rounds, the median CPU time of the process per step (the work
@@ -29,6 +31,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -47,6 +50,8 @@ SCAN_STEPS = {"mlp": 100, "cnn": 10}  # steps fused in one lax.scan (no scan for
 NUM_CLASSES = 10
 # Hyperparameters shared by both implementations (the factories' paper defaults).
 SGD = {"gradient_ascent": 1e-4, "random_label": 0.01}  # momentum 0.9, weight decay 5e-4
+# BatchNorm mode of the updated model: each rule's ``train_mode`` default (checked in run_jax).
+TRAIN_MODE = {"gradient_ascent": True, "random_label": True, "scrub": True}
 SCRUB = {"lr": 5e-4, "weight_decay": 0.1, "alpha": 0.5, "gamma": 1.0, "temperature": 2.0}
 
 
@@ -128,6 +133,9 @@ def run_jax(models, rule_names, use_flags: bool) -> dict:
             # One long epoch: SCRUB stays in its max-step epochs for every timed step, as the
             # PyTorch side's step (a max step and a min step) does.
             rule = rules.make(name, net, num_steps=10_000, steps_per_epoch=10_000)
+            default = inspect.signature(rules.get(name).factory).parameters["train_mode"].default
+            if default != TRAIN_MODE[name]:
+                raise AssertionError(f"{name}'s train_mode default is {default}; update TRAIN_MODE")
             batch = {"forget": full["forget"]} if name == "gradient_ascent" else full
             out[f"{model}/{name}"] = _time_jax_rule(jax, rule, variables, batch, model)
     return out
@@ -203,7 +211,7 @@ def _torch_models(torch, model: str):
 def _torch_step(torch, model: str, name: str, batch: dict):
     """One eager update of rule ``name`` as jaxunlearn computes it."""
     F = torch.nn.functional
-    net = _torch_models(torch, model).eval()
+    net = _torch_models(torch, model).train(TRAIN_MODE[name])
     if name == "scrub":
         teacher = _torch_models(torch, model).eval()
         teacher.load_state_dict(net.state_dict())

@@ -230,3 +230,17 @@ def test_impossible_model_settings_are_rejected(name, settings, message):
     settings = {"input_shape": INPUT_SHAPE, "num_outputs": NUM_CLASSES, **settings}
     with pytest.raises(ValueError, match=message):
         models.make_network(name, **settings)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_cnn_max_pool_matches_flax_values_and_gradients(size):
+    from flax import nnx
+
+    from jaxunlearn.models.cnn import max_pool_2x2
+
+    x = jax.random.normal(jax.random.key(0), (2, *size, 3))  # no ties
+    reference = functools.partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2), padding="SAME")
+    np.testing.assert_array_equal(max_pool_2x2(x), reference(x))
+    cotangent = jax.random.normal(jax.random.key(1), reference(x).shape)
+    grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * cotangent))(x)  # noqa: E731
+    np.testing.assert_array_equal(grad(max_pool_2x2), grad(reference))

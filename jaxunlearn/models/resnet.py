@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxunlearn.models.batch_norm import BatchNorm
 from jaxunlearn.models.conv import conv_general_dilated
 
 _PAD1 = ((1, 1), (1, 1))
@@ -67,8 +68,8 @@ def _conv(
     )
 
 
-def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
-    return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, rngs=rngs)
+def _batch_norm(features: int, rngs: nnx.Rngs) -> BatchNorm:
+    return BatchNorm(features, momentum=0.9, epsilon=1e-5, rngs=rngs)
 
 
 class Shortcut(nnx.Module):
