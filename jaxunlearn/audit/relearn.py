@@ -7,7 +7,9 @@ runs that attack with the library's own pieces (the :func:`~jaxunlearn.rules.fin
 driven by :func:`~jaxunlearn.train.scan_steps`) and returns the accuracy curve and the number of
 steps to reach a target accuracy; the ``"relearn"`` audit runs it on the unlearned model and on
 the retrained oracle under the same attack (same data, same key), so the two step counts are
-directly comparable (their ratio is the Anamnesis Index of Chundawat et al.).
+directly comparable (their ratio is the Anamnesis Index of Chundawat et al.). Over a context of
+N models the audit attacks each model with its own oracle (one compiled program, run per model)
+and returns ``[N]`` arrays.
 
 The target is the original model's accuracy on held-out forget examples, less a tolerance
 ``alpha`` as in the Anamnesis Index: a model has relearned once it comes within ``alpha`` of

@@ -19,6 +19,10 @@ and everything the forget set taught them, untouched. These audits compare repre
 * ``"zrf"``: Zero Retrain Forgetting, closeness of the forget-set predictions to those of a
   randomly initialised ("incompetent") network.
 
+Like every per-model audit they give one value per model of their context (``[N]`` arrays): the
+N models' features and logits are read once, as ``[N, n, F]`` / ``[N, n, C]`` rows of the run's
+shared predictions, and CKA, the k-NN, the probe and ZRF are then computed model by model.
+
 k-NN and probe protocol. Both classify the *queries* (the forget set, and the retain set) with a
 *labelled memory* that no model trained on: the whole test split (``test`` plus
 ``test_forget``), embedded by the audited model itself. The memory holds every class, including
