@@ -5,10 +5,14 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 from config_testing import tiny_config
 from report_testing import assert_png_with_content
 
+from jaxunlearn import audit, data, models
 from jaxunlearn.scenarios import load_results, run_experiment
+from jaxunlearn.scenarios.runner import _records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -159,12 +163,6 @@ def test_the_runner_feeds_each_rule_what_its_reference_reads(tmp_path, monkeypat
 def test_records_audit_the_models_that_did_not_diverge_once():
     """One context over three hand-built models: row 1's outputs are NaN, row 2 is flagged
     diverged by its run; row 0 alone is audited, with the values it has alone."""
-    import jax
-    import numpy as np
-
-    from jaxunlearn import audit, data, models
-    from jaxunlearn.scenarios.runner import _records
-
     rng = np.random.default_rng(0)
     x_train, x_test = rng.normal(size=(60, 4)), rng.normal(size=(30, 4))
     y_train, y_test = rng.integers(0, 3, 60), rng.integers(0, 3, 30)
