@@ -123,8 +123,6 @@ def test_the_runner_feeds_each_rule_what_its_reference_reads(tmp_path, monkeypat
     # validation parts to choose lambda, amnesiac its labels from the batches' rows.
     import math
 
-    import numpy as np
-
     from jaxunlearn import ensemble
     from jaxunlearn.scenarios import plan
 
