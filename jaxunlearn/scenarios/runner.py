@@ -138,6 +138,12 @@ def _run_scenario(p: Plan, art: Artefacts, predictor, sname: str, workdir: str, 
         bad = _diverged_seeds(recs)
         if bad:
             log(f"  DIVERGED: {method} on {sname}, seeds {bad}")
+        if method == RETRAIN and bad:
+            log(
+                f"  scenario {sname}: the oracle (retrain) diverged on seeds {bad}; the rules "
+                "still run from the originals, but Avg. Gap and the ensemble audits leave those "
+                "seeds out (no reference); check the oracle's recipe (`train`, `rules.retrain`)"
+            )
         if method == ORIGINAL and bad and methods[2:]:
             log(
                 f"  scenario {sname}: the original diverged on seeds {bad}, so its rules "
@@ -296,7 +302,9 @@ def _add_ensemble_metrics(
     them go to ``workdir/ensemble/<scenario>/<method>.npz``."""
     if not p.ensemble_audits:
         return
-    ok = np.asarray([r.seed for r in recs if r.status == "ok"])
+    # Seeds whose oracle diverged have no reference to compare with: left out, like Avg. Gap.
+    oracle_ok = {r.seed for r in retrain_records if r.status == "ok"}
+    ok = np.asarray([r.seed for r in recs if r.status == "ok" and r.seed in oracle_ok], int)
     if len(ok) < 2:
         return  # too few finished runs for a distributional audit
     take = lambda tree: jax.tree.map(lambda x: x[ok], tree)

@@ -188,3 +188,20 @@ def test_without_flock_the_lock_file_names_a_live_or_dead_holder(tmp_path, monke
     with pytest.raises(WorkdirLockedError, match="elsewhere"):
         with workdir_lock(str(tmp_path)):
             pass
+
+
+def test_a_diverged_oracle_leaves_its_seeds_out_of_the_comparisons(tmp_path, capsys):
+    c = _config()
+    c.rules.retrain = {"hparams": {"learning_rate": 1e6}}  # the oracles only
+    records, lines = _run(c, tmp_path, capsys)
+    status = {r.method: r.status for r in records}
+    assert status == {
+        "original": "ok",
+        "retrain": "diverged",
+        "neggrad_plus": "ok",
+        "finetune": "ok",
+    }
+    assert any("the oracle (retrain) diverged on seeds [0]" in ln for ln in lines), lines
+    for r in records:  # audited, but no Avg. Gap against a diverged oracle
+        assert "Avg_gap" not in r.metrics
+        assert r.status != "ok" or "UA" in r.metrics
