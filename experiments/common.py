@@ -1,4 +1,8 @@
-"""Set-up shared by the experiment binaries: logging, the compilation cache, multi-process jobs.
+"""Set-up shared by the experiment binaries: the tracks, logging, the compilation cache,
+multi-process jobs.
+
+:data:`TRACKS` names, for each ``config.track``, the experiment that runs it and the plan that
+checks a config of it without training (:func:`plan`).
 
 Small experiments spend much of their time compiling (the default experiment: about half of its
 minute on 2 CPU cores). JAX's persistent compilation cache keeps every compiled program on disk,

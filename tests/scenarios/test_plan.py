@@ -361,3 +361,28 @@ def test_every_config_names_a_track_the_binary_dispatches():
         assert callable(entry.runner()) and callable(entry.planner()), name
     with pytest.raises(ValueError, match="valid tracks: .*'ssl'"):
         common.track({"track": "sssl"})
+
+
+@pytest.mark.parametrize(
+    "section, key, value, match",
+    [
+        # digits' smallest class has 139 training examples, its training split 1437.
+        ("meta", "shots", 140, r"`meta.shots` \(140\) exceeds.*smallest class \(139\)"),
+        ("evaluation", "batch_size", 2000, r"`evaluation.batch_size` \(2000\).*1437"),
+        ("evaluation", "knn_k", 1500, r"`evaluation.knn_k`"),
+        ("meta", "num_ways", 11, r"`num_ways` \(11\) exceeds the classes"),
+    ],
+)
+def test_a_tracks_plan_rejects_what_its_data_cannot_serve(section, key, value, match):
+    # The learned-rule track: settings only the dataset can refute failed after meta-training
+    # (the evaluation's support draw, its fit) before the track had a plan.
+    from experiments import common
+    from experiments.configs import learned_rule
+
+    c = learned_rule.get_config("tiny")
+    c[section][key] = value
+    with pytest.raises(ValueError, match=match):
+        common.plan(c)
+    if key == "shots":  # the largest support set the data serves
+        c.meta.shots = 139
+        assert common.plan(c).cfg["meta"]["shots"] == 139
