@@ -363,26 +363,48 @@ def test_every_config_names_a_track_the_binary_dispatches():
         common.track({"track": "sssl"})
 
 
+def _set(config, dotted: str, value):
+    *path, last = dotted.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    node[last] = value
+
+
 @pytest.mark.parametrize(
-    "section, key, value, match",
+    "config_name, overrides, match",
     [
-        # digits' smallest class has 139 training examples, its training split 1437.
-        ("meta", "shots", 140, r"`meta.shots` \(140\) exceeds.*smallest class \(139\)"),
-        ("evaluation", "batch_size", 2000, r"`evaluation.batch_size` \(2000\).*1437"),
-        ("evaluation", "knn_k", 1500, r"`evaluation.knn_k`"),
-        ("meta", "num_ways", 11, r"`num_ways` \(11\) exceeds the classes"),
+        # The learned-rule track: what only the dataset can refute failed after meta-training (the
+        # evaluation's support draw, its fit). digits' smallest class has 139 training examples,
+        # its training split 1437.
+        ("learned_rule", {"meta.shots": 140}, r"`meta.shots` \(140\) exceeds.*class \(139\)"),
+        ("learned_rule", {"evaluation.batch_size": 2000}, r"`evaluation.batch_size`.*1437"),
+        ("learned_rule", {"evaluation.knn_k": 1500}, r"`evaluation.knn_k`"),
+        ("learned_rule", {"meta.num_ways": 11}, r"`num_ways` \(11\) exceeds the classes"),
+        # The LM track's MUSE settings (silently clipped to one request or step before).
+        ("lm_fictitious", {"scalability_fractions": (0.5, 1.5)}, r"`scalability_fractions`"),
+        ("lm_fictitious", {"sustainability_requests": 0}, r"`sustainability_requests`"),
+        ("lm_fictitious", {"relearn_steps": 0}, r"`relearn_steps` must be at least 1"),
+        ("lm_robust", {"audits": ("relearn", "vibes")}, r"unknown audits \['vibes'\]"),
+        ("ssl", {"unlearn.encoders": ("byol",)}, r"`unlearn.encoders` names 'byol'"),
+        ("unlearnable", {"fractions": ()}, r"`fractions` is empty"),
     ],
 )
-def test_a_tracks_plan_rejects_what_its_data_cannot_serve(section, key, value, match):
-    # The learned-rule track: settings only the dataset can refute failed after meta-training
-    # (the evaluation's support draw, its fit) before the track had a plan.
+def test_a_tracks_plan_rejects_what_cannot_run(config_name, overrides, match):
+    from experiments import common
+
+    c = importlib.import_module(f"experiments.configs.{config_name}").get_config("tiny")
+    common.plan(c)  # the variant itself plans
+    for key, value in overrides.items():
+        _set(c, key, value)
+    with pytest.raises(ValueError, match=match):
+        common.plan(c)
+
+
+def test_the_learned_rule_plan_serves_the_largest_support_set_the_data_has():
     from experiments import common
     from experiments.configs import learned_rule
 
     c = learned_rule.get_config("tiny")
-    c[section][key] = value
-    with pytest.raises(ValueError, match=match):
-        common.plan(c)
-    if key == "shots":  # the largest support set the data serves
-        c.meta.shots = 139
-        assert common.plan(c).cfg["meta"]["shots"] == 139
+    c.meta.shots = 139
+    assert common.plan(c).cfg["meta"]["shots"] == 139
