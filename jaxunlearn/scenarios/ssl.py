@@ -34,6 +34,13 @@ the retain set as memory), ``rank`` (RankMe of the test features) and ``align_fo
 examples, lower = closer: an encoder trained on an example maps its views closer, a label-free
 trace that k-NN misses when the encoder generalises to a class it never saw).
 
+Before any training, :func:`plan` checks the config (:func:`check_config`), loads the dataset,
+makes the forget splits and builds every encoder and every unlearning method for every encoder
+and request, tracing their initialisations abstractly: a setting that cannot run (an unlearn
+encoder that is not trained or cannot be built for the backbone, an unknown, labelled or badly set
+unlearning rule, a bad ``unlearn.ascent`` setting, a batch larger than the data) is a
+``ValueError`` naming it there.
+
 Writes into the workdir ``results.json`` (records), ``results.txt`` (both tables, also printed),
 ``results.png`` (k-NN accuracy over training; forget-set k-NN and CKA to the oracle per unlearning
 method) and ``curves.json`` (the k-NN curves). Run it with ``python -m experiments.main
