@@ -6,10 +6,11 @@ import tempfile
 from jaxunlearn import xla_flags
 
 # Tests are dominated by compile time on XLA:CPU; LLVM's optimisation passes are most of it.
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "")
-    + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-).strip()
+# Merged, not appended: a worker that inherits an XLA_FLAGS already holding them adds nothing.
+os.environ["XLA_FLAGS"] = xla_flags.merge(
+    os.environ.get("XLA_FLAGS", ""),
+    {"xla_force_host_platform_device_count": "8", "xla_backend_optimization_level": "0"},
+)
 # The library's XLA:CPU flags (jaxunlearn/xla_flags.py), as in the binaries and benchmarks.
 xla_flags.set_cpu_flags()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -474,3 +474,29 @@ def test_stream_batches_carry_row_indices_and_extra_fields():
 def test_make_stream_rejects_bad_extra_fields(extra, message):
     with pytest.raises(ValueError, match=message):
         make_stream(np.zeros((6, 2)), np.zeros(6, np.int32), {"retain": np.arange(6)}, extra=extra)
+
+
+def test_fitting_the_same_rule_again_reuses_its_compiled_init(monkeypatch):
+    from jaxunlearn.train import loop
+
+    calls = []
+    jit = jax.jit
+
+    def counting_jit(fn, *args, **kwargs):
+        calls.append(fn)
+        return jit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_INITS", type(loop._INITS)())
+    monkeypatch.setattr(loop.jax, "jit", counting_jit)
+    net = models.make_network("mlp", input_shape=(4,), num_outputs=2, hidden=(3,))
+    rule = rule_from_loss(
+        lambda v, b, *, reference, step, key: (jnp.sum(net.apply(v, b["t"]["x"]).logits), {}),
+        optax.sgd(0.1),
+        keep_reference=False,
+    )
+    stream = make_stream(np.ones((4, 4), np.float32), np.zeros(4, np.int32), {"t": np.arange(4)})
+    for seed in range(2):
+        variables = net.init(jax.random.key(seed))
+        fit(rule, variables, stream, batch_sizes={"t": 2}, num_steps=1, key=jax.random.key(0))
+    # One jit for the initialiser and one for the chunk program, both reused by the second fit.
+    assert len(calls) == 2

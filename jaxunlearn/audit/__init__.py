@@ -1,8 +1,10 @@
 """Audits: does the unlearned model behave like one retrained without the forget set?
 
 Pure metric functions over model outputs, and a registry of named audits (``registry``) that the
-experiment runner applies to every model. Every module of this package is imported here, so an
-audit module that registers its audits (``register``, ``register_ensemble``) needs no other edit.
+experiment runner applies to the N models of a run at once (each per-model audit returns one
+value per model: ``run_models``; ``run`` is its one-model form). Every module of this package is
+imported here, so an audit module that registers its audits (``register``,
+``register_ensemble``) needs no other edit.
 """
 
 import importlib
@@ -77,6 +79,7 @@ from jaxunlearn.audit.registry import (
     register_ensemble,
     run,
     run_ensemble,
+    run_models,
 )
 from jaxunlearn.audit.relearn import RelearnResult, relearn_steps  # noqa: E402  (+ "relearn")
 from jaxunlearn.audit.repr_measures import alignment, effective_rank, uniformity
@@ -110,6 +113,7 @@ __all__ = [
     "make_predictions",
     "register",
     "run",
+    "run_models",
     "true_class_probability",
     "competition_score",
     "epsilon_per_example",

@@ -1,9 +1,14 @@
-"""The audit registry: named audits that turn a model (and its references) into metrics.
+"""The audit registry: named audits that turn models (and their references) into metrics.
 
-An audit is ``fn(ctx: AuditContext) -> {metric name: float}``. Every model's outputs
-come from one :class:`~jaxunlearn.ensemble.Predictions` per run: ``[N, n, C]`` logits and
-features per (model group, data part), computed once by a vmapped program over the N models; a
-per-model audit reads its model's row, an ensemble audit the whole arrays.
+A per-model audit is ``fn(ctx: AuditContext) -> {metric name: np.ndarray [N]}``: an
+:class:`AuditContext` describes N models, and the audit returns one value per model, computed
+over the model axis at once where it reads outputs. Every model's outputs come from one
+:class:`~jaxunlearn.ensemble.Predictions` per run: ``[N, n, C]`` logits and features per (model
+group, data part), computed once by a vmapped program over the N models; a per-model audit reads
+the rows of its context (``ctx.logits(part)`` is ``[N, n, C]``), an ensemble audit
+(:class:`EnsembleContext`) the same arrays whole. :func:`run_models` runs per-model audits and
+returns their ``[N]`` arrays; :func:`run` is the one-model form (``{metric: float}``) of a
+context built from one model's variables, ``AuditContext(net, ds, split, variables, ...)``.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from jaxunlearn.data.datasets import Dataset
 from jaxunlearn.data.forget import Split
 from jaxunlearn.ensemble.predict import Predictions, Predictor, predictor_for
 
-Audit = Callable[["AuditContext"], dict[str, float]]
+Audit = Callable[["AuditContext"], dict[str, np.ndarray]]
 DATA_PARTS = ("forget", "retain", "test", "test_forget")
+MODEL_KINDS = ("unlearned", "original", "oracle")
+_FIELDS = {"unlearned": "variables", "original": "original", "oracle": "oracle"}
 
 
 def part_data(dataset: Dataset, split: Split, part: str):
@@ -57,91 +64,179 @@ def _one(variables: Variables) -> Variables:
 
 @dataclasses.dataclass
 class AuditContext:
-    """Everything an audit may look at.
+    """Everything a per-model audit may look at: N models under audit and their references.
 
-    The models' outputs come from a :class:`~jaxunlearn.ensemble.Predictions` shared by every
-    model of a run: ``predictions`` holds the groups named in ``groups`` (``{"unlearned",
-    "original", "oracle"}`` -> group name) and the model under audit is row ``index`` of each.
-    Without ``predictions`` the context builds its own over the one model of each kind.
+    Two ways to build one:
+
+    * one model: ``AuditContext(network, dataset, split, variables, original=..., oracle=...)``
+      with each model's variables (no model axis). The context predicts them itself; N = 1.
+    * N models of a run: ``AuditContext(network, dataset, split, predictions=...,
+      groups=..., rows=...)``, the models being rows of the groups of a shared
+      :class:`~jaxunlearn.ensemble.Predictions`. ``groups`` maps ``"unlearned"``,
+      ``"original"``, ``"oracle"`` to group names; ``rows`` are the group rows audited (all of
+      the unlearned group's when ``None``). Row ``r`` of every group belongs together: model
+      ``r``'s original and oracle are row ``r`` of theirs. Stacked variables ``[N, ...]``
+      without a ``Predictions``: ``predictions=make_predictions(network, dataset, split,
+      {"unlearned": stacked, ...})``.
+
+    Audits read ``[N, ...]`` arrays (:meth:`logits`, :meth:`features`, :meth:`per_example_loss`,
+    :meth:`models`) and return one value per model; :meth:`take` narrows a context to some of
+    its models (the runner audits the models that did not diverge).
 
     Attributes:
       network: the functional model.
       dataset: the dataset.
       split: the forget scenario's index sets.
-      variables: the model under audit.
-      original: the model before unlearning (or ``None``).
-      oracle: a model retrained on the retain set (or ``None``).
-      runtime_s, compile_s: the unlearning run's wall-clock time and compile time.
-      extra: anything else an audit needs (e.g. ``seed``).
-      predictions, groups, index: the shared outputs, as above.
+      variables: the model under audit (one-model contexts only).
+      original: the model before unlearning (or ``None``; one-model contexts only).
+      oracle: a model retrained on the retain set (or ``None``; one-model contexts only).
+      runtime_s, compile_s: the unlearning run's wall-clock time and compile time (a number for
+        every model, or an array with one per group row).
+      extra: anything else an audit needs: ``seed``, an int for every model or an array with one
+        per group row (see :attr:`seeds`).
+      predictions, groups, rows: the shared outputs and the models under audit, as above.
     """
 
     network: Network
     dataset: Dataset
     split: Split
-    variables: Variables
+    variables: Variables | None = None
     original: Variables | None = None
     oracle: Variables | None = None
-    runtime_s: float = float("nan")
-    compile_s: float = float("nan")
+    runtime_s: Any = float("nan")
+    compile_s: Any = float("nan")
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     predictions: Predictions | None = None
     groups: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    index: int = 0
+    rows: np.ndarray | None = None
 
     def __post_init__(self):
         if self.predictions is None:
+            if self.variables is None:
+                raise ValueError(
+                    "An AuditContext needs the model under audit: `variables` (one model) or "
+                    "`predictions` with `groups` (N models)"
+                )
+            if self.groups or self.rows is not None:
+                raise ValueError("`groups` and `rows` name models of `predictions`, not given")
             self.predictions = make_predictions(self.network, self.dataset, self.split)
-            self.groups, self.index = {}, 0
-            for which in ("unlearned", "original", "oracle"):
-                variables = self.model(which, required=False)
+            self.groups, self.rows = {}, np.zeros(1, np.int64)
+            for which in MODEL_KINDS:
+                variables = getattr(self, _FIELDS[which])
                 if variables is not None:
                     self.predictions.add_group(which, _one(variables))
                     self.groups[which] = which
+            return
+        given = [_FIELDS[w] for w in MODEL_KINDS if getattr(self, _FIELDS[w]) is not None]
+        if given:
+            raise ValueError(
+                f"Give the models either as variables ({given}: one model) or as `groups` of "
+                "`predictions` (N models), not both"
+            )
+        if "unlearned" not in self.groups:
+            raise ValueError(
+                f"`groups` must name the group of the unlearned models; got {dict(self.groups)}"
+            )
+        unknown = sorted(set(self.groups) - set(MODEL_KINDS))
+        if unknown:
+            raise ValueError(f"`groups` has unknown keys {unknown}; valid: {list(MODEL_KINDS)}")
+        size = len(jax.tree.leaves(self.predictions.variables(self.groups["unlearned"]))[0])
+        rows = np.arange(size) if self.rows is None else np.asarray(self.rows)
+        if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+            raise ValueError(f"`rows` must be a 1-D array of group rows; got {self.rows!r}")
+        if rows.size and (rows.min() < 0 or rows.max() >= size):
+            raise ValueError(f"`rows` {rows.tolist()} out of range for {size} models")
+        self.rows = rows
+
+    @property
+    def num_models(self) -> int:
+        """N, the number of models under audit."""
+        return len(self.rows)
+
+    @property
+    def seeds(self) -> np.ndarray:
+        """``[N]`` int seed of each model under audit (``extra["seed"]``, 0 when absent)."""
+        return self.per_model(self.extra.get("seed", 0)).astype(np.int64)
+
+    def per_model(self, value) -> np.ndarray:
+        """``[N]`` values of a setting given for every model (a number) or per group row (an
+        array over the groups' model axis)."""
+        value = np.asarray(value)
+        return np.broadcast_to(value, (self.num_models,)) if value.ndim == 0 else value[self.rows]
+
+    def take(self, positions) -> AuditContext:
+        """The context of models ``positions`` (indices or a boolean mask over this context's
+        N models), sharing its predictions."""
+        positions = np.asarray(positions)
+        if positions.dtype == bool:
+            if positions.shape != (self.num_models,):
+                raise ValueError(
+                    f"A mask over the models needs shape ({self.num_models},); got "
+                    f"{positions.shape}"
+                )
+            positions = np.flatnonzero(positions)
+        return dataclasses.replace(
+            self, variables=None, original=None, oracle=None, rows=self.rows[positions]
+        )
 
     def data(self, part: str):
         """``(x, y)`` of a part: ``forget``, ``retain``, ``test`` or ``test_forget``."""
         return part_data(self.dataset, self.split, part)
 
-    def model(self, which: str, *, required: bool = True) -> Variables:
-        """The variables of ``which``: ``unlearned``, ``original`` or ``oracle``."""
-        v = {"unlearned": self.variables, "original": self.original, "oracle": self.oracle}[which]
-        if v is None and required:
-            raise ValueError(f"This audit needs the {which} model, which the context lacks")
-        return v
-
     def _group(self, which: str) -> str:
+        if which not in MODEL_KINDS:
+            raise ValueError(f"Unknown model kind {which!r}; valid: {list(MODEL_KINDS)}")
         if which not in self.groups:
-            self.model(which)  # names the missing model
-            raise ValueError(f"No model group holds the {which} model")
+            raise ValueError(f"This audit needs the {which} model, which the context lacks")
         return self.groups[which]
 
+    def _rows_of(self, array):
+        # All rows in order: the shared array itself, not a copy.
+        if len(self.rows) == len(array) and np.array_equal(self.rows, np.arange(len(array))):
+            return array
+        return array[self.rows]
+
+    def models(self, which: str = "unlearned") -> Variables:
+        """The variables ``[N, ...]`` of the models ``which`` (``unlearned``, ``original`` or
+        ``oracle``) under audit."""
+        variables = self.predictions.variables(self._group(which))
+        return jax.tree.map(lambda x: x[self.rows], variables)
+
+    def model(self, which: str = "unlearned", i: int = 0) -> Variables:
+        """The variables (no model axis) of model ``i`` of ``which`` under audit."""
+        if not 0 <= i < self.num_models:
+            raise ValueError(f"Model {i} out of range for a context of {self.num_models}")
+        variables = self.predictions.variables(self._group(which))
+        return jax.tree.map(lambda x: x[self.rows[i]], variables)
+
     def logits(self, part: str, which: str = "unlearned") -> np.ndarray:
-        """``[n, C]`` logits of model ``which`` on ``part`` (its row of the shared arrays)."""
-        return self.predictions.logits(self._group(which), part)[self.index]
+        """``[N, n, C]`` logits of the models ``which`` on ``part`` (rows of the shared arrays)."""
+        return self._rows_of(self.predictions.logits(self._group(which), part))
 
     def features(self, part: str, which: str = "unlearned") -> np.ndarray:
-        """``[n, F]`` penultimate features of model ``which`` on ``part``."""
-        return self.predictions.features(self._group(which), part)[self.index]
+        """``[N, n, F]`` penultimate features of the models ``which`` on ``part``."""
+        return self._rows_of(self.predictions.features(self._group(which), part))
 
-    def outputs_finite(self, which: str = "unlearned") -> bool:
-        """Whether the model's outputs on the forget, retain and test data are all finite.
+    def outputs_finite(self, which: str = "unlearned") -> np.ndarray:
+        """``[N]`` bool: whether each model's outputs on the forget, retain and test data are all
+        finite.
 
         Finite parameters can still overflow (e.g. weights scaled up by gradient ascent); such a
         model is diverged, and the runner records it so instead of auditing it.
         """
-        return all(
-            bool(np.all(np.isfinite(self.logits(part, which))))
-            for part in ("forget", "retain", "test")
-        )
+        finite = np.ones(self.num_models, bool)
+        for part in ("forget", "retain", "test"):
+            logits = self.logits(part, which)
+            finite &= np.isfinite(logits.reshape(len(logits), -1)).all(axis=1)
+        return finite
 
     def per_example_loss(self, part: str, which: str = "unlearned") -> np.ndarray:
-        """Cross-entropy (classification) or squared error (regression) per example."""
+        """``[N, n]`` cross-entropy (classification) or squared error (regression) per example."""
         logits = self.logits(part, which)
         y = self.data(part)[1]
         if self.dataset.task == "classification":
             return -np.log(np.maximum(cls.true_class_probability(logits, y), 1e-45))
-        return (logits.reshape(y.shape) - y) ** 2
+        return (logits.reshape(len(logits), *y.shape) - y) ** 2
 
 
 @dataclasses.dataclass
@@ -229,10 +324,14 @@ def check_ensemble_names(audit_names, task: str = "classification") -> None:
 
 def run_ensemble(audit_names, ctx: EnsembleContext) -> dict[str, float]:
     """Runs the named ensemble audits and merges their metrics."""
-    return _run(_ENSEMBLE_REGISTRY, audit_names, ctx, "ensemble audit")
+    _check(_ENSEMBLE_REGISTRY, audit_names, ctx.dataset.task, "ensemble audit")
+    metrics: dict[str, float] = {}
+    for name in audit_names:
+        metrics.update(_ENSEMBLE_REGISTRY[name](ctx))
+    return metrics
 
 
-def accuracy_audit(ctx: AuditContext) -> dict[str, float]:
+def accuracy_audit(ctx: AuditContext) -> dict[str, np.ndarray]:
     """UA = 100 - forget accuracy, RA, TA (percent); TA_forget on forgotten classes' test data."""
     out = {}
     for part, name in (("forget", "UA"), ("retain", "RA"), ("test", "TA")):
@@ -245,8 +344,9 @@ def accuracy_audit(ctx: AuditContext) -> dict[str, float]:
     return out
 
 
-def mia_efficacy_audit(ctx: AuditContext) -> dict[str, float]:
-    """MIA-Efficacy of the SalUn code (see :func:`classification.mia_efficacy`)."""
+def mia_efficacy_audit(ctx: AuditContext) -> dict[str, np.ndarray]:
+    """MIA-Efficacy of the SalUn code (see :func:`classification.mia_efficacy`; one SVC per
+    model, fitted on that model's confidences)."""
     conf = {
         p: cls.true_class_probability(ctx.logits(p), ctx.data(p)[1])
         for p in ("retain", "test", "forget")
@@ -254,7 +354,7 @@ def mia_efficacy_audit(ctx: AuditContext) -> dict[str, float]:
     return {"MIA_efficacy": cls.mia_efficacy(conf["retain"], conf["test"], conf["forget"])}
 
 
-def mia_auc_audit(ctx: AuditContext) -> dict[str, float]:
+def mia_auc_audit(ctx: AuditContext) -> dict[str, np.ndarray]:
     """Loss-threshold membership AUC, forget vs test (see :func:`loss_membership_auc`)."""
     return {
         "MIA_AUC": cls.loss_membership_auc(
@@ -263,9 +363,12 @@ def mia_auc_audit(ctx: AuditContext) -> dict[str, float]:
     }
 
 
-def runtime_audit(ctx: AuditContext) -> dict[str, float]:
+def runtime_audit(ctx: AuditContext) -> dict[str, np.ndarray]:
     """Wall-clock seconds of the unlearning run, compile time reported separately."""
-    return {"runtime_s": float(ctx.runtime_s), "compile_s": float(ctx.compile_s)}
+    return {
+        "runtime_s": ctx.per_model(ctx.runtime_s).astype(np.float64),
+        "compile_s": ctx.per_model(ctx.compile_s).astype(np.float64),
+    }
 
 
 _REGISTRY: dict[str, Audit] = {
@@ -292,7 +395,8 @@ def gap_metrics(task: str) -> tuple[str, ...]:
 
 
 def register(name: str, audit: Audit, *, task: str = "any") -> None:
-    """Adds an audit ``fn(ctx) -> dict`` to the registry."""
+    """Adds a per-model audit ``fn(ctx: AuditContext) -> {metric: np.ndarray [N]}``: one value
+    per model of the context, computed over the model axis where the audit reads outputs."""
     if name in _REGISTRY:
         raise ValueError(f"Audit {name!r} is already registered")
     _REGISTRY[name] = audit
@@ -310,9 +414,40 @@ def check_names(audit_names, task: str = "classification") -> None:
     _check(_REGISTRY, audit_names, task, "audit")
 
 
+def run_models(audit_names, ctx: AuditContext) -> dict[str, np.ndarray]:
+    """Runs the named per-model audits on the context's N models: ``{metric: array [N]}``.
+
+    Raises:
+      ValueError: for an unknown audit, one of the other task, or an audit whose metric is not
+        one value per model.
+    """
+    _check(_REGISTRY, audit_names, ctx.dataset.task, "audit")
+    metrics: dict[str, np.ndarray] = {}
+    for name in audit_names:
+        for metric, values in _REGISTRY[name](ctx).items():
+            values = np.asarray(values)
+            if values.shape != (ctx.num_models,):
+                raise ValueError(
+                    f"Audit {name!r} gave {metric!r} of shape {values.shape}; a per-model audit "
+                    f"gives one value per model, shape ({ctx.num_models},)"
+                )
+            metrics[metric] = values
+    return metrics
+
+
 def run(audit_names, ctx: AuditContext) -> dict[str, float]:
-    """Runs the named audits and merges their metrics."""
-    return _run(_REGISTRY, audit_names, ctx, "audit")
+    """Runs the named audits on a one-model context: ``{metric: float}``.
+
+    Raises:
+      ValueError: for a context of N != 1 models (use :func:`run_models`, which gives one array
+        of N values per metric), or as :func:`run_models`.
+    """
+    if ctx.num_models != 1:
+        raise ValueError(
+            f"audit.run audits one model; this context holds {ctx.num_models}: use "
+            "audit.run_models, which gives an array of one value per model for each metric"
+        )
+    return {metric: float(values[0]) for metric, values in run_models(audit_names, ctx).items()}
 
 
 def _check(registry: dict, audit_names, task: str, kind: str) -> None:
@@ -324,11 +459,3 @@ def _check(registry: dict, audit_names, task: str, kind: str) -> None:
             raise ValueError(
                 f"{kind.capitalize()} {name!r} is for {_TASKS[name]} tasks, not {task}"
             )
-
-
-def _run(registry: dict, audit_names, ctx, kind: str) -> dict[str, float]:
-    _check(registry, audit_names, ctx.dataset.task, kind)
-    metrics: dict[str, float] = {}
-    for name in audit_names:
-        metrics.update(registry[name](ctx))
-    return metrics

@@ -31,21 +31,40 @@ def _errors(predictions, targets) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mse(predictions, targets) -> float:
-    """Mean squared error; NaN for an empty set."""
+    """Mean squared error of one model; NaN for an empty set."""
     pred, y = _errors(predictions, targets)
     return float(np.mean((pred - y) ** 2)) if y.size else float("nan")
 
 
 def mae(predictions, targets) -> float:
-    """Mean absolute error; NaN for an empty set."""
+    """Mean absolute error of one model; NaN for an empty set."""
     pred, y = _errors(predictions, targets)
     return float(np.mean(np.abs(pred - y))) if y.size else float("nan")
 
 
-def regression_error_audit(ctx: registry.AuditContext) -> dict[str, float]:
-    """``forget_mse``, ``retain_mse`` and ``test_mse`` of the audited model."""
+def mse_per_model(predictions, targets) -> np.ndarray:
+    """``[N]`` mean squared errors of N models: ``predictions`` has a leading model axis and one
+    output per example of ``targets`` in each row; entry ``i`` equals ``mse(predictions[i],
+    targets)``."""
+    pred = np.asarray(predictions)
+    if pred.ndim < 1:
+        raise ValueError(f"predictions need a leading model axis; got shape {pred.shape}")
+    if np.size(targets) == 0:
+        return np.full(len(pred), np.nan)
+    y = np.asarray(targets, np.float64)
+    if pred[0].size != y.size:
+        raise ValueError(
+            f"predictions ({pred.shape}) hold {pred[0].size} outputs per model for {y.size} "
+            "targets; regression audits expect one output per example"
+        )
+    errors = (pred.astype(np.float64).reshape(len(pred), *y.shape) - y) ** 2
+    return np.mean(errors.reshape(len(pred), -1), axis=1)
+
+
+def regression_error_audit(ctx: registry.AuditContext) -> dict[str, np.ndarray]:
+    """``forget_mse``, ``retain_mse`` and ``test_mse`` of each audited model, ``[N]``."""
     return {
-        f"{part}_mse": mse(ctx.logits(part), ctx.data(part)[1])
+        f"{part}_mse": mse_per_model(ctx.logits(part), ctx.data(part)[1])
         for part in ("forget", "retain", "test")
     }
 

@@ -7,7 +7,9 @@ runs that attack with the library's own pieces (the :func:`~jaxunlearn.rules.fin
 driven by :func:`~jaxunlearn.train.scan_steps`) and returns the accuracy curve and the number of
 steps to reach a target accuracy; the ``"relearn"`` audit runs it on the unlearned model and on
 the retrained oracle under the same attack (same data, same key), so the two step counts are
-directly comparable (their ratio is the Anamnesis Index of Chundawat et al.).
+directly comparable (their ratio is the Anamnesis Index of Chundawat et al.). Over a context of
+N models the audit attacks each model with its own oracle (one compiled program, run per model)
+and returns ``[N]`` arrays.
 
 The target is the original model's accuracy on held-out forget examples, less a tolerance
 ``alpha`` as in the Anamnesis Index: a model has relearned once it comes within ``alpha`` of
@@ -271,8 +273,9 @@ def relearn_audit_fn(
         ``(1 - alpha)`` times the original's accuracy (0: the original's accuracy itself).
 
     Returns:
-      An audit giving ``{prefix}_steps`` and ``{prefix}_steps_oracle`` (``max_steps + 1`` = never
-      reached), and ``{prefix}_acc@k``.
+      An audit giving, per model of its context (``[N]`` arrays), ``{prefix}_steps`` and
+      ``{prefix}_steps_oracle`` (``max_steps + 1`` = never reached), and ``{prefix}_acc@k``. Each
+      model is attacked with its oracle (row by row: the attack is a training loop).
     """
     if source not in ("forget", "retain"):
         raise ValueError(f"source must be 'forget' or 'retain'; got {source!r}")
@@ -286,34 +289,38 @@ def relearn_audit_fn(
         *(f"{prefix}_acc@{int(k)}" for k in report_at),
     ]
 
-    def audit(ctx: registry.AuditContext) -> dict[str, float]:
+    def audit(ctx: registry.AuditContext) -> dict[str, np.ndarray]:
         if not len(ctx.split.forget):
-            return {name: float("nan") for name in names}
+            return {name: np.full(ctx.num_models, np.nan) for name in names}
         relearn_idx, eval_pos = _attack_split(ctx, source)
         ds = ctx.dataset
         eval_x, eval_y = ctx.data("forget")[0][eval_pos], ctx.data("forget")[1][eval_pos]
-        original_logits = ctx.logits("forget", "original")[eval_pos]
-        target = anamnesis_target(float(np.mean(np.argmax(original_logits, -1) == eval_y)), alpha)
-        stacked = jax.tree.map(
-            lambda a, b: jnp.stack([a, b]), ctx.model("unlearned"), ctx.model("oracle")
-        )
+        original_logits = ctx.logits("forget", "original")[:, eval_pos]
         program = _attack_program(
             ctx.network.apply, int(max_steps), float(learning_rate), int(batch_size)
         )
-        key = jax.random.key(int(ctx.extra.get("seed", 0)))
-        result = program(
-            stacked,
+        data = (
             jnp.asarray(ds.x_train[relearn_idx]),
             jnp.asarray(ds.y_train[relearn_idx]),
             jnp.asarray(eval_x),
             jnp.asarray(eval_y),
-            jnp.float32(target),
-            key,
         )
-        steps, curve = np.asarray(result.steps), np.asarray(result.curve)
-        out = {f"{prefix}_steps": float(steps[0]), f"{prefix}_steps_oracle": float(steps[1])}
-        for k in report_at:
-            out[f"{prefix}_acc@{int(k)}"] = 100.0 * float(curve[0, int(k)])
+        out = {name: np.empty(ctx.num_models) for name in names}
+        # One attack per model, on it and its oracle together (the program is compiled once);
+        # each model's key is its seed's.
+        for i, seed in enumerate(ctx.seeds.tolist()):
+            target = anamnesis_target(
+                float(np.mean(np.argmax(original_logits[i], -1) == eval_y)), alpha
+            )
+            stacked = jax.tree.map(
+                lambda a, b: jnp.stack([a, b]), ctx.model("unlearned", i), ctx.model("oracle", i)
+            )
+            result = program(stacked, *data, jnp.float32(target), jax.random.key(seed))
+            steps, curve = np.asarray(result.steps), np.asarray(result.curve)
+            out[f"{prefix}_steps"][i] = float(steps[0])
+            out[f"{prefix}_steps_oracle"][i] = float(steps[1])
+            for k in report_at:
+                out[f"{prefix}_acc@{int(k)}"][i] = 100.0 * float(curve[0, int(k)])
         return out
 
     return audit

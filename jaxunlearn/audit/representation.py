@@ -19,6 +19,10 @@ and everything the forget set taught them, untouched. These audits compare repre
 * ``"zrf"``: Zero Retrain Forgetting, closeness of the forget-set predictions to those of a
   randomly initialised ("incompetent") network.
 
+Like every per-model audit they give one value per model of their context (``[N]`` arrays): the
+N models' features and logits are read once, as ``[N, n, F]`` / ``[N, n, C]`` rows of the run's
+shared predictions, and CKA, the k-NN, the probe and ZRF are then computed model by model.
+
 k-NN and probe protocol. Both classify the *queries* (the forget set, and the retain set) with a
 *labelled memory* that no model trained on: the whole test split (``test`` plus
 ``test_forget``), embedded by the audited model itself. The memory holds every class, including
@@ -390,40 +394,57 @@ MAX_QUERIES = 4096
 ZRF_SEED_OFFSET = 30_000
 
 
+def _query_rows(n: int) -> np.ndarray | slice:
+    """The rows of a part used as k-NN / probe queries: all, or a fixed subsample of
+    ``MAX_QUERIES``."""
+    if n > MAX_QUERIES:
+        return np.sort(np.random.default_rng(0).choice(n, MAX_QUERIES, replace=False))
+    return slice(None)
+
+
 def _queries(ctx: registry.AuditContext, part: str):
-    """``(features, labels)`` of ``part``, at most ``MAX_QUERIES`` rows (fixed subsample)."""
-    feats = ctx.features(part)
+    """``(features [N, q, F], labels [q])`` of ``part``, at most ``MAX_QUERIES`` rows (a fixed
+    subsample, the same for every model)."""
     labels = ctx.data(part)[1]
-    if len(labels) > MAX_QUERIES:
-        keep = np.sort(np.random.default_rng(0).choice(len(labels), MAX_QUERIES, replace=False))
-        feats, labels = feats[keep], labels[keep]
-    return feats, labels
+    keep = _query_rows(len(labels))
+    return ctx.features(part)[:, keep], labels[keep]
 
 
 def _memory(ctx: registry.AuditContext):
-    """Features and labels of the whole test split under the audited model (the k-NN memory)."""
+    """``(features [N, m, F], labels [m])`` of the whole test split under each audited model
+    (the k-NN memory)."""
     parts = [p for p in ("test", "test_forget") if len(getattr(ctx.split, p))]
-    feats = np.concatenate([ctx.features(p) for p in parts])
+    feats = np.concatenate([ctx.features(p) for p in parts], axis=1)
     labels = np.concatenate([ctx.data(p)[1] for p in parts])
     return feats, labels
 
 
-def _cka_percent(ctx: registry.AuditContext, part: str, which: str) -> float:
+def _cka_percent(ctx: registry.AuditContext, part: str, which: str) -> np.ndarray:
     feats = ctx.features(part)
-    if len(feats) < 2:
-        return float("nan")
-    return 100.0 * linear_cka(feats, ctx.features(part, which))
+    if feats.shape[1] < 2:
+        return np.full(ctx.num_models, np.nan)
+    other = ctx.features(part, which)
+    return np.array([100.0 * linear_cka(feats[i], other[i]) for i in range(ctx.num_models)])
 
 
-def representation_audit(ctx: registry.AuditContext) -> dict[str, float]:
+def _per_model(fn, memory, memory_labels, feats, labels) -> np.ndarray:
+    """``fn(memory[i], memory_labels, feats[i], labels)`` for each model ``i`` (NaN without
+    queries): the k-NN and the probe are fitted per model."""
+    if not len(labels):
+        return np.full(len(feats), np.nan)
+    return np.array([fn(memory[i], memory_labels, feats[i], labels) for i in range(len(feats))])
+
+
+def representation_audit(ctx: registry.AuditContext) -> dict[str, np.ndarray]:
     """Linear CKA to the original and the oracle, and weighted k-NN accuracy (all percent).
 
-    ``CKA_{orig,oracle}_{forget,retain}``: CKA (x 100, as UUEF reports it) between the audited
-    model's penultimate features and the original's / the oracle's on the same inputs, over the
+    ``CKA_{orig,oracle}_{forget,retain}``: CKA (x 100, as UUEF reports it) between each audited
+    model's penultimate features and its original's / oracle's on the same inputs, over the
     whole part. A method that only edits the head keeps ``CKA_orig_forget`` at 100.
     ``kNN_forget`` / ``kNN_retain``: accuracy of the temperature-weighted cosine k-NN
     (k = 20, T = 0.07) classifying forget / retain examples against the test split as memory
-    (see the module docstring). k-NN needs labels and is skipped for regression.
+    (see the module docstring). k-NN needs labels and is skipped for regression. The features
+    of the N models are read once; CKA and k-NN are computed model by model.
     """
     out = {}
     for part in ("forget", "retain"):
@@ -431,31 +452,23 @@ def representation_audit(ctx: registry.AuditContext) -> dict[str, float]:
         out[f"CKA_oracle_{part}"] = _cka_percent(ctx, part, "oracle")
     if ctx.dataset.task == "classification":
         memory, memory_labels = _memory(ctx)
+        knn = functools.partial(weighted_knn_accuracy, k=KNN_K, temperature=KNN_TEMPERATURE)
         for part in ("forget", "retain"):
-            feats, labels = _queries(ctx, part)
-            out[f"kNN_{part}"] = (
-                weighted_knn_accuracy(
-                    memory, memory_labels, feats, labels, k=KNN_K, temperature=KNN_TEMPERATURE
-                )
-                if len(labels)
-                else float("nan")
-            )
+            out[f"kNN_{part}"] = _per_model(knn, memory, memory_labels, *_queries(ctx, part))
     return out
 
 
-def linear_probe_audit(ctx: registry.AuditContext) -> dict[str, float]:
+def linear_probe_audit(ctx: registry.AuditContext) -> dict[str, np.ndarray]:
     """``probe_forget`` / ``probe_retain``: a linear probe trained on the test split's frozen
-    features (the k-NN memory), evaluated on forget / retain features (percent)."""
+    features (the k-NN memory), evaluated on forget / retain features (percent); one probe per
+    model."""
     memory, memory_labels = _memory(ctx)
-    out = {}
-    for part in ("forget", "retain"):
-        feats, labels = _queries(ctx, part)
-        out[f"probe_{part}"] = (
-            linear_probe_accuracy(memory, memory_labels, feats, labels)
-            if len(labels)
-            else float("nan")
+    return {
+        f"probe_{part}": _per_model(
+            linear_probe_accuracy, memory, memory_labels, *_queries(ctx, part)
         )
-    return out
+        for part in ("forget", "retain")
+    }
 
 
 @functools.lru_cache(maxsize=8)
@@ -475,7 +488,7 @@ def _one(variables):
     return jax.tree.map(lambda x: x[None], variables)
 
 
-def zrf_audit(ctx: registry.AuditContext) -> dict[str, float]:
+def zrf_audit(ctx: registry.AuditContext) -> dict[str, np.ndarray]:
     """``ZRF``: 1 - mean Jensen-Shannon divergence between the audited model's and a randomly
     initialised network's forget-set predictions (1 = as uninformed as a random network; see
     :func:`~jaxunlearn.audit.membership.zrf_score`).
@@ -491,13 +504,21 @@ def zrf_audit(ctx: registry.AuditContext) -> dict[str, float]:
     against the network it imitated, which raises its ZRF; and that teacher is never switched
     to ``eval()`` except by the bad-teacher method, so for the other methods its BatchNorm layers
     normalise each forget batch (128 examples) with the batch's own statistics. Models without
-    BatchNorm (the MLP) are unaffected by the second point."""
+    BatchNorm (the MLP) are unaffected by the second point.
+
+    Each audited model is scored against the teacher of its seed (``ctx.seeds``)."""
     if not len(ctx.split.forget):
-        return {"ZRF": float("nan")}
-    teacher = zrf_teacher(ctx.network, ctx.extra.get("seed", 0))
-    predictor = ctx.predictions.predictor
-    teacher_logits, _ = predictor(_one(teacher), ctx.data("forget")[0], features=False)
-    return {"ZRF": zrf_score(ctx.logits("forget"), teacher_logits[0])}
+        return {"ZRF": np.full(ctx.num_models, np.nan)}
+    logits = ctx.logits("forget")
+    x = ctx.data("forget")[0]
+    teachers = {}  # seed -> the teacher's forget logits (models of one seed share a teacher)
+    out = np.empty(ctx.num_models)
+    for i, seed in enumerate(ctx.seeds.tolist()):
+        if seed not in teachers:
+            teacher = zrf_teacher(ctx.network, seed)
+            teachers[seed] = ctx.predictions.predictor(_one(teacher), x, features=False)[0][0]
+        out[i] = zrf_score(logits[i], teachers[seed])
+    return {"ZRF": out}
 
 
 registry.register("representation", representation_audit)

@@ -22,7 +22,6 @@ References:
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable, Mapping
 
@@ -33,7 +32,7 @@ from jax.sharding import Mesh
 
 from jaxunlearn import xla_flags
 from jaxunlearn.core.types import Array, Network, UnlearningRule, Variables
-from jaxunlearn.train import FitResult, fit, make_stream, multihost, steps_per_epoch
+from jaxunlearn.train import FitResult, fit, make_stream, multihost, records, steps_per_epoch
 
 MIN_MODELS = 2
 _TIMING_FILE = "timing.json"
@@ -156,9 +155,8 @@ def _fit_ensemble(
     # them so an interrupted and resumed ensemble reports its whole cost.
     path = None if checkpoint_dir is None else os.path.join(checkpoint_dir, _TIMING_FILE)
     timing = {"runtime_s": 0.0, "compile_s": 0.0}
-    if path is not None and os.path.exists(path):
-        with open(path) as f:
-            timing = json.load(f)
+    if path is not None:  # a damaged file names itself (records.DamagedFileError)
+        timing = records.read_json(path, default=timing)
     res = fit(
         rule,
         variables,

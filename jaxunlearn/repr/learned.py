@@ -47,7 +47,6 @@ References:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -486,8 +485,9 @@ def checkpoint_metadata(directory: str) -> dict:
             f"`checkpoint` {directory!r} is not a learned-rule checkpoint (no {METADATA_FILE}; "
             "repr.learned.save_theta writes one)"
         )
-    with open(path) as f:
-        meta = json.load(f)
+    from jaxunlearn.train import records
+
+    meta = records.read_json(path)  # a damaged file names itself (records.DamagedFileError)
     if not isinstance(meta, dict) or "architecture" not in meta:
         raise ValueError(f"`checkpoint` {directory!r}: {METADATA_FILE} names no architecture")
     return meta

@@ -4,7 +4,9 @@ Every seed is a member of an ensemble: the originals of all seeds train in one v
 so do the oracles of a scenario (the ``retrain`` rule, :mod:`jaxunlearn.scenarios.artefacts`) and
 the unlearning runs of a rule. Every model of a scenario is evaluated through one
 :class:`~jaxunlearn.ensemble.Predictions` (``[N, n, C]`` logits and features per method and data
-part): per-model audits read their model's row, ensemble audits the whole arrays. Originals,
+part): the per-model audits of a method run once over its N models (one
+:class:`~jaxunlearn.audit.AuditContext` over the rows that did not diverge, an ``[N]`` array per
+metric), ensemble audits read the same arrays whole. Originals,
 oracles and shadows are checkpointed under ``workdir``; each audited method writes its records so
 a rerun skips it.
 
@@ -232,10 +234,6 @@ def _result(p: Plan, art: Artefacts, sname: str, method: str, *, verbose: bool) 
     )
 
 
-def _model(variables, i: int):
-    return jax.tree.map(lambda x: x[i], variables)
-
-
 def _audit_all(
     p: Plan,
     sname: str,
@@ -245,32 +243,40 @@ def _audit_all(
     predictions,
     digest: str = "",
 ) -> list[Record]:
+    """One record per seed: one context over the method's N models (rows of the shared
+    predictions), audited once over those that did not diverge (see :func:`_records`)."""
     runtime, compile_s = result.runtime_s / p.seeds, result.compile_s
-    diverged = np.broadcast_to(np.asarray(result.diverged), (p.seeds,))
-    orig, oracle = art.originals().variables, art.oracles(sname).variables
-    groups = {"unlearned": method, "original": ORIGINAL, "oracle": RETRAIN}
+    ctx = audit_lib.AuditContext(
+        network=p.network,
+        dataset=p.dataset,
+        split=p.splits[sname],
+        runtime_s=runtime,
+        compile_s=compile_s,
+        extra={"seed": np.arange(p.seeds)},  # row s of every group is seed s
+        predictions=predictions,
+        groups={"unlearned": method, "original": ORIGINAL, "oracle": RETRAIN},
+    )
+    return _records(p.audits, ctx, sname, method, result.diverged, digest)
+
+
+def _records(audits, ctx, sname: str, method: str, diverged, digest: str = "") -> list[Record]:
+    """A record per model of ``ctx`` (its seed = its group row): a model flagged in
+    ``diverged`` (``[N]``, or one flag for all) or with non-finite outputs is ``diverged`` and
+    keeps only its timings; the others are audited together, once, by ``audits``."""
+    # Diverged: non-finite parameters, or finite ones whose outputs overflow.
+    diverged = np.broadcast_to(np.asarray(diverged), (ctx.num_models,)) | ~ctx.outputs_finite()
+    ok = np.flatnonzero(~diverged).tolist()
+    metrics = audit_lib.run_models(audits, ctx.take(ok)) if ok else {}
+    position = {i: j for j, i in enumerate(ok)}
+    runtime, compile_s = ctx.per_model(ctx.runtime_s), ctx.per_model(ctx.compile_s)
     out = []
-    for s in range(p.seeds):
-        ctx = audit_lib.AuditContext(
-            network=p.network,
-            dataset=p.dataset,
-            split=p.splits[sname],
-            variables=_model(result.variables, s),
-            original=_model(orig, s),
-            oracle=_model(oracle, s),
-            runtime_s=runtime,
-            compile_s=compile_s,
-            extra={"seed": s},
-            predictions=predictions,
-            groups=groups,
-            index=s,
-        )
-        # Diverged: non-finite parameters, or finite ones whose outputs overflow.
-        if diverged[s] or not ctx.outputs_finite():
-            metrics = {"runtime_s": runtime, "compile_s": compile_s}
-            out.append(Record(sname, method, s, "diverged", metrics, digest))
-            continue
-        out.append(Record(sname, method, s, "ok", audit_lib.run(p.audits, ctx), digest))
+    for i, seed in enumerate(ctx.rows.tolist()):
+        if diverged[i]:
+            timings = {"runtime_s": float(runtime[i]), "compile_s": float(compile_s[i])}
+            out.append(Record(sname, method, seed, "diverged", timings, digest))
+        else:
+            values = {name: float(v[position[i]]) for name, v in metrics.items()}
+            out.append(Record(sname, method, seed, "ok", values, digest))
     return out
 
 

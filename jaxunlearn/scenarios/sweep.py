@@ -227,25 +227,32 @@ def validation_split(
 
 
 def _evaluations(network, dataset, split, audits, groups, *, on: np.ndarray, test_forget: bool):
-    """``evaluate(group, seed) -> metrics or None`` over one shared
+    """``evaluate(group, ok=None) -> [metrics or None per seed]`` over one shared
     :class:`~jaxunlearn.ensemble.Predictions` of the model ``groups`` on the split with ``on`` as
-    its test set (``None``: the model's outputs are not finite, i.e. it diverged)."""
+    its test set: the audits run once over the group's seeds that are ``ok`` (all when ``None``)
+    and have finite outputs; the others (diverged) give ``None``."""
     part = split._replace(
         test=on, test_forget=split.test_forget if test_forget else split.test_forget[:0]
     )
     predictions = audit_lib.make_predictions(network, dataset, part, groups)
 
-    def evaluate(group: str, s: int):
+    def evaluate(group: str, ok=None) -> list[dict[str, float] | None]:
         ctx = audit_lib.AuditContext(
             network=network,
             dataset=dataset,
             split=part,
-            variables=_seed(predictions.variables(group), s),
             predictions=predictions,
             groups={"unlearned": group},
-            index=s,
         )
-        return audit_lib.run(audits, ctx) if ctx.outputs_finite() else None
+        if ok is not None and not np.any(ok):
+            return [None] * ctx.num_models
+        keep = ctx.outputs_finite() if ok is None else np.asarray(ok) & ctx.outputs_finite()
+        rows = np.flatnonzero(keep).tolist()
+        metrics = audit_lib.run_models(audits, ctx.take(rows)) if rows else {}
+        out: list[dict[str, float] | None] = [None] * ctx.num_models
+        for j, s in enumerate(rows):
+            out[s] = {name: float(v[j]) for name, v in metrics.items()}
+        return out
 
     return evaluate
 
@@ -355,15 +362,14 @@ def sweep(
     groups = {"oracle": oracles, "original": originals}
     groups.update({f"value{k}": _seed(variables, k) for k in range(len(grid))})
     evaluate = _evaluations(network, dataset, split, audits, groups, on=val_idx, test_forget=False)
-    oracle_val = [evaluate("oracle", s) for s in range(seeds)]
-    original_val = [evaluate("original", s) for s in range(seeds)]
+    oracle_val = evaluate("oracle")
+    original_val = evaluate("original")
     for s, r in enumerate(original_val):
         r["Avg_gap"] = cls.avg_gap(r, oracle_val[s], gap_keys)
     rows_grid, gaps = [], []
     for k, value in enumerate(grid):
         rows = []
-        for s in range(seeds):
-            r = evaluate(f"value{k}", s) if run_info["finite"][k, s] else None
+        for s, r in enumerate(evaluate(f"value{k}", run_info["finite"][k])):
             if r is None:  # diverged: non-finite parameters or outputs
                 continue
             r["Avg_gap"] = cls.avg_gap(r, oracle_val[s], gap_keys)
@@ -406,10 +412,9 @@ def sweep(
         evaluate = _evaluations(
             network, dataset, split, audits, test_groups, on=test_idx, test_forget=True
         )
-        oracle_test = [evaluate("oracle", s) for s in range(seeds)]
+        oracle_test = evaluate("oracle")
         chosen = []
-        for s in range(seeds):
-            r = evaluate("best", s)
+        for s, r in enumerate(evaluate("best")):
             if r is not None:  # finite on the validation half, so almost surely here too
                 r["Avg_gap"] = cls.avg_gap(r, oracle_test[s], gap_keys)
                 chosen.append(r)

@@ -317,6 +317,20 @@ def _vmap_models(chunk: Callable, shared: tuple[bool, ...], index_axes: Mapping[
 # Compiled chunk programs of recent fits, oldest first (see ``fit``).
 _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_CAPACITY = 8
+# (rule.init, ensemble) -> its jitted (and, for ensembles, vmapped) form, so that fitting the same
+# rule again reuses the compiled initialiser instead of tracing and compiling a new one.
+_INITS: collections.OrderedDict = collections.OrderedDict()
+
+
+def _jitted_init(init, ensemble: bool):
+    fn = _INITS.get((init, ensemble))
+    if fn is None:
+        one = lambda v, k: init(v, key=k)  # noqa: E731
+        fn = jax.jit(jax.vmap(one) if ensemble else one)  # compiled: some rules build models
+        _INITS[(init, ensemble)] = fn
+        while len(_INITS) > _COMPILED_CAPACITY:
+            _INITS.popitem(last=False)
+    return fn
 
 
 def _signature(tree: PyTree) -> tuple:
@@ -390,12 +404,7 @@ def fit(
     chunk_size = int(chunk_size or max(1, math.ceil(num_steps / 10)))
 
     if state is None:
-        init = (
-            jax.vmap(lambda v, k: rule.init(v, key=k))
-            if ensemble
-            else (lambda v, k: rule.init(v, key=k))
-        )
-        state = jax.jit(init)(variables, key)  # compiled: some rules build models in init
+        state = _jitted_init(rule.init, ensemble)(variables, key)
     placed = carry = None
     if mesh is not None:
         replicated = NamedSharding(mesh, PartitionSpec())

@@ -75,11 +75,62 @@ def test_accuracy_rejects_non_finite_logits_and_bad_labels(logits, labels, match
 @pytest.mark.parametrize(
     "args,match",
     [
-        (([[0.9, 0.8]], [0.1, 0.2], [0.5]), "retain_conf.*1-D"),
+        (([[[0.9, 0.8]]], [0.1, 0.2], [0.5]), "retain_conf.*1-D"),
+        (([[0.9, 0.8]], [0.1, 0.2], [0.5]), "test_conf.*like the other"),
+        (([[0.9, 0.8]], [[0.1, 0.2], [0.3, 0.4]], [[0.5]]), "different numbers of models"),
         (([0.9, 0.8], [0.1, 1.2], [0.5]), "test_conf.*\\[0, 1\\]"),
         (([0.9, 0.8], [0.1, 0.2], [-0.5]), "forget_conf.*\\[0, 1\\]"),
     ],
 )
-def test_mia_efficacy_needs_1d_probabilities(args, match):
+def test_mia_efficacy_needs_probabilities_with_one_model_axis(args, match):
     with pytest.raises(ValueError, match=match):
         audit.mia_efficacy(*args)
+
+
+# A leading model axis: N models at once, each row as if alone.
+
+
+def test_vectorised_metrics_equal_the_per_row_definitions():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(3, 1000, 5)) * 3
+    labels = rng.integers(0, 5, 1000)
+    acc = audit.accuracy_percent(logits, labels)
+    assert acc.shape == (3,)
+    np.testing.assert_array_equal(acc, [audit.accuracy_percent(z, labels) for z in logits])
+    prob = audit.true_class_probability(logits, labels)
+    np.testing.assert_array_equal(prob, [audit.true_class_probability(z, labels) for z in logits])
+    # Losses rounded to produce ties, which count one half as in roc_auc.
+    forget, test = (
+        np.round(rng.exponential(size=(3, 30)), 1),
+        np.round(rng.exponential(size=(3, 50)), 1),
+    )
+    auc = audit.loss_membership_auc(forget, test)
+    np.testing.assert_array_equal(
+        auc, [audit.loss_membership_auc(f, t) for f, t in zip(forget, test, strict=True)]
+    )
+    members = np.r_[np.ones(30), np.zeros(50)]
+    published = [
+        100 * audit.roc_auc(-np.r_[f, t], members) for f, t in zip(forget, test, strict=True)
+    ]
+    np.testing.assert_allclose(auc, published, rtol=1e-12)
+    conf = {
+        p: rng.beta(a, b, size=(3, n))
+        for p, (a, b, n) in {"r": (8, 1, 60), "t": (3, 2, 40), "f": (5, 1, 30)}.items()
+    }
+    mia = audit.mia_efficacy(conf["r"], conf["t"], conf["f"])
+    expected = [audit.mia_efficacy(conf["r"][i], conf["t"][i], conf["f"][i]) for i in range(3)]
+    np.testing.assert_array_equal(mia, expected)
+    assert len(set(mia.tolist())) > 1  # three models, three attacks
+
+
+def test_loss_auc_per_model_by_hand():
+    # Row 0: scores -loss, members {0, -1} vs non-members {-1, -2}: 3 wins and a tie of 4 pairs.
+    # Row 1: every loss equal, every pair a tie.
+    auc = audit.loss_membership_auc([[0.0, 1.0], [1.0, 1.0]], [[1.0, 2.0], [1.0, 1.0]])
+    np.testing.assert_array_equal(auc, [87.5, 50.0])
+    assert audit.loss_membership_auc([0.0, 1.0], [1.0, 2.0]) == 87.5  # 1-D: a float
+    acc = audit.accuracy_percent(
+        np.stack([np.eye(3)[[0, 1, 2, 0]], np.eye(3)[[1, 1, 1, 1]]]), np.array([0, 1, 0, 0])
+    )
+    np.testing.assert_array_equal(acc, [75.0, 25.0])
+    assert np.isnan(audit.accuracy_percent(np.zeros((2, 0, 3)), np.zeros(0, int))).all()

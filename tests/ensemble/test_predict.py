@@ -75,25 +75,13 @@ def test_predictions_are_computed_once_per_group_and_part(problem):
         predictions.add_group("scalar", {"w": jnp.float32(1.0)})
 
 
-def test_per_model_contexts_read_their_row_of_the_shared_arrays(problem):
+def test_per_model_contexts_read_their_rows_of_the_shared_arrays(problem):
     ds, net, variables = problem
     split = data.make_split(ds, data.ForgetSpec("class", classes=(0,)))
     predictions = audit.make_predictions(net, ds, split, {"runs": variables})
-    shared = [
-        audit.run(
-            ("accuracy",),
-            audit.AuditContext(
-                net,
-                ds,
-                split,
-                jax.tree.map(lambda v, m=m: v[m], variables),
-                predictions=predictions,
-                groups={"unlearned": "runs"},
-                index=m,
-            ),
-        )
-        for m in range(3)
-    ]
+    ctx = audit.AuditContext(net, ds, split, predictions=predictions, groups={"unlearned": "runs"})
+    shared = audit.run_models(("accuracy",), ctx)
+    shared = [{k: float(v[m]) for k, v in shared.items()} for m in range(3)]
     alone = [
         audit.run(
             ("accuracy",),

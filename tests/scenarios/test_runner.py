@@ -5,10 +5,14 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 from config_testing import tiny_config
 from report_testing import assert_png_with_content
 
+from jaxunlearn import audit, data, models
 from jaxunlearn.scenarios import load_results, run_experiment
+from jaxunlearn.scenarios.runner import _records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -119,8 +123,6 @@ def test_the_runner_feeds_each_rule_what_its_reference_reads(tmp_path, monkeypat
     # validation parts to choose lambda, amnesiac its labels from the batches' rows.
     import math
 
-    import numpy as np
-
     from jaxunlearn import ensemble
     from jaxunlearn.scenarios import plan
 
@@ -154,3 +156,44 @@ def test_the_runner_feeds_each_rule_what_its_reference_reads(tmp_path, monkeypat
     assert {"val_forget", "val_control"} <= set(index) <= set(batch_sizes) | {"forget"}
     np.testing.assert_array_equal(index["val_control"], split.retain)
     assert set(runs["class_0/amnesiac"][0]) == {"forget", "retain"}
+
+
+def test_records_audit_the_models_that_did_not_diverge_once():
+    """One context over three hand-built models: row 1's outputs are NaN, row 2 is flagged
+    diverged by its run; row 0 alone is audited, with the values it has alone."""
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.normal(size=(60, 4)), rng.normal(size=(30, 4))
+    y_train, y_test = rng.integers(0, 3, 60), rng.integers(0, 3, 30)
+    ds = data.Dataset(
+        "toy",
+        x_train.astype(np.float32),
+        y_train.astype(np.int32),
+        x_test.astype(np.float32),
+        y_test.astype(np.int32),
+        3,
+    )
+    split = data.make_split(ds, data.ForgetSpec("random", fraction=0.2), seed=0)
+    net = models.make_network("mlp", input_shape=(4,), num_outputs=3, hidden=(8,))
+    runs = jax.vmap(net.init)(jax.random.split(jax.random.key(0), 3))
+    runs = jax.tree.map(lambda v: v.at[1].set(np.nan), runs)
+    predictions = audit.make_predictions(net, ds, split, {"m": runs, "original": runs})
+    ctx = audit.AuditContext(
+        net,
+        ds,
+        split,
+        runtime_s=np.array([1.0, 2.0, 3.0]),
+        compile_s=0.5,
+        predictions=predictions,
+        groups={"unlearned": "m", "original": "original"},
+    )
+    audits = ("accuracy", "mia_auc", "runtime")
+    recs = _records(audits, ctx, "s", "m", np.array([False, False, True]), "d")
+    assert [(r.seed, r.status) for r in recs] == [(0, "ok"), (1, "diverged"), (2, "diverged")]
+    assert recs[0].metrics == audit.run(audits, ctx.take([0]))
+    assert recs[0].metrics["runtime_s"] == 1.0 and np.isfinite(recs[0].metrics["MIA_AUC"])
+    assert recs[1].metrics == {"runtime_s": 2.0, "compile_s": 0.5}
+    assert recs[2].metrics == {"runtime_s": 3.0, "compile_s": 0.5}
+    assert all(type(v) is float for r in recs for v in r.metrics.values())  # JSON-ready
+    # Every model diverged: no audit runs.
+    none = _records(audits, ctx, "s", "m", True)
+    assert [r.status for r in none] == ["diverged"] * 3
