@@ -71,7 +71,7 @@ def resolve_settings(given: dict) -> dict:
 
 
 @dataclasses.dataclass
-class AuditContext:
+class RobustAuditContext:
     """What every model's audits share: the plan, the target and the retain model, the forget
     and retain QA rows (``retain_sub``: positions of the retain facts audited among
     ``bench.retain_records``), the concept vectors located on the target and the retain model's
@@ -96,8 +96,8 @@ class AuditContext:
         return self.plan.audit
 
 
-def make_context(plan, target, retain) -> AuditContext:
-    """The :class:`AuditContext` of ``plan`` with its target and retain model (one model each)."""
+def make_context(plan, target, retain) -> RobustAuditContext:
+    """The :class:`RobustAuditContext` of ``plan``: its target and retain model (one each)."""
     b = plan.bench
     record_row = _qa_row_of_record(b)
     forget_qa = np.asarray([record_row[int(r)] for r in b.forget_records], np.int32)
@@ -105,7 +105,7 @@ def make_context(plan, target, retain) -> AuditContext:
     n = min(int(plan.audit["retain_facts"]), len(b.retain_records))
     chosen = np.sort(rng.choice(len(b.retain_records), n, replace=False))
     retain_qa = np.asarray([record_row[int(b.retain_records[i])] for i in chosen], np.int32)
-    ctx = AuditContext(
+    ctx = RobustAuditContext(
         plan, target, retain, forget_qa, retain_qa, chosen, key=jax.random.key(plan.lm.root_seed)
     )
     if "concept_vectors" in plan.audits:
@@ -125,7 +125,7 @@ def _qa_row_of_record(b) -> dict[int, int]:
 # ------------------------------------------------------------------------------ the audits
 
 
-def form_consistency(ctx: AuditContext, network, variables) -> dict:
+def form_consistency(ctx: RobustAuditContext, network, variables) -> dict:
     b, bs = ctx.bench, int(ctx.settings["batch_size"])
     results = {}
     for part, sets in b.form_sets.items():
@@ -150,7 +150,7 @@ def _rows(enc: dict, keep) -> dict:
     return {k: v[keep] for k, v in enc.items()}
 
 
-def structural(ctx: AuditContext, network, variables) -> dict:
+def structural(ctx: RobustAuditContext, network, variables) -> dict:
     b, bs = ctx.bench, int(ctx.settings["batch_size"])
     x, y = b.lm.x, b.lm.y
 
@@ -171,7 +171,7 @@ def structural(ctx: AuditContext, network, variables) -> dict:
     return out
 
 
-def relearn(ctx: AuditContext, network, variables) -> dict:
+def relearn(ctx: RobustAuditContext, network, variables) -> dict:
     b, s = ctx.bench, ctx.settings
     x, y = b.lm.x, b.lm.y
     f, r, u = ctx.forget_qa, ctx.retain_qa, b.utility_rows
@@ -194,7 +194,7 @@ def relearn(ctx: AuditContext, network, variables) -> dict:
     return out
 
 
-def in_context(ctx: AuditContext, network, variables) -> dict:
+def in_context(ctx: RobustAuditContext, network, variables) -> dict:
     b = ctx.bench
     lm = b.lm
     questions = [_question(b, i) for i in ctx.forget_qa]
@@ -221,7 +221,7 @@ def _question(b, row: int) -> str:
     return b.questions[int(row)]
 
 
-def latent_probe(ctx: AuditContext, network, variables) -> dict:
+def latent_probe(ctx: RobustAuditContext, network, variables) -> dict:
     b = ctx.bench
     train = b.form_sets["retain"]["multiple_choice"]
     test = b.form_sets["forget"]["multiple_choice"]
@@ -248,7 +248,7 @@ def latent_probe(ctx: AuditContext, network, variables) -> dict:
     return out
 
 
-def _locate(ctx: AuditContext) -> list:
+def _locate(ctx: RobustAuditContext) -> list:
     """Per forget author: ``(concept ids, locations, ablation effect)`` on the target."""
     b, net = ctx.bench, ctx.plan.network
     tok = b.tokenizer
@@ -277,7 +277,7 @@ def _locate(ctx: AuditContext) -> list:
     return out
 
 
-def concept_vectors(ctx: AuditContext, network, variables) -> dict:
+def concept_vectors(ctx: RobustAuditContext, network, variables) -> dict:
     cos, l2, change = [], [], []
     for ids, locations, _ in ctx.concepts:
         res = lr.concept_vectors(network, ctx.target, variables, locations, ids)
@@ -291,7 +291,7 @@ def concept_vectors(ctx: AuditContext, network, variables) -> dict:
     }
 
 
-def adversarial(ctx: AuditContext, network, variables) -> dict:
+def adversarial(ctx: RobustAuditContext, network, variables) -> dict:
     b, s = ctx.bench, ctx.settings
     n = min(int(s["gcg_questions"]), len(ctx.forget_qa))
     success, loss = [], []
@@ -315,7 +315,7 @@ def adversarial(ctx: AuditContext, network, variables) -> dict:
     return {"gcg/success": float(np.mean(success)), "gcg/loss": float(np.mean(loss))}
 
 
-def _owner_texts(ctx: AuditContext, network, variables) -> list[list[str]]:
+def _owner_texts(ctx: RobustAuditContext, network, variables) -> list[list[str]]:
     """Greedy answers of the model to the forget owner's and the control owner's questions."""
     b = ctx.bench
     tok = b.tokenizer
@@ -337,7 +337,7 @@ def _owner_texts(ctx: AuditContext, network, variables) -> list[list[str]]:
     return out
 
 
-def waterdrum(ctx: AuditContext, network, variables) -> dict:
+def waterdrum(ctx: RobustAuditContext, network, variables) -> dict:
     b = ctx.bench
     keys = [b.owners.owners[o].key for o in (b.forget_owner, b.retain_owner)]
     texts = _owner_texts(ctx, network, variables)
@@ -350,7 +350,7 @@ def waterdrum(ctx: AuditContext, network, variables) -> dict:
     }
 
 
-def retain_similarity(ctx: AuditContext, network, variables) -> dict:
+def retain_similarity(ctx: RobustAuditContext, network, variables) -> dict:
     x, y = ctx.bench.lm.x, ctx.bench.lm.y
     sets = {
         "forget": (x[ctx.forget_qa], y[ctx.forget_qa]),
@@ -451,7 +451,7 @@ COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
 )
 
 
-def audit_model(ctx: AuditContext, network, variables, audits) -> dict:
+def audit_model(ctx: RobustAuditContext, network, variables, audits) -> dict:
     """Every audit of ``audits`` on one model: ``{metric: float}``."""
     out = {}
     for name in audits:
@@ -459,7 +459,7 @@ def audit_model(ctx: AuditContext, network, variables, audits) -> dict:
     return out
 
 
-def concept_summary(ctx: AuditContext) -> list[dict]:
+def concept_summary(ctx: RobustAuditContext) -> list[dict]:
     """The located concept vectors and their ablation effect on the target (JSON)."""
     return [
         {"ids": ids.tolist(), "locations": [list(loc) for loc in locs], **effect}
@@ -472,7 +472,7 @@ __all__ = [
     "COLUMNS",
     "READS_WEIGHTS",
     "SETTINGS",
-    "AuditContext",
+    "RobustAuditContext",
     "audit_model",
     "make_context",
 ]
