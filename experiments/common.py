@@ -1,4 +1,8 @@
-"""Set-up shared by the experiment binaries: logging, the compilation cache, multi-process jobs.
+"""Set-up shared by the experiment binaries: the tracks, logging, the compilation cache,
+multi-process jobs.
+
+:data:`TRACKS` names, for each ``config.track``, the experiment that runs it and the plan that
+checks a config of it without training (:func:`plan`).
 
 Small experiments spend much of their time compiling (the default experiment: about half of its
 minute on 2 CPU cores). JAX's persistent compilation cache keeps every compiled program on disk,
@@ -18,8 +22,11 @@ one line naming the setting or path and exit status 1 (:func:`run`); ``--verbose
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
 import sys
+from collections.abc import Callable
 
 from absl import app, flags, logging
 
@@ -59,14 +66,40 @@ USER_ERRORS = (ValueError, OSError, KeyError, AttributeError)
 _HINT = "(--verbose or JAXUNLEARN_VERBOSE=1 shows the traceback)"
 
 
-# config.track -> (module, function(config, workdir)) of the experiment that runs it.
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """One experiment track: where its runner and its plan live.
+
+    Attributes:
+      module: the module holding both functions.
+      run: the name of ``run(config, workdir)``, the experiment (it calls ``plan`` first).
+      plan: the name of ``plan(config)``: every default filled in and every check run, the
+        dataset loaded and what will be trained built (abstractly), nothing trained or generated;
+        it returns the track's plan and raises a ``ValueError`` naming a setting that cannot run.
+    """
+
+    module: str
+    run: str
+    plan: str
+
+    def runner(self) -> Callable:
+        """The function ``run(config, workdir)``."""
+        return getattr(importlib.import_module(self.module), self.run)
+
+    def planner(self) -> Callable:
+        """The function ``plan(config)``."""
+        return getattr(importlib.import_module(self.module), self.plan)
+
+
+# config.track -> the experiment that runs it and the plan that validates its config.
 TRACKS = {
-    "classifier": ("jaxunlearn.scenarios", "run_experiment"),
-    "lm": ("jaxunlearn.scenarios.lm", "run_lm_experiment"),
-    "lm_robust": ("jaxunlearn.scenarios.lm_robust", "run_lm_robust_experiment"),
-    "ssl": ("jaxunlearn.scenarios.ssl", "run"),
-    "unlearnable": ("jaxunlearn.unlearnable.experiment", "run"),
-    "learned_rule": ("jaxunlearn.scenarios.learned_rule", "run"),
+    "classifier": Track("jaxunlearn.scenarios", "run_experiment", "plan"),
+    "lm": Track("jaxunlearn.scenarios.lm", "run_lm_experiment", "lm_plan"),
+    "lm_robust": Track("jaxunlearn.scenarios.lm_robust", "run_lm_robust_experiment", "robust_plan"),
+    "ssl": Track("jaxunlearn.scenarios.ssl", "run", "plan"),
+    # Config checks only: the dataset is loaded and the generators built by `run`.
+    "unlearnable": Track("jaxunlearn.unlearnable.experiment", "run", "check_config"),
+    "learned_rule": Track("jaxunlearn.scenarios.learned_rule", "run", "plan"),
 }
 
 
@@ -76,6 +109,13 @@ def track(config) -> str:
     if name not in TRACKS:
         raise ValueError(f"Unknown config.track {name!r}; valid tracks: {sorted(TRACKS)}")
     return name
+
+
+def plan(config):
+    """``config`` validated by its track's plan, without training: the track's plan object
+    (:class:`jaxunlearn.scenarios.Plan`, ``LMPlan``, ``RobustPlan``, ``SSLPlan``,
+    ``LearnedRulePlan``; the unlearnable track's checked config dict)."""
+    return TRACKS[track(config)].planner()(config)
 
 
 def verbose(argv=None) -> bool:

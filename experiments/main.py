@@ -28,8 +28,6 @@ elsewhere add ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I
 ``launch/local.sh 2 experiments/configs/default.py:smoke /tmp/ju_mp`` does this on one machine.
 """
 
-import importlib
-
 from absl import flags
 from ml_collections import config_flags
 
@@ -46,9 +44,7 @@ def main(argv):
     del argv
     common.set_up(_CONFIG.value)
     common.check_workdir(_WORKDIR.value)
-    track = common.track(_CONFIG.value)
-    module, function = common.TRACKS[track]
-    getattr(importlib.import_module(module), function)(_CONFIG.value, _WORKDIR.value)
+    common.TRACKS[common.track(_CONFIG.value)].runner()(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,7 @@ def get_config(arg=None):
             "context_shots": 1,
         }
         c.model_kwargs = {"d_model": 16, "num_layers": 1, "num_heads": 2}
+        c.data_parallel = False  # forget batches of 4 do not split over a mesh of 8 devices
         c.seeds = 2
         c.train = {"epochs": 4, "batch_size": 16, "learning_rate": 5e-3, "optimizer": _ADAM}
         c.rule_tasks = ()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -198,17 +199,46 @@ def _encoder_metrics(features_fn, variables, ds, cfg, seed: int) -> dict[str, fl
     }
 
 
-def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
-    """Runs the experiment of ``config`` and writes its results into ``workdir``.
+class LearnedRulePlan(NamedTuple):
+    """A validated learned-rule experiment: the data loaded and meta-training built, nothing run.
 
-    Returns:
-      The records (also in ``results.json``).
+    Attributes:
+      cfg: :func:`check_config`'s dict.
+      dataset: the classification dataset.
+      network: the base MLP.
+      architecture: its layer widths (:func:`~jaxunlearn.repr.learned.architecture_of`).
+      trainer: the :class:`~jaxunlearn.repr.meta.MetaTrainer` (its ``init`` traced abstractly).
+    """
+
+    cfg: dict
+    dataset: data_lib.Dataset
+    network: object
+    architecture: tuple
+    trainer: meta.MetaTrainer
+
+
+def plan(config) -> LearnedRulePlan:
+    """Checks ``config`` (:func:`check_config`), loads its dataset and builds meta-training,
+    without compute; a ``ValueError`` naming the setting when the data cannot serve it (not a
+    classification dataset, ``meta.num_ways`` above its classes, ``meta.shots`` above a class's
+    training examples, an ``evaluation`` batch or ``knn_k`` larger than the training split).
     """
     cfg = check_config(config)
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     ds = track_config.load_dataset(cfg)
     if ds.task != "classification":
         raise ValueError(f"dataset {cfg['dataset']!r} is not a classification dataset")
+    n, ev = len(ds.y_train), cfg["evaluation"]
+    smallest = int(np.bincount(ds.y_train, minlength=ds.num_classes).min())
+    if cfg["meta"]["shots"] > smallest:
+        raise ValueError(
+            f"`meta.shots` ({cfg['meta']['shots']}) exceeds the training examples of the "
+            f"smallest class ({smallest}): the evaluation's support set draws that many per class"
+        )
+    for name in ("batch_size", "knn_k"):
+        if int(ev[name]) > n:
+            raise ValueError(
+                f"`evaluation.{name}` ({ev[name]}) exceeds the training split ({n} examples)"
+            )
     network = models.make_network(
         "mlp",
         input_shape=ds.input_shape,
@@ -226,6 +256,22 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
         theta_dims=cfg["rule"],
         eval_tasks=int(cfg["meta"]["eval_tasks"]),
     )
+    jax.eval_shape(trainer.init, jax.random.key(0))
+    return LearnedRulePlan(cfg, ds, network, architecture, trainer)
+
+
+def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
+    """Runs the experiment of ``config`` and writes its results into ``workdir``.
+
+    Everything is checked and built first (:func:`plan`), so a bad setting fails before any
+    meta-training.
+
+    Returns:
+      The records (also in ``results.json``).
+    """
+    p = plan(config)
+    cfg, ds, network, architecture, trainer = p
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     root = jax.random.key(int(cfg["seed"]))
     fields = _meta_fields(cfg, architecture)
     with workdir_lock(workdir):
@@ -389,4 +435,4 @@ def plot(history: dict, path: str) -> str:
     return path
 
 
-__all__ = ["check_config", "plot", "run", "write"]
+__all__ = ["LearnedRulePlan", "check_config", "plan", "plot", "run", "write"]

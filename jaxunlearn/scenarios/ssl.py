@@ -34,6 +34,13 @@ the retain set as memory), ``rank`` (RankMe of the test features) and ``align_fo
 examples, lower = closer: an encoder trained on an example maps its views closer, a label-free
 trace that k-NN misses when the encoder generalises to a class it never saw).
 
+Before any training, :func:`plan` checks the config (:func:`check_config`), loads the dataset,
+makes the forget splits and builds every encoder and every unlearning method for every encoder
+and request, tracing their initialisations abstractly: a setting that cannot run (an unlearn
+encoder that is not trained or cannot be built for the backbone, an unknown, labelled or badly set
+unlearning rule, a bad ``unlearn.ascent`` setting, a batch larger than the data) is a
+``ValueError`` naming it there.
+
 Writes into the workdir ``results.json`` (records), ``results.txt`` (both tables, also printed),
 ``results.png`` (k-NN accuracy over training; forget-set k-NN and CKA to the oracle per unlearning
 method) and ``curves.json`` (the k-NN curves). Run it with ``python -m experiments.main
@@ -46,7 +53,9 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import os
 import sys
 import time
@@ -62,10 +71,10 @@ from jaxunlearn import models as models_lib
 from jaxunlearn import repr as repr_lib
 from jaxunlearn import rules as rules_lib
 from jaxunlearn.data import views as views_lib
-from jaxunlearn.data.forget import ForgetSpec, check_fields, make_split, validate
+from jaxunlearn.data.forget import ForgetSpec, check_fields, make_split
 from jaxunlearn.repr import unlearning
 from jaxunlearn.scenarios import report, track_config
-from jaxunlearn.train import fit, make_stream
+from jaxunlearn.train import check_batch_sizes, fit, make_stream
 from jaxunlearn.train import records as records_lib
 
 REQUIRED = ("dataset", "model", "steps", "batch_size")
@@ -113,6 +122,12 @@ UNLEARN_METRICS = (
     "align_forget",
     "align_retain",
     "train_s",
+)
+# What `unlearn.ascent` may set: the keyword arguments of self_supervised_ascent but its name.
+ASCENT_SETTINGS = tuple(
+    k
+    for k in inspect.signature(unlearning.self_supervised_ascent).parameters
+    if k not in ("rule", "name")
 )
 KNN_K, KNN_TEMPERATURE = 20, 0.07
 MAX_QUERIES = 2048  # retain queries and CKA rows beyond this are subsampled (fixed seed)
@@ -192,13 +207,23 @@ def check_config(config) -> dict:
     for k in ("steps", "forget_batch_size", "retain_batch_size"):
         u[k] = _count(u[k], f"unlearn.{k}", 2 if k.endswith("batch_size") else 1)
     u["ascent"] = track_config.plain(u["ascent"])
+    bad = sorted(set(u["ascent"]) - set(ASCENT_SETTINGS))
+    if bad:
+        raise ValueError(
+            f"`unlearn.ascent` has unknown key(s) {bad}; valid: {sorted(ASCENT_SETTINGS)}"
+        )
     u["rules"] = {k: track_config.plain(v) for k, v in track_config.plain(u["rules"]).items()}
     for name, hp in u["rules"].items():
-        info = rules_lib.get(name)
+        info = rules_lib.get(name)  # unknown names list the valid ones
         if info.needs_labels:
             raise ValueError(
                 f"`unlearn.rules` names {name!r}, which reads forget labels; label-free rules: "
                 f"{unlearning.label_free_names()}"
+            )
+        if name not in unlearning.label_free_names():
+            raise ValueError(
+                f"`unlearn.rules` names {name!r}, a {info.task} rule; label-free rules for an "
+                f"encoder: {unlearning.label_free_names()}"
             )
         rules_lib.registry.check_hparams(name, {**unlearning.ENCODER_SETTINGS.get(name, {}), **hp})
     cfg["unlearn"] = u
@@ -355,18 +380,181 @@ def data_settings(name: str, num_examples: int) -> dict:
     return {"num_examples": num_examples} if "num_examples" in takes else {}
 
 
-def build_encoder_rule(name, backbone, *, width, num_steps, key, hparams=None):
-    """``(encoder, rule, starting variables)`` of representation rule ``name`` on ``backbone``.
+def encoder_rule(name, backbone, *, width, num_steps, key, hparams=None):
+    """``(encoder, rule)`` of representation rule ``name`` on ``backbone``, checked without
+    compute: the encoder's and the rule's initialisations are traced abstractly.
 
     Raises:
       ValueError: (or ``TypeError``) when the rule cannot be built or initialised for this
-        backbone; the initialisation is traced abstractly, without compute.
+        backbone.
     """
     net = repr_lib.encoder(name, backbone, width=width)
     rule = repr_lib.make(name, net, num_steps=num_steps, **(hparams or {}))
-    start = net.init(key)
-    jax.eval_shape(lambda v: rule.init(v, key=key), start)
-    return net, rule, start
+    _abstract_init(rule, jax.eval_shape(net.init, key), key)
+    return net, rule
+
+
+def build_encoder_rule(name, backbone, *, width, num_steps, key, hparams=None):
+    """``(encoder, rule, starting variables)`` of representation rule ``name`` on ``backbone``
+    (:func:`encoder_rule`, and the encoder initialised from ``key``).
+
+    Raises:
+      ValueError: (or ``TypeError``) when the rule cannot be built or initialised for this
+        backbone; checked before the encoder is initialised.
+    """
+    net, rule = encoder_rule(
+        name, backbone, width=width, num_steps=num_steps, key=key, hparams=hparams
+    )
+    return net, rule, net.init(key)
+
+
+def _abstract_init(rule, variables, key) -> None:
+    """``rule.init`` traced without compute (shape and setting errors surface here)."""
+    jax.eval_shape(lambda v: rule.init(v, key=key), variables)
+
+
+# ---------------------------------------------------------------------------------- the plan
+
+
+class Encoder(NamedTuple):
+    """One representation rule as it is trained: the encoder (backbone and projection head) and
+    the rule; the encoder starts from ``network.init(init_key)``."""
+
+    network: object
+    rule: object
+
+
+@dataclasses.dataclass
+class SSLPlan:
+    """A validated ssl experiment: the data loaded and every rule built, nothing trained.
+
+    Attributes:
+      cfg: :func:`check_config`'s dict; ``cfg["skipped"]`` also holds the registry's rules that
+        cannot be built for the backbone (when ``rules`` is empty), with the reason.
+      dataset: the image classification dataset.
+      backbone: the network every encoder shares.
+      supervised: the supervised reference rule (``rules.finetune`` on the backbone).
+      encoders: ``{rule name: Encoder}`` of every rule trained, in order (the oracles of
+        ``unlearn.encoders`` are the same rule from the same start on the retain set).
+      splits: ``{request label: Split}`` of ``unlearn.forget``.
+      methods: ``{(encoder, request label): {method: (network it runs on, rule)}}``:
+        ``ssl_ascent`` and every rule of ``unlearn.rules``, built for that encoder and request.
+      init_key, data_key: the keys of the encoders' initialisation and of the batches.
+      root: ``jax.random.key(root_seed)``.
+    """
+
+    cfg: dict
+    dataset: data_lib.Dataset
+    backbone: object
+    supervised: object
+    encoders: dict
+    splits: dict
+    methods: dict
+    init_key: jax.Array
+    data_key: jax.Array
+    root: jax.Array
+
+
+def plan(config) -> SSLPlan:
+    """Checks ``config`` (:func:`check_config`), loads its dataset and builds every encoder and
+    every unlearning method, without training anything.
+
+    A setting that cannot run is a ``ValueError`` naming it here, before compute: a dataset that
+    is not image classification, an impossible forget request, a batch larger than the data, a
+    rule named in ``rules`` or ``unlearn.encoders`` that cannot be built for the backbone, an
+    encoder whose loss cannot be turned around, a bad ``unlearn.ascent`` or ``unlearn.rules``
+    setting.
+    """
+    cfg = check_config(config)
+    ds = track_config.load_dataset(cfg)
+    if ds.task != "classification" or len(ds.input_shape) != 3:
+        raise ValueError(f"dataset {cfg['dataset']!r} is not an image classification dataset")
+    n = len(ds.y_train)
+    try:
+        check_batch_sizes({"retain": cfg["batch_size"]}, {"retain": n})
+    except ValueError as e:
+        raise ValueError(f"`batch_size`: {e}") from None
+    u = cfg["unlearn"]
+    splits = {
+        label: make_split(ds, spec, seed=int(cfg["root_seed"]))
+        for label, spec in u["forget"].items()
+    }
+    backbone = models_lib.make_network(
+        cfg["model"],
+        input_shape=ds.input_shape,
+        num_outputs=ds.num_outputs,
+        **track_config.plain(cfg["model_kwargs"]),
+    )
+    supervised = rules_lib.finetune(
+        backbone.apply, learning_rate=float(cfg["supervised_learning_rate"])
+    )
+    root = jax.random.key(int(cfg["root_seed"]))
+    init_key, data_key = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
+
+    def hparams_of(name):  # every rule of `name` here (trained, retrained, reversed) sees these
+        return {**data_settings(name, n), **cfg["hparams"].get(name, {})}
+
+    encoders = {}
+    for name in cfg["rules"]:
+        try:
+            net, rule = encoder_rule(
+                name,
+                backbone,
+                width=cfg["width"],
+                num_steps=cfg["steps"],
+                key=init_key,
+                hparams=hparams_of(name),
+            )
+        except (ValueError, TypeError) as err:
+            if cfg["explicit_rules"] or name in u["encoders"]:
+                raise ValueError(
+                    f"representation rule {name!r} cannot be built for the {cfg['model']!r} "
+                    f"backbone: {err}"
+                ) from None
+            cfg["skipped"][name] = f"cannot be built for this backbone: {err}"
+            continue
+        encoders[name] = Encoder(net, rule)
+
+    methods = {}
+    for name in u["encoders"]:
+        net = encoders[name].network
+        start = jax.eval_shape(net.init, init_key)
+        for label, split in splits.items():
+            try:
+                ascent = unlearning.self_supervised_ascent(
+                    repr_lib.make(name, net, num_steps=u["steps"], **hparams_of(name)),
+                    name=name,
+                    **u["ascent"],
+                )
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"`unlearn.ascent` on encoder {name!r}: {err}") from None
+            built = {ASCENT: (net, ascent)}
+            for rule_name, hp in u["rules"].items():
+                try:
+                    built[rule_name] = unlearning.label_free_rule(
+                        rule_name,
+                        net,
+                        num_steps=u["steps"],
+                        forget_fraction=len(split.forget) / n,
+                        forget_classes=split.classes or None,
+                        **hp,
+                    )
+                except (ValueError, TypeError) as err:
+                    raise ValueError(
+                        f"`unlearn.rules.{rule_name}` on encoder {name!r}, request {label!r}: {err}"
+                    ) from None
+            for method, (_, rule) in built.items():
+                try:
+                    _abstract_init(rule, start, data_key)
+                except (ValueError, TypeError) as err:
+                    raise ValueError(
+                        f"unlearning method {method!r} on encoder {name!r}, request {label!r} "
+                        f"cannot start: {err}"
+                    ) from None
+            methods[(name, label)] = built
+    return SSLPlan(
+        cfg, ds, backbone, supervised, encoders, splits, methods, init_key, data_key, root
+    )
 
 
 def _record(scenario, method, metrics, **extra) -> report.Record:
@@ -377,36 +565,25 @@ def _record(scenario, method, metrics, **extra) -> report.Record:
 def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
     """Runs the experiment of ``config`` and writes its results into ``workdir``.
 
+    Everything is checked and built first (:func:`plan`), so a bad setting fails before any
+    training.
+
     Returns:
       The records (also in ``results.json``).
     """
-    cfg = check_config(config)
+    p = plan(config)
+    cfg, ds, backbone, u = p.cfg, p.dataset, p.backbone, p.cfg["unlearn"]
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    ds = track_config.load_dataset(cfg)
-
-    def hparams_of(name):  # every rule of `name` here (trained, retrained, reversed) sees these
-        return {**data_settings(name, len(ds.x_train)), **cfg["hparams"].get(name, {})}
-
-    if ds.task != "classification" or len(ds.input_shape) != 3:
-        raise ValueError(f"dataset {cfg['dataset']!r} is not an image classification dataset")
-    u = cfg["unlearn"]
-    for spec in u["forget"].values():
-        validate(spec, ds)
-    backbone = models_lib.make_network(
-        cfg["model"],
-        input_shape=ds.input_shape,
-        num_outputs=ds.num_outputs,
-        **track_config.plain(cfg["model_kwargs"]),
-    )
-    root = jax.random.key(int(cfg["root_seed"]))
-    init_key, data_key = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
+    for name, why in cfg["skipped"].items():
+        log(f"  [ssl] {name}: skipped ({why})")
+    init_key, data_key = p.init_key, p.data_key
     n = len(ds.y_train)
     everything = np.arange(n)
     labelled = make_stream(ds.x_train, ds.y_train, {"retain": everything})
     withheld = make_stream(
         ds.x_train, unlearning.withheld_labels(ds.y_train), {"retain": everything}
     )
-    features = _Features(ds, key=jax.random.fold_in(root, 3))
+    features = _Features(ds, key=jax.random.fold_in(p.root, 3))
     os.makedirs(workdir, exist_ok=True)
     records: list[report.Record] = []
     curves: dict[str, list] = {}
@@ -460,45 +637,26 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
         return variables
 
     t0 = time.perf_counter()
-    sup = rules_lib.finetune(backbone.apply, learning_rate=float(cfg["supervised_learning_rate"]))
-    train_and_score(SUPERVISED, backbone, sup, backbone.init(init_key), labelled, t0)
+    train_and_score(SUPERVISED, backbone, p.supervised, backbone.init(init_key), labelled, t0)
 
     # ---- every representation rule
     trained = {}
-    for name in cfg["rules"]:
+    for name, (net, rule) in p.encoders.items():
         t0 = time.perf_counter()
-        try:
-            net, rule, start = build_encoder_rule(
-                name,
-                backbone,
-                width=cfg["width"],
-                num_steps=cfg["steps"],
-                key=init_key,
-                hparams=hparams_of(name),
-            )
-        except (ValueError, TypeError) as err:
-            if cfg["explicit_rules"]:
-                raise
-            cfg["skipped"][name] = f"cannot be built for this backbone: {err}"
-            log(f"  [ssl] {name}: skipped ({err})")
-            continue
-        variables = train_and_score(name, net, rule, start, withheld, t0)
-        trained[name] = (net, start, variables)
+        start = net.init(init_key)
+        trained[name] = (start, train_and_score(name, net, rule, start, withheld, t0))
 
     # ---- unlearning
     for name in u["encoders"]:
-        if name not in trained:
-            continue
-        net, start, original = trained[name]
+        net, rule = p.encoders[name]
+        start, original = trained[name]
         original_features = features(net, original, views=True)
-        for label, spec in u["forget"].items():
-            split = make_split(ds, spec, seed=int(cfg["root_seed"]))
+        for label, split in p.splits.items():
             scenario = f"{name}: {label}"
             t0 = time.perf_counter()
             retain_only = make_stream(
                 ds.x_train, unlearning.withheld_labels(ds.y_train), {"retain": split.retain}
             )
-            rule = repr_lib.make(name, net, num_steps=cfg["steps"], **hparams_of(name))
             res = fit(
                 rule,
                 start,
@@ -529,26 +687,7 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
                 "forget": min(u["forget_batch_size"], len(split.forget)),
                 "retain": min(u["retain_batch_size"], len(split.retain)),
             }
-            methods = {
-                ASCENT: (
-                    net,
-                    unlearning.self_supervised_ascent(
-                        repr_lib.make(name, net, num_steps=u["steps"], **hparams_of(name)),
-                        name=name,
-                        **u["ascent"],
-                    ),
-                )
-            }
-            for rule_name, hp in u["rules"].items():
-                methods[rule_name] = unlearning.label_free_rule(
-                    rule_name,
-                    net,
-                    num_steps=u["steps"],
-                    forget_fraction=len(split.forget) / n,
-                    forget_classes=split.classes or None,
-                    **hp,
-                )
-            for method, (view, method_rule) in methods.items():
+            for method, (view, method_rule) in p.methods[(name, label)].items():
                 t0 = time.perf_counter()
                 res = fit(
                     method_rule,

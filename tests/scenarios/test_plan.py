@@ -11,7 +11,7 @@ from config_testing import tiny_config
 from experiments.configs import default
 from jaxunlearn import data as data_lib
 from jaxunlearn import rules
-from jaxunlearn.scenarios import build_rule, fingerprint, plan, scenario_entry
+from jaxunlearn.scenarios import Plan, build_rule, fingerprint, plan, scenario_entry
 from jaxunlearn.scenarios.plan import DEFAULTS, RETRAIN, TRAIN_DEFAULTS, rule_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -107,11 +107,104 @@ def test_rules_that_need_labels_are_rejected_when_a_scenario_has_none():
 def _config_modules():
     paths = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py")))
     names = [os.path.basename(p)[:-3] for p in paths if not p.endswith("__init__.py")]
-    modules = [importlib.import_module(f"experiments.configs.{n}") for n in names]
-    # The classifier track's configs; every other track (experiments.common.TRACKS) has its own
-    # plan, checked on its variants by its experiment's tests (tests/scenarios/test_lm_*.py,
-    # test_ssl.py, test_learned_rule_experiment.py, tests/unlearnable).
-    return [m for m in modules if m.get_config().get("track", "classifier") == "classifier"]
+    # Every config file of every track: each is planned by its track's plan function
+    # (experiments.common.TRACKS), which checks it and builds what it would train, training
+    # nothing; the checks below then look at the plan each track returns.
+    return [importlib.import_module(f"experiments.configs.{n}") for n in names]
+
+
+def _check_rule_schedules(entry_of, scenarios, sizes_of, rule_names_of):
+    # Every rule of every scenario exists, reads the parts it declares and runs at least a step.
+    for sname in scenarios:
+        sizes = sizes_of(sname)
+        assert sizes["forget"] >= 1 and sizes["retain"] >= 1
+        for name in rule_names_of(sname):
+            batch_sizes, _, _, num_steps = rule_schedule(name, entry_of(sname, name), sizes)
+            assert num_steps >= 1 and set(batch_sizes) == set(rules.get(name).parts)
+
+
+def _split_sizes(split):
+    return {"forget": len(split.forget), "retain": len(split.retain)}
+
+
+def _check_classifier(p):
+    assert isinstance(p, Plan) and RETRAIN in p.rules and p.seeds >= 1
+    _check_rule_schedules(p.entry, p.splits, lambda s: _split_sizes(p.splits[s]), lambda s: p.rules)
+
+
+def _check_lm(p):
+    from jaxunlearn.scenarios.lm import LMPlan
+
+    assert isinstance(p, LMPlan) and p.seeds >= 1 and p.retain_seeds >= 1
+    assert p.main_scenario in p.scenarios and set(p.entries) == set(p.scenarios)
+    assert all(RETRAIN in p.entries[s] for s in p.scenarios)
+    assert p.rules and set(p.rules) <= set(rules.names())
+    assert p.network.name == "transformer"
+    _check_rule_schedules(p.entry, p.scenarios, p.sizes, p.rules_of)
+
+
+def _check_lm_robust(p):
+    from jaxunlearn.scenarios.lm_robust import RobustPlan, audits, extensions
+
+    assert isinstance(p, RobustPlan) and p.lm.rules == p.rules
+    _check_lm(p.lm)
+    assert p.lm.scenarios == (p.split,) and p.audits and set(p.audits) <= set(audits.AUDITS)
+    assert set(p.wrappers) <= set(extensions.WRAPPERS)
+    assert set(p.analyses) <= set(extensions.ANALYSES)
+
+
+def _check_ssl(p):
+    from jaxunlearn import repr as repr_lib
+    from jaxunlearn.repr import unlearning
+    from jaxunlearn.scenarios import ssl
+
+    assert isinstance(p, ssl.SSLPlan) and p.encoders and set(p.encoders) <= set(repr_lib.names())
+    if not p.cfg["explicit_rules"]:  # the registry is iterated: every rule trained or skipped
+        assert set(p.encoders) | set(p.cfg["skipped"]) == set(repr_lib.names())
+    u = p.cfg["unlearn"]
+    assert set(u["encoders"]) <= set(p.encoders) and set(p.splits) == set(u["forget"])
+    assert set(p.methods) == {(e, s) for e in u["encoders"] for s in p.splits}
+    assert set(u["rules"]) <= set(unlearning.label_free_names())
+    for built in p.methods.values():
+        assert list(built) == [ssl.ASCENT, *u["rules"]]
+    for split in p.splits.values():
+        assert len(split.forget) >= 1 and len(split.retain) >= 1
+        assert not set(split.forget) & set(split.retain)
+
+
+def _check_learned_rule(p):
+    import math
+
+    from jaxunlearn.scenarios import learned_rule
+
+    assert isinstance(p, learned_rule.LearnedRulePlan)
+    assert p.architecture[0] == math.prod(p.dataset.input_shape)
+    assert p.trainer.settings == p.cfg["meta_settings"] and p.cfg["evaluation"]["seeds"] >= 1
+
+
+def _check_unlearnable(cfg):
+    from jaxunlearn.unlearnable import registry
+
+    assert cfg["seeds"] >= 1 and cfg["fractions"] and all(0 < f <= 1 for f in cfg["fractions"])
+    assert cfg["methods"] and cfg["countermeasures"]
+    assert {m["generator"] for m in cfg["methods"].values()} <= set(registry.names())
+
+
+# What each track's plan must hold; a new track adds its check here.
+_PLAN_CHECKS = {
+    "classifier": _check_classifier,
+    "lm": _check_lm,
+    "lm_robust": _check_lm_robust,
+    "ssl": _check_ssl,
+    "unlearnable": _check_unlearnable,
+    "learned_rule": _check_learned_rule,
+}
+
+
+def test_every_track_has_a_plan_check():
+    from experiments import common
+
+    assert set(_PLAN_CHECKS) == set(common.TRACKS)
 
 
 @pytest.mark.parametrize(
@@ -120,15 +213,13 @@ def _config_modules():
     ids=lambda x: getattr(x, "__name__", x).rsplit(".", 1)[-1] or "plain",
 )
 def test_every_config_variant_plans(module, variant):
-    # Plan only (data, splits, rule entries, schedules, mesh): no model is trained. The tests
-    # run on 8 CPU devices, so every batch size must also split over them.
-    p = plan(module.get_config(variant))
-    assert RETRAIN in p.rules and p.seeds >= 1
-    for sname, split in p.splits.items():
-        sizes = {"forget": len(split.forget), "retain": len(split.retain)}
-        for name in p.rules:
-            batch_sizes, _, _, num_steps = rule_schedule(name, p.entry(sname, name), sizes)
-            assert num_steps >= 1 and set(batch_sizes) == set(rules.get(name).parts)
+    # Plan only (data, splits, rule entries, schedules, mesh; the ssl encoders and methods and the
+    # learned rule's meta-training built abstractly): nothing is trained. The tests run on 8 CPU
+    # devices, so every batch size must also split over them.
+    from experiments import common
+
+    config = module.get_config(variant)
+    _PLAN_CHECKS[common.track(config)](common.plan(config))
     with pytest.raises(ValueError, match="variant"):
         module.get_config("no-such-variant")
 
@@ -266,7 +357,54 @@ def test_every_config_names_a_track_the_binary_dispatches():
     names = [os.path.basename(p)[:-3] for p in paths if not p.endswith("__init__.py")]
     for name in names:
         config = importlib.import_module(f"experiments.configs.{name}").get_config()
-        module, function = common.TRACKS[common.track(config)]
-        assert callable(getattr(importlib.import_module(module), function)), name
+        entry = common.TRACKS[common.track(config)]
+        assert callable(entry.runner()) and callable(entry.planner()), name
     with pytest.raises(ValueError, match="valid tracks: .*'ssl'"):
         common.track({"track": "sssl"})
+
+
+def _set(config, dotted: str, value):
+    *path, last = dotted.split(".")
+    node = config
+    for part in path:
+        node = node[part]
+    node[last] = value
+
+
+@pytest.mark.parametrize(
+    "config_name, overrides, match",
+    [
+        # The learned-rule track: what only the dataset can refute failed after meta-training (the
+        # evaluation's support draw, its fit). digits' smallest class has 139 training examples,
+        # its training split 1437.
+        ("learned_rule", {"meta.shots": 140}, r"`meta.shots` \(140\) exceeds.*class \(139\)"),
+        ("learned_rule", {"evaluation.batch_size": 2000}, r"`evaluation.batch_size`.*1437"),
+        ("learned_rule", {"evaluation.knn_k": 1500}, r"`evaluation.knn_k`"),
+        ("learned_rule", {"meta.num_ways": 11}, r"`num_ways` \(11\) exceeds the classes"),
+        # The LM track's MUSE settings (silently clipped to one request or step before).
+        ("lm_fictitious", {"scalability_fractions": (0.5, 1.5)}, r"`scalability_fractions`"),
+        ("lm_fictitious", {"sustainability_requests": 0}, r"`sustainability_requests`"),
+        ("lm_fictitious", {"relearn_steps": 0}, r"`relearn_steps` must be at least 1"),
+        ("lm_robust", {"audits": ("relearn", "vibes")}, r"unknown audits \['vibes'\]"),
+        ("ssl", {"unlearn.encoders": ("byol",)}, r"`unlearn.encoders` names 'byol'"),
+        ("unlearnable", {"fractions": ()}, r"`fractions` is empty"),
+    ],
+)
+def test_a_tracks_plan_rejects_what_cannot_run(config_name, overrides, match):
+    from experiments import common
+
+    c = importlib.import_module(f"experiments.configs.{config_name}").get_config("tiny")
+    common.plan(c)  # the variant itself plans
+    for key, value in overrides.items():
+        _set(c, key, value)
+    with pytest.raises(ValueError, match=match):
+        common.plan(c)
+
+
+def test_the_learned_rule_plan_serves_the_largest_support_set_the_data_has():
+    from experiments import common
+    from experiments.configs import learned_rule
+
+    c = learned_rule.get_config("tiny")
+    c.meta.shots = 139
+    assert common.plan(c).cfg["meta"]["shots"] == 139

@@ -156,3 +156,86 @@ def test_mock_cifar10_takes_the_same_code_path(tmp_path):
         records = ssl.run(c, str(tmp_path), log=lambda m: None)
     methods = {(r.scenario, r.method) for r in records}
     assert ("train", "simclr") in methods and ("simclr: random", ssl.ASCENT) in methods
+
+
+def _tiny_with(**overrides):
+    """The tiny config as a dict; ``unlearn.<key>`` overrides a key of the unlearn section."""
+    c = config_module.get_config("tiny").to_dict()
+    for key, value in overrides.items():
+        if key.startswith("unlearn."):
+            c["unlearn"][key.removeprefix("unlearn.")] = value
+        else:
+            c[key] = value
+    return c
+
+
+_CNN = {"model": "cnn", "model_kwargs": {}}
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        # An encoder that is not trained, or cannot be built for the backbone.
+        ({"unlearn.encoders": ("byol",)}, r"`unlearn.encoders` names 'byol'.*\['simclr'\]"),
+        (
+            {**_CNN, "rules": (), "unlearn.encoders": ("learned_unsupervised_rule",)},
+            "'learned_unsupervised_rule' cannot be built for the 'cnn' backbone.*MLP",
+        ),
+        (
+            {**_CNN, "rules": ("simclr", "learned_unsupervised_rule")},
+            "'learned_unsupervised_rule' cannot be built",
+        ),
+        # Unlearning rules: unknown, a language-model rule, a bad name or value of a setting.
+        ({"unlearn.rules": {"forget_everything": {}}}, "Unknown rule 'forget_everything'"),
+        ({"unlearn.rules": {"concept_ablation": {}}}, "'concept_ablation', a language_model rule"),
+        ({"unlearn.rules": {"bad_teacher": {"temprature": 2.0}}}, r"no hyperparameter.*temprature"),
+        (
+            {"unlearn.rules": {"bad_teacher": {"learning_rate": -1.0}}},
+            r"`unlearn.rules.bad_teacher` on encoder 'simclr', request 'class 0'.*learning_rate",
+        ),
+        # A label-free rule that needs the schedule of epochs, which this experiment does not
+        # give (its runs are `unlearn.steps` updates).
+        ({"unlearn.rules": {"scrub": {}}}, r"`unlearn.rules.scrub`.*steps_per_epoch"),
+        # The encoder's own loss turned around: a bad name or value.
+        ({"unlearn.ascent": {"forget_wieght": 1.0}}, r"`unlearn.ascent` has unknown.*wieght"),
+        ({"unlearn.ascent": {"forget_weight": -1.0}}, r"`unlearn.ascent` on encoder 'simclr'"),
+        # What only the data can tell: a class it does not have, a batch larger than it.
+        ({"unlearn.forget": {"x": {"kind": "class", "classes": (12,)}}}, r"classes` \[12\]"),
+        ({"unlearn.forget": {"x": {"kind": "random", "fraction": 1.0}}}, "fraction"),
+        ({"batch_size": 100_000}, r"`batch_size`.*1437"),
+    ],
+)
+def test_unlearning_misconfigurations_fail_before_any_training(
+    tmp_path, monkeypatch, overrides, match
+):
+    # Before, an unlearning setting was built only after every encoder was trained (and an
+    # unlearn encoder that could not be built was silently left out).
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the config was checked")
+
+    monkeypatch.setattr(ssl, "fit", no_training)
+    monkeypatch.setattr(ssl, "train_encoder", no_training)
+    c = _tiny_with(**overrides)
+    with pytest.raises(ValueError, match=match):
+        ssl.plan(c)
+    with pytest.raises(ValueError, match=match):
+        ssl.run(c, str(tmp_path), log=lambda m: None)
+    assert not os.listdir(tmp_path)
+
+
+def test_the_plan_builds_what_the_run_trains_and_unlearns():
+    p = ssl.plan(_tiny_with(**{"unlearn.rules": {"bad_teacher": {}, "boundary_expand": {}}}))
+    assert list(p.encoders) == ["simclr"] and p.cfg["skipped"] == {}
+    assert list(p.splits) == ["class 0"] and p.splits["class 0"].classes == (0,)
+    # Class 0 of digits' training split: 142 of 1437 examples.
+    assert len(p.splits["class 0"].forget) == 142 and len(p.splits["class 0"].retain) == 1295
+    methods = p.methods[("simclr", "class 0")]
+    assert list(methods) == [ssl.ASCENT, "bad_teacher", "boundary_expand"]
+    # The label-free rules see the encoder's projection as its logits; the ascent the encoder.
+    encoder = p.encoders["simclr"].network
+    assert methods[ssl.ASCENT][0] is encoder
+    assert methods["bad_teacher"][0].name == f"{encoder.name}:projection"
+    # A rule that cannot be built for the backbone, not asked for by name, is skipped with why.
+    p = ssl.plan(_tiny_with(**_CNN, rules=()))
+    assert "learned_unsupervised_rule" not in p.encoders
+    assert "MLP" in p.cfg["skipped"]["learned_unsupervised_rule"]

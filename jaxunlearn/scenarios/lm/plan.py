@@ -212,6 +212,15 @@ def lm_plan(config, *, benchmark=None) -> LMPlan:
     for name, rc in rule_cfgs.items():
         rules_lib.get(name)  # unknown rule: ValueError listing the valid ones
         unknown_keys(f"Rule config {name!r}", rc, valid_keys)
+    for name in ("sustainability_requests", "relearn_steps"):
+        if int(cfg[name]) < 1:
+            raise ValueError(f"`{name}` must be at least 1; got {cfg[name]}")
+    fractions = tuple(float(f) for f in cfg["scalability_fractions"])
+    if not all(0.0 < f <= 1.0 for f in fractions):
+        raise ValueError(
+            f"`scalability_fractions` must lie in (0, 1] (shares of the forget authors); "
+            f"got {list(fractions)}"
+        )
     scenario_rules = tuple(cfg["scenario_rules"])
     for name in (*scenario_rules, *cfg["muse_rules"]):
         if name not in rule_cfgs:
@@ -225,6 +234,12 @@ def lm_plan(config, *, benchmark=None) -> LMPlan:
         benchmark.check_split(sname)
     if cfg["train_passages"] and (benchmark.passage_x is None or not len(benchmark.passage_x)):
         raise ValueError("`train_passages` is set but the benchmark has no passages")
+    if cfg["train_passages"]:  # every split's audit scores its forget authors' passages
+        for sname in scenarios:
+            if not len(benchmark.passage_rows(benchmark.authors_of(benchmark.forget[sname]))):
+                raise ValueError(
+                    f"`train_passages` is set but the forget authors of {sname!r} have no passages"
+                )
     mk = plain(cfg["model_kwargs"])
     if "vocab_size" in mk or "max_len" in mk:
         raise ValueError(
@@ -298,7 +313,7 @@ def lm_plan(config, *, benchmark=None) -> LMPlan:
         root_seed=int(cfg["root_seed"]),
         muse_rules=tuple(cfg["muse_rules"]),
         sustainability_requests=int(cfg["sustainability_requests"]),
-        scalability_fractions=tuple(float(f) for f in cfg["scalability_fractions"]),
+        scalability_fractions=fractions,
         relearn_steps=int(cfg["relearn_steps"]),
         train_passages=bool(cfg["train_passages"]),
         sources={
