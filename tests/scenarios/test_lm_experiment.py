@@ -8,7 +8,7 @@ import pytest
 
 from experiments.configs import lm_fictitious
 from jaxunlearn.scenarios import load_results
-from jaxunlearn.scenarios.lm import is_lm_config, lm_plan, load_benchmark, run_lm_experiment
+from jaxunlearn.scenarios.lm import lm_plan, load_benchmark, run_lm_experiment
 from jaxunlearn.scenarios.lm import report as lm_report
 from jaxunlearn.scenarios.lm.runner import RETAIN, TARGET, retain_label
 from jaxunlearn.scenarios.report import Record
@@ -103,19 +103,6 @@ def test_training_data_adds_the_passages_of_the_trained_authors():
     assert kept == set(range(20)) - forget
     off = lm_plan(tiny(train_passages=False))
     assert training_data(off, b.train)[2].tolist() == b.train.tolist()
-
-
-@pytest.mark.parametrize("variant", lm_fictitious.VARIANTS)
-def test_every_lm_config_variant_plans(variant):
-    c = lm_fictitious.get_config(variant)
-    assert is_lm_config(c)
-    p = lm_plan(c)
-    assert p.main_scenario in p.scenarios and p.rules
-    assert p.network.spec.max_len >= p.benchmark.prompts.shape[1] + p.eval["max_new_tokens"]
-    for split in p.scenarios:
-        assert set(p.rules_of(split)) <= set(p.entries[split])
-    with pytest.raises(ValueError, match="variant"):
-        lm_fictitious.get_config("no-such-variant")
 
 
 @pytest.mark.parametrize(

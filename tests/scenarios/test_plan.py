@@ -140,6 +140,8 @@ def _check_lm(p):
     assert all(RETRAIN in p.entries[s] for s in p.scenarios)
     assert p.rules and set(p.rules) <= set(rules.names())
     assert p.network.name == "transformer"
+    # Prompts plus the generated answer fit the model's context.
+    assert p.network.spec.max_len >= p.benchmark.prompts.shape[1] + p.eval["max_new_tokens"]
     _check_rule_schedules(p.entry, p.scenarios, p.sizes, p.rules_of)
 
 
