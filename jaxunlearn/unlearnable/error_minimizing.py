@@ -19,6 +19,13 @@ range is part of every step. The surrogate trains with the library's ``finetune`
 update every victim uses), on the batches :func:`jaxunlearn.train.sample_batch` draws, so the
 loader continues across rounds as the reference's does.
 
+What differs from the reference's ``perturbation.py``: batches of 128 by default (its
+``--train_batch_size`` is 512); the class-wise sweep and stopping rule use the whole training set
+(its class-wise command sweeps a 20% subset, ``--use_subset``); the surrogate trains on images
+clipped to the value range (it adds the class-wise noise unclipped while generating). ``M = 10``
+steps of 512 are 0.1 epoch of CIFAR-10 per round; on a small dataset the same share is fewer
+steps (``train_steps``), as in ``experiments/configs/unlearnable.py:cnn32``.
+
 References:
   Huang, Ma, Erfani, Bailey, Wang, "Unlearnable Examples: Making Personal Data Unexploitable",
   ICLR 2021; github.com/HanxunH/Unlearnable-Examples (``perturbation.py``, ``toolbox.py``).

@@ -4,7 +4,8 @@ import os
 import pytest
 
 from experiments.configs import unlearnable as config_module
-from jaxunlearn.scenarios import report
+from jaxunlearn import models
+from jaxunlearn.scenarios import report, track_config
 from jaxunlearn.unlearnable import experiment
 
 
@@ -56,3 +57,20 @@ def test_bad_settings_fail_before_compute(tmp_path, override, match):
 def test_unknown_variants_are_rejected():
     with pytest.raises(ValueError, match="variant"):
         config_module.get_config("huge")
+
+
+@pytest.mark.parametrize("variant", config_module.VARIANTS)
+def test_every_config_variant_checks_and_builds(variant):
+    # The config check, the data (with its data_kwargs) and the victim network: no compute.
+    cfg = experiment.check_config(config_module.get_config(variant))
+    ds = track_config.load_dataset(cfg)
+    net = models.make_network(
+        cfg["model"],
+        input_shape=ds.input_shape,
+        num_outputs=ds.num_outputs,
+        **track_config.plain(cfg["model_kwargs"]),
+    )
+    assert net.input_shape == ds.input_shape and ds.num_outputs == 10
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    if variant == "cnn32":
+        assert ds.input_shape == (32, 32, 1) and cfg["model"] == "cnn"
