@@ -23,6 +23,7 @@ Run it with ``python -m experiments.main --config=experiments/configs/unlearnabl
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -87,14 +88,34 @@ def check_config(config) -> dict:
     bad = sorted(set(victim) - set(VICTIM_DEFAULTS))
     if bad:
         raise ValueError(f"`victim` has unknown key(s) {bad}; valid: {sorted(VICTIM_DEFAULTS)}")
-    cfg["victim"] = {**VICTIM_DEFAULTS, **victim}
+    cfg["victim"] = victim = {**VICTIM_DEFAULTS, **victim}
+    for key, low, high in (
+        ("epochs", 1, None),
+        ("batch_size", 1, None),
+        ("adversarial_steps", 1, None),
+        ("jpeg_quality", 1, 100),
+    ):
+        value = victim[key]
+        if (
+            isinstance(value, bool)
+            or not float(value).is_integer()
+            or value < low
+            or (high is not None and value > high)
+        ):
+            bounds = f"in [{low}, {high}]" if high is not None else f"at least {low}"
+            raise ValueError(f"`victim.{key}` must be an integer {bounds}; got {value!r}")
+    if not math.isfinite(float(victim["learning_rate"])) or float(victim["learning_rate"]) <= 0:
+        raise ValueError(
+            f"`victim.learning_rate` must be positive and finite; got {victim['learning_rate']!r}"
+        )
     methods = {}
     for label, entry in track_config.plain(cfg["methods"]).items():
         entry = track_config.plain(entry)
         if "generator" not in entry:
             raise ValueError(f"method {label!r} names no `generator`; valid: {registry.names()}")
-        registry.get(entry["generator"])
+        info = registry.get(entry["generator"])
         hparams = track_config.plain(entry.get("hparams"))
+        registry.check_hparams(info.name, hparams, where=f"`methods.{label}.hparams`")
         budget.check_epsilon(hparams.get("epsilon", cfg["epsilon"]), f"{label}.epsilon")
         methods[label] = {"generator": entry["generator"], "hparams": hparams}
     if not methods:

@@ -9,6 +9,7 @@ generated once per mix ratio by the evaluation.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 
 from jaxunlearn.unlearnable.bayes_error import bayes_error_noise
@@ -62,6 +63,22 @@ def get(name: str) -> GeneratorInfo:
     if name not in _REGISTRY:
         raise ValueError(f"Unknown unlearnable-example generator {name!r}; valid: {names()}")
     return _REGISTRY[name]
+
+
+# Arguments every generator receives from the caller, not from a config's hyperparameters.
+_CONTEXT = ("network", "x", "y", "key", "surrogate", "protect")
+
+
+def check_hparams(name: str, hparams, *, where: str = "hparams") -> None:
+    """Rejects hyperparameter names that generator ``name`` does not take, listing the valid ones
+    (before any compute: the generator would fail only when called)."""
+    params = inspect.signature(get(name).fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = sorted(k for k in params if k not in _CONTEXT)
+    unknown = sorted(set(hparams) - set(valid))
+    if unknown:
+        raise ValueError(f"{where}: generator {name!r} has no setting(s) {unknown}; valid: {valid}")
 
 
 def protect(name: str, network, x, y, *, key, surrogate=None, protect=None, **hparams):

@@ -43,6 +43,18 @@ def test_the_tiny_config_writes_the_table_results_and_plot(tmp_path):
             "`x.epsilon`",
         ),
         ({"dataset": "imagenet21k"}, "Unknown dataset"),
+        (
+            {"methods": {"x": {"generator": "error_minimizing_noise", "hparams": {"stepz": 3}}}},
+            r"`methods.x.hparams`: generator 'error_minimizing_noise' has no setting.*stepz.*"
+            "pgd_steps",
+        ),
+        ({"victim": {"epochs": 0}}, "`victim.epochs` must be an integer at least 1"),
+        ({"victim": {"batch_size": 2.5}}, "`victim.batch_size`"),
+        (
+            {"victim": {"jpeg_quality": 101}},
+            r"`victim.jpeg_quality` must be an integer in \[1, 100\]",
+        ),
+        ({"victim": {"learning_rate": float("nan")}}, "`victim.learning_rate`"),
     ],
 )
 def test_bad_settings_fail_before_compute(tmp_path, override, match):
