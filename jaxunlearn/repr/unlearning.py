@@ -235,7 +235,13 @@ def projection_view(network: Network) -> Network:
             )
         return out._replace(logits=out.projection)
 
-    return network._replace(apply=apply, name=f"{network.name}:projection")
+    # Its outputs are the projection's, so is its output count (rules size one-hot targets and
+    # Fisher sums by it); found abstractly, no computation.
+    variables = jax.eval_shape(network.init, jax.random.key(0))
+    x = jax.ShapeDtypeStruct((1, *network.input_shape), jnp.float32)
+    projection = jax.eval_shape(network.apply, variables, x).projection
+    outputs = network.num_outputs if projection is None else int(projection.shape[-1])
+    return network._replace(apply=apply, name=f"{network.name}:projection", num_outputs=outputs)
 
 
 def label_free_rule(
@@ -254,12 +260,14 @@ def label_free_rule(
       ``(network the rule runs on, rule)``: the network's variables are the encoder's.
 
     Raises:
-      ValueError: for an unknown rule, or one that reads forget labels (``needs_labels``).
+      ValueError: for an unknown rule, or one that reads labels (``needs_labels``, or
+        ``retain_labels`` for a rule that reads the retain set).
     """
     info = rules_registry.get(name)
-    if info.needs_labels:
+    if info.needs_labels or ("retain" in info.parts and info.retain_labels):
+        which = "forget" if info.needs_labels else "retain-set"
         raise ValueError(
-            f"unlearning rule {name!r} reads forget labels; a self-supervised encoder has none "
+            f"unlearning rule {name!r} reads {which} labels; a self-supervised encoder has none "
             f"(label-free rules: {label_free_names()})"
         )
     view = projection_view(encoder)
@@ -268,13 +276,16 @@ def label_free_rule(
 
 
 def label_free_names() -> list[str]:
-    """Registered unlearning rules that read no forget labels and fit any classifier."""
-    return [
-        n
-        for n in rules_registry.names()
-        if not rules_registry.get(n).needs_labels
-        and rules_registry.get(n).task in ("any", "classification")
-    ]
+    """Registered unlearning rules that read no labels at all (neither the forget set's nor the
+    retain set's: ``RuleInfo.retain_labels``) and fit any classifier."""
+    out = []
+    for n in rules_registry.names():
+        info = rules_registry.get(n)
+        reads_retain_labels = "retain" in info.parts and info.retain_labels
+        if not info.needs_labels and not reads_retain_labels:
+            if info.task in ("any", "classification"):
+                out.append(n)
+    return out
 
 
 def withheld_labels(y) -> Array:

@@ -94,6 +94,7 @@ def _run_length(epochs, *, steps_per_epoch, forget_steps_per_epoch, hparams) -> 
     parts=("forget", "retain"),
     paper="Chundawat et al., Can Bad Teaching Induce Forgetting?, AAAI 2023",
     needs_labels=False,
+    retain_labels=False,
     sweepable=("temperature", "learning_rate", "retain_fraction"),
     run_length=_run_length,
 )

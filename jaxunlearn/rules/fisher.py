@@ -246,6 +246,7 @@ def normal_like(key: Array, like: PyTree) -> PyTree:
         "Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023"
     ),
     needs_labels=False,
+    retain_labels=False,
     cost="none",
     sweepable=("alpha",),
 )

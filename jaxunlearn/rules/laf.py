@@ -249,6 +249,7 @@ def _flat_adam(optimizer: OptimizerSpec, learning_rate: float) -> optax.Gradient
     parts=("forget", "retain"),
     paper="Shen et al., Label-Agnostic Forgetting, ICLR 2024",
     needs_labels=False,
+    retain_labels=False,
     cost="medium",
     task="any",
     sweepable=(

@@ -30,6 +30,11 @@ class RuleInfo:
       parts: the batch parts the rule reads (``"forget"``, ``"retain"``).
       paper: short citation shown in the README table.
       needs_labels: whether it reads forget labels.
+      retain_labels: whether it reads the retain set's labels (fine-tuning or distilling with
+        cross-entropy on them); ``False`` for a rule whose retain terms read inputs only (a
+        teacher's outputs, an expected Fisher). Rules that read no retain set ignore it. What a
+        fully label-free setting (a self-supervised encoder) can run: see
+        :func:`jaxunlearn.repr.unlearning.label_free_names`.
       needs_original_data: whether it needs data beyond the forget/retain sets (e.g. the full
         training set for importance estimates) or the original training run.
       cost: relative cost, ``"none"``, ``"low"``, ``"medium"`` or ``"high"``.
@@ -59,6 +64,7 @@ class RuleInfo:
     parts: tuple[str, ...]
     paper: str
     needs_labels: bool = True
+    retain_labels: bool = True
     needs_original_data: bool = False
     cost: str = "low"
     task: str = "classification"

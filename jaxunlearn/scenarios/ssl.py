@@ -220,6 +220,17 @@ def check_config(config) -> dict:
                 f"`unlearn.rules` names {name!r}, which reads forget labels; label-free rules: "
                 f"{unlearning.label_free_names()}"
             )
+        if info.task in ("any", "classification") and name not in unlearning.label_free_names():
+            raise ValueError(
+                f"`unlearn.rules` names {name!r}, which reads the retain set's labels; a "
+                f"self-supervised encoder has none (label-free rules: "
+                f"{unlearning.label_free_names()})"
+            )
+        if hp.get("repair", False):
+            raise ValueError(
+                f"`unlearn.rules.{name}` sets `repair`, whose stage reads labels; a "
+                "self-supervised encoder has none"
+            )
         if name not in unlearning.label_free_names():
             raise ValueError(
                 f"`unlearn.rules` names {name!r}, a {info.task} rule; label-free rules for an "

@@ -166,7 +166,12 @@ def test_label_free_rules_ignore_labels_and_label_reading_ones_are_refused(digit
     net = R.encoder("simclr", backbone, width=8)
     v0 = net.init(jax.random.key(0))
     index = {"forget": np.arange(12), "retain": np.arange(12, 48)}
-    for name in ("label_agnostic_forgetting", "bad_teacher"):
+    # Every rule the registry declares label-free (RuleInfo.needs_labels / retain_labels) really
+    # ignores the labels: the same run with the true labels and with none.
+    assert {"label_agnostic_forgetting", "bad_teacher", "fisher_forgetting"} <= set(
+        U.label_free_names()
+    )
+    for name in U.label_free_names():
         view, rule = U.label_free_rule(name, net, num_steps=4, forget_fraction=0.25)
         runs = [
             fit(
@@ -184,4 +189,8 @@ def test_label_free_rules_ignore_labels_and_label_reading_ones_are_refused(digit
     assert "label_agnostic_forgetting" in U.label_free_names()
     with pytest.raises(ValueError, match="reads forget labels"):
         U.label_free_rule("gradient_ascent", net, num_steps=4)
+    for name in ("scrub", "l1_sparse"):  # cross-entropy on the retain set's labels
+        assert name not in U.label_free_names()
+        with pytest.raises(ValueError, match="reads retain-set labels"):
+            U.label_free_rule(name, net, num_steps=4, steps_per_epoch=2)
     assert np.asarray(U.withheld_labels(y)).sum() == 0

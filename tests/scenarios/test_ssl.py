@@ -193,9 +193,12 @@ _CNN = {"model": "cnn", "model_kwargs": {}}
             {"unlearn.rules": {"bad_teacher": {"learning_rate": -1.0}}},
             r"`unlearn.rules.bad_teacher` on encoder 'simclr', request 'class 0'.*learning_rate",
         ),
-        # A label-free rule that needs the schedule of epochs, which this experiment does not
-        # give (its runs are `unlearn.steps` updates).
-        ({"unlearn.rules": {"scrub": {}}}, r"`unlearn.rules.scrub`.*steps_per_epoch"),
+        # Rules that read the retain set's labels, or a repair stage that reads labels.
+        ({"unlearn.rules": {"scrub": {}}}, r"names 'scrub', which reads the retain set's labels"),
+        (
+            {"unlearn.rules": {"label_agnostic_forgetting": {"repair": True}}},
+            r"`unlearn.rules.label_agnostic_forgetting` sets `repair`",
+        ),
         # The encoder's own loss turned around: a bad name or value.
         ({"unlearn.ascent": {"forget_wieght": 1.0}}, r"`unlearn.ascent` has unknown.*wieght"),
         ({"unlearn.ascent": {"forget_weight": -1.0}}, r"`unlearn.ascent` on encoder 'simclr'"),
