@@ -154,8 +154,8 @@ def loss_membership_auc(forget_losses, test_losses):
     A lower loss is taken as evidence of membership. 50 means the forget set is as unfamiliar
     to the model as unseen data; 100 means it is perfectly recognisable. The AUC is the
     Mann-Whitney statistic of :func:`~jaxunlearn.audit.membership.roc_auc` (ties count one
-    half), computed from average ranks along the last axis, so ``[N, n]`` losses (one row per
-    model) give N AUCs in one pass.
+    half), computed row by row by :func:`~jaxunlearn.audit.membership.rank_auc`, so ``[N, n]``
+    losses (one row per model) give N AUCs in one pass.
 
     Args:
       forget_losses: per-example losses of forget examples, ``[n_f]`` or ``[N, n_f]``.
@@ -168,13 +168,11 @@ def loss_membership_auc(forget_losses, test_losses):
       Yeom et al., "Privacy Risk in Machine Learning", CSF 2018 (loss attack); the NeurIPS 2023
       unlearning challenge starting kit (forget-vs-test loss attack).
     """
-    from scipy.stats import rankdata
+    from jaxunlearn.audit.membership import rank_auc
 
     (forget, test), one = _rows_alike({"forget_losses": forget_losses, "test_losses": test_losses})
-    n_pos, n_neg = forget.shape[1], test.shape[1]
-    ranks = rankdata(-np.concatenate([forget, test], axis=1), method="average", axis=1)
-    u = ranks[:, :n_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2.0
-    auc = 100.0 * (u / (n_pos * n_neg))
+    members = np.r_[np.ones(forget.shape[1], bool), np.zeros(test.shape[1], bool)]
+    auc = 100.0 * rank_auc(-np.concatenate([forget, test], axis=1), members)
     return float(auc[0]) if one else auc
 
 
