@@ -19,15 +19,21 @@ import numpy as np
 from jaxunlearn.audit import registry
 
 
-def _errors(predictions, targets) -> tuple[np.ndarray, np.ndarray]:
+def _errors(predictions, targets, *, per_model: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(predictions, targets)`` as float64, the predictions shaped like the targets (with a
+    leading model axis when ``per_model``): one output per example, or a ``ValueError``."""
     y = np.asarray(targets, np.float64)
     pred = np.asarray(predictions, np.float64)
-    if pred.size != y.size:
+    if per_model and pred.ndim < 1:
+        raise ValueError(f"predictions need a leading model axis; got shape {pred.shape}")
+    lead = pred.shape[:1] if per_model else ()
+    if pred.size != y.size * (lead[0] if lead else 1):
         raise ValueError(
-            f"predictions ({pred.shape}) and targets ({y.shape}) differ in size; "
-            "regression audits expect one output per example"
+            f"predictions ({pred.shape}) and targets ({y.shape}) differ in size"
+            + (" per model" if per_model else "")
+            + "; regression audits expect one output per example"
         )
-    return pred.reshape(y.shape), y
+    return pred.reshape(*lead, *y.shape), y
 
 
 def mse(predictions, targets) -> float:
@@ -46,19 +52,10 @@ def mse_per_model(predictions, targets) -> np.ndarray:
     """``[N]`` mean squared errors of N models: ``predictions`` has a leading model axis and one
     output per example of ``targets`` in each row; entry ``i`` equals ``mse(predictions[i],
     targets)``."""
-    pred = np.asarray(predictions)
-    if pred.ndim < 1:
-        raise ValueError(f"predictions need a leading model axis; got shape {pred.shape}")
-    if np.size(targets) == 0:
+    pred, y = _errors(predictions, targets, per_model=True)
+    if not y.size:
         return np.full(len(pred), np.nan)
-    y = np.asarray(targets, np.float64)
-    if pred[0].size != y.size:
-        raise ValueError(
-            f"predictions ({pred.shape}) hold {pred[0].size} outputs per model for {y.size} "
-            "targets; regression audits expect one output per example"
-        )
-    errors = (pred.astype(np.float64).reshape(len(pred), *y.shape) - y) ** 2
-    return np.mean(errors.reshape(len(pred), -1), axis=1)
+    return np.mean(((pred - y) ** 2).reshape(len(pred), -1), axis=1)
 
 
 def regression_error_audit(ctx: registry.AuditContext) -> dict[str, np.ndarray]:
