@@ -2,7 +2,8 @@
 
 Pure metric functions over model outputs, and a registry of named audits (``registry``) that the
 experiment runner applies to the N models of a run at once (each per-model audit returns one
-value per model: ``run_models``; ``run`` is its one-model form). Every module of this package is
+value per model: ``run_models``, or ``run_finite`` over the models whose outputs are finite;
+``run`` is the one-model form). Every module of this package is
 imported here, so an audit module that registers its audits (``register``,
 ``register_ensemble``) needs no other edit.
 """
@@ -79,6 +80,7 @@ from jaxunlearn.audit.registry import (
     register_ensemble,
     run,
     run_ensemble,
+    run_finite,
     run_models,
 )
 from jaxunlearn.audit.relearn import RelearnResult, relearn_steps  # noqa: E402  (+ "relearn")
@@ -113,6 +115,7 @@ __all__ = [
     "make_predictions",
     "register",
     "run",
+    "run_finite",
     "run_models",
     "true_class_probability",
     "competition_score",

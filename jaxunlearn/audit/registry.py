@@ -435,6 +435,24 @@ def run_models(audit_names, ctx: AuditContext) -> dict[str, np.ndarray]:
     return metrics
 
 
+def run_finite(audit_names, ctx: AuditContext, ok=None) -> list[dict[str, float] | None]:
+    """The named audits of each model of ``ctx``, run once over the models that are ``ok``
+    (``[N]`` bools, or one for all; all when ``None``) and whose outputs are finite: a
+    ``{metric: float}`` per such model, ``None`` for the others (diverged: non-finite
+    parameters, or finite ones whose outputs overflow)."""
+    if ok is not None:
+        ok = np.broadcast_to(np.asarray(ok, bool), (ctx.num_models,))
+        if not ok.any():  # nothing to audit: the outputs need not even be computed
+            return [None] * ctx.num_models
+    keep = ctx.outputs_finite() if ok is None else ok & ctx.outputs_finite()
+    rows = np.flatnonzero(keep).tolist()
+    metrics = run_models(audit_names, ctx.take(rows)) if rows else {}
+    out: list[dict[str, float] | None] = [None] * ctx.num_models
+    for j, i in enumerate(rows):
+        out[i] = {name: float(values[j]) for name, values in metrics.items()}
+    return out
+
+
 def run(audit_names, ctx: AuditContext) -> dict[str, float]:
     """Runs the named audits on a one-model context: ``{metric: float}``.
 

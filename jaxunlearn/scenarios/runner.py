@@ -269,20 +269,15 @@ def _records(audits, ctx, sname: str, method: str, diverged, digest: str = "") -
     """A record per model of ``ctx`` (its seed = its group row): a model flagged in
     ``diverged`` (``[N]``, or one flag for all) or with non-finite outputs is ``diverged`` and
     keeps only its timings; the others are audited together, once, by ``audits``."""
-    # Diverged: non-finite parameters, or finite ones whose outputs overflow.
-    diverged = np.broadcast_to(np.asarray(diverged), (ctx.num_models,)) | ~ctx.outputs_finite()
-    ok = np.flatnonzero(~diverged).tolist()
-    metrics = audit_lib.run_models(audits, ctx.take(ok)) if ok else {}
-    position = {i: j for j, i in enumerate(ok)}
+    audited = audit_lib.run_finite(audits, ctx, ~np.asarray(diverged, bool))
     runtime, compile_s = ctx.per_model(ctx.runtime_s), ctx.per_model(ctx.compile_s)
     out = []
     for i, seed in enumerate(ctx.rows.tolist()):
-        if diverged[i]:
+        if audited[i] is None:
             timings = {"runtime_s": float(runtime[i]), "compile_s": float(compile_s[i])}
             out.append(Record(sname, method, seed, "diverged", timings, digest))
         else:
-            values = {name: float(v[position[i]]) for name, v in metrics.items()}
-            out.append(Record(sname, method, seed, "ok", values, digest))
+            out.append(Record(sname, method, seed, "ok", audited[i], digest))
     return out
 
 

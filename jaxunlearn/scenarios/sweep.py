@@ -244,15 +244,7 @@ def _evaluations(network, dataset, split, audits, groups, *, on: np.ndarray, tes
             predictions=predictions,
             groups={"unlearned": group},
         )
-        if ok is not None and not np.any(ok):
-            return [None] * ctx.num_models
-        keep = ctx.outputs_finite() if ok is None else np.asarray(ok) & ctx.outputs_finite()
-        rows = np.flatnonzero(keep).tolist()
-        metrics = audit_lib.run_models(audits, ctx.take(rows)) if rows else {}
-        out: list[dict[str, float] | None] = [None] * ctx.num_models
-        for j, s in enumerate(rows):
-            out[s] = {name: float(v[j]) for name, v in metrics.items()}
-        return out
+        return audit_lib.run_finite(audits, ctx, ok)
 
     return evaluate
 

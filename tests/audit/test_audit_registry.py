@@ -116,6 +116,12 @@ def test_outputs_finite_flags_each_model():
         audit.run_models(("accuracy",), ctx)
     ok = audit.run_models(("accuracy",), ctx.take(ctx.outputs_finite()))
     assert ok["RA"].shape == (2,)
+    # run_finite: the finite models audited together, each as run_models gives it; None elsewhere.
+    finite = audit.run_finite(("accuracy",), ctx)
+    assert finite[1] is None and finite[0]["RA"] == ok["RA"][0] and finite[2]["RA"] == ok["RA"][1]
+    flagged = audit.run_finite(("accuracy",), ctx, [True, True, False])  # model 2 flagged
+    assert flagged[1] is None and flagged[2] is None and flagged[0] == finite[0]
+    assert audit.run_finite(("accuracy",), ctx, False) == [None, None, None]
 
 
 def test_run_is_for_one_model_and_contexts_are_checked(monkeypatch):
