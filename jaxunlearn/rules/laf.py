@@ -250,6 +250,7 @@ def _flat_adam(optimizer: OptimizerSpec, learning_rate: float) -> optax.Gradient
     paper="Shen et al., Label-Agnostic Forgetting, ICLR 2024",
     needs_labels=False,
     retain_labels=False,
+    label_hparams=("repair",),
     cost="medium",
     task="any",
     sweepable=(

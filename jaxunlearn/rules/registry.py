@@ -35,6 +35,9 @@ class RuleInfo:
         teacher's outputs, an expected Fisher). Rules that read no retain set ignore it. What a
         fully label-free setting (a self-supervised encoder) can run: see
         :func:`jaxunlearn.repr.unlearning.label_free_names`.
+      label_hparams: boolean hyperparameters that switch on a stage reading labels (LAF's
+        ``repair``): with one set, the rule reads labels whatever the two flags above say (see
+        :meth:`label_stages`).
       needs_original_data: whether it needs data beyond the forget/retain sets (e.g. the full
         training set for importance estimates) or the original training run.
       cost: relative cost, ``"none"``, ``"low"``, ``"medium"`` or ``"high"``.
@@ -65,6 +68,7 @@ class RuleInfo:
     paper: str
     needs_labels: bool = True
     retain_labels: bool = True
+    label_hparams: tuple[str, ...] = ()
     needs_original_data: bool = False
     cost: str = "low"
     task: str = "classification"
@@ -72,6 +76,11 @@ class RuleInfo:
     run_length: Callable[..., int] | None = None
     validation_parts: tuple[str, ...] = ()
     index_sets: Callable | None = None
+
+    def label_stages(self, hparams) -> list[str]:
+        """The settings of :attr:`label_hparams` that ``hparams`` switches on (stages that read
+        labels)."""
+        return [h for h in self.label_hparams if hparams.get(h, False)]
 
     @property
     def epoch_part(self) -> str:

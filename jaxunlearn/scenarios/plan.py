@@ -674,10 +674,10 @@ def _check_availability(sname: str, scfg: dict, rules: dict) -> None:
                 f"but rule {name!r} needs one."
             )
         hp = plain(rc.get("hparams"))
-        wants_labels = info.needs_labels or bool(hp.get("repair", False))
-        if not labels and wants_labels:
+        stages = info.label_stages(hp)
+        if not labels and (info.needs_labels or stages):
             raise ValueError(
                 f"Scenario {sname!r} gives no labels (labels_available=False), but "
                 f"rule {name!r} needs them"
-                + (" for its `repair` stage." if not info.needs_labels else ".")
+                + (f" for its `{stages[0]}` stage." if not info.needs_labels else ".")
             )

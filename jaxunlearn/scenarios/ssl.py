@@ -215,26 +215,20 @@ def check_config(config) -> dict:
     u["rules"] = {k: track_config.plain(v) for k, v in track_config.plain(u["rules"]).items()}
     for name, hp in u["rules"].items():
         info = rules_lib.get(name)  # unknown names list the valid ones
-        if info.needs_labels:
+        free = unlearning.label_free_names()
+        if name not in free:
+            if info.needs_labels:
+                why = "which reads forget labels"
+            elif info.task in ("any", "classification"):
+                why = "which reads the retain set's labels; a self-supervised encoder has none"
+            else:
+                why = f"a {info.task} rule"
+            raise ValueError(f"`unlearn.rules` names {name!r}, {why} (label-free rules: {free})")
+        stages = info.label_stages(hp)
+        if stages:
             raise ValueError(
-                f"`unlearn.rules` names {name!r}, which reads forget labels; label-free rules: "
-                f"{unlearning.label_free_names()}"
-            )
-        if info.task in ("any", "classification") and name not in unlearning.label_free_names():
-            raise ValueError(
-                f"`unlearn.rules` names {name!r}, which reads the retain set's labels; a "
-                f"self-supervised encoder has none (label-free rules: "
-                f"{unlearning.label_free_names()})"
-            )
-        if hp.get("repair", False):
-            raise ValueError(
-                f"`unlearn.rules.{name}` sets `repair`, whose stage reads labels; a "
+                f"`unlearn.rules.{name}` sets `{stages[0]}`, whose stage reads labels; a "
                 "self-supervised encoder has none"
-            )
-        if name not in unlearning.label_free_names():
-            raise ValueError(
-                f"`unlearn.rules` names {name!r}, a {info.task} rule; label-free rules for an "
-                f"encoder: {unlearning.label_free_names()}"
             )
         rules_lib.registry.check_hparams(name, {**unlearning.ENCODER_SETTINGS.get(name, {}), **hp})
     cfg["unlearn"] = u
