@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
 
@@ -80,39 +81,16 @@ def digits(image_size: int = 8, channels: int = 1) -> Dataset:
     bunch = load_digits()
     x = (bunch.images / 16.0).astype(np.float32)[..., None]
     if image_size != low:
-        x = bilinear_upsample(x, int(image_size))
+        size = int(image_size)
+        # Half-pixel centres, edges clamped; convex weights, so values stay in [0, 1] (clipped
+        # against rounding).
+        x = jax.image.resize(x, (len(x), size, size, 1), "linear")
+        x = np.clip(np.asarray(x), 0.0, 1.0).astype(np.float32)
     if channels == 3:
         x = np.repeat(x, 3, axis=-1)
     y = bunch.target.astype(np.int32)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
     return Dataset("digits", x_tr, y_tr, x_te, y_te, num_classes=10)
-
-
-def bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """``[size_out, size_in]`` weights of 1-D linear interpolation with half-pixel centres: output
-    pixel ``i`` samples the input at ``(i + 0.5) * size_in / size_out - 0.5``, clamped to
-    ``[0, size_in - 1]``, from its two neighbours. Rows are convex weights (non-negative, sum 1)."""
-    pos = (np.arange(size_out, dtype=np.float64) + 0.5) * size_in / size_out - 0.5
-    pos = np.clip(pos, 0.0, size_in - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, size_in - 1)
-    frac = pos - lo
-    w = np.zeros((size_out, size_in), np.float64)
-    rows = np.arange(size_out)
-    np.add.at(w, (rows, lo), 1.0 - frac)
-    np.add.at(w, (rows, hi), frac)
-    return w
-
-
-def bilinear_upsample(x: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of ``[n, H, W, C]`` images to ``[n, size, size, C]`` (separable
-    :func:`bilinear_matrix` along each axis); values stay inside the input's range (convex
-    weights), clipped to [0, 1] against rounding."""
-    x = np.asarray(x, np.float64)
-    rows = bilinear_matrix(x.shape[1], size)
-    cols = bilinear_matrix(x.shape[2], size)
-    out = np.einsum("ih,nhwc,jw->nijc", rows, x, cols)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def diabetes() -> Dataset:

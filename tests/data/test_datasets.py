@@ -29,15 +29,20 @@ def test_the_default_is_the_native_8x8_grey_set(native):
     np.testing.assert_array_equal(explicit.y_test, native.y_test)
 
 
-def test_bilinear_weights_by_hand():
-    # 2 -> 4 pixels: samples at -0.25, 0.25, 0.75, 1.25, clamped to [0, 1].
-    np.testing.assert_allclose(
-        datasets.bilinear_matrix(2, 4), [[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]]
-    )
-    x = np.array([0.0, 1.0], np.float32).reshape(1, 2, 1, 1) * np.ones((1, 1, 2, 1), np.float32)
-    out = datasets.bilinear_upsample(x, 4)
-    np.testing.assert_allclose(out[0, :, 0, 0], [0.0, 0.25, 0.75, 1.0])
-    np.testing.assert_allclose(out[0, :, 3, 0], [0.0, 0.25, 0.75, 1.0])  # constant along W
+def test_upsampling_by_hand(native):
+    # 8 -> 16 pixels: output i samples the input at (i + 0.5) / 2 - 0.5, clamped to [0, 7]:
+    # -0.25 -> pixel 0, 0.25 -> 0.75 * p0 + 0.25 * p1, 0.75 -> 0.25 * p0 + 0.75 * p1, ...
+    x = native.x_train[0, ..., 0].astype(np.float64)
+    weights = np.zeros((16, 8))
+    for i in range(16):
+        pos = min(max((i + 0.5) / 2 - 0.5, 0.0), 7.0)
+        lo = int(np.floor(pos))
+        weights[i, lo] += 1 - (pos - lo)
+        weights[i, min(lo + 1, 7)] += pos - lo
+    np.testing.assert_allclose(weights[:3, :2], [[1, 0], [0.75, 0.25], [0.25, 0.75]])
+    expected = weights @ x @ weights.T
+    big = datasets.digits(image_size=16)
+    np.testing.assert_allclose(big.x_train[0, ..., 0], expected, atol=1e-6)
 
 
 def test_upsampled_digits_match_jax_resize_and_keep_the_split(native):
