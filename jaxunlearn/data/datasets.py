@@ -55,9 +55,8 @@ def digits(image_size: int = 8, channels: int = 1) -> Dataset:
 
     Args:
       image_size: side of the returned images, from 8 (native) to 128. Larger sizes are upsampled
-        bilinearly (:func:`bilinear_upsample`: half-pixel centres, edges clamped; the values of
-        ``jax.image.resize(..., "linear")`` when upsampling), which keeps every value in [0, 1];
-        e.g. 32 gives CIFAR-10's resolution.
+        bilinearly (``jax.image.resize(..., "linear")``: half-pixel centres, edges clamped),
+        which keeps every value in [0, 1]; e.g. 32 gives CIFAR-10's resolution.
       channels: 1 (grey) or 3 (the grey image repeated in each channel, CIFAR-10's layout).
 
     Raises:
