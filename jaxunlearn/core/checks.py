@@ -9,9 +9,19 @@ when it is concrete: ``if concrete(beta) and not 0 <= beta <= 1: raise ValueErro
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 
 
 def concrete(*values) -> bool:
     """True when none of ``values`` (or of their pytree leaves) is a JAX tracer."""
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(values))
+
+
+def check_count(value, name: str, minimum: int) -> int:
+    """``value`` as an int, or ``ValueError`` unless it is an integer >= ``minimum`` (a count of
+    steps, models, classes, ... in a config or a factory)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
+    return int(value)

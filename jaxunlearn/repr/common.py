@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.rule import BATCH_STATS_KEY, StepCounter, optimizer_step
 from jaxunlearn.core.types import Array, Batch, Outputs, PyTree, UnlearningRule, Variables
 from jaxunlearn.data import views as views_lib
@@ -59,13 +59,6 @@ def check_rate(value, name: str) -> None:
         raise ValueError(f"`{name}` must be a number in [0, 1]; got {value!r}")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must lie in [0, 1]; got {value}")
-
-
-def check_count(value, name: str, minimum: int) -> int:
-    """``value`` as an int, or ``ValueError`` unless it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def pipeline_of(views: str | Callable | None, input_shape) -> Callable:

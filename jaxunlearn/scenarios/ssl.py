@@ -70,6 +70,7 @@ from jaxunlearn import data as data_lib
 from jaxunlearn import models as models_lib
 from jaxunlearn import repr as repr_lib
 from jaxunlearn import rules as rules_lib
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.data import views as views_lib
 from jaxunlearn.data.forget import ForgetSpec, check_fields, make_split
 from jaxunlearn.repr import unlearning
@@ -133,12 +134,6 @@ KNN_K, KNN_TEMPERATURE = 20, 0.07
 MAX_QUERIES = 2048  # retain queries and CKA rows beyond this are subsampled (fixed seed)
 
 
-def _count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
 def standalone_rules() -> tuple[list[str], dict[str, str]]:
     """``(rules that train an encoder from unlabelled data alone, {other rule: why not})``,
     from the registry (rules added later are included unless they read labels)."""
@@ -159,11 +154,11 @@ def check_config(config) -> dict:
     cfg = track_config.with_defaults(config, REQUIRED, DEFAULTS, "ssl")
     data_lib.check_name(cfg["dataset"])
     models_lib.check_name(cfg["model"])
-    cfg["steps"] = _count(cfg["steps"], "steps", 1)
-    cfg["batch_size"] = _count(cfg["batch_size"], "batch_size", 2)
-    cfg["width"] = _count(cfg["width"], "width", 1)
-    cfg["probe_epochs"] = _count(cfg["probe_epochs"], "probe_epochs", 1)
-    cfg["eval_every"] = _count(cfg["eval_every"], "eval_every", 1)
+    cfg["steps"] = check_count(cfg["steps"], "steps", 1)
+    cfg["batch_size"] = check_count(cfg["batch_size"], "batch_size", 2)
+    cfg["width"] = check_count(cfg["width"], "width", 1)
+    cfg["probe_epochs"] = check_count(cfg["probe_epochs"], "probe_epochs", 1)
+    cfg["eval_every"] = check_count(cfg["eval_every"], "eval_every", 1)
     if cfg["steps"] % cfg["eval_every"]:
         raise ValueError(f"`eval_every` ({cfg['eval_every']}) must divide `steps` ({cfg['steps']})")
     if not float(cfg["supervised_learning_rate"]) > 0:
@@ -205,7 +200,7 @@ def check_config(config) -> dict:
         specs[str(label)] = spec
     u["forget"] = specs
     for k in ("steps", "forget_batch_size", "retain_batch_size"):
-        u[k] = _count(u[k], f"unlearn.{k}", 2 if k.endswith("batch_size") else 1)
+        u[k] = check_count(u[k], f"unlearn.{k}", 2 if k.endswith("batch_size") else 1)
     u["ascent"] = track_config.plain(u["ascent"])
     bad = sorted(set(u["ascent"]) - set(ASCENT_SETTINGS))
     if bad:

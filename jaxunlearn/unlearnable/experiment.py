@@ -34,6 +34,7 @@ import numpy as np
 from jaxunlearn import data as data_lib
 from jaxunlearn import ensemble
 from jaxunlearn import models as models_lib
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.scenarios import report, track_config
 from jaxunlearn.train import records as records_lib
 from jaxunlearn.unlearnable import budget, evaluate, registry
@@ -89,21 +90,12 @@ def check_config(config) -> dict:
     if bad:
         raise ValueError(f"`victim` has unknown key(s) {bad}; valid: {sorted(VICTIM_DEFAULTS)}")
     cfg["victim"] = victim = {**VICTIM_DEFAULTS, **victim}
-    for key, low, high in (
-        ("epochs", 1, None),
-        ("batch_size", 1, None),
-        ("adversarial_steps", 1, None),
-        ("jpeg_quality", 1, 100),
-    ):
-        value = victim[key]
-        if (
-            isinstance(value, bool)
-            or not float(value).is_integer()
-            or value < low
-            or (high is not None and value > high)
-        ):
-            bounds = f"in [{low}, {high}]" if high is not None else f"at least {low}"
-            raise ValueError(f"`victim.{key}` must be an integer {bounds}; got {value!r}")
+    for key in ("epochs", "batch_size", "adversarial_steps", "jpeg_quality"):
+        check_count(victim[key], f"victim.{key}", 1)
+    if victim["jpeg_quality"] > 100:
+        raise ValueError(
+            f"`victim.jpeg_quality` must be an integer in [1, 100]; got {victim['jpeg_quality']!r}"
+        )
     if not math.isfinite(float(victim["learning_rate"])) or float(victim["learning_rate"]) <= 0:
         raise ValueError(
             f"`victim.learning_rate` must be positive and finite; got {victim['learning_rate']!r}"

@@ -48,7 +48,7 @@ def test_the_tiny_config_writes_the_table_results_and_plot(tmp_path):
             r"`methods.x.hparams`: generator 'error_minimizing_noise' has no setting.*stepz.*"
             "pgd_steps",
         ),
-        ({"victim": {"epochs": 0}}, "`victim.epochs` must be an integer at least 1"),
+        ({"victim": {"epochs": 0}}, "`victim.epochs` must be an integer >= 1"),
         ({"victim": {"batch_size": 2.5}}, "`victim.batch_size`"),
         (
             {"victim": {"jpeg_quality": 101}},
