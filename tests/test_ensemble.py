@@ -164,7 +164,7 @@ def test_bad_input_names_the_argument(problem):
             epochs=1,
             batch_size=64,
         )
-    with pytest.raises(ValueError, match="`count` holds 1"):
+    with pytest.raises(ValueError, match="`count` must be an integer >= 2; got 1"):
         ensemble.replicate(net.init(jax.random.key(0)), 1)
     three = jax.vmap(net.init)(ensemble.seed_keys(3))
     with pytest.raises(ValueError, match="`variables` holds 3 models but `keys` has 2"):

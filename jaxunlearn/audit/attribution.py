@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, Variables
 
 # Adam, the optimiser the paper finds UnTrac works best with.
@@ -59,12 +60,6 @@ class UnTracResult(NamedTuple):
     spearman_untrac: float
     spearman_inv: float
     test_loss: float
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-    return int(value)
 
 
 def _positive(name: str, value) -> float:
@@ -107,7 +102,7 @@ def author_groups(author, rows, num_groups: int) -> np.ndarray:
     Raises:
       ValueError: ``num_groups < 2`` or fewer authors than groups.
     """
-    num_groups = _positive_int("num_groups", num_groups)
+    num_groups = check_count(num_groups, "num_groups", 1)
     if num_groups < 2:
         raise ValueError(f"`num_groups` must be at least 2; got {num_groups}.")
     rows = np.asarray(rows)
@@ -213,8 +208,8 @@ def untrac(
       float32 ``[K]``: the larger, the more the test behaviour rests on the dataset.
     """
     g = check_groups(groups, np.shape(x)[0])
-    steps = _positive_int("steps", steps)
-    batch_size = min(_positive_int("batch_size", batch_size), g.shape[1])
+    steps = check_count(steps, "steps", 1)
+    batch_size = min(check_count(batch_size, "batch_size", 1), g.shape[1])
     learning_rate = _positive("learning_rate", learning_rate)
     x, y = jnp.asarray(x), jnp.asarray(y)
     tx, ty = jnp.asarray(test[0]), jnp.asarray(test[1])
@@ -261,9 +256,9 @@ def untrac_inv(
     ``L(Z_k; theta') - L(Z_k; theta)`` per dataset. Arguments as :func:`untrac`
     (``batch_size`` is capped at the test set's size)."""
     g = check_groups(groups, np.shape(x)[0])
-    steps = _positive_int("steps", steps)
+    steps = check_count(steps, "steps", 1)
     tx, ty = jnp.asarray(test[0]), jnp.asarray(test[1])
-    batch_size = min(_positive_int("batch_size", batch_size), tx.shape[0])
+    batch_size = min(check_count(batch_size, "batch_size", 1), tx.shape[0])
     learning_rate = _positive("learning_rate", learning_rate)
     x, y = jnp.asarray(x), jnp.asarray(y)
 
@@ -308,8 +303,8 @@ def leave_dataset_out(
       L(Z'; theta)``, and the model trained on everything (what :func:`untrac` starts from).
     """
     g = check_groups(groups, np.shape(x)[0])
-    steps = _positive_int("steps", steps)
-    batch_size = min(_positive_int("batch_size", batch_size), g.shape[1])
+    steps = check_count(steps, "steps", 1)
+    batch_size = min(check_count(batch_size, "batch_size", 1), g.shape[1])
     learning_rate = _positive("learning_rate", learning_rate)
     x, y = jnp.asarray(x), jnp.asarray(y)
     tx, ty = jnp.asarray(test[0]), jnp.asarray(test[1])

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from jaxunlearn.audit.lm_robust import key_fact_accuracy
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.losses import IGNORE_INDEX
 from jaxunlearn.core.types import Array, Network, Variables
 
@@ -83,9 +84,8 @@ def compare_forget_sets(
 
     if not forget_sets:
         raise ValueError("`forget_sets` is empty: give at least one (tokens, labels) pair.")
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+    steps = check_count(steps, "steps", 1)
+    batch_size = check_count(batch_size, "batch_size", 1)
     sets = {name: _check_pair(f"forget_sets[{name!r}]", p) for name, p in forget_sets.items()}
     rx, ry = _check_pair("retain", retain)
     evals = {"forget": eval_forget, "retain": eval_retain}

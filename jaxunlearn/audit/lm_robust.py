@@ -46,6 +46,7 @@ import numpy as np
 
 from jaxunlearn.audit.relearn import RelearnResult, _with_eval_accuracy
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data import fictitious_variants as fv
 from jaxunlearn.data.tokenizer import ANSWER_TEMPLATE, PROMPT_TEMPLATE, Tokenizer
@@ -506,8 +507,7 @@ def in_context_recovery(
       (arXiv 2407.00106).
     """
     spec = _spec(network)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer; got {k!r}.")
+    k = check_count(k, "k", 1)
     questions, answers, key_facts = list(questions), list(answers), list(key_facts)
     self_questions = questions if self_questions is None else list(self_questions)
     n = len(questions)
@@ -599,9 +599,8 @@ def relearn_lm(
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"forget needs at least 2 facts to split into halves; got {n}.")
-    for name, value in (("max_steps", max_steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    max_steps = check_count(max_steps, "max_steps", 1)
+    batch_size = check_count(batch_size, "batch_size", 1)
     order = np.random.default_rng(seed).permutation(n)
     half_a, half_b = np.sort(order[: n // 2]), np.sort(order[n // 2 :])
     eval_y = y[half_b]
@@ -818,15 +817,10 @@ def adversarial_prompt(
       Models" (arXiv 2307.15043); ``shared/reference/lm_robust_evaluation.md`` section 11.
     """
     spec = _spec(network)
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-        raise ValueError(f"budget (search steps) must be a positive integer; got {budget!r}.")
-    for name, value in (
-        ("suffix_length", suffix_length),
-        ("top_k", top_k),
-        ("num_candidates", num_candidates),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    budget = check_count(budget, "budget", 1)
+    suffix_length = check_count(suffix_length, "suffix_length", 1)
+    top_k = check_count(top_k, "top_k", 1)
+    num_candidates = check_count(num_candidates, "num_candidates", 1)
     prefix, postfix, target = (
         np.asarray(v, np.int32).reshape(-1) for v in (prefix, postfix, target)
     )

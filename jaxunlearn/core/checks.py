@@ -19,9 +19,20 @@ def concrete(*values) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(values))
 
 
+def is_count(value, minimum: int) -> bool:
+    """Whether ``value`` is an integer (a Python or NumPy int, not a bool or a float such as
+    ``3.0``) >= ``minimum``: the test :func:`check_count` applies, for checks that report many
+    values in one message."""
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and bool(value >= minimum)
+    )
+
+
 def check_count(value, name: str, minimum: int) -> int:
     """``value`` as an int, or ``ValueError`` unless it is an integer >= ``minimum`` (a count of
     steps, models, classes, ... in a config or a factory)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if not is_count(value, minimum):
         raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
     return int(value)

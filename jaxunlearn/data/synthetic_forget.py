@@ -32,6 +32,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.losses import IGNORE_INDEX
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.data.tokenizer import Tokenizer
@@ -111,12 +112,6 @@ def deduplicate(texts: Sequence[str], *, n: int = 3, max_overlap: float = 0.5) -
     return kept
 
 
-def _check_int(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}; got {value!r}.")
-    return int(value)
-
-
 def synthetic_forget_set(
     network: Network,
     variables: Variables,
@@ -157,9 +152,9 @@ def synthetic_forget_set(
 
     if not isinstance(target, str) or not target.strip():
         raise ValueError(f"`target` must be a non-empty name; got {target!r}.")
-    samples = _check_int("samples", samples)
-    ngram = _check_int("ngram", ngram)
-    max_new_tokens = _check_int("max_new_tokens", max_new_tokens)
+    samples = check_count(samples, "samples", 1)
+    ngram = check_count(ngram, "ngram", 1)
+    max_new_tokens = check_count(max_new_tokens, "max_new_tokens", 1)
     if isinstance(templates, str) or not templates:
         raise ValueError("`templates` must be a non-empty sequence of strings with '{name}'.")
     if any(not isinstance(t, str) or "{name}" not in t for t in templates):

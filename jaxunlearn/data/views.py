@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array
 
 # pipeline(key, x[B, ...]) -> views of x, same shape and dtype.
@@ -623,9 +624,8 @@ def select_policy(
         raise ValueError(f"`criterion` must be 'accuracy' or 'loss'; got {criterion!r}")
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError(f"`eval_fraction` must lie in (0, 1); got {eval_fraction}")
-    for value, name in ((steps, "steps"), (batch_size, "batch_size")):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+    steps = check_count(steps, "steps", 1)
+    batch_size = check_count(batch_size, "batch_size", 1)
     if not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"`learning_rate` must be finite and > 0; got {learning_rate}")
     x = jnp.asarray(x)

@@ -31,6 +31,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxunlearn import xla_flags
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, Network, UnlearningRule, Variables
 from jaxunlearn.train import FitResult, fit, make_stream, multihost, records, steps_per_epoch
 
@@ -61,7 +62,7 @@ def num_models(tree) -> int:
 def replicate(variables: Variables, count: int) -> Variables:
     """``count`` copies of one model as an ensemble: unlearning runs from a single original, as in
     the NeurIPS 2023 competition (one original model, 512 unlearning runs)."""
-    _check_count(count, "count", MIN_MODELS)
+    count = check_count(count, "count", MIN_MODELS)
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (count, *jnp.shape(x))), variables)
 
 
@@ -88,13 +89,6 @@ def _initializer(init: Callable) -> Callable:
     return jax.jit(jax.vmap(init), compiler_options=xla_flags.initializer_compiler_options())
 
 
-def _check_count(count: int, name: str, min_models: int) -> None:
-    if count < min_models:
-        raise ValueError(
-            f"`{name}` holds {count} model(s); an ensemble needs at least {min_models}."
-        )
-
-
 def _check_keys(keys, min_models: int) -> int:
     shape = jnp.shape(keys)
     if not (hasattr(keys, "dtype") and jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)):
@@ -104,7 +98,10 @@ def _check_keys(keys, min_models: int) -> int:
         )
     if len(shape) != 1:
         raise ValueError(f"`keys` must have shape [num_models] (one key per model); got {shape}")
-    _check_count(shape[0], "keys", min_models)
+    if shape[0] < min_models:
+        raise ValueError(
+            f"`keys` holds {shape[0]} model(s); an ensemble needs at least {min_models}."
+        )
     return shape[0]
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from collections.abc import Callable, Sequence
 
+from jaxunlearn.core.checks import is_count
 from jaxunlearn.core.types import Network
 from jaxunlearn.models import generation, transformer
 from jaxunlearn.models.cnn import CNN
@@ -103,7 +103,7 @@ def check_settings(name: str, *, input_shape, num_outputs, **kwargs) -> None:
     if name == "transformer" and _REGISTRY[name] is _BUILTIN[name]:
         _transformer_config(input_shape, num_outputs, kwargs)
         return
-    if not _positive_int(num_outputs):
+    if not is_count(num_outputs, 1):
         raise ValueError(
             f"Model {name!r}: `num_outputs` must be a positive integer (the number of classes or "
             f"regression targets); got {num_outputs!r}."
@@ -112,7 +112,7 @@ def check_settings(name: str, *, input_shape, num_outputs, **kwargs) -> None:
         dims = None if isinstance(input_shape, str) else tuple(input_shape)
     except TypeError:  # not iterable
         dims = None
-    if not dims or not all(_positive_int(d) for d in dims):
+    if not dims or not all(is_count(d, 1) for d in dims):
         raise ValueError(
             f"Model {name!r}: `input_shape` must be a non-empty tuple of positive sizes, e.g. "
             f"(8, 8, 1); got {input_shape!r}."
@@ -134,7 +134,7 @@ def check_settings(name: str, *, input_shape, num_outputs, **kwargs) -> None:
         )
     for option, value in kwargs.items():
         widths = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-        if not all(_positive_int(w) for w in widths):
+        if not all(is_count(w, 1) for w in widths):
             raise ValueError(
                 f"Model {name!r}: option `{option}` must be positive integer width(s); "
                 f"got {value!r}."
@@ -147,7 +147,7 @@ def _transformer_config(input_shape, num_outputs, kwargs) -> TransformerConfig:
     kwargs = dict(kwargs)
     if input_shape is not None:
         dims = tuple(input_shape) if isinstance(input_shape, Sequence) else None
-        if not dims or len(dims) != 1 or not _positive_int(dims[0]):
+        if not dims or len(dims) != 1 or not is_count(dims[0], 1):
             raise ValueError(
                 f"Model 'transformer': `input_shape` must be (max_len,); got {input_shape!r}."
             )
@@ -163,10 +163,6 @@ def _transformer_config(input_shape, num_outputs, kwargs) -> TransformerConfig:
                 f"vocab_size={kwargs['vocab_size']}."
             )
     return transformer.make_config(**kwargs)
-
-
-def _positive_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 __all__ = [

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.models import transformer
 
@@ -76,12 +77,6 @@ def _spec(network: Network) -> transformer.TransformerConfig:
             f"{network.name!r} with spec {type(network.spec).__name__}."
         )
     return network.spec
-
-
-def _positive_int(name: str, value) -> int:
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-    return int(value)
 
 
 def _concrete(x) -> np.ndarray | None:
@@ -170,8 +165,8 @@ def generate(
         empty prompt; ids outside the vocabulary.
     """
     spec = _spec(network)
-    max_new_tokens = _positive_int("max_new_tokens", max_new_tokens)
-    num_samples = _positive_int("num_samples", num_samples)
+    max_new_tokens = check_count(max_new_tokens, "max_new_tokens", 1)
+    num_samples = check_count(num_samples, "num_samples", 1)
     if not isinstance(temperature, numbers.Real) or not math.isfinite(temperature):
         raise ValueError(f"`temperature` must be a finite number >= 0; got {temperature!r}.")
     if temperature < 0:
@@ -199,7 +194,7 @@ def generate(
     values = _concrete(prompts)
     if values is not None and np.any(np.all(values == spec.pad_id, 1)):
         raise ValueError("`prompts` has an empty row (only pad tokens): nothing to continue.")
-    batch_size = n if batch_size is None else _positive_int("batch_size", batch_size)
+    batch_size = n if batch_size is None else check_count(batch_size, "batch_size", 1)
     if prompt_embed_offset is None and hasattr(network.apply, "prompt_embed_offset"):
         prompt_embed_offset = network.apply.prompt_embed_offset(variables, prompts)
     if prompt_embed_offset is not None and np.shape(prompt_embed_offset) != (
@@ -416,7 +411,7 @@ def score(
     Returns:
       :class:`TokenScores`, each ``[n, T]``.
     """
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = check_count(batch_size, "batch_size", 1)
     if np.shape(tokens) != np.shape(labels) or len(np.shape(tokens)) != 2:
         raise ValueError(
             f"`tokens` {np.shape(tokens)} and `labels` {np.shape(labels)} must both be [n, T]."

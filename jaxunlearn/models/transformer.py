@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, Network
 from jaxunlearn.models import functional
 
@@ -92,10 +93,10 @@ class TransformerConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads"):
-            _check_positive(name, getattr(self, name))
+            check_count(getattr(self, name), name, 1)
         for name in ("num_kv_heads", "head_dim", "d_ff"):
             if getattr(self, name) is not None:
-                _check_positive(name, getattr(self, name))
+                check_count(getattr(self, name), name, 1)
         if self.num_kv_heads is None:
             object.__setattr__(self, "num_kv_heads", self.num_heads)
         if self.num_heads % self.num_kv_heads:
@@ -135,11 +136,6 @@ class TransformerConfig:
     @property
     def compute_dtype(self):
         return jnp.dtype(self.dtype)
-
-
-def _check_positive(name: str, value) -> None:
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
 
 
 def option_names() -> list[str]:
@@ -421,8 +417,8 @@ def init_cache(spec: TransformerConfig, batch_size: int, max_len: int | None = N
       ValueError: ``max_len`` beyond the model's context, or a non-positive size.
     """
     max_len = spec.max_len if max_len is None else max_len
-    _check_positive("batch_size", batch_size)
-    _check_positive("max_len", max_len)
+    check_count(batch_size, "batch_size", 1)
+    check_count(max_len, "max_len", 1)
     if max_len > spec.max_len:
         raise ValueError(
             f"KV cache `max_len`={max_len} is longer than the model's context "

@@ -21,13 +21,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array
-
-
-def _positive_int(value, name: str, owner: str) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
-        raise ValueError(f"{owner} `{name}` must be a positive integer; got {value!r}")
-    return int(value)
 
 
 def sequential_num_steps(
@@ -94,7 +89,10 @@ def check_num_steps(
     """
     if num_steps is None:
         return
-    num_steps = _positive_int(num_steps, "num_steps", owner)
+    try:
+        num_steps = check_count(num_steps, "num_steps", 1)
+    except ValueError as error:
+        raise ValueError(f"{owner}: {error}") from None
     if whole_epochs(num_steps, steps_per_epoch, forget_steps_per_epoch, forget_epochs) is not None:
         return
     below = 0

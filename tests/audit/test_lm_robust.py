@@ -313,7 +313,7 @@ def test_forms_and_in_context_on_the_corpus(corpus_model):
     )
     assert set(out) == {"zero_shot", "k_shot", "self"}
     assert all(v.shape == (len(records),) for v in out.values())
-    with pytest.raises(ValueError, match="k must"):
+    with pytest.raises(ValueError, match="`k` must be an integer >= 1; got 0"):
         audit.in_context_recovery(
             net, variables, tok, ["q"], ["a"], ["a"], pool=(["q"], ["a"]), k=0
         )

@@ -1,0 +1,135 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxunlearn import ensemble, models
+from jaxunlearn.audit import attribution, forget_sets, lm_robust
+from jaxunlearn.core.checks import check_count, concrete, is_count
+from jaxunlearn.data import synthetic_forget, views
+from jaxunlearn.models import generation, transformer
+from jaxunlearn.rules import passes
+
+
+@pytest.mark.parametrize(
+    "value, minimum, expected",
+    [(3, 1, True), (np.int64(3), 1, True), (0, 0, True), (0, 1, False), (-2, -3, True),
+     (1, 2, False), (2.0, 1, False), (True, 0, False), (False, 0, False), ("3", 1, False),
+     (None, 0, False), (np.asarray(3), 1, False), (jnp.asarray(3), 1, False)],
+)  # fmt: skip
+def test_is_count(value, minimum, expected):
+    assert is_count(value, minimum) is expected
+
+
+def test_check_count_returns_a_python_int_and_names_the_argument():
+    out = check_count(np.int32(7), "steps", 1)
+    assert out == 7 and type(out) is int
+    assert check_count(0, "eval_every", 0) == 0
+    with pytest.raises(ValueError, match=r"^`steps` must be an integer >= 1; got 0$"):
+        check_count(0, "steps", 1)
+    with pytest.raises(ValueError, match=r"^`num_views` must be an integer >= 2; got 2\.0$"):
+        check_count(2.0, "num_views", 2)
+    with pytest.raises(ValueError, match=r"^`count` must be an integer >= 1; got True$"):
+        check_count(True, "count", 1)
+
+
+def test_concrete():
+    assert concrete(1.0, {"a": jnp.ones(2)})
+    assert jax.jit(lambda x: jnp.asarray(concrete(x)))(1.0).item() is False
+
+
+def _transformer():
+    return models.make_network(
+        "transformer", vocab_size=16, max_len=8, d_model=16, num_layers=1, num_heads=2
+    )
+
+
+_PROMPTS = np.ones((1, 2), np.int32)
+
+# Every former private copy of the count check now goes through check_count: a float count (even
+# a whole one) and a bool are refused with the argument's name. Each call fails at its checks,
+# before any compute.
+SITES = {
+    "attribution.author_groups": (
+        lambda n: attribution.author_groups(np.zeros(4, int), np.arange(4), n),
+        "`num_groups` must be an integer >= 1",
+    ),
+    "passes.check_num_steps": (
+        lambda n: passes.check_num_steps("scrub", "scrub_num_steps", n, 3, 2),
+        "^scrub: `num_steps` must be an integer >= 1",
+    ),
+    "generation.generate": (
+        lambda n: generation.generate(_transformer(), None, _PROMPTS, key=None, max_new_tokens=n),
+        "`max_new_tokens` must be an integer >= 1",
+    ),
+    "generation.score": (
+        lambda n: generation.score(_transformer(), None, _PROMPTS, _PROMPTS, batch_size=n),
+        "`batch_size` must be an integer >= 1",
+    ),
+    "transformer.make_config": (
+        lambda n: transformer.make_config(vocab_size=16, max_len=8, num_layers=n),
+        "`num_layers` must be an integer >= 1",
+    ),
+    "transformer.init_cache": (
+        lambda n: transformer.init_cache(_transformer().spec, n),
+        "`batch_size` must be an integer >= 1",
+    ),
+    "models.check_settings": (
+        lambda n: models.check_settings("mlp", input_shape=(8,), num_outputs=n),
+        "`num_outputs` must be a positive integer",
+    ),
+    "models.check_settings (widths)": (
+        lambda n: models.check_settings("mlp", input_shape=(8,), num_outputs=2, hidden=(4, n)),
+        "option `hidden` must be positive integer width",
+    ),
+    "ensemble.replicate": (
+        lambda n: ensemble.replicate({"params": {"w": jnp.zeros(1)}}, n),
+        "`count` must be an integer >= 2",
+    ),
+    "synthetic_forget.synthetic_forget_set": (
+        lambda n: synthetic_forget.synthetic_forget_set(None, None, None, "Ada", key=None, ngram=n),
+        "`ngram` must be an integer >= 1",
+    ),
+    "forget_sets.compare_forget_sets": (
+        lambda n: forget_sets.compare_forget_sets(
+            None,
+            None,
+            {"t": None},
+            retain=None,
+            eval_forget=None,
+            eval_retain=None,
+            steps=n,
+            batch_size=8,
+            key=None,
+        ),
+        "`steps` must be an integer >= 1",
+    ),  # fmt: skip
+    "lm_robust.relearn_lm": (
+        lambda n: lm_robust.relearn_lm(
+            _transformer(),
+            None,
+            (_PROMPTS.repeat(2, 0), _PROMPTS.repeat(2, 0)),
+            batch_size=n,
+            key=None,
+        ),
+        "`batch_size` must be an integer >= 1",
+    ),  # fmt: skip
+    "lm_robust.adversarial_prompt": (
+        lambda n: lm_robust.adversarial_prompt(
+            _transformer(), None, [1], [2], [3], budget=4, key=None, top_k=n
+        ),
+        "`top_k` must be an integer >= 1",
+    ),
+    "views.select_policy": (
+        lambda n: views.select_policy(["digits"], jnp.zeros((4, 8, 8, 1)), key=None, steps=n),
+        "`steps` must be an integer >= 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", [2.0, True])
+@pytest.mark.parametrize("site", sorted(SITES))
+def test_every_former_copy_refuses_floats_and_bools(site, bad):
+    call, message = SITES[site]
+    with pytest.raises(ValueError, match=message):
+        call(bad)
