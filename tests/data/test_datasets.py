@@ -1,5 +1,5 @@
-"""``digits(image_size=..., channels=...)``: the upsampled digits of the unlearnable-examples
-experiment at CIFAR-10's resolution."""
+"""``digits(image_size=..., channels=..., canvas=...)``: the upsampled digits of the
+unlearnable-examples experiment at CIFAR-10's resolution, and the translated digits."""
 
 import jax
 import jax.numpy as jnp
@@ -78,8 +78,59 @@ def test_data_kwargs_reach_the_digits_loader():
         ({"image_size": True}, r"`image_size` must be an integer"),
         ({"channels": 2}, r"`channels` must be 1 or 3; got 2"),
         ({"channels": 0}, r"`channels` must be 1 or 3"),
+        ({"canvas": 7}, r"`canvas` must be None or an integer in \[image_size=8, 128\].*got 7"),
+        ({"image_size": 16, "canvas": 12}, r"`canvas` .*\[image_size=16, 128\]"),
+        ({"canvas": 256}, r"`canvas` must be"),
+        ({"canvas": 16.0}, r"`canvas` must be"),
+        ({"canvas": True}, r"`canvas` must be"),
     ],
 )
 def test_bad_sizes_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         datasets.digits(**kwargs)
+
+
+def _outside(image, a, b):
+    """``image`` with its 8x8 window at ``(a, b)`` blanked."""
+    rest = image.copy()
+    rest[a : a + 8, b : b + 8] = 0
+    return rest
+
+
+def test_translated_digits_paste_each_digit_whole_at_a_random_position(native):
+    moved = datasets.digits(canvas=14, placement_seed=3)
+    assert moved.x_train.shape == (1437, 14, 14, 1) and moved.x_test.shape == (360, 14, 14, 1)
+    np.testing.assert_array_equal(moved.y_train, native.y_train)  # the same split, same order
+    corners = set()
+    for big, small in [(moved.x_train[i], native.x_train[i]) for i in range(0, 1437, 7)] + [
+        (moved.x_test[i], native.x_test[i]) for i in range(0, 360, 7)
+    ]:
+        # Exactly one 8x8 window holds the native digit, and nothing lies outside it.
+        hits = [
+            (a, b)
+            for a in range(7)
+            for b in range(7)
+            if np.array_equal(big[a : a + 8, b : b + 8], small)
+            and not _outside(big, a, b).any()
+        ]
+        assert hits, "a digit is not pasted whole"
+        corners.add(hits[0])
+    assert len(corners) > 30  # positions spread over the 7x7 possible corners
+    rows = moved.x_train[..., 0].sum(2)  # ink lands in every row somewhere across the set
+    assert (rows.sum(0) > 0).all()
+    # Deterministic per seed; another seed moves the digits.
+    np.testing.assert_array_equal(datasets.digits(canvas=14, placement_seed=3).x_test, moved.x_test)
+    assert not np.array_equal(datasets.digits(canvas=14, placement_seed=4).x_test, moved.x_test)
+    # A canvas of the image's own size places nothing.
+    np.testing.assert_array_equal(datasets.digits(canvas=8).x_train, native.x_train)
+
+
+def test_translated_digits_combine_with_upsampling_and_channels():
+    d = datasets.digits(image_size=16, channels=3, canvas=24)
+    assert d.x_train.shape == (1437, 24, 24, 3)
+    np.testing.assert_array_equal(d.x_train[..., 0], d.x_train[..., 1])
+    up = datasets.digits(image_size=16)
+    # Every pasted 16x16 digit carries all of the upsampled image's ink.
+    np.testing.assert_allclose(
+        d.x_train[:40, ..., 0].sum((1, 2)), up.x_train[:40, ..., 0].sum((1, 2)), rtol=1e-5
+    )

@@ -86,3 +86,10 @@ def test_every_config_variant_checks_and_builds(variant):
     assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
     if variant == "cnn32":
         assert ds.input_shape == (32, 32, 1) and cfg["model"] == "cnn"
+    if variant == "translated":
+        assert ds.input_shape == (16, 16, 1)
+        # The translated variant changes the data only: the same methods and victims.
+        default = experiment.check_config(config_module.get_config())
+        assert {k: v for k, v in cfg.items() if k != "data_kwargs"} == {
+            k: v for k, v in default.items() if k != "data_kwargs"
+        }
