@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxunlearn.audit.competition import logit_scaled_confidence
+from jaxunlearn.core.checks import check_count
 
 # KL(unlearned || oracle), and data-unlearning-bench's published KL(oracle || unlearned).
 DIRECTIONS = ("unlearned_vs_oracle", "oracle_vs_unlearned")
@@ -147,9 +148,7 @@ def klom(
             "unlearned_margins and oracle_margins must have the same number of examples, got "
             f"{u.shape} and {o.shape}."
         )
-    if int(bins) != bins or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins}.")
-    bins = int(bins)
+    bins = check_count(bins, "bins", 1)
     if not clip > 0:
         raise ValueError(f"clip must be positive, got {clip}.")
     if not 0 < floor < 1:

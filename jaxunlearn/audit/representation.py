@@ -59,6 +59,7 @@ import optax
 
 from jaxunlearn.audit import registry
 from jaxunlearn.audit.membership import zrf_score
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.losses import linear_cka_core  # noqa: F401  (re-exported here)
 from jaxunlearn.core.types import Array
 
@@ -144,13 +145,12 @@ def linear_cka(x, y, *, batch_size: int | None = None) -> float:
         raise ValueError(f"linear_cka needs at least 2 rows, got {n}.")
     if batch_size is None:
         return float(linear_cka_core(jnp.asarray(x), jnp.asarray(y)))
-    if int(batch_size) != batch_size or batch_size < 2:
-        raise ValueError(f"batch_size must be an integer >= 2, got {batch_size}.")
+    batch_size = check_count(batch_size, "batch_size", 2)
     values = [
         float(
             linear_cka_core(jnp.asarray(x[s : s + batch_size]), jnp.asarray(y[s : s + batch_size]))
         )
-        for s in range(0, n, int(batch_size))
+        for s in range(0, n, batch_size)
         if min(n, s + batch_size) - s >= 2
     ]
     return float(np.mean(values))
@@ -218,18 +218,16 @@ def weighted_knn_accuracy(
       ICCV 2021, ``eval_knn.py``; da Costa et al., solo-learn (JMLR 2022), ``solo/utils/knn.py``.
     """
     train, ytr, test, yte = _train_test(train_features, train_labels, test_features, test_labels)
-    if int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k}.")
+    k = check_count(k, "k", 1)
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}.")
-    if int(chunk_size) != chunk_size or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
-    k = min(int(k), train.shape[0])
+    chunk_size = check_count(chunk_size, "chunk_size", 1)
+    k = min(k, train.shape[0])
     num_classes = int(max(ytr.max(), yte.max())) + 1
     train_n = _l2_normalise(jnp.asarray(train))
     test_n = _l2_normalise(jnp.asarray(test))
     ytr_j = jnp.asarray(ytr)
-    chunk = min(int(chunk_size), test.shape[0])
+    chunk = min(chunk_size, test.shape[0])
     correct = 0
     for start in range(0, test.shape[0], chunk):
         block = test_n[start : start + chunk]
@@ -348,10 +346,8 @@ def linear_probe_accuracy(
       ``scripts/linear/imagenet-100/*.yaml``.
     """
     train, ytr, test, yte = _train_test(train_features, train_labels, test_features, test_labels)
-    if int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs}.")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+    epochs = check_count(epochs, "epochs", 1)
+    batch_size = check_count(batch_size, "batch_size", 1)
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate}.")
     if not weight_decay >= 0:
@@ -370,8 +366,8 @@ def linear_probe_accuracy(
         jnp.asarray(ytr),
         jax.random.PRNGKey(seed),
         num_classes=num_classes,
-        epochs=int(epochs),
-        batch_size=min(int(batch_size), train.shape[0]),
+        epochs=epochs,
+        batch_size=min(batch_size, train.shape[0]),
         learning_rate=float(learning_rate),
         weight_decay=float(weight_decay),
     )

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.rule import StepCounter
 from jaxunlearn.core.types import Array, Batch, Metrics, PyTree, UnlearningRule, Variables
 
@@ -441,8 +442,7 @@ def saliency_masked(
       An :class:`UnlearningRule` (a :func:`phases` of scoring then masked unlearning).
     """
     fraction = check_mask_fraction(fraction)
-    if isinstance(score_steps, bool) or int(score_steps) != score_steps or score_steps < 1:
-        raise ValueError(f"`score_steps` must be a positive integer; got {score_steps!r}")
+    score_steps = check_count(score_steps, "score_steps", 1)
 
     def init(variables: Variables, *, key: Array | None = None) -> ScoringState:
         del key
@@ -459,4 +459,4 @@ def saliency_masked(
             score.finalize(previous.accumulator, variables["params"]), fraction
         )
 
-    return phases((int(score_steps), UnlearningRule(init, update)), (None, _hold(rule, mask_of)))
+    return phases((score_steps, UnlearningRule(init, update)), (None, _hold(rule, mask_of)))

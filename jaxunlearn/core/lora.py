@@ -33,6 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.combinators import compile_patterns, leaf_paths, path_matches
 from jaxunlearn.core.rule import BATCH_STATS_KEY, StepCounter, grad_parts
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
@@ -67,8 +68,10 @@ def init_adapters(params: PyTree, targets: str | Sequence[str], rank: int, key: 
       ValueError: when ``targets`` matches nothing or a leaf that is not a 2-D float matrix, or
         when ``rank`` is not a positive integer.
     """
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"lora `rank` must be a positive integer; got {rank!r}")
+    try:
+        rank = check_count(rank, "rank", 1)
+    except ValueError as error:
+        raise ValueError(f"lora: {error}") from None
     hits = path_matches(params, targets)
     adapters = {}
     picked = [
@@ -159,8 +162,10 @@ def lora(
             "lora wraps a rule built by rule_from_loss or rule_from_grads (its loss gradient and "
             f"optimizer are reused); got {rule!r}"
         )
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"lora `rank` must be a positive integer; got {rank!r}")
+    try:
+        rank = check_count(rank, "rank", 1)
+    except ValueError as error:
+        raise ValueError(f"lora: {error}") from None
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"lora `alpha` must be a finite positive number; got {alpha!r}")
     compile_patterns(targets, "targets")

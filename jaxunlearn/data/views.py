@@ -314,8 +314,7 @@ def cutout(key: Array, image: Array, *, size: int = 3, p: float = 0.5) -> Array:
     with probability ``p`` (DeVries and Taylor, 2017)."""
     _check_image(image, "cutout")
     _check_probability(p, "p")
-    if int(size) != size or size < 1:
-        raise ValueError(f"`size` must be a positive integer; got {size}")
+    size = check_count(size, "size", 1)
     height, width = image.shape[:2]
     u = _uniforms(key, 3)
     cy = jnp.minimum(jnp.floor(u[1] * height), height - 1).astype(jnp.int32)
@@ -464,10 +463,9 @@ def make_views(pipeline: str | Pipeline, key: Array, x: Array, num_views: int = 
       ValueError: for an unknown pipeline or ``num_views < 1``.
     """
     fn = get(pipeline)
-    if isinstance(num_views, bool) or int(num_views) != num_views or num_views < 1:
-        raise ValueError(f"`num_views` must be a positive integer; got {num_views!r}")
+    num_views = check_count(num_views, "num_views", 1)
     # One traced pipeline vmapped over the views (not one copy per view: compile time).
-    return jax.vmap(fn, in_axes=(0, None))(jax.random.split(key, int(num_views)), x)
+    return jax.vmap(fn, in_axes=(0, None))(jax.random.split(key, num_views), x)
 
 
 # ------------------------------------------------------------ rotations and policy selection

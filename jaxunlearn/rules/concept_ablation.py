@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxunlearn.core import losses
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.combinators import one_shot, phases
 from jaxunlearn.core.types import Array, UnlearningRule
 from jaxunlearn.models import value_vectors
@@ -135,8 +135,10 @@ def concept_ablation(
       Hong et al. 2024, ConceptVectors (``forget.py``: Needle); Geva et al. 2022 (value vectors).
     """
     del apply
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"top (vectors ablated) must be a positive integer; got {top!r}.")
+    try:
+        top = check_count(top, "top", 1)
+    except ValueError as error:
+        raise ValueError(f"concept_ablation: {error} (value vectors ablated)") from None
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
     if concrete(noise_scale) and not float(noise_scale) >= 0:

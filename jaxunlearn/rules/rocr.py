@@ -66,7 +66,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.combinators import one_shot, phases
 from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules import registry
@@ -268,8 +268,10 @@ def rocr(
     """
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
         raise ValueError(f"layer must be a non-negative integer or None; got {layer!r}.")
-    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 1:
-        raise ValueError(f"max_positions must be a positive integer; got {max_positions!r}.")
+    try:
+        max_positions = check_count(max_positions, "max_positions", 1)
+    except ValueError as error:
+        raise ValueError(f"rocr: {error} (concept positions redirected at most)") from None
     for name, value in (("regularisation", regularisation), ("key_ridge", key_ridge)):
         if concrete(value) and not float(value) > 0:
             raise ValueError(f"{name} must be positive; got {value!r}.")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.combinators import MaskScore, check_mask_fraction, saliency_masked
 from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules import registry
@@ -149,9 +150,10 @@ def _masked_rule(
 ) -> UnlearningRule:
     """``inner`` under the top ``mask_fraction`` of ``score`` over the first ``mask_steps``."""
     mask_fraction = check_mask_fraction(mask_fraction)
-    if isinstance(mask_steps, bool) or int(mask_steps) != mask_steps or mask_steps < 1:
-        raise ValueError(f"{owner} `mask_steps` must be a positive integer; got {mask_steps!r}")
-    mask_steps = int(mask_steps)
+    try:
+        mask_steps = check_count(mask_steps, "mask_steps", 1)
+    except ValueError as error:
+        raise ValueError(f"{owner}: {error}") from None
     if num_steps is not None and num_steps <= mask_steps:
         raise ValueError(
             f"{owner} runs {num_steps} steps, all spent scoring the mask "

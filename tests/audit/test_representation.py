@@ -125,7 +125,7 @@ def test_knn_bad_input():
         weighted_knn_accuracy(x, y, np.zeros((2, 2)), np.zeros(2, int))
     with pytest.raises(ValueError, match="train_labels"):
         weighted_knn_accuracy(x, np.zeros(3, int), x, y)
-    with pytest.raises(ValueError, match="k must"):
+    with pytest.raises(ValueError, match="`k` must"):
         weighted_knn_accuracy(x, y, x, y, k=0)
     with pytest.raises(ValueError, match="temperature"):
         weighted_knn_accuracy(x, y, x, y, temperature=0.0)

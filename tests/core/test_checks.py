@@ -3,8 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxunlearn import ensemble, models
-from jaxunlearn.audit import attribution, forget_sets, lm_robust
+from jaxunlearn import ensemble, models, rules
+from jaxunlearn.audit import attribution, forget_sets, lm_robust, representation
+from jaxunlearn.audit.klom import klom
+from jaxunlearn.core import combinators, lora
 from jaxunlearn.core.checks import check_count, concrete, is_count
 from jaxunlearn.data import synthetic_forget, views
 from jaxunlearn.models import generation, transformer
@@ -45,6 +47,8 @@ def _transformer():
 
 
 _PROMPTS = np.ones((1, 2), np.int32)
+_FEATURES, _LABELS = np.eye(4, 3), np.arange(4) % 2
+_IMAGE = jnp.zeros((8, 8, 1))
 
 # Every former private copy of the count check now goes through check_count: a float count (even
 # a whole one) and a bool are refused with the argument's name. Each call fails at its checks,
@@ -123,6 +127,72 @@ SITES = {
     "views.select_policy": (
         lambda n: views.select_policy(["digits"], jnp.zeros((4, 8, 8, 1)), key=None, steps=n),
         "`steps` must be an integer >= 1",
+    ),
+    "klom.klom": (
+        lambda n: klom(np.zeros((2, 1)), np.zeros((2, 1)), bins=n),
+        "`bins` must be an integer >= 1",
+    ),
+    "representation.linear_cka": (
+        lambda n: representation.linear_cka(_FEATURES, _FEATURES, batch_size=n),
+        "`batch_size` must be an integer >= 2",
+    ),
+    "representation.weighted_knn_accuracy (k)": (
+        lambda n: representation.weighted_knn_accuracy(_FEATURES, _LABELS, _FEATURES, _LABELS, k=n),
+        "`k` must be an integer >= 1",
+    ),
+    "representation.weighted_knn_accuracy (chunk_size)": (
+        lambda n: representation.weighted_knn_accuracy(
+            _FEATURES, _LABELS, _FEATURES, _LABELS, chunk_size=n
+        ),
+        "`chunk_size` must be an integer >= 1",
+    ),
+    "representation.linear_probe_accuracy (epochs)": (
+        lambda n: representation.linear_probe_accuracy(
+            _FEATURES, _LABELS, _FEATURES, _LABELS, epochs=n
+        ),
+        "`epochs` must be an integer >= 1",
+    ),
+    "representation.linear_probe_accuracy (batch_size)": (
+        lambda n: representation.linear_probe_accuracy(
+            _FEATURES, _LABELS, _FEATURES, _LABELS, batch_size=n
+        ),
+        "`batch_size` must be an integer >= 1",
+    ),
+    "views.cutout": (
+        lambda n: views.cutout(None, _IMAGE, size=n),
+        "`size` must be an integer >= 1",
+    ),
+    "views.make_views": (
+        lambda n: views.make_views("digits", None, _IMAGE[None], n),
+        "`num_views` must be an integer >= 1",
+    ),
+    "combinators.saliency_masked": (
+        lambda n: combinators.saliency_masked(None, score=None, fraction=0.5, score_steps=n),
+        "`score_steps` must be an integer >= 1",
+    ),
+    "salun (mask_steps)": (
+        lambda n: rules.salun(None, num_classes=2, mask_steps=n),
+        "^salun: `mask_steps` must be an integer >= 1",
+    ),
+    "weight_attribution_mask (mask_steps)": (
+        lambda n: rules.weight_attribution_mask(None, mask_steps=n),
+        "^weight_attribution_mask: `mask_steps` must be an integer >= 1",
+    ),
+    "rocr": (
+        lambda n: rules.rocr(None, num_classes=16, max_positions=n),
+        r"^rocr: `max_positions` must be an integer >= 1; got .* \(concept positions",
+    ),
+    "concept_ablation": (
+        lambda n: rules.concept_ablation(None, num_classes=16, top=n),
+        r"^concept_ablation: `top` must be an integer >= 1; got .* \(value vectors ablated\)$",
+    ),
+    "lora.init_adapters": (
+        lambda n: lora.init_adapters({"w": jnp.zeros((2, 2))}, "w", n, None),
+        "^lora: `rank` must be an integer >= 1",
+    ),
+    "lora.lora": (
+        lambda n: lora.lora(rules.gradient_ascent(None), rank=n),
+        "^lora: `rank` must be an integer >= 1",
     ),
 }
 
