@@ -110,8 +110,7 @@ def test_translated_digits_paste_each_digit_whole_at_a_random_position(native):
             (a, b)
             for a in range(7)
             for b in range(7)
-            if np.array_equal(big[a : a + 8, b : b + 8], small)
-            and not _outside(big, a, b).any()
+            if np.array_equal(big[a : a + 8, b : b + 8], small) and not _outside(big, a, b).any()
         ]
         assert hits, "a digit is not pasted whole"
         corners.add(hits[0])
