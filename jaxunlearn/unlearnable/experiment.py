@@ -5,7 +5,9 @@ protected; victims are trained from scratch on mixes of protected and clean data
 fraction (1.0 = all protected), over ``seeds`` seeds, under each countermeasure, all fractions and
 seeds of one (method, countermeasure) pair in one vmapped program
 (:func:`~jaxunlearn.unlearnable.evaluate.train_victims`). References: victims trained on the
-clean data (``clean``: the ``TA@0%`` column, under each countermeasure) and on the clean part alone
+clean data (``clean``: the ``TA@0%`` column, under each countermeasure; adversarial training at
+a method's own budget, when it differs from ``epsilon``, puts its clean reference in that method's
+row) and on the clean part alone
 (``clean_part_alone``: the accuracy a victim gets when the protected part teaches it nothing).
 
 A clean validation set (``validation_fraction`` of the training data, never protected and never
@@ -283,11 +285,17 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
         datasets = [evaluate.mix(x, p.x, m) for p, m in zip(protected, masks, strict=True)]
         for cm in cfg["countermeasures"]:
             t0 = time.perf_counter()
-            acc, div = test(victims.train(cm, datasets, y, keys, epsilon=hparams["epsilon"]))
-            records += _records(label, cm, acc, div, columns, seeds)
+            # Adversarial training at a budget other than the clean reference's gets its own
+            # clean reference (TA@0% of this row), trained in the same program.
+            own = cm == "adversarial_training" and not math.isclose(
+                hparams["epsilon"], cfg["epsilon"]
+            )
+            sets, cols = ([x], [column(0.0)]) if own else ([], [])
+            acc, div = test(victims.train(cm, sets + datasets, y, keys, epsilon=hparams["epsilon"]))
+            records += _records(label, cm, acc, div, cols + columns, seeds)
             log(
                 f"  [unlearnable] {label} / {cm}: "
-                f"{dict(zip(columns, acc.mean(1).round(1).tolist(), strict=True))} "
+                f"{dict(zip(cols + columns, acc.mean(1).round(1).tolist(), strict=True))} "
                 f"({time.perf_counter() - t0:.1f}s)"
             )
 
@@ -308,7 +316,8 @@ def run(config, workdir: str, *, stream=None, log=None) -> list[report.Record]:
 
 LEGEND = (
     "TA@r% = clean test accuracy (percent, mean±std over seeds) of a victim trained from scratch "
-    "when a share r of its training set is protected (TA@0%: clean training). Rows: generator "
+    "when a share r of its training set is protected (TA@0%: clean training; in a method's row, "
+    "adversarial training at that method's budget). Rows: generator "
     "(scenario column) x countermeasure (method column); clean_part_alone = trained on the "
     "unprotected part only (what the victim gets if protected data teaches nothing). Lower is "
     "better for the data owner."
@@ -359,7 +368,8 @@ def write(records, generation, workdir, cfg, *, stream=None) -> dict[str, str]:
 
 def plot(records, path: str, fractions, countermeasures) -> str:
     """Clean test accuracy vs protected fraction: one panel per countermeasure, one line per
-    method starting from clean training (at 0); the clean part alone (dashed) on the plain
+    method starting from clean training (at 0: the row's own ``TA@0%`` where it has one, i.e.
+    adversarial training at the method's budget); the clean part alone (dashed) on the plain
     training panel."""
     import matplotlib
 
@@ -380,7 +390,8 @@ def plot(records, path: str, fractions, countermeasures) -> str:
         clean = summary.get(("clean", cm), {}).get("stats", {}).get(column(0.0))
         for method in methods:
             stats = summary.get((method, cm), {}).get("stats", {})
-            pts = [(0.0, clean)] + [(f, stats.get(column(f))) for f in fractions]
+            start = stats.get(column(0.0), clean)  # a row's own clean reference, if it has one
+            pts = [(0.0, start)] + [(f, stats.get(column(f))) for f in fractions]
             pts = sorted((f, s) for f, s in pts if s is not None)
             ax.errorbar(
                 [100 * f for f, _ in pts],

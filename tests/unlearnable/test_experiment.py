@@ -29,6 +29,26 @@ def test_the_tiny_config_writes_the_table_results_and_plot(tmp_path):
     assert "TA@100%" in (tmp_path / "results.txt").read_text()
 
 
+def test_adversarial_training_at_a_methods_own_budget_has_its_own_clean_reference(tmp_path):
+    cfg = config_module.get_config("tiny")
+    cfg.fractions = (1.0,)
+    cfg.countermeasures = ("adversarial_training",)
+    cfg.victim.adversarial_steps = 1
+    cfg.methods = {
+        "same": {"generator": "bayes_error_noise", "hparams": {"steps": 1}},
+        "big": {"generator": "bayes_error_noise", "hparams": {"steps": 1, "epsilon": 16 / 255}},
+    }
+    records = experiment.run(cfg, str(tmp_path), log=lambda m: None)
+    metrics = {(r.scenario, r.method): r.metrics for r in records}
+    assert set(metrics["clean", "adversarial_training"]) == {"TA@0%"}
+    assert set(metrics["same", "adversarial_training"]) == {"TA@100%"}  # the clean row's budget
+    big = metrics["big", "adversarial_training"]
+    assert set(big) == {"TA@0%", "TA@100%"} and 0 <= big["TA@0%"] <= 100
+    # A different budget trains a different clean victim.
+    assert big["TA@0%"] != metrics["clean", "adversarial_training"]["TA@0%"]
+    assert os.path.getsize(tmp_path / "results.png") > 0
+
+
 @pytest.mark.parametrize(
     "override, match",
     [
