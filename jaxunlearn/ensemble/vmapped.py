@@ -236,9 +236,7 @@ def train(
     """
     count = _check_keys(keys, min_models)
     arrays, _ = _per_model_index({"retain": index}, count)
-    epochs = int(epochs)
-    if epochs < 0:
-        raise ValueError(f"`epochs` must be non-negative; got {epochs}")
+    epochs = check_count(epochs, "epochs", 0)
     num_steps = epochs * steps_per_epoch(arrays["retain"].shape[-1], int(batch_size))
     variables = _initializer(network.init)(keys)
     return _fit_ensemble(

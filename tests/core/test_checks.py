@@ -7,15 +7,24 @@ from experiments.configs import default as default_config
 from experiments.configs import lm_fictitious as lm_config
 from experiments.configs import unlearnable as unlearnable_config
 from jaxunlearn import ensemble, models, rules, scenarios
-from jaxunlearn.audit import attribution, forget_sets, lm_robust, relearn, representation
+from jaxunlearn.audit import (
+    attribution,
+    competition,
+    forget_sets,
+    lm_robust,
+    relearn,
+    representation,
+)
 from jaxunlearn.audit.klom import klom
-from jaxunlearn.core import combinators, lora
+from jaxunlearn.core import combinators, lm_losses, lora
 from jaxunlearn.core.checks import check_count, concrete, is_count
-from jaxunlearn.data import synthetic_forget, views
+from jaxunlearn.data import anti_samples, augment, synthetic_forget, views
 from jaxunlearn.models import generation, transformer
 from jaxunlearn.rules import passes
+from jaxunlearn.rules.unsir import reference_retain_subsample
 from jaxunlearn.scenarios.artefacts import role_keys
 from jaxunlearn.scenarios.lm import lm_plan
+from jaxunlearn.scenarios.lm.benchmark import passage_windows
 from jaxunlearn.scenarios.lm_robust.benchmark import check_variants
 from jaxunlearn.unlearnable import (
     bayes_error,
@@ -327,6 +336,118 @@ SITES = {
             "relearn_steps",
         )
     },  # fmt: skip
+    # Rules (messages keep the rule's name) and the other private copies.
+    **{
+        f"{rule} ({name})": (
+            lambda n, rule=rule, name=name, given=given: getattr(rules, rule)(
+                None, **{**given, name: n}
+            ),
+            f"^{owner}: `{name}` must be an integer >= {minimum}",
+        )
+        for rule, owner, name, minimum, given in [
+            ("l1_sparse", "l1_sparse", "num_steps", 1, {"steps_per_epoch": 2}),
+            ("l1_sparse", "l1_sparse", "steps_per_epoch", 1, {"num_steps": 2}),
+            ("adapt_then_unlearn", "adapt_then_unlearn", "num_adapted", 1, {"num_steps": 4}),
+            ("adapt_then_unlearn", "adapt_then_unlearn", "num_steps", 1, {}),
+            (
+                "influence_unlearning",
+                "influence_unlearning",
+                "num_samples",
+                1,
+                {"forget_fraction": 0.1},
+            ),
+            ("unsir", "unsir", "noise_batch_size", 1, {"steps_per_epoch": 2, "input_shape": (2,)}),
+            ("unsir", "unsir", "noise_steps", 0, {"steps_per_epoch": 2, "input_shape": (2,)}),
+            ("scrub", "scrub", "msteps", 0, {"steps_per_epoch": 2}),
+            ("scrub", "scrub", "max_steps_per_epoch", 1, {"steps_per_epoch": 2}),
+            ("scrub", "scrub", "steps_per_epoch", 1, {}),
+            (
+                "scrub",
+                "scrub",
+                "forget_steps_per_epoch",
+                1,
+                {"steps_per_epoch": 2, "schedule": "reference"},
+            ),
+            (
+                "random_label",
+                "random_label",
+                "steps_per_epoch",
+                1,
+                {"num_classes": 2, "mode": "sequential", "forget_steps_per_epoch": 2},
+            ),
+            (
+                "random_label",
+                "random_label",
+                "forget_steps_per_epoch",
+                1,
+                {"num_classes": 2, "mode": "sequential", "steps_per_epoch": 2},
+            ),
+            ("label_agnostic_forgetting", "label_agnostic_forgetting", "num_steps", 2, {}),
+            (
+                "label_agnostic_forgetting",
+                "label_agnostic_forgetting",
+                "latent_dim",
+                1,
+                {"num_steps": 4},
+            ),
+            ("boundary_expand", "boundary_expand", "feature_dim", 1, {"num_classes": 2}),
+            ("amnesiac", "amnesiac", "num_classes", 2, {}),
+            ("ce_u", "ce_u", "ignore_first", 0, {}),
+        ]
+    },  # fmt: skip
+    "unsir.reference_retain_subsample": (
+        lambda n: reference_retain_subsample(
+            np.zeros(4, int), np.arange(4), num_classes=2, retain_per_class=n
+        ),
+        "^unsir: `retain_per_class` must be an integer >= 1",
+    ),
+    "lm_losses.ce_u": (
+        lambda n: lm_losses.ce_u(jnp.zeros((1, 2, 3)), jnp.zeros((1, 2), int), ignore_first=n),
+        "^ce_u: `ignore_first` must be an integer >= 0",
+    ),
+    "passes.sequential_num_steps": (
+        lambda n: passes.sequential_num_steps(n, 2, 1),
+        "`epochs` must be an integer >= 0",
+    ),
+    "combinators.phases": (
+        lambda n: combinators.phases(
+            (n, rules.gradient_ascent(None)), (None, rules.gradient_ascent(None))
+        ),
+        "phases: phase 0 must run a positive int of updates",
+    ),
+    "competition.forgetting_score": (
+        lambda n: competition.forgetting_score(np.zeros(2), num_models=n),
+        "`num_models` must be an integer >= 2",
+    ),
+    "ensemble.train (epochs)": (
+        lambda n: ensemble.train(
+            None,
+            None,
+            None,
+            None,
+            np.arange(4),
+            keys=ensemble.seed_keys(2),
+            epochs=n,
+            batch_size=2,
+        ),
+        "`epochs` must be an integer >= 0",
+    ),  # fmt: skip
+    "views.random_shift": (
+        lambda n: views.random_shift(None, _IMAGE, max_shift=n),
+        "`max_shift` must be an integer >= 0",
+    ),
+    "augment.random_crop": (
+        lambda n: augment.random_crop(jnp.zeros((2, 8, 8, 1)), None, padding=n),
+        "`padding` must be an integer >= 0",
+    ),
+    "anti_samples.anti_samples": (
+        lambda n: anti_samples.anti_samples(None, [], seed=n),
+        "`seed` must be an integer >= 0",
+    ),
+    "lm.benchmark.passage_windows": (
+        lambda n: passage_windows([5, 6], n, bos_id=1, eos_id=2, pad_id=0),
+        r"^`width` must be an integer >= 3; got .* \(BOS, a token, EOS\)$",
+    ),
 }
 
 
