@@ -25,6 +25,7 @@ from jaxunlearn.rules.unsir import reference_retain_subsample
 from jaxunlearn.scenarios.artefacts import role_keys
 from jaxunlearn.scenarios.lm import lm_plan
 from jaxunlearn.scenarios.lm.benchmark import passage_windows
+from jaxunlearn.scenarios.lm_robust.audits import resolve_settings
 from jaxunlearn.scenarios.lm_robust.benchmark import check_variants
 from jaxunlearn.unlearnable import (
     bayes_error,
@@ -108,7 +109,7 @@ def _relearn(**settings):
 SITES = {
     "attribution.author_groups": (
         lambda n: attribution.author_groups(np.zeros(4, int), np.arange(4), n),
-        "`num_groups` must be an integer >= 1",
+        "`num_groups` must be an integer >= 2",
     ),
     "passes.check_num_steps": (
         lambda n: passes.check_num_steps("scrub", "scrub_num_steps", n, 3, 2),
@@ -307,6 +308,10 @@ SITES = {
         "`batch_size` must be an integer >= 1",
     ),
     "artefacts.role_keys": (lambda n: role_keys(0, "oracle", n), "`count` must be an integer >= 1"),
+    "lm_robust.resolve_settings": (
+        lambda n: resolve_settings({"gcg_budget": n}),
+        "`audit.gcg_budget` must be an integer >= 1",
+    ),
     "lm_robust.check_variants": (
         lambda n: check_variants({"context_shots": n}),
         "`variants.context_shots` must be an integer >= 1",
