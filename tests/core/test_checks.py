@@ -27,6 +27,8 @@ from jaxunlearn.scenarios.lm import lm_plan
 from jaxunlearn.scenarios.lm.benchmark import passage_windows
 from jaxunlearn.scenarios.lm_robust.audits import resolve_settings
 from jaxunlearn.scenarios.lm_robust.benchmark import check_variants
+from jaxunlearn.train import fit
+from jaxunlearn.train.loop import check_batch_sizes
 from jaxunlearn.unlearnable import (
     bayes_error,
     clusters,
@@ -409,6 +411,14 @@ SITES = {
     "lm_losses.ce_u": (
         lambda n: lm_losses.ce_u(jnp.zeros((1, 2, 3)), jnp.zeros((1, 2), int), ignore_first=n),
         "^ce_u: `ignore_first` must be an integer >= 0",
+    ),
+    "train.fit (num_steps)": (
+        lambda n: fit(None, None, None, batch_sizes={"retain": 2}, num_steps=n, key=None),
+        "`num_steps` must be an integer >= 0",
+    ),
+    "train.check_batch_sizes": (
+        lambda n: check_batch_sizes({"retain": n}, {"retain": 4}),
+        r"`batch_sizes\['retain'\]` must be an integer >= 1",
     ),
     "passes.sequential_num_steps": (
         lambda n: passes.sequential_num_steps(n, 2, 1),
