@@ -22,9 +22,12 @@ loader continues across rounds as the reference's does.
 What differs from the reference's ``perturbation.py``: batches of 128 by default (its
 ``--train_batch_size`` is 512); the class-wise sweep and stopping rule use the whole training set
 (its class-wise command sweeps a 20% subset, ``--use_subset``); the surrogate trains on images
-clipped to the value range (it adds the class-wise noise unclipped while generating). ``M = 10``
-steps of 512 are 0.1 epoch of CIFAR-10 per round; on a small dataset the same share is fewer
-steps (``train_steps``), as in ``experiments/configs/unlearnable.py:cnn32``.
+clipped to the value range, and noise is optimised as it is released. The reference adds the
+noise unclipped while generating and keeps (class-wise: averages) PGD steps taken before the
+range clip, so part of the noise it optimises (below 0 on a black background) is clipped away
+on release: ``reference_clipping=True`` reproduces it. ``M = 10`` steps of 512 are 0.1 epoch of
+CIFAR-10 per round; on a small dataset the same share is fewer steps (``train_steps``), as in
+``experiments/configs/unlearnable.py:cnn32``.
 
 References:
   Huang, Ma, Erfani, Bailey, Wang, "Unlearnable Examples: Making Personal Data Unexploitable",
@@ -56,22 +59,38 @@ MODE_DEFAULTS = {
 
 
 def pgd_min(
-    apply, variables, x: Array, y: Array, start: Array, *, epsilon, step_size, steps, value_range
+    apply,
+    variables,
+    x: Array,
+    y: Array,
+    start: Array,
+    *,
+    epsilon,
+    step_size,
+    steps,
+    value_range,
+    eta_before_range_clip: bool = False,
 ) -> Array:
     """``steps`` steps of L-infinity PGD that *minimise* the loss from ``x + start``; returns
-    ``eta = x' - x`` (inside the budget, ``x + eta`` inside the value range)."""
+    ``eta = x' - x`` (inside the budget, ``x + eta`` inside the value range).
+
+    With ``eta_before_range_clip`` it returns the reference's ``eta``: the last step's
+    ``clip(x' - x, -eps, eps)`` taken *before* ``x + eta`` is clipped to the value range, so it
+    may point outside the range (e.g. below 0 on a black background)."""
     low, high = value_range
 
     def loss(xp):
         return losses.per_example_cross_entropy(apply(variables, xp).logits, y).sum()
 
-    def step(xp, _):
+    def step(carry, _):
+        xp, _ = carry
         xp = xp - step_size * jnp.sign(jax.grad(loss)(xp))
         eta = jnp.clip(xp - x, -epsilon, epsilon)
-        return jnp.clip(x + eta, low, high), None
+        return (jnp.clip(x + eta, low, high), eta), None
 
-    xp, _ = jax.lax.scan(step, jnp.clip(x + start, low, high), None, length=steps)
-    return xp - x
+    start = jnp.asarray(start, x.dtype) + jnp.zeros_like(x)
+    (xp, eta), _ = jax.lax.scan(step, (jnp.clip(x + start, low, high), start), None, length=steps)
+    return eta if eta_before_range_clip else xp - x
 
 
 def error_minimizing_noise(
@@ -92,6 +111,7 @@ def error_minimizing_noise(
     optimizer: optax.GradientTransformation | Mapping | None = None,
     num_classes: int | None = None,
     value_range=budget.VALUE_RANGE,
+    reference_clipping: bool = False,
 ) -> budget.Protection:
     """Sample-wise or class-wise error-minimising noise for ``(x, y)``.
 
@@ -114,6 +134,12 @@ def error_minimizing_noise(
       optimizer: the surrogate's optimizer settings (see :func:`jaxunlearn.core.optim.resolve`).
       num_classes: class count for class-wise noise (default: ``network.num_outputs``).
       value_range: the images' ``(low, high)``; every protected pixel stays inside it.
+      reference_clipping: reproduce the reference code's range handling during generation:
+        the surrogate trains and is evaluated on ``x + delta`` *unclipped*, and the noise keeps
+        the PGD ``eta`` taken before the range clip (class-wise: averages it), so noise that
+        points out of the range (below 0 on a black background) is optimised although the
+        release clips it away. The default optimises the noise that is released. The returned
+        images are clipped to ``value_range`` either way.
 
     Returns:
       A :class:`~jaxunlearn.unlearnable.budget.Protection`; ``metrics`` holds ``rounds``,
@@ -149,7 +175,14 @@ def error_minimizing_noise(
         network.apply, learning_rate=learning_rate, train_mode=True, optimizer=optimizer
     )
     low, high = value_range
-    pgd = dict(epsilon=epsilon, step_size=step_size, steps=pgd_steps, value_range=value_range)
+    reference_clipping = bool(reference_clipping)
+    pgd = dict(
+        epsilon=epsilon,
+        step_size=step_size,
+        steps=pgd_steps,
+        value_range=value_range,
+        eta_before_range_clip=reference_clipping,
+    )
 
     def run(x, y, key, stop_error, max_rounds):
         init_key, noise_key, data_key = jax.random.split(key, 3)
@@ -162,8 +195,13 @@ def error_minimizing_noise(
         def perturbed(noise):
             return jnp.clip(x + per_example(noise), low, high)
 
+        def seen(noise):  # what the surrogate trains and is evaluated on while generating
+            if reference_clipping:
+                return x + per_example(noise)
+            return perturbed(noise)
+
         def train(v, s, noise, rnd):
-            stream = Stream(perturbed(noise), y, {"retain": jnp.arange(n)})
+            stream = Stream(seen(noise), y, {"retain": jnp.arange(n)})
 
             def step(c, i):
                 v, s = c
@@ -194,7 +232,7 @@ def error_minimizing_noise(
             return noise
 
         def accuracy(v, noise):
-            return budget.batched_accuracy(network.apply, v, perturbed(noise), y, batches)
+            return budget.batched_accuracy(network.apply, v, seen(noise), y, batches)
 
         def cond(c):
             _, _, _, rnd, acc = c
@@ -225,6 +263,7 @@ def error_minimizing_noise(
         optimizer,
         num_classes,
         value_range,
+        reference_clipping,
         x.shape,
         str(x.dtype),
     )

@@ -71,6 +71,36 @@ def test_pgd_steps_lower_the_loss_of_a_fixed_model(digits_small, tiny_net):
     assert float(jnp.abs(eta).max()) <= 0.1 + 1e-6
 
 
+def test_pgd_min_can_return_the_references_eta_before_the_range_clip(digits_small, tiny_net):
+    x, y, _, _ = digits_small
+    v = tiny_net.init(jax.random.key(0))
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    kw = dict(epsilon=0.1, step_size=0.05, steps=1, value_range=(0.0, 1.0))
+    start = jnp.full_like(x, -0.1)
+    after = pgd_min(tiny_net.apply, v, x, y, start, **kw)
+    before = pgd_min(tiny_net.apply, v, x, y, start, **kw, eta_before_range_clip=True)
+    # The same step: the released image is the clipped one either way.
+    np.testing.assert_allclose(jnp.clip(x + before, 0.0, 1.0) - x, after, atol=1e-6)
+    black = np.asarray(x) == 0.0
+    assert black.mean() > 0.3  # digits sit on a black background
+    assert (np.asarray(before)[black] < -1e-3).any()  # points below the range there
+    assert (np.asarray(after)[black] >= 0.0).all()
+    assert float(jnp.abs(before).max()) <= 0.1 + 1e-6
+
+
+@pytest.mark.parametrize("mode", ["classwise", "samplewise"])
+def test_reference_clipping_optimises_other_noise_but_releases_in_range(
+    digits_small, tiny_net, mode
+):
+    x, y, _, _ = digits_small
+    kw = dict(key=jax.random.key(0), mode=mode, **FAST)
+    ours = error_minimizing_noise(tiny_net, x, y, **kw)
+    ref = error_minimizing_noise(tiny_net, x, y, **kw, reference_clipping=True)
+    for p in (ours, ref):
+        assert_in_budget(x, p.x, p.delta, EPS)
+    assert not np.allclose(ours.x, ref.x)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
