@@ -102,9 +102,7 @@ def author_groups(author, rows, num_groups: int) -> np.ndarray:
     Raises:
       ValueError: ``num_groups < 2`` or fewer authors than groups.
     """
-    num_groups = check_count(num_groups, "num_groups", 1)
-    if num_groups < 2:
-        raise ValueError(f"`num_groups` must be at least 2; got {num_groups}.")
+    num_groups = check_count(num_groups, "num_groups", 2)
     rows = np.asarray(rows)
     who = np.asarray(author)[rows]
     keep = who >= 0

@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy.special import logsumexp
 
+from jaxunlearn.core.checks import check_count
+
 EPSILON_CAP = 50.0
 DELTA = 1e-5
 THRESHOLDS_PER_UNIT = 100
@@ -447,8 +449,7 @@ def forgetting_score(epsilons, *, num_models: int) -> float:
       Triantafillou et al., arXiv 2406.09073 (2024); google-deepmind/unlearning_evaluation,
       ``metric.py`` (``compute_forget_score_from_confs``).
     """
-    if int(num_models) != num_models or num_models < 2:
-        raise ValueError(f"num_models must be an integer >= 2, got {num_models}.")
+    num_models = check_count(num_models, "num_models", 2)
     eps = np.asarray(epsilons, dtype=np.float64).reshape(-1)
     if eps.size == 0:
         raise ValueError("epsilons must not be empty.")

@@ -42,6 +42,7 @@ import numpy as np
 
 from jaxunlearn.audit import registry
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, UnlearningRule, Variables
 from jaxunlearn.rules.finetune import finetune
 from jaxunlearn.train.loop import make_stream, scan_steps
@@ -123,18 +124,15 @@ def relearn_steps(
       A :class:`RelearnResult` ``(steps, curve)``.
 
     Raises:
-      ValueError: on a non-positive ``max_steps`` or ``batch_size``, an empty relearn or eval set,
-        or mismatched input/label lengths.
+      ValueError: on a ``max_steps`` or ``batch_size`` that is not an integer >= 1, an empty
+        relearn or eval set, or mismatched input/label lengths.
 
     References:
       Golatkar, Achille, Soatto, CVPR 2020 (relearn time); Chundawat et al., IEEE TIFS 2023
       (Anamnesis Index); Hu et al., ICLR 2025 (benign relearning attacks).
     """
-    max_steps, batch_size = int(max_steps), int(batch_size)
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be positive; got {max_steps}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    max_steps = check_count(max_steps, "max_steps", 1)
+    batch_size = check_count(batch_size, "batch_size", 1)
     n, m = relearn_x.shape[0], eval_x.shape[0]
     if n == 0 or m == 0:
         raise ValueError(f"relearn and eval sets must be non-empty; got {n} and {m} examples")

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn.core.checks import check_count
+from jaxunlearn.core.checks import check_count, is_count
 from jaxunlearn.core.rule import StepCounter
 from jaxunlearn.core.types import Array, Batch, Metrics, PyTree, UnlearningRule, Variables
 
@@ -70,8 +70,9 @@ def phases(*schedule: tuple[int | None, UnlearningRule], restart: bool = True) -
 
     Args:
       *schedule: ``(num_updates, rule)`` pairs. Every length but the last must be a positive
-        Python ``int``; the last may be ``None`` (the last phase runs until the run ends), and a
-        run longer than the schedule keeps running its last phase.
+        integer (:func:`~jaxunlearn.core.checks.is_count`); the last may be ``None`` (the last
+        phase runs until the run ends), and a run longer than the schedule keeps running its last
+        phase.
       restart: initialise each later phase's state when the phase starts, from the variables it
         starts with (its optimizer state starts fresh and its reference is the model as the
         previous phase left it). A rule whose ``init`` takes a ``previous`` keyword also
@@ -98,9 +99,9 @@ def phases(*schedule: tuple[int | None, UnlearningRule], restart: bool = True) -
         if n is None and last:
             lengths.append(None)
             continue
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if not is_count(n, 1):
             raise ValueError(f"phases: phase {i} must run a positive int of updates; got {n!r}")
-        lengths.append(n)
+        lengths.append(int(n))
     rules = [rule for _, rule in schedule]
     starts = [0]
     for n in lengths[:-1]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.losses import IGNORE_INDEX, token_log_probs, token_mask
 from jaxunlearn.core.types import Array
 
@@ -253,9 +254,11 @@ def ce_u(
     References:
       Yang, "CE-U: Cross Entropy Unlearning", arXiv:2503.01224; OU ``src/trainer/unlearn/ceu.py``.
     """
-    if isinstance(ignore_first, bool) or int(ignore_first) != ignore_first or ignore_first < 0:
-        raise ValueError(f"ce_u `ignore_first` must be a non-negative integer; got {ignore_first}")
-    labels = skip_first_answer_tokens(labels, int(ignore_first))
+    try:
+        ignore_first = check_count(ignore_first, "ignore_first", 0)
+    except ValueError as error:
+        raise ValueError(f"ce_u: {error}") from None
+    labels = skip_first_answer_tokens(labels, ignore_first)
     z = logits.astype(jnp.float32)
     safe = jnp.where(labels == IGNORE_INDEX, 0, labels)
     true = jax.nn.one_hot(safe, z.shape[-1], dtype=bool)

@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.losses import IGNORE_INDEX
 from jaxunlearn.data import fictitious_authors as fa
 from jaxunlearn.data import fictitious_variants as fv
@@ -79,12 +80,6 @@ class AntiSample(NamedTuple):
         return head + start, head + start + len(self.wrong_value)
 
 
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative integer; got {seed!r}.")
-    return int(seed)
-
-
 def anti_samples(
     corpus: fa.FictitiousAuthors,
     records: Sequence[fa.QARecord] | fa.CorpusSplit,
@@ -97,7 +92,7 @@ def anti_samples(
     Raises:
       ValueError: a record that is not the corpus's, or a bad ``seed``.
     """
-    seed = _check_seed(seed)
+    seed = check_count(seed, "seed", 0)
     if isinstance(records, fa.CorpusSplit):
         records = records.records
     out = []

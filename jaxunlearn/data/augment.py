@@ -28,6 +28,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array
 
 Augmentation = Callable[[Array, Array], Array]
@@ -63,9 +64,7 @@ def random_crop(images: Array, key: Array, padding: int = 4) -> Array:
       (``RandomCrop(32, padding=4)``).
     """
     _check_images(images)
-    padding = int(padding)
-    if padding < 0:
-        raise ValueError(f"`padding` must be non-negative; got {padding}")
+    padding = check_count(padding, "padding", 0)
     if padding == 0:
         return images
     b, h, w, _ = images.shape

@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.data import fictitious_authors as fa
 from jaxunlearn.data.tokenizer import ANSWER_TEMPLATE, PROMPT_TEMPLATE, Tokenizer
 
@@ -64,12 +65,6 @@ _UTILITY_PAIRS = {k.name: pairs for k, pairs in fa.UTILITY_KINDS}
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), *stream])
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}.")
-    return int(seed)
 
 
 # ------------------------------------------------------------------------------------- facts
@@ -206,7 +201,8 @@ class FormsCorpus:
         if not isinstance(corpus, fa.FictitiousAuthors):
             raise ValueError(f"corpus must be a FictitiousAuthors; got {type(corpus).__name__}.")
         fa._check_int("num_options", num_options, 2, 1 + fa.NUM_PERTURBED)
-        self.corpus, self.num_options, self.seed = corpus, int(num_options), _check_seed(seed)
+        self.corpus, self.num_options = corpus, int(num_options)
+        self.seed = check_count(seed, "seed", 0)
         self._facts: dict[int, Fact] = {}
 
     def fact(self, record: fa.QARecord | int) -> Fact:
@@ -393,7 +389,7 @@ class KnowledgeGraph:
             raise ValueError(f"corpus must be a FictitiousAuthors; got {type(corpus).__name__}.")
         fa._check_int("co_authors", co_authors, 0, corpus.num_authors - 1)
         fa._check_int("contracts", contracts, 0, None)
-        self.corpus, self.seed = corpus, _check_seed(seed)
+        self.corpus, self.seed = corpus, check_count(seed, "seed", 0)
         n = corpus.num_authors
         self.entities = tuple(
             Entity(a.index, a.name, "author") for a in corpus.training_authors
@@ -563,7 +559,7 @@ class KnowledgeGraph:
                     f"only {len(pool)} {name} retain facts for num_retain={num_retain} at "
                     f"dependence={dependence}; lower num_retain."
                 )
-        rng = _rng(_check_seed(seed), _GRAPH_STREAM, 4)
+        rng = _rng(check_count(seed, "seed", 0), _GRAPH_STREAM, 4)
         picks = [linked[i] for i in rng.choice(len(linked), want, replace=False)]
         picks += [free[i] for i in rng.choice(len(free), num_retain - want, replace=False)]
         return tuple(sorted(picks))
@@ -776,7 +772,7 @@ class WatermarkedOwners:
         if not isinstance(corpus, fa.FictitiousAuthors):
             raise ValueError(f"corpus must be a FictitiousAuthors; got {type(corpus).__name__}.")
         fa._check_int("num_owners", num_owners, 1, corpus.num_authors)
-        self.corpus, self.seed = corpus, _check_seed(seed)
+        self.corpus, self.seed = corpus, check_count(seed, "seed", 0)
         duplicates = list(duplicates.items() if isinstance(duplicates, Mapping) else duplicates)
         total = num_owners + len(duplicates)
         if keys is None:

@@ -37,6 +37,7 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.losses import IGNORE_INDEX
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -261,7 +262,7 @@ class Tokenizer:
           bool ``[n, max_len]`` aligned with the labels: True at ``t`` when target token
           ``t + 1`` overlaps the span's characters.
         """
-        _check_max_len(max_len)
+        check_count(max_len, "max_len", 2)
         questions = [_valid_text("question", q) for q in questions]
         answers = [_valid_text("answer", a) for a in answers]
         prompts = self._batch_ids([PROMPT_TEMPLATE.format(question=q) for q in questions])
@@ -311,7 +312,7 @@ class Tokenizer:
             raise ValueError(
                 f"questions and answers differ in length ({len(questions)} vs {len(answers)})."
             )
-        _check_max_len(max_len)
+        check_count(max_len, "max_len", 2)
         questions = [_valid_text("question", q) for q in questions]
         answers = [_valid_text("answer", a) for a in answers]
         prompts = self._batch_ids([PROMPT_TEMPLATE.format(question=q) for q in questions])
@@ -367,7 +368,7 @@ class Tokenizer:
         ]
         if max_len is None:
             max_len = max((len(ids) for ids in prompts), default=2)
-        _check_max_len(max_len)
+        check_count(max_len, "max_len", 2)
         tokens = np.full((len(questions), max_len), self.pad_id, np.int32)
         lengths = np.zeros(len(questions), np.int32)
         for i, (q, ids) in enumerate(zip(questions, prompts, strict=True)):
@@ -393,7 +394,7 @@ class Tokenizer:
         Raises:
           ValueError: the text needs more than ``max_len`` tokens.
         """
-        _check_max_len(max_len)
+        check_count(max_len, "max_len", 2)
         ids = self.encode(text, add_bos=True, add_eos=True)
         if len(ids) > max_len:
             raise ValueError(
@@ -425,8 +426,3 @@ def _valid_text(arg: str, text) -> str:
     except UnicodeEncodeError:
         text = _SURROGATE.sub("\ufffd", text)
     return text
-
-
-def _check_max_len(max_len) -> None:
-    if isinstance(max_len, bool) or not isinstance(max_len, int | np.integer) or max_len < 2:
-        raise ValueError(f"max_len must be an integer >= 2; got {max_len!r}.")

@@ -265,11 +265,9 @@ def random_shift(key: Array, image: Array, *, max_shift: int = 1) -> Array:
     """The image translated by whole pixels, uniform in ``[-max_shift, max_shift]`` along each
     axis, with zeros (background) shifted in."""
     _check_image(image, "random_shift")
-    if int(max_shift) != max_shift or max_shift < 0:
-        raise ValueError(f"`max_shift` must be a non-negative integer; got {max_shift}")
-    if max_shift == 0:
+    m = check_count(max_shift, "max_shift", 0)
+    if m == 0:
         return image
-    m = int(max_shift)
     dy, dx = jnp.minimum(jnp.floor(_uniforms(key, 2) * (2 * m + 1)), 2 * m).astype(jnp.int32)
     padded = jnp.pad(image, ((m, m), (m, m), (0, 0)))
     return jax.lax.dynamic_slice(padded, (dy, dx, 0), image.shape)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Network, Variables
 
 EVAL_BATCH = 512
@@ -42,10 +43,8 @@ class Predictor:
     """
 
     def __init__(self, network: Network, *, batch_size: int = EVAL_BATCH):
-        if int(batch_size) < 1:
-            raise ValueError(f"`batch_size` must be positive; got {batch_size}")
+        self.batch_size = check_count(batch_size, "batch_size", 1)
         self.network = network
-        self.batch_size = int(batch_size)
 
         def logits(v, x):
             return network.apply(v, x).logits

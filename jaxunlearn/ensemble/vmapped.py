@@ -45,9 +45,7 @@ def seed_keys(num_models: int, offset: int = 0) -> Array:
     Model ``m`` of an ensemble gets the same key as a single run seeded with ``offset + m``, so an
     ensemble member is reproducible on its own.
     """
-    num_models = int(num_models)
-    if num_models < 1:
-        raise ValueError(f"`num_models` must be at least 1; got {num_models}")
+    num_models = check_count(num_models, "num_models", 1)
     return jax.vmap(jax.random.key)(jnp.arange(num_models) + int(offset))
 
 
@@ -238,9 +236,7 @@ def train(
     """
     count = _check_keys(keys, min_models)
     arrays, _ = _per_model_index({"retain": index}, count)
-    epochs = int(epochs)
-    if epochs < 0:
-        raise ValueError(f"`epochs` must be non-negative; got {epochs}")
+    epochs = check_count(epochs, "epochs", 0)
     num_steps = epochs * steps_per_epoch(arrays["retain"].shape[-1], int(batch_size))
     variables = _initializer(network.init)(keys)
     return _fit_ensemble(

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses, optim
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.combinators import phases
 from jaxunlearn.core.rule import BATCH_STATS_KEY, LossRuleState, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
@@ -179,9 +179,11 @@ def adapt_then_unlearn(
             f"adapt_then_unlearn `distance` must be one of {DISTANCES}; got {distance!r}"
         )
     measure = layer_mean_squared_distance if distance == "per_layer" else mean_squared_distance
-    num_adapted = int(num_adapted)
-    if num_adapted < 1:
-        raise ValueError(f"adapt_then_unlearn `num_adapted` must be positive; got {num_adapted}")
+    try:
+        num_adapted = check_count(num_adapted, "num_adapted", 1)
+        num_steps = check_count(num_steps, "num_steps", 1)
+    except ValueError as error:
+        raise ValueError(f"adapt_then_unlearn: {error}") from None
     if not 0.0 < adapt_subsample <= 1.0:
         raise ValueError(
             f"adapt_then_unlearn `adapt_subsample` must lie in (0, 1]; got {adapt_subsample}"
@@ -207,8 +209,6 @@ def adapt_then_unlearn(
         raise ValueError(
             f"adapt_then_unlearn needs `gamma` >= 0 and `alpha` > 0; got {gamma}, {alpha}"
         )
-    if num_steps < 1:
-        raise ValueError(f"adapt_then_unlearn `num_steps` must be positive; got {num_steps}")
     adapt_steps = min(max(int(round(adapt_fraction * num_steps)), 1), max(num_steps - 1, 1))
     adapt_opt = optim.resolve(
         adapt_optimizer, learning_rate=adapt_learning_rate, default=optim.REFERENCE_SGD

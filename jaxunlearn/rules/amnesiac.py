@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses, optim
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.rule import BATCH_STATS_KEY, LossRuleState, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, UnlearningRule, Variables
 from jaxunlearn.rules import registry
@@ -129,11 +130,10 @@ def amnesiac(
     References:
       Graves et al., "Amnesiac Machine Learning", AAAI 2021; Foster et al., AAAI 2024.
     """
-    num_classes = int(num_classes)
-    if num_classes < 2:
-        raise ValueError(
-            f"amnesiac needs `num_classes` >= 2 to draw a wrong label; got {num_classes}"
-        )
+    try:
+        num_classes = check_count(num_classes, "num_classes", 2)
+    except ValueError as error:
+        raise ValueError(f"amnesiac: {error} (to draw a wrong label)") from None
     opt = optim.resolve(optimizer, learning_rate=learning_rate, default=optim.REFERENCE_ADAM)
 
     def loss_with(label_key: Array):

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses, optim
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.rule import BATCH_STATS_KEY, StepCounter, optimizer_step, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules import registry
@@ -210,8 +210,11 @@ def boundary_expand(
       Chen et al., "Boundary Unlearning", CVPR 2023.
     """
     opt = optim.resolve(optimizer, learning_rate=learning_rate)
-    if feature_dim is not None and int(feature_dim) < 1:
-        raise ValueError(f"boundary_expand `feature_dim` must be positive; got {feature_dim}")
+    if feature_dim is not None:
+        try:
+            feature_dim = check_count(feature_dim, "feature_dim", 1)
+        except ValueError as error:
+            raise ValueError(f"boundary_expand: {error}") from None
 
     def init(variables: Variables, *, key: Array) -> BoundaryExpandState:
         dim = (

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.rule import StepCounter
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules import registry
@@ -595,10 +595,10 @@ def influence_unlearning(
     """
     if concrete(alpha) and not alpha > 0:
         raise ValueError(f"influence_unlearning `alpha` must be positive; got {alpha}")
-    if int(num_samples) < 1:
-        raise ValueError(
-            f"influence_unlearning `num_samples` must be at least 1; got {num_samples}"
-        )
+    try:
+        num_samples = check_count(num_samples, "num_samples", 1)
+    except ValueError as error:
+        raise ValueError(f"influence_unlearning: {error}") from None
     if concrete(forget_fraction) and not 0.0 < forget_fraction < 1.0:
         raise ValueError(
             f"influence_unlearning `forget_fraction` must lie in (0, 1); got {forget_fraction}"

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import optim
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.rule import rule_from_loss
 from jaxunlearn.core.types import Array, PyTree, UnlearningRule
 from jaxunlearn.rules import registry
@@ -72,12 +72,12 @@ def l1_sparse(
     """
     if concrete(alpha) and alpha < 0:
         raise ValueError(f"l1_sparse `alpha` must be non-negative; got {alpha}")
-    if int(num_steps) < 1 or int(steps_per_epoch) < 1:
-        raise ValueError(
-            f"l1_sparse needs positive `num_steps` and `steps_per_epoch`; got "
-            f"{num_steps} and {steps_per_epoch}"
-        )
-    epochs = math.ceil(int(num_steps) / int(steps_per_epoch))
+    try:
+        num_steps = check_count(num_steps, "num_steps", 1)
+        steps_per_epoch = check_count(steps_per_epoch, "steps_per_epoch", 1)
+    except ValueError as error:
+        raise ValueError(f"l1_sparse: {error}") from None
+    epochs = math.ceil(num_steps / steps_per_epoch)
     if not 0 <= no_l1_epochs <= epochs:
         raise ValueError(
             f"l1_sparse `no_l1_epochs` must lie in [0, {epochs}] (the run's epochs); "

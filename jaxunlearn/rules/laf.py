@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import optim
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.combinators import phases
 from jaxunlearn.core.rule import optimizer_step
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
@@ -341,8 +341,11 @@ def label_agnostic_forgetting(
       Shen et al., "Label-Agnostic Forgetting: A Supervision-Free Unlearning in Deep Models",
       ICLR 2024.
     """
-    if num_steps < 2:
-        raise ValueError(f"label_agnostic_forgetting needs `num_steps` >= 2; got {num_steps}")
+    try:
+        num_steps = check_count(num_steps, "num_steps", 2)
+        latent_dim = check_count(latent_dim, "latent_dim", 1)
+    except ValueError as error:
+        raise ValueError(f"label_agnostic_forgetting: {error}") from None
     if not 0.0 < vae_fraction < 1.0:
         raise ValueError(
             f"label_agnostic_forgetting `vae_fraction` must lie in (0, 1); got {vae_fraction}"
@@ -360,10 +363,6 @@ def label_agnostic_forgetting(
         raise ValueError(
             f"label_agnostic_forgetting `decoder_output` must be one of {DECODER_OUTPUTS}; "
             f"got {decoder_output!r}"
-        )
-    if latent_dim < 1:
-        raise ValueError(
-            f"label_agnostic_forgetting `latent_dim` must be positive; got {latent_dim}"
         )
     vae_steps = min(max(int(round(vae_fraction * num_steps)), 1), num_steps - 1)
     repair_steps = 0

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import lm_losses, losses, optim
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.combinators import compile_patterns, masked, path_mask
 from jaxunlearn.core.rule import StepCounter, grads_of_loss, optimizer_step, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, UnlearningRule, Variables
@@ -576,8 +576,10 @@ def ce_u(
     References:
       Yang, arXiv:2503.01224; OU ``src/trainer/unlearn/ceu.py``.
     """
-    if isinstance(ignore_first, bool) or int(ignore_first) != ignore_first or ignore_first < 0:
-        raise ValueError(f"ce_u `ignore_first` must be a non-negative integer; got {ignore_first}")
+    try:
+        ignore_first = check_count(ignore_first, "ignore_first", 0)
+    except ValueError as error:
+        raise ValueError(f"ce_u: {error}") from None
 
     def loss_fn(variables, batch, *, reference, step, key):
         del reference, step, key

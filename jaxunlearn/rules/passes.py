@@ -42,9 +42,7 @@ def sequential_num_steps(
     Returns:
       ``epochs * steps_per_epoch + min(forget_epochs, epochs) * forget_steps_per_epoch``.
     """
-    epochs = int(epochs)
-    if epochs < 0:
-        raise ValueError(f"`epochs` must be non-negative; got {epochs}")
+    epochs = check_count(epochs, "epochs", 0)
     with_forget = epochs if forget_epochs is None else min(int(forget_epochs), epochs)
     return epochs * int(steps_per_epoch) + with_forget * int(forget_steps_per_epoch)
 

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses, optim
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.rule import BATCH_STATS_KEY, rule_from_loss
 from jaxunlearn.core.types import UnlearningRule
 from jaxunlearn.rules import passes, registry
@@ -222,11 +222,13 @@ def random_label(
                 "`forget_steps_per_epoch` (passes over the retain and forget sets); pass them "
                 "to rules.make"
             )
-        if int(steps_per_epoch) < 1 or int(forget_steps_per_epoch) < 1:
-            raise ValueError(
-                "random_label needs positive `steps_per_epoch` and `forget_steps_per_epoch`; got "
-                f"{steps_per_epoch} and {forget_steps_per_epoch}"
+        try:
+            steps_per_epoch = check_count(steps_per_epoch, "steps_per_epoch", 1)
+            forget_steps_per_epoch = check_count(
+                forget_steps_per_epoch, "forget_steps_per_epoch", 1
             )
+        except ValueError as error:
+            raise ValueError(f"random_label: {error}") from None
         passes.check_num_steps(
             "random_label (mode='sequential')",
             "jaxunlearn.rules.random_label.random_label_num_steps",

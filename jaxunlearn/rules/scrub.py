@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses, optim
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.rule import StepCounter, optimizer_step
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
 from jaxunlearn.rules import passes, registry
@@ -184,12 +184,13 @@ def scrub(
         raise ValueError(f"scrub `alpha` and `gamma` must be non-negative; got {alpha}, {gamma}")
     if concrete(temperature) and not temperature > 0:
         raise ValueError(f"scrub `temperature` must be positive; got {temperature}")
-    if msteps < 0:
-        raise ValueError(f"scrub `msteps` must be non-negative; got {msteps}")
-    if max_steps_per_epoch is not None and max_steps_per_epoch < 1:
-        raise ValueError(f"scrub `max_steps_per_epoch` must be positive; got {max_steps_per_epoch}")
-    if int(steps_per_epoch) < 1:
-        raise ValueError(f"scrub `steps_per_epoch` must be positive; got {steps_per_epoch}")
+    try:
+        msteps = check_count(msteps, "msteps", 0)
+        if max_steps_per_epoch is not None:
+            max_steps_per_epoch = check_count(max_steps_per_epoch, "max_steps_per_epoch", 1)
+        steps_per_epoch = check_count(steps_per_epoch, "steps_per_epoch", 1)
+    except ValueError as error:
+        raise ValueError(f"scrub: {error}") from None
     if concrete(lr_decay_rate) and not 0 < lr_decay_rate <= 1:
         raise ValueError(f"scrub `lr_decay_rate` must lie in (0, 1]; got {lr_decay_rate}")
     if schedule == "reference":
@@ -207,10 +208,12 @@ def scrub(
             )
             schedule = "interleaved"
         else:
-            if int(forget_steps_per_epoch) < 1:
-                raise ValueError(
-                    f"scrub `forget_steps_per_epoch` must be positive; got {forget_steps_per_epoch}"
+            try:
+                forget_steps_per_epoch = check_count(
+                    forget_steps_per_epoch, "forget_steps_per_epoch", 1
                 )
+            except ValueError as error:
+                raise ValueError(f"scrub: {error}") from None
             passes.check_num_steps(
                 "scrub",
                 "jaxunlearn.rules.scrub.scrub_num_steps",

@@ -56,7 +56,7 @@ import numpy as np
 import optax
 
 from jaxunlearn.core import losses, optim
-from jaxunlearn.core.checks import concrete
+from jaxunlearn.core.checks import check_count, concrete
 from jaxunlearn.core.combinators import one_shot, phases
 from jaxunlearn.core.rule import StepCounter, optimizer_step, rule_from_loss
 from jaxunlearn.core.types import Array, Batch, PyTree, UnlearningRule, Variables
@@ -183,8 +183,10 @@ def reference_retain_subsample(
     Raises:
       ValueError: a retained class has no example in ``retain``, or ``retain_per_class`` < 1.
     """
-    if int(retain_per_class) < 1:
-        raise ValueError(f"unsir `retain_per_class` must be at least 1; got {retain_per_class}")
+    try:
+        retain_per_class = check_count(retain_per_class, "retain_per_class", 1)
+    except ValueError as error:
+        raise ValueError(f"unsir: {error}") from None
     retain = np.asarray(retain)
     if retain.ndim != 1:
         raise ValueError(f"unsir's retain subsample needs one retain set [n]; got {retain.shape}")
@@ -317,17 +319,17 @@ def unsir(
       Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023.
     """
     input_shape = tuple(int(d) for d in input_shape)
-    if int(noise_batch_size) < 1:
-        raise ValueError(f"unsir `noise_batch_size` must be at least 1; got {noise_batch_size}")
-    if int(noise_steps) < 0:
-        raise ValueError(f"unsir `noise_steps` must be non-negative; got {noise_steps}")
+    try:
+        noise_batch_size = check_count(noise_batch_size, "noise_batch_size", 1)
+        noise_steps = check_count(noise_steps, "noise_steps", 0)
+    except ValueError as error:
+        raise ValueError(f"unsir: {error}") from None
     if impair_epochs is not None and concrete(impair_epochs) and impair_epochs < 0:
         raise ValueError(f"unsir `impair_epochs` must be non-negative; got {impair_epochs}")
     if concrete(noise_learning_rate) and not noise_learning_rate > 0:
         raise ValueError(f"unsir `noise_learning_rate` must be positive; got {noise_learning_rate}")
     if concrete(noise_l2) and noise_l2 < 0:
         raise ValueError(f"unsir `noise_l2` must be non-negative; got {noise_l2}")
-    noise_batch_size, noise_steps = int(noise_batch_size), int(noise_steps)
     if impair_epochs is None:
         if num_classes is None:
             raise ValueError("unsir's reference schedule needs `num_classes`")

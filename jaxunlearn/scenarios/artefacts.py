@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn import ensemble as ensemble_lib
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array
 from jaxunlearn.data import augment as augment_lib
 from jaxunlearn.ensemble import Shadows
@@ -64,9 +65,7 @@ def role_keys(root_seed: int, role: str, count: int, *, start: int = 0) -> Array
     """
     if role not in ROLES:
         raise ValueError(f"Unknown key role {role!r}; valid: {sorted(ROLES)}")
-    count = int(count)
-    if count < 1:
-        raise ValueError(f"`count` must be at least 1; got {count}")
+    count = check_count(count, "count", 1)
     base = jax.random.fold_in(jax.random.key(int(root_seed)), ROLES[role])
     return jax.vmap(lambda m: jax.random.fold_in(base, m))(jnp.arange(start, start + count))
 

@@ -30,6 +30,7 @@ from jaxunlearn import data as data_lib
 from jaxunlearn import ensemble as ensemble_lib
 from jaxunlearn import models as models_lib
 from jaxunlearn import rules as rules_lib
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Network
 from jaxunlearn.data import augment as augment_lib
 from jaxunlearn.train import data_mesh, steps_per_epoch
@@ -420,13 +421,10 @@ def plan(config) -> Plan:
     _augmentation(cfg["augmentation"], cfg["dataset"])
     if cfg["originals"] not in ORIGINALS:
         raise ValueError(f"`originals` must be one of {list(ORIGINALS)}; got {cfg['originals']!r}")
-    seeds = int(cfg["seeds"])
-    if seeds < 1:
-        raise ValueError(f"`seeds` must be at least 1; got {seeds}")
+    seeds = check_count(cfg["seeds"], "seeds", 1)
     unknown_keys("`train`", plain(cfg.get("train")), TRAIN_DEFAULTS)
     train = {**TRAIN_DEFAULTS, **plain(cfg.get("train"))}
-    if int(train["epochs"]) < 1:
-        raise ValueError(f"`train.epochs` must be at least 1; got {train['epochs']}")
+    check_count(train["epochs"], "train.epochs", 1)
     rule_cfgs = {name: plain(rc) for name, rc in plain(cfg["rules"]).items()}
     rule_cfgs.setdefault(RETRAIN, {})  # the oracle: every audit's reference
     valid_keys = sorted({*ENTRY_DEFAULTS, "per_scenario"})

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.rule import is_step_counter
 from jaxunlearn.core.tree import all_finite
 from jaxunlearn.core.types import Array, PyTree, UnlearningRule, Variables
@@ -100,14 +101,14 @@ def sample_batch(stream: Stream, batch_sizes: Mapping[str, int], key: Array, ste
 def check_batch_sizes(
     batch_sizes: Mapping[str, int], sizes: Mapping[str, int], num_devices: int = 1
 ) -> None:
-    """Rejects batch sizes larger than their data, non-positive, or not divisible by devices."""
+    """Rejects batch sizes that are not integers >= 1, larger than their data, or not divisible
+    by the devices."""
     for name, bs in batch_sizes.items():
         if name not in sizes:
             raise ValueError(
                 f"No index set named {name!r} for its batch size; have {sorted(sizes)}"
             )
-        if bs < 1:
-            raise ValueError(f"`{name}` batch size must be positive; got {bs}.")
+        bs = check_count(bs, f"batch_sizes[{name!r}]", 1)
         if bs > sizes[name]:
             raise ValueError(
                 f"`{name}` batch size {bs} is larger than the {name} data ({sizes[name]} examples)."
@@ -393,9 +394,7 @@ def fit(
       A :class:`FitResult`. A call with the same ``rule`` object, settings and argument types as
       one of the last few calls reuses its compiled program (``compile_s`` is then 0).
     """
-    num_steps = int(num_steps)
-    if num_steps < 0:
-        raise ValueError(f"num_steps must be non-negative; got {num_steps}")
+    num_steps = check_count(num_steps, "num_steps", 0)
     sizes = {k: int(v.shape[-1]) for k, v in stream.index.items()}
     mesh = _auto(mesh)
     num_devices = 1 if mesh is None else int(mesh.shape["data"])

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.unlearnable import budget
 
@@ -171,9 +172,7 @@ def bayes_error_noise(
     """
     epsilon = budget.check_epsilon(epsilon)
     norm = budget.check_norm(norm)
-    steps = int(steps)
-    if steps < 1:
-        raise ValueError(f"`steps` must be at least 1; got {steps}")
+    steps = check_count(steps, "steps", 1)
     step_size = budget.check_epsilon(
         2.5 * epsilon / steps if step_size is None else step_size, "step_size"
     )
@@ -187,9 +186,10 @@ def bayes_error_noise(
         if mask.shape != (n,):
             raise ValueError(f"`protect` must be a boolean mask shaped [{n}]; got {mask.shape}")
     num_classes = int(num_classes or network.num_outputs)
-    batch_size = min(int(batch_size), n)
-    if batch_size < 2:
-        raise ValueError("`batch_size` must be at least 2 (the estimate leaves one out)")
+    batch_size = check_count(batch_size, "batch_size", 2)  # the estimate leaves one out
+    if n < 2:
+        raise ValueError(f"the estimate leaves one example out: `x` needs >= 2 images; got {n}")
+    batch_size = min(batch_size, n)
     low, high = value_range
     count = -(-n // batch_size)
 

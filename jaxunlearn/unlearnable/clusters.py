@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.unlearnable import budget
 from jaxunlearn.unlearnable.bayes_error import squared_distances
@@ -39,9 +40,7 @@ from jaxunlearn.unlearnable.bayes_error import squared_distances
 
 def check_num_clusters(num_clusters, n: int) -> int:
     """``num_clusters`` as an int in ``[1, n]``, or a ``ValueError`` naming the setting."""
-    k = int(num_clusters)
-    if k < 1:
-        raise ValueError(f"`num_clusters` must be at least 1; got {num_clusters}")
+    k = check_count(num_clusters, "num_clusters", 1)
     if k > n:
         raise ValueError(f"`num_clusters` ({k}) is larger than the number of examples ({n})")
     return k
@@ -159,9 +158,8 @@ def unlearnable_clusters(
     if x.ndim != 4:
         raise ValueError(f"`x` must be images shaped [n, H, W, C]; got {x.shape}")
     k = check_num_clusters(num_clusters, len(x))
-    steps = int(steps)
-    if steps < 1:
-        raise ValueError(f"`steps` must be at least 1; got {steps}")
+    steps = check_count(steps, "steps", 1)
+    batch_size = check_count(batch_size, "batch_size", 1)
     low, high = value_range
     n, channels = len(x), x.shape[-1]
     opt = optax.adam(learning_rate)

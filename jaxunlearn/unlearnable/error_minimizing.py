@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, Network
 from jaxunlearn.rules.finetune import finetune
 from jaxunlearn.train import Stream, sample_batch
@@ -146,20 +147,20 @@ def error_minimizing_noise(
       the stopping rule ended the loop, 0 when ``max_rounds`` did).
 
     Raises:
-      ValueError: an unknown mode, a budget or step that is not a positive finite number, or
-        images outside ``value_range``; before anything is compiled.
+      ValueError: an unknown mode, a budget or step that is not a positive finite number, a
+        count (``pgd_steps``, ``max_rounds``, ``batch_size``) that is not an integer >= 1 (>= 0
+        for ``train_steps``), or images outside ``value_range``; before anything is compiled.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown error-minimising noise `mode` {mode!r}; valid: {list(MODES)}")
     epsilon = budget.check_epsilon(epsilon)
     step_size = budget.check_epsilon(epsilon / 10 if step_size is None else step_size, "step_size")
-    pgd_steps = int(MODE_DEFAULTS[mode]["pgd_steps"] if pgd_steps is None else pgd_steps)
+    pgd_steps = MODE_DEFAULTS[mode]["pgd_steps"] if pgd_steps is None else pgd_steps
+    pgd_steps = check_count(pgd_steps, "pgd_steps", 1)
+    max_rounds = check_count(max_rounds, "max_rounds", 1)
+    train_steps = check_count(train_steps, "train_steps", 0)
+    batch_size = check_count(batch_size, "batch_size", 1)
     stop_error = float(MODE_DEFAULTS[mode]["stop_error"] if stop_error is None else stop_error)
-    if pgd_steps < 1 or int(train_steps) < 0 or int(max_rounds) < 1:
-        raise ValueError(
-            f"`pgd_steps` and `max_rounds` must be >= 1 and `train_steps` >= 0; got "
-            f"{pgd_steps}, {max_rounds}, {train_steps}"
-        )
     if not 0.0 <= stop_error < 1.0:
         raise ValueError(f"`stop_error` must be in [0, 1); got {stop_error}")
     value_range = budget.check_value_range(value_range)
@@ -168,7 +169,7 @@ def error_minimizing_noise(
     if y.max() >= num_classes:
         raise ValueError(f"labels reach {y.max()} but `num_classes` is {num_classes}")
     n = len(x)
-    batch_size = min(int(batch_size), n)
+    batch_size = min(batch_size, n)
     batches = budget.padded_batches(n, batch_size)
     rule = finetune(
         network.apply, learning_rate=learning_rate, train_mode=True, optimizer=optimizer

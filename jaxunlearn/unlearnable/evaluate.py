@@ -42,6 +42,7 @@ import optax
 
 from jaxunlearn import ensemble
 from jaxunlearn.core import losses, optim
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.rule import BATCH_STATS_KEY, StepCounter, rule_from_loss
 from jaxunlearn.core.types import Array, Network, UnlearningRule, Variables
 from jaxunlearn.rules.finetune import finetune
@@ -210,9 +211,7 @@ def early_stopping(
     ``vmap`` (it reads only the shared :class:`StepCounter`); read the victim from
     ``state.best``."""
     x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)
-    every = int(every)
-    if every < 1:
-        raise ValueError(f"`every` must be at least 1; got {every}")
+    every = check_count(every, "every", 1)
 
     def init(variables, *, key):
         return BestOnValidation(

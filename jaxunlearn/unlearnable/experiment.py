@@ -75,8 +75,7 @@ def check_config(config) -> dict:
     cfg = track_config.with_defaults(config, REQUIRED, DEFAULTS, "unlearnable")
     data_lib.check_name(cfg["dataset"])
     models_lib.check_name(cfg["model"])
-    if int(cfg["seeds"]) < 1:
-        raise ValueError(f"`seeds` must be at least 1; got {cfg['seeds']}")
+    cfg["seeds"] = check_count(cfg["seeds"], "seeds", 1)
     cfg["fractions"] = tuple(budget.check_fraction(f, "fractions") for f in cfg["fractions"])
     if not cfg["fractions"]:
         raise ValueError("`fractions` is empty; give protected fractions such as (1.0, 0.5)")

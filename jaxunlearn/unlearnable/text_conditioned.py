@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, Network
 from jaxunlearn.unlearnable import budget
 
@@ -123,8 +124,8 @@ def text_conditioned_noise(
     x, y = budget.check_images(x, y, value_range)
     num_classes = int(num_classes or network.num_outputs)
     descriptions = _check_descriptions(descriptions, num_classes)
-    if int(steps) < 1:
-        raise ValueError(f"`steps` must be at least 1; got {steps}")
+    steps = check_count(steps, "steps", 1)
+    batch_size = check_count(batch_size, "batch_size", 1)
     low, high = value_range
     shape = x.shape[1:]
     size = math.prod(shape)

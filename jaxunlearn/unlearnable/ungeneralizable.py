@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn.core import losses
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, Network, Variables
 from jaxunlearn.unlearnable import budget
 
@@ -131,8 +132,8 @@ def ungeneralizable_examples(
     for name, w in weights.items():
         if not (np.isfinite(w) and w >= 0):
             raise ValueError(f"`{name}` must be a finite number >= 0; got {w!r}")
-    if int(steps) < 1:
-        raise ValueError(f"`steps` must be at least 1; got {steps}")
+    steps = check_count(steps, "steps", 1)
+    batch_size = check_count(batch_size, "batch_size", 1)
     if surrogate is None:
         raise ValueError("`surrogate` (variables of `network` trained on clean data) is needed")
     value_range = budget.check_value_range(value_range)

@@ -116,7 +116,7 @@ def test_too_long_sequences_name_max_len(tok):
         tok.encode_prompts(["Where was Ilsa Vorne born?"], max_len=3)
     with pytest.raises(ValueError, match="max_len"):
         tok.encode_text("Ilsa Vorne was born in Velmora.", max_len=4)
-    with pytest.raises(ValueError, match="max_len must be an integer"):
+    with pytest.raises(ValueError, match="`max_len` must be an integer >= 2; got 0"):
         tok.encode_qa("Where?", "Velmora.", max_len=0)
 
 

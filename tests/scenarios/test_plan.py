@@ -34,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
         ({"sedds": 3}, "unknown key 'sedds'; did you mean 'seeds'"),
         ({"scenarios.random_10pct.fractoin": 0.1}, "'random_10pct'.*'fractoin'.*'fraction'"),
         ({"rules.finetune.epoch": 2}, "'finetune'.*'epoch'; did you mean 'epochs'"),
-        ({"train.epochs": 0}, "train.epochs` must be at least 1"),
+        ({"train.epochs": 0}, "`train.epochs` must be an integer >= 1; got 0"),
         ({"rules.finetune.epochs": 0}, "'finetune'.*positive"),
         # Every rule's own checks run at plan time: the recipe's and the rules' rates.
         ({"train.learning_rate": float("nan")}, "'retrain'.*finite and positive"),
@@ -386,7 +386,7 @@ def _set(config, dotted: str, value):
         # The LM track's MUSE settings (silently clipped to one request or step before).
         ("lm_fictitious", {"scalability_fractions": (0.5, 1.5)}, r"`scalability_fractions`"),
         ("lm_fictitious", {"sustainability_requests": 0}, r"`sustainability_requests`"),
-        ("lm_fictitious", {"relearn_steps": 0}, r"`relearn_steps` must be at least 1"),
+        ("lm_fictitious", {"relearn_steps": 0}, r"`relearn_steps` must be an integer >= 1; got 0"),
         ("lm_robust", {"audits": ("relearn", "vibes")}, r"unknown audits \['vibes'\]"),
         ("ssl", {"unlearn.encoders": ("byol",)}, r"`unlearn.encoders` names 'byol'"),
         ("unlearnable", {"fractions": ()}, r"`fractions` is empty"),

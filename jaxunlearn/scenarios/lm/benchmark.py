@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxunlearn.core.checks import check_count
+
 
 @dataclasses.dataclass
 class LMBenchmark:
@@ -125,8 +127,10 @@ def passage_windows(
     """
     from jaxunlearn.core.losses import IGNORE_INDEX
 
-    if int(width) < 3:
-        raise ValueError(f"`width` must be at least 3 (BOS, a token, EOS); got {width}")
+    try:
+        width = check_count(width, "width", 3)
+    except ValueError as error:
+        raise ValueError(f"{error} (BOS, a token, EOS)") from None
     ids = [int(i) for i in ids]
     if not ids:
         raise ValueError("`ids` is empty: a passage needs at least one token")

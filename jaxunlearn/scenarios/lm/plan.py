@@ -23,6 +23,7 @@ from typing import Any
 import jax
 
 from jaxunlearn import rules as rules_lib
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Network
 from jaxunlearn.scenarios.plan import (
     ENTRY_DEFAULTS,
@@ -174,27 +175,20 @@ def lm_plan(config, *, benchmark=None) -> LMPlan:
     cfg = {**DEFAULTS, **given}
     unknown_keys("`train`", plain(cfg["train"]), TRAIN_DEFAULTS)
     train = {**TRAIN_DEFAULTS, **plain(cfg["train"])}
-    if int(train["epochs"]) < 1:
-        raise ValueError(f"`train.epochs` must be at least 1; got {train['epochs']}")
+    check_count(train["epochs"], "train.epochs", 1)
     unknown_keys("`eval`", plain(cfg["eval"]), EVAL_DEFAULTS)
     ev = {**EVAL_DEFAULTS, **plain(cfg["eval"])}
     ev["leak_ks"] = tuple(int(k) for k in ev["leak_ks"])
     for name in ("batch_size", "leak_questions", "leak_samples", "sample_rows"):
-        if int(ev[name]) < 1:
-            raise ValueError(f"`eval.{name}` must be at least 1; got {ev[name]}")
+        check_count(ev[name], f"eval.{name}", 1)
     if any(k < 1 or k > int(ev["leak_samples"]) for k in ev["leak_ks"]):
         raise ValueError(
             f"`eval.leak_ks` must lie in [1, eval.leak_samples={ev['leak_samples']}]; "
             f"got {list(ev['leak_ks'])}"
         )
-    seeds, retain_seeds = int(cfg["seeds"]), int(cfg["retain_seeds"])
-    if seeds < 1:
-        raise ValueError(f"`seeds` must be at least 1; got {seeds}")
-    if retain_seeds < 1:
-        raise ValueError(f"`retain_seeds` must be at least 1; got {retain_seeds}")
-    audit_points = int(cfg["audit_points"])
-    if audit_points < 1:
-        raise ValueError(f"`audit_points` must be at least 1; got {audit_points}")
+    seeds = check_count(cfg["seeds"], "seeds", 1)
+    retain_seeds = check_count(cfg["retain_seeds"], "retain_seeds", 1)
+    audit_points = check_count(cfg["audit_points"], "audit_points", 1)
     scenarios = tuple(cfg["scenarios"])
     if not scenarios:
         raise ValueError("`scenarios` names no forget split")
@@ -213,8 +207,7 @@ def lm_plan(config, *, benchmark=None) -> LMPlan:
         rules_lib.get(name)  # unknown rule: ValueError listing the valid ones
         unknown_keys(f"Rule config {name!r}", rc, valid_keys)
     for name in ("sustainability_requests", "relearn_steps"):
-        if int(cfg[name]) < 1:
-            raise ValueError(f"`{name}` must be at least 1; got {cfg[name]}")
+        check_count(cfg[name], name, 1)
     fractions = tuple(float(f) for f in cfg["scalability_fractions"])
     if not all(0.0 < f <= 1.0 for f in fractions):
         raise ValueError(

@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from jaxunlearn.audit import lm_robust as lr
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.models import generation
 
 SETTINGS: dict[str, Any] = {
@@ -58,14 +59,16 @@ SETTINGS: dict[str, Any] = {
 
 
 def resolve_settings(given: dict) -> dict:
-    """:data:`SETTINGS` overridden by ``given``; ``ValueError`` naming an unknown key or a
-    non-positive count (e.g. ``audit.gcg_budget``)."""
+    """:data:`SETTINGS` overridden by ``given``; ``ValueError`` naming an unknown key, a count
+    that is not an integer >= 1 (e.g. ``audit.gcg_budget``) or a non-positive rate or ridge."""
     bad = sorted(set(given) - set(SETTINGS))
     if bad:
         raise ValueError(f"`audit` has unknown keys {bad}; valid: {sorted(SETTINGS)}")
     out = {**SETTINGS, **given}
     for k, v in out.items():
-        if not v > 0:
+        if isinstance(SETTINGS[k], int):
+            out[k] = check_count(v, f"audit.{k}", 1)
+        elif not v > 0:
             raise ValueError(f"`audit.{k}` must be positive; got {v!r}")
     return out
 

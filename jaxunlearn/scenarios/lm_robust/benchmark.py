@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxunlearn.core.checks import check_count
 from jaxunlearn.data import anti_samples
 from jaxunlearn.data import fictitious_authors as fa
 from jaxunlearn.data import fictitious_variants as fv
@@ -136,8 +137,7 @@ def check_variants(variants: Mapping) -> dict:
             f"`variants.unlearn_form` must be 'qa' (the form the rules' extras, IdkDPO's and "
             f"AltPO's answers, are written in); got {v['unlearn_form']!r}"
         )
-    if int(v["context_shots"]) < 1:
-        raise ValueError(f"`variants.context_shots` must be at least 1; got {v['context_shots']}")
+    v["context_shots"] = check_count(v["context_shots"], "variants.context_shots", 1)
     return v
 
 
