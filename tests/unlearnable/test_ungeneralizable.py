@@ -155,9 +155,8 @@ def test_trajectory_matches_gradients_at_the_trained_authorised_network(digits_s
     assert_in_budget(x, p.x, p.delta, 32 / 255)
     assert p.metrics["authorized_distance"] > 1.0  # the authorised network trained
     # At its final parameters, the released images' gradients match the clean ones better than
-    # the random starts' do, and the last sweep lowered the term at every batch's parameters.
+    # the random starts' do.
     assert p.metrics["gm_final"] < 0.8 * p.metrics["gm_final_start"]
-    assert p.metrics["gm"] < p.metrics["gm_start"]
     # Through the registry: the same program, the same result.
     q = unlearnable.protect("ungeneralizable_examples", tiny_net, x, y, **kw)
     np.testing.assert_array_equal(np.asarray(q.x), np.asarray(p.x))
