@@ -273,7 +273,9 @@ def ungeneralizable_examples(
 
                 return jnp.mean(jax.lax.scan(one, None, idxs)[1])
 
-            moved = jax.tree.map(lambda a, b: jnp.sum((a - b) ** 2), final, authorized)
+            moved = jax.tree.map(
+                lambda a, b: jnp.sum((a - b) ** 2), final["params"], authorized["params"]
+            )
             extra = {
                 "gm_final": gm_at_final(protected),
                 "gm_final_start": gm_at_final(released(starts)),
