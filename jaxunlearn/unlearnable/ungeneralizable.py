@@ -20,17 +20,34 @@ Optimised per batch with ``steps`` signed projected-gradient steps (``lax.scan``
 by the clip to the budget and to the value range (as in :func:`.error_minimizing.pgd_min`); the
 batches sweep the data in a second ``lax.scan``: one compiled program.
 
+Matching along the authorised learner's trajectory (``authorized_steps > 0``): the paper's UGEs
+"preserve learning trajectories for the authorized model", so the gradients should match where
+the authorised learner goes, not only where it starts. As in gradient-matching dataset
+condensation (Zhao, Mopuri & Bilen, ICLR 2021: alternate matching the synthetic data's gradient
+at the current parameters with training the network on the synthetic data), after each batch's
+PGD the authorised network takes ``authorized_steps`` updates of the authorised learner's recipe
+(the library's ``finetune`` rule: SGD, momentum 0.9, weight decay 5e-4, the victims' update) on
+batches of the *protected* data as it stands (:func:`jaxunlearn.train.sample_batch`, reshuffled
+each epoch, as the learner draws them). The next batch is then matched at the advanced
+parameters. ``rounds`` sweeps run in a third ``lax.scan``; the authorised network keeps training
+across them (``rounds`` epochs of its training when one step per batch covers an epoch's worth
+of updates) and each later sweep warm-starts every batch from its current perturbation. With a
+sweep of ``B`` batches and ``authorized_steps = s`` the generator follows ``rounds * B * s``
+learner updates; the learner's epoch at batch size ``batch_size`` has ``B`` updates, so
+``authorized_steps = 1`` walks the learner's trajectory at its own pace.
+
 What differs from the paper: there is no CLIP offline, so the shared feature space ``phi`` (and
 the student ``s``) is the ``surrogate`` (variables of ``network`` trained on the clean data here,
 its penultimate ``features`` and logits), not CLIP's image encoder; the paper trains a generator
 network that outputs the perturbation, here each image's perturbation is optimised directly by
 PGD (a generator is one parameterisation of the same objective); gradient matching is at the
 authorised network's given parameters (default: its initialisation, the point the authorised
-learner trains from), not along a training trajectory; the undistillation term's exact form in
-the paper was not available offline and is this function's reading of it (above).
+learner trains from) unless ``authorized_steps > 0`` (above); the undistillation term's exact
+form in the paper was not available offline and is this function's reading of it (above).
 
 References:
   Ye & Wang, "Ungeneralizable Examples", CVPR 2024 (arXiv 2404.14016).
+  Zhao, Mopuri & Bilen, "Dataset Condensation with Gradient Matching", ICLR 2021.
   ``../shared/reference/unlearnable_and_representation.md``, Part A4.
 """
 
@@ -43,6 +60,8 @@ import numpy as np
 from jaxunlearn.core import losses
 from jaxunlearn.core.checks import check_count
 from jaxunlearn.core.types import Array, Network, Variables
+from jaxunlearn.rules.finetune import finetune
+from jaxunlearn.train import Stream, sample_batch
 from jaxunlearn.unlearnable import budget
 
 
@@ -100,6 +119,10 @@ def ungeneralizable_examples(
     ud_weight: float = 0.1,
     temperature: float = 4.0,
     value_range=budget.VALUE_RANGE,
+    authorized_steps: int = 0,
+    rounds: int = 1,
+    authorized_learning_rate: float = 0.05,
+    authorized_optimizer=None,
 ) -> budget.Protection:
     """Ungeneralizable examples of ``(x, y)``: learnable for the authorised network only.
 
@@ -120,10 +143,22 @@ def ungeneralizable_examples(
       gm_weight, fd_weight, ud_weight: the terms' weights (each must be >= 0).
       temperature: the undistillation temperature.
       value_range: the images' ``(low, high)``; every protected pixel stays inside it.
+      authorized_steps: authorised-learner updates after each batch's PGD (module docstring);
+        0 (default) matches gradients at ``authorized`` only.
+      rounds: sweeps over the data (>= 1); the authorised network keeps training across them and
+        each later sweep starts every batch from its current perturbation.
+      authorized_learning_rate, authorized_optimizer: the authorised learner's ``finetune`` SGD
+        (default: the victims' 0.05, momentum 0.9, weight decay 5e-4); used when
+        ``authorized_steps > 0``.
 
     Returns:
       A :class:`~jaxunlearn.unlearnable.budget.Protection`; ``metrics`` holds the terms averaged
-      over batches before (``*_start``, at the random start) and after the optimisation.
+      over the last sweep's batches before (``*_start``, at the sweep's starting perturbation)
+      and after the optimisation, each at the authorised parameters the batch was matched at.
+      With ``authorized_steps > 0`` also ``gm_final`` and ``gm_final_start``: the gradient-match
+      term of the released images and of the first sweep's random starts at the authorised
+      network's final parameters, and ``authorized_distance``: the L2 distance its parameters
+      moved.
     """
     epsilon = budget.check_epsilon(epsilon)
     step_size = budget.check_epsilon(epsilon / 10 if step_size is None else step_size, "step_size")
@@ -134,6 +169,9 @@ def ungeneralizable_examples(
             raise ValueError(f"`{name}` must be a finite number >= 0; got {w!r}")
     steps = check_count(steps, "steps", 1)
     batch_size = check_count(batch_size, "batch_size", 1)
+    authorized_steps = int(check_count(authorized_steps, "authorized_steps", 0))
+    rounds = int(check_count(rounds, "rounds", 1))
+    lr = budget.check_epsilon(authorized_learning_rate, "authorized_learning_rate")
     if surrogate is None:
         raise ValueError("`surrogate` (variables of `network` trained on clean data) is needed")
     value_range = budget.check_value_range(value_range)
@@ -146,46 +184,104 @@ def ungeneralizable_examples(
     if authorized is None:
         authorized = auth_net.init(auth_key)
 
-    def run(x, y, noise_key, surrogate, authorized):
-        def auth_logits(params, xb):
-            return auth_net.apply({**authorized, "params": params}, xb).logits
+    rule = finetune(
+        auth_net.apply, learning_rate=float(lr), train_mode=True, optimizer=authorized_optimizer
+    )
+    learner_batch = min(int(batch_size), n)
 
-        def terms(xb, xu, yb):
+    def run(x, y, noise_key, surrogate, authorized):
+        # The learner's batch order (starts use fold_in(noise_key, first index < n)).
+        data_key = jax.random.fold_in(noise_key, n)
+
+        def terms(v, xb, xu, yb):
             return uge_terms(
-                auth_logits,
-                authorized["params"],
-                lambda v: network.apply(surrogate, v).features,
-                lambda v: network.apply(surrogate, v).logits,
+                lambda params, xv: auth_net.apply({**v, "params": params}, xv).logits,
+                v["params"],
+                lambda xv: network.apply(surrogate, xv).features,
+                lambda xv: network.apply(surrogate, xv).logits,
                 xb,
                 xu,
                 yb,
                 temperature,
             )
 
-        def objective(xu, xb, yb):
-            t = terms(xb, xu, yb)
+        def objective(xu, v, xb, yb):
+            t = terms(v, xb, xu, yb)
             return gm_weight * t["gm"] + fd_weight * t["fd"] + ud_weight * t["ud"]
 
-        def batch(_, idx):
-            xb, yb = x[idx], y[idx]
+        def random_start(idx):
             start = jax.random.uniform(
-                jax.random.fold_in(noise_key, idx[0]), xb.shape, jnp.float32, -epsilon, epsilon
+                jax.random.fold_in(noise_key, idx[0]),
+                (len(idx), *x.shape[1:]),
+                jnp.float32,
+                -epsilon,
+                epsilon,
             )
+            return jnp.clip(x[idx] + start, low, high)
+
+        idxs = jnp.asarray(batches)
+        # Per batch slot (the last one padded with the first images again): its current images.
+        starts = jax.lax.map(random_start, idxs)
+
+        def released(xus):  # batches cover 0..n-1 in order
+            return xus.reshape(-1, *x.shape[1:])[:n]
+
+        def learn(v, s, xus, t):
+            stream = Stream(released(xus), y, {"retain": jnp.arange(n)})
+
+            def one(c, i):
+                v, s = c
+                batch = sample_batch(stream, {"retain": learner_batch}, data_key, t + i)
+                v, s, _ = rule.update(v, s, batch, key=jax.random.fold_in(data_key, t + i))
+                return (v, s), None
+
+            (v, s), _ = jax.lax.scan(one, (v, s), jnp.arange(authorized_steps))
+            return v, s
+
+        def batch(carry, slot):
+            xus, v, s, t = carry
+            idx = idxs[slot]
+            xb, yb = x[idx], y[idx]
 
             def step(xu, _):
-                xu = xu - step_size * jnp.sign(jax.grad(objective)(xu, xb, yb))
+                xu = xu - step_size * jnp.sign(jax.grad(objective)(xu, v, xb, yb))
                 return jnp.clip(xb + jnp.clip(xu - xb, -epsilon, epsilon), low, high), None
 
-            xu0 = jnp.clip(xb + start, low, high)
+            xu0 = xus[slot]
             xu, _ = jax.lax.scan(step, xu0, None, length=steps)
-            return None, (xu, terms(xb, xu0, yb), terms(xb, xu, yb))
+            xus = xus.at[slot].set(xu)
+            out = (terms(v, xb, xu0, yb), terms(v, xb, xu, yb))
+            if authorized_steps:
+                v, s = learn(v, s, xus, t)
+            return (xus, v, s, t + authorized_steps), out
 
-        _, (xus, before, after) = jax.lax.scan(batch, None, jnp.asarray(batches))
-        # Batches cover 0..n-1 in order (the last one padded with the first images again).
-        protected = xus.reshape(-1, *x.shape[1:])[:n]
+        def sweep(carry, _):
+            return jax.lax.scan(batch, carry, jnp.arange(len(batches)))
+
+        state = rule.init(authorized, key=data_key) if authorized_steps else None
+        carry = (starts, authorized, state, jnp.zeros((), jnp.int32))
+        (xus, final, _, _), (before, after) = jax.lax.scan(sweep, carry, None, length=rounds)
+        protected = released(xus)
         protected = jnp.clip(x + jnp.clip(protected - x, -epsilon, epsilon), low, high)
-        mean = lambda d: {k: jnp.mean(v) for k, v in d.items()}  # noqa: E731
-        return protected, protected - x, mean(before), mean(after)
+        mean = lambda d: {k: jnp.mean(v[-1]) for k, v in d.items()}  # noqa: E731
+        extra = {}
+        if authorized_steps:
+
+            def gm_at_final(xs):
+                def one(_, idx):
+                    return None, terms(final, x[idx], xs[idx], y[idx])["gm"]
+
+                return jnp.mean(jax.lax.scan(one, None, idxs)[1])
+
+            moved = jax.tree.map(
+                lambda a, b: jnp.sum((a - b) ** 2), final["params"], authorized["params"]
+            )
+            extra = {
+                "gm_final": gm_at_final(protected),
+                "gm_final_start": gm_at_final(released(starts)),
+                "authorized_distance": jnp.sqrt(sum(jax.tree.leaves(moved))),
+            }
+        return protected, protected - x, mean(before), mean(after), extra
 
     settings = (
         "ungeneralizable_examples",
@@ -201,11 +297,16 @@ def ungeneralizable_examples(
         temperature,
         value_range,
         x.shape,
+        authorized_steps,
+        rounds,
+        float(lr),
+        authorized_optimizer,
     )
     program = budget.cached_jit(settings, lambda: run)
-    protected, delta, before, after = program(
+    protected, delta, before, after, extra = program(
         jnp.asarray(x), jnp.asarray(y), noise_key, surrogate, authorized
     )
     metrics = {f"{k}_start": float(v) for k, v in before.items()}
     metrics.update({k: float(v) for k, v in after.items()})
+    metrics.update({k: float(v) for k, v in extra.items()})
     return budget.Protection(protected, delta, metrics)

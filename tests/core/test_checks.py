@@ -263,6 +263,8 @@ SITES = {
             (clusters.unlearnable_clusters, "batch_size", 1),
             (ungeneralizable.ungeneralizable_examples, "steps", 1),
             (ungeneralizable.ungeneralizable_examples, "batch_size", 1),
+            (ungeneralizable.ungeneralizable_examples, "authorized_steps", 0),
+            (ungeneralizable.ungeneralizable_examples, "rounds", 1),
         ]
     },
     **{

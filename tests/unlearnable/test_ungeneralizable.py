@@ -3,6 +3,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from unlearnable_testing import assert_in_budget
 
@@ -84,7 +85,78 @@ def test_bad_input_is_refused_before_compute(digits_small, tiny_net):
         ungeneralizable_examples(tiny_net, x, y, steps=0, **kw)
     with pytest.raises(ValueError, match="`temperature`"):
         ungeneralizable_examples(tiny_net, x, y, temperature=float("inf"), **kw)
+    with pytest.raises(ValueError, match="`authorized_steps`"):
+        ungeneralizable_examples(tiny_net, x, y, authorized_steps=-1, **kw)
+    with pytest.raises(ValueError, match="`rounds`"):
+        ungeneralizable_examples(tiny_net, x, y, rounds=0, **kw)
+    with pytest.raises(ValueError, match="`authorized_learning_rate`"):
+        ungeneralizable_examples(tiny_net, x, y, authorized_learning_rate=0.0, **kw)
     with pytest.raises(ValueError, match="`x` must lie in the dataset's value range"):
         ungeneralizable_examples(tiny_net, x + 1.0, y, **kw)
     with pytest.raises(ValueError, match="needs `surrogate`"):
         unlearnable.protect("ungeneralizable_examples", tiny_net, x, y, key=jax.random.key(0))
+
+
+def _constant_step(c):
+    """An optimizer whose every update adds ``c`` to every parameter (ignores the gradient)."""
+    return optax.GradientTransformation(
+        lambda params: optax.EmptyState(),
+        lambda g, state, params=None: (jax.tree.map(lambda a: jnp.full_like(a, c), g), state),
+    )
+
+
+def test_trajectory_with_a_frozen_learner_is_the_default(digits_small, tiny_net):
+    x, y, _, _ = digits_small
+    kw = dict(key=jax.random.key(0), surrogate=tiny_net.init(jax.random.key(1)), **FAST)
+    p = ungeneralizable_examples(tiny_net, x, y, **kw)
+    q = ungeneralizable_examples(
+        tiny_net, x, y, authorized_steps=2, authorized_optimizer=optax.set_to_zero(), **kw
+    )
+    # The authorised network never moves: one sweep gives the init-only images, bit for bit.
+    assert q.metrics["authorized_distance"] == 0.0
+    np.testing.assert_array_equal(np.asarray(q.x), np.asarray(p.x))
+    assert {k: q.metrics[k] for k in p.metrics} == p.metrics
+
+
+def test_trajectory_takes_rounds_times_batches_times_steps_learner_updates(digits_small, tiny_net):
+    x, y, _, _ = digits_small  # 200 images in batches of 64: 4 batches per sweep
+    p = ungeneralizable_examples(
+        tiny_net,
+        x,
+        y,
+        key=jax.random.key(0),
+        surrogate=tiny_net.init(jax.random.key(1)),
+        authorized_steps=2,
+        rounds=2,
+        authorized_optimizer=_constant_step(1e-3),
+        **FAST,
+    )
+    n_params = 64 * 16 + 16 + 16 * 10 + 10
+    updates = 2 * 4 * 2
+    assert p.metrics["authorized_distance"] == pytest.approx(
+        1e-3 * updates * n_params**0.5, rel=1e-5
+    )
+
+
+def test_trajectory_matches_gradients_at_the_trained_authorised_network(digits_small, tiny_net):
+    x, y, _, _ = digits_small
+    kw = dict(
+        key=jax.random.key(0),
+        surrogate=tiny_net.init(jax.random.key(1)),
+        epsilon=32 / 255,
+        fd_weight=0.0,
+        ud_weight=0.0,
+        authorized_steps=1,
+        rounds=3,
+        authorized_learning_rate=0.5,
+        **FAST,
+    )
+    p = ungeneralizable_examples(tiny_net, x, y, **kw)
+    assert_in_budget(x, p.x, p.delta, 32 / 255)
+    assert p.metrics["authorized_distance"] > 1.0  # the authorised network trained
+    # At its final parameters, the released images' gradients match the clean ones better than
+    # the random starts' do.
+    assert p.metrics["gm_final"] < 0.8 * p.metrics["gm_final_start"]
+    # Through the registry: the same program, the same result.
+    q = unlearnable.protect("ungeneralizable_examples", tiny_net, x, y, **kw)
+    np.testing.assert_array_equal(np.asarray(q.x), np.asarray(p.x))
