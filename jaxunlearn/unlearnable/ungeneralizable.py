@@ -169,8 +169,8 @@ def ungeneralizable_examples(
             raise ValueError(f"`{name}` must be a finite number >= 0; got {w!r}")
     steps = check_count(steps, "steps", 1)
     batch_size = check_count(batch_size, "batch_size", 1)
-    authorized_steps = int(check_count(authorized_steps, "authorized_steps", 0))
-    rounds = int(check_count(rounds, "rounds", 1))
+    authorized_steps = check_count(authorized_steps, "authorized_steps", 0)
+    rounds = check_count(rounds, "rounds", 1)
     lr = budget.check_epsilon(authorized_learning_rate, "authorized_learning_rate")
     if surrogate is None:
         raise ValueError("`surrogate` (variables of `network` trained on clean data) is needed")
