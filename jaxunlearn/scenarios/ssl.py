@@ -208,9 +208,9 @@ def check_config(config) -> dict:
             f"`unlearn.ascent` has unknown key(s) {bad}; valid: {sorted(ASCENT_SETTINGS)}"
         )
     u["rules"] = {k: track_config.plain(v) for k, v in track_config.plain(u["rules"]).items()}
+    free = unlearning.label_free_names()
     for name, hp in u["rules"].items():
         info = rules_lib.get(name)  # unknown names list the valid ones
-        free = unlearning.label_free_names()
         if name not in free:
             if info.needs_labels:
                 why = "which reads forget labels"
@@ -392,20 +392,6 @@ def encoder_rule(name, backbone, *, width, num_steps, key, hparams=None):
     rule = repr_lib.make(name, net, num_steps=num_steps, **(hparams or {}))
     _abstract_init(rule, jax.eval_shape(net.init, key), key)
     return net, rule
-
-
-def build_encoder_rule(name, backbone, *, width, num_steps, key, hparams=None):
-    """``(encoder, rule, starting variables)`` of representation rule ``name`` on ``backbone``
-    (:func:`encoder_rule`, and the encoder initialised from ``key``).
-
-    Raises:
-      ValueError: (or ``TypeError``) when the rule cannot be built or initialised for this
-        backbone; checked before the encoder is initialised.
-    """
-    net, rule = encoder_rule(
-        name, backbone, width=width, num_steps=num_steps, key=key, hparams=hparams
-    )
-    return net, rule, net.init(key)
 
 
 def _abstract_init(rule, variables, key) -> None:

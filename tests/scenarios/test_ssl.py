@@ -56,12 +56,11 @@ def test_a_rule_that_cannot_be_built_for_the_backbone_says_why_before_compute():
         pytest.skip("no learned rule in this registry")
     cnn = models.make_network("cnn", input_shape=(8, 8, 1), num_outputs=10)
     with pytest.raises(ValueError, match="MLP"):
-        ssl.build_encoder_rule(
+        ssl.encoder_rule(
             "learned_unsupervised_rule", cnn, width=8, num_steps=2, key=jax.random.key(0)
         )
-    net, _, start = ssl.build_encoder_rule(
-        "simclr", cnn, width=8, num_steps=2, key=jax.random.key(0)
-    )
+    net, _ = ssl.encoder_rule("simclr", cnn, width=8, num_steps=2, key=jax.random.key(0))
+    start = net.init(jax.random.key(0))
     assert net.apply(start, np.zeros((2, 8, 8, 1), np.float32)).projection.shape == (2, 128)
 
 
