@@ -264,7 +264,7 @@ def label_free_rule(
         ``retain_labels`` for a rule that reads the retain set).
     """
     info = rules_registry.get(name)
-    if info.needs_labels or ("retain" in info.parts and info.retain_labels):
+    if info.needs_labels or info.reads_retain_labels:
         which = "forget" if info.needs_labels else "retain-set"
         raise ValueError(
             f"unlearning rule {name!r} reads {which} labels; a self-supervised encoder has none "
@@ -278,14 +278,13 @@ def label_free_rule(
 def label_free_names() -> list[str]:
     """Registered unlearning rules that read no labels at all (neither the forget set's nor the
     retain set's: ``RuleInfo.retain_labels``) and fit any classifier."""
-    out = []
-    for n in rules_registry.names():
-        info = rules_registry.get(n)
-        reads_retain_labels = "retain" in info.parts and info.retain_labels
-        if not info.needs_labels and not reads_retain_labels:
-            if info.task in ("any", "classification"):
-                out.append(n)
-    return out
+    return [
+        n
+        for n in rules_registry.names()
+        if not (info := rules_registry.get(n)).needs_labels
+        and not info.reads_retain_labels
+        and info.task in ("any", "classification")
+    ]
 
 
 def withheld_labels(y) -> Array:

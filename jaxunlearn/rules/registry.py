@@ -77,6 +77,12 @@ class RuleInfo:
     validation_parts: tuple[str, ...] = ()
     index_sets: Callable | None = None
 
+    @property
+    def reads_retain_labels(self) -> bool:
+        """Whether it reads the retain set's labels: it reads a retain set and
+        :attr:`retain_labels` says its terms there use the labels."""
+        return "retain" in self.parts and self.retain_labels
+
     def label_stages(self, hparams) -> list[str]:
         """The settings of :attr:`label_hparams` that ``hparams`` switches on (stages that read
         labels)."""
