@@ -9,7 +9,9 @@ when it is concrete: ``if concrete(beta) and not 0 <= beta <= 1: raise ValueErro
 
 from __future__ import annotations
 
+import inspect
 import numbers
+from collections.abc import Callable
 
 import jax
 
@@ -36,3 +38,18 @@ def check_count(value, name: str, minimum: int) -> int:
     if not is_count(value, minimum):
         raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
     return int(value)
+
+
+def keyword_names(fn: Callable, *, exclude=(), keyword_only: bool = False) -> list[str] | None:
+    """The sorted names of the arguments ``fn`` takes by keyword, minus ``exclude`` (those only
+    keyword-only with ``keyword_only``): the settings a config may give a factory or generator.
+    ``None`` when ``fn`` takes ``**kwargs`` (any name is accepted)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    kinds = (
+        (inspect.Parameter.KEYWORD_ONLY,)
+        if keyword_only
+        else (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )
+    return sorted(k for k, p in params.items() if p.kind in kinds and k not in exclude)

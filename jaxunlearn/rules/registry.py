@@ -17,6 +17,7 @@ import inspect
 import math
 from collections.abc import Callable, Mapping
 
+from jaxunlearn.core.checks import keyword_names
 from jaxunlearn.core.types import Network, UnlearningRule
 
 
@@ -232,11 +233,9 @@ class Registry:
 
     def check_hparams(self, name: str, hparams: dict) -> None:
         """Rejects hyperparameters that the rule's factory does not take, before any compute."""
-        factory = self.get(name).factory
-        params = inspect.signature(factory).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        valid = keyword_names(self.get(name).factory, exclude=CONTEXT, keyword_only=True)
+        if valid is None:
             return
-        valid = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in CONTEXT]
         supplied = sorted(set(hparams) & set(CONTEXT))
         if supplied:
             raise ValueError(
@@ -245,9 +244,7 @@ class Registry:
             )
         bad = sorted(set(hparams) - set(valid))
         if bad:
-            raise ValueError(
-                f"{self.kind} {name!r} has no hyperparameter(s) {bad}; valid: {sorted(valid)}"
-            )
+            raise ValueError(f"{self.kind} {name!r} has no hyperparameter(s) {bad}; valid: {valid}")
 
     def make(
         self,

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import os
 import sys
 import time
@@ -70,7 +69,7 @@ from jaxunlearn import data as data_lib
 from jaxunlearn import models as models_lib
 from jaxunlearn import repr as repr_lib
 from jaxunlearn import rules as rules_lib
-from jaxunlearn.core.checks import check_count
+from jaxunlearn.core.checks import check_count, keyword_names
 from jaxunlearn.data import views as views_lib
 from jaxunlearn.data.forget import ForgetSpec, check_fields, make_split
 from jaxunlearn.repr import unlearning
@@ -125,11 +124,7 @@ UNLEARN_METRICS = (
     "train_s",
 )
 # What `unlearn.ascent` may set: the keyword arguments of self_supervised_ascent but its name.
-ASCENT_SETTINGS = tuple(
-    k
-    for k in inspect.signature(unlearning.self_supervised_ascent).parameters
-    if k not in ("rule", "name")
-)
+ASCENT_SETTINGS = tuple(keyword_names(unlearning.self_supervised_ascent, exclude=("rule", "name")))
 KNN_K, KNN_TEMPERATURE = 20, 0.07
 MAX_QUERIES = 2048  # retain queries and CKA rows beyond this are subsampled (fixed seed)
 

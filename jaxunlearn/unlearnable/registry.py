@@ -9,9 +9,9 @@ generated once per mix ratio by the evaluation.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable
 
+from jaxunlearn.core.checks import keyword_names
 from jaxunlearn.unlearnable.bayes_error import bayes_error_noise
 from jaxunlearn.unlearnable.clusters import unlearnable_clusters
 from jaxunlearn.unlearnable.error_minimizing import error_minimizing_noise
@@ -72,10 +72,9 @@ _CONTEXT = ("network", "x", "y", "key", "surrogate", "protect")
 def check_hparams(name: str, hparams, *, where: str = "hparams") -> None:
     """Rejects hyperparameter names that generator ``name`` does not take, listing the valid ones
     (before any compute: the generator would fail only when called)."""
-    params = inspect.signature(get(name).fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    valid = keyword_names(get(name).fn, exclude=_CONTEXT)
+    if valid is None:
         return
-    valid = sorted(k for k in params if k not in _CONTEXT)
     unknown = sorted(set(hparams) - set(valid))
     if unknown:
         raise ValueError(f"{where}: generator {name!r} has no setting(s) {unknown}; valid: {valid}")

@@ -17,7 +17,7 @@ from jaxunlearn.audit import (
 )
 from jaxunlearn.audit.klom import klom
 from jaxunlearn.core import combinators, lm_losses, lora
-from jaxunlearn.core.checks import check_count, concrete, is_count
+from jaxunlearn.core.checks import check_count, concrete, is_count, keyword_names
 from jaxunlearn.data import anti_samples, augment, synthetic_forget, views
 from jaxunlearn.models import generation, transformer
 from jaxunlearn.rules import passes
@@ -474,3 +474,16 @@ def test_every_former_copy_refuses_floats_and_bools(site, bad):
     call, message = SITES[site]
     with pytest.raises(ValueError, match=message):
         call(bad)
+
+
+def test_keyword_names_lists_what_a_config_may_set():
+    def f(a, b=1, *, c=2, d=3):
+        pass
+
+    def g(a, **kwargs):
+        pass
+
+    assert keyword_names(f) == ["a", "b", "c", "d"]
+    assert keyword_names(f, exclude=("a", "d")) == ["b", "c"]
+    assert keyword_names(f, keyword_only=True) == ["c", "d"]
+    assert keyword_names(g) is None
