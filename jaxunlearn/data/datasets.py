@@ -12,6 +12,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from jaxunlearn.core.checks import is_count
+
 
 class Dataset(NamedTuple):
     """A supervised dataset with a fixed train/test split.
@@ -81,7 +83,7 @@ def digits(
     from sklearn.model_selection import train_test_split
 
     low, high = DIGITS_SIZES
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
+    if not is_count(image_size, 0):
         raise ValueError(
             f"digits: `image_size` must be an integer in [{low}, {high}]; got {image_size!r}"
         )
@@ -92,11 +94,7 @@ def digits(
         )
     if isinstance(channels, bool) or channels not in (1, 3):
         raise ValueError(f"digits: `channels` must be 1 or 3; got {channels!r}")
-    if canvas is not None and (
-        isinstance(canvas, bool)
-        or not isinstance(canvas, (int, np.integer))
-        or not image_size <= canvas <= high
-    ):
+    if canvas is not None and not (is_count(canvas, image_size) and canvas <= high):
         raise ValueError(
             f"digits: `canvas` must be None or an integer in [image_size={image_size}, {high}] "
             f"(the side of the image each digit is placed on); got {canvas!r}"
