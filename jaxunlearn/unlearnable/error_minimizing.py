@@ -88,7 +88,7 @@ def pgd_min(
         eta = jnp.clip(xp - x, -epsilon, epsilon)
         return (jnp.clip(x + eta, low, high), eta), None
 
-    start = jnp.asarray(start, x.dtype) + jnp.zeros_like(x)
+    start = jnp.broadcast_to(jnp.asarray(start, x.dtype), x.shape)  # the carried eta's shape
     (xp, eta), _ = jax.lax.scan(step, (jnp.clip(x + start, low, high), start), None, length=steps)
     return eta if eta_before_range_clip else xp - x
 
